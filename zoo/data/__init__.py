@@ -1,0 +1,1 @@
+"""Deterministic dataset builders from offline sources (see DESIGN.md, "Data")."""
