@@ -37,6 +37,12 @@ _FAMILIES: dict[str, str] = {
     "beast": "zoo.action.beast:BEAST",
     "binning": "zoo.action.baselines:Binning",
     "dct-bpe": "zoo.action.baselines:DCTBPE",
+    "flextok": "zoo.image.flextok:FlexTok",
+    "karl": "zoo.image.karl:KARL",
+    "cat": "zoo.image.cat:CAT",
+    "larp": "zoo.video.larp:LARP",
+    "codec": "zoo.audio.codec:Codec",
+    "vqtoken": "zoo.reduce.vq:VQToken",
 }
 
 

@@ -1,0 +1,61 @@
+"""Shared by the benchmark scripts: machine facts, timing, and writing one section of BENCHMARKS.md."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import platform
+import re
+import time
+from pathlib import Path
+from typing import Callable
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCHMARKS = ROOT / "BENCHMARKS.md"
+FIGURES = ROOT / "benchmarks" / "figures"
+HEADER = "# Benchmarks\n\nWritten by the scripts in `benchmarks/` (`make bench` runs them all); do not edit by hand.\n"
+
+
+def machine() -> str:
+    import torch
+
+    return (f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} with "
+            f"{torch.get_num_threads()} threads, python {platform.python_version()}")
+
+
+def best_time(fn: Callable[[], object], repeat: int = 5, warmup: int = 1) -> float:
+    """Best wall time of `repeat` runs after `warmup` runs, in seconds (shared machines drift)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def table(header: list[str], rows: list[list[object]]) -> str:
+    def fmt(v: object) -> str:
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return str(v)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def write_section(name: str, body: str) -> None:
+    """Replace (or append) the section `name` of BENCHMARKS.md; other sections are kept. Safe across processes."""
+    begin, end = f"<!-- begin {name} -->", f"<!-- end {name} -->"
+    block = f"{begin}\n{body.strip()}\n{end}"
+    lock = BENCHMARKS.with_suffix(".lock")
+    with open(lock, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        text = BENCHMARKS.read_text() if BENCHMARKS.exists() else HEADER
+        pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
+        text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+        tmp = BENCHMARKS.with_suffix(".md.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, BENCHMARKS)

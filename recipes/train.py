@@ -1,0 +1,42 @@
+"""`zoo train CONFIG.yaml [--key value ...]`: run a recipe from a YAML config.
+
+Two kinds of config:
+- LightningCLI configs (`trainer:`, `model:`, `data:` with class_path / init_args) train with
+  Lightning, so `--trainer.strategy=ddp --trainer.devices=2 --trainer.num_nodes=N` scale them out;
+- fitting configs (`fit: {class_path: ..., init_args: ...}`) call a function that fits a tokenizer
+  from data without gradient training (BEAST bounds, BPE merges).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+import yaml
+
+
+def run_fit(config: dict) -> object:
+    target = config["fit"]
+    module, _, fn = target["class_path"].rpartition(".")
+    return getattr(importlib.import_module(module), fn)(**target.get("init_args", {}))
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0].startswith("-"):
+        raise SystemExit("usage: zoo train CONFIG.yaml [--trainer.max_steps=N ...]")
+    path = Path(argv[0])
+    if not path.is_file():
+        raise SystemExit(f"zoo train: no config file {str(path)!r}")
+    config = yaml.safe_load(path.read_text()) or {}
+    if "fit" in config:
+        run_fit(config)
+        return
+    from lightning.pytorch.cli import LightningCLI
+
+    LightningCLI(args=["fit", "--config", str(path), *argv[1:]], save_config_kwargs={"overwrite": True})
+
+
+if __name__ == "__main__":
+    main()
