@@ -210,20 +210,32 @@ def load(source: str | os.PathLike, *, device: Any = None, sha256: str | None = 
         sha256: for a URL, the sha256 of its config.json (which records the weights' sha256).
         revision: for the hub, a branch, tag or commit.
     """
+    directory, family, expected = resolve(source, sha256=sha256, revision=revision)
+    return load_dir(directory, family=family, sha256=expected, device=device)
+
+
+def locate(source: str | os.PathLike, **kwargs: Any) -> Path:
+    """The local checkpoint folder `source` resolves to (downloading into the cache if needed)."""
+    return resolve(source, **kwargs)[0]
+
+
+def resolve(source: str | os.PathLike, *, sha256: str | None = None,
+            revision: str | None = None) -> tuple[Path, str | None, dict[str, str]]:
+    """(folder, expected family, expected sha256 per file) for any source `load` accepts."""
     source = os.fspath(source)
     if source.startswith("hf-hub:"):
         repo, _, rev = source[len("hf-hub:"):].partition("@")
-        return load_dir(_from_hf(repo, revision or rev or None, {}), device=device)
+        return _from_hf(repo, revision or rev or None, {}), None, {}
     if source.startswith(("http://", "https://")):
         if sha256 is None:
             raise ValueError(f"loading from a URL needs the sha256 of its config.json: zoo.load({source!r}, sha256=...)")
-        return load_dir(_from_url(source, {CONFIG: sha256}), sha256={CONFIG: sha256}, device=device)
+        return _from_url(source, {CONFIG: sha256}), None, {CONFIG: sha256}
     entry = _names().get(source)
     if entry is not None:
-        return load_dir(_locate(entry), family=entry.family, sha256=entry.sha256, device=device)
+        return _locate(entry), entry.family, entry.sha256
     path = Path(source).expanduser()
     if path.is_dir():
-        return load_dir(path, device=device)
+        return path, None, {}
     if path.exists() or os.sep in source or source.startswith("."):
         raise ValueError(f"{source!r} is not a checkpoint directory (expected a folder with {CONFIG} and {WEIGHTS})")
     close = difflib.get_close_matches(source, list(_names()), n=3, cutoff=0.5)

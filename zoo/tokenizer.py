@@ -199,19 +199,17 @@ class Tokens:
         path = Path(path)
         if not path.is_file():
             raise ValueError(f"no token file at {str(path)!r}")
+        if path.suffix not in (".npz", ".safetensors"):
+            raise ValueError(f"token files end in .npz or .safetensors, got {path.name!r}")
         try:
             if path.suffix == ".safetensors":
                 from safetensors.torch import load_file
 
                 arrays = load_file(str(path))
-            elif path.suffix == ".npz":
+            else:
                 with np.load(path, allow_pickle=False) as f:
                     arrays = {k: torch.from_numpy(f[k]) for k in f.files}
-            else:
-                raise ValueError(f"token files end in .npz or .safetensors, got {path.name!r}")
-        except ValueError:
-            raise
-        except Exception as e:  # zip/safetensors errors on a damaged file
+        except Exception as e:  # zip, pickle-refusal and safetensors errors on a damaged or foreign file
             raise ValueError(f"{str(path)!r} is not a readable token file: {e}") from e
         return cls.from_arrays(arrays, source=str(path))
 

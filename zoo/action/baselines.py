@@ -14,6 +14,7 @@ ValueError for ids outside the vocabulary or a stream that does not decode to TÂ
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -143,14 +144,25 @@ class DCTBPEConfig:
     """Args:
         num_dof; num_steps, the fixed time grid the DCT runs on (inputs are resampled to it);
         scale: DCT coefficients are multiplied by this before rounding (FAST's gamma; higher = finer);
-        vocab_size: BPE vocabulary; max_coefficient: |rounded coefficient| bound (symbols = 2Â·bound + 1).
+        vocab_size: BPE vocabulary, including one symbol per possible rounded coefficient.
     """
 
     num_dof: int = 2
     num_steps: int = 100
     scale: float = 10.0
     vocab_size: int = 1024
-    max_coefficient: int = 512
+
+    def __post_init__(self) -> None:
+        if self.scale <= 0:
+            raise ValueError(f"scale must be > 0, got {self.scale}")
+        if self.vocab_size <= 2 * self.max_coefficient + 1:
+            raise ValueError(f"vocab_size must exceed the {2 * self.max_coefficient + 1} coefficient symbols of "
+                             f"scale={self.scale}, num_steps={self.num_steps}; got {self.vocab_size}")
+
+    @property
+    def max_coefficient(self) -> int:
+        """Bound on |rounded coefficient|: an orthonormal DCT of values in [-1, 1] stays within sqrt(T)."""
+        return math.ceil(self.scale * math.sqrt(self.num_steps))
 
 
 class DCTBPE(_FittedBounds, Tokenizer):
@@ -171,7 +183,6 @@ class DCTBPE(_FittedBounds, Tokenizer):
         c = self.config
         z = self._normalise(resample(x.double(), c.num_steps)).clamp(-1, 1).cpu().numpy()
         coeffs = np.round(dct(z, axis=1, norm="ortho") * c.scale).astype(np.int64)
-        coeffs = np.clip(coeffs, -c.max_coefficient, c.max_coefficient)
         return rearrange(coeffs, "b t d -> b (t d)")
 
     def _to_text(self, coeffs: np.ndarray) -> list[str]:
@@ -186,7 +197,7 @@ class DCTBPE(_FittedBounds, Tokenizer):
         self.bounds = _per_dof_bounds(x, 0.01, 0.99)
         alphabet = [chr(_SYMBOL_BASE + i) for i in range(2 * c.max_coefficient + 1)]
         bpe = HFTokenizer(models.BPE())
-        trainer = trainers.BpeTrainer(vocab_size=max(c.vocab_size, len(alphabet)), initial_alphabet=alphabet,
+        trainer = trainers.BpeTrainer(vocab_size=c.vocab_size, initial_alphabet=alphabet,
                                       show_progress=False, special_tokens=[], max_token_length=64)
         bpe.train_from_iterator(self._to_text(self._coefficients(x)), trainer=trainer)
         self.bpe = bpe

@@ -66,6 +66,20 @@ def load_lasa(split: str = "train", num_steps: int = 100) -> tuple[np.ndarray, l
     return np.stack(trajectories).astype(np.float32), names
 
 
+def dihedral_augment(x: np.ndarray) -> np.ndarray:
+    """The 8 rotations by multiples of 90 degrees and reflections of 2-D trajectories (n, T, 2) → (8n, T, 2).
+
+    LASA's shapes each occupy part of the writing plane; fitting bounds on these copies covers the whole
+    plane symmetrically, so shapes held out for validation are not clipped by bounds of the training shapes.
+    """
+    if x.ndim != 3 or x.shape[-1] != 2:
+        raise ValueError(f"dihedral augmentation needs 2-D trajectories (n, T, 2), got shape {x.shape}")
+    rot = np.array([[0.0, -1.0], [1.0, 0.0]])
+    flip = np.diag([1.0, -1.0])
+    mats = [np.linalg.matrix_power(rot, k) @ f for k in range(4) for f in (np.eye(2), flip)]
+    return np.concatenate([x @ m.T for m in mats]).astype(x.dtype)
+
+
 def _min_jerk(s: np.ndarray) -> np.ndarray:
     return 10 * s**3 - 15 * s**4 + 6 * s**5
 

@@ -1,0 +1,56 @@
+"""Loopback servers for hub tests: a plain file server and a minimal Hugging Face hub (resolve endpoint)."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def serve(routes: dict[str, bytes], hf: bool = False):
+    """Serve `routes` (URL path -> bytes) on 127.0.0.1; yields the base URL. With `hf`, answer like the hub."""
+    requests: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _reply(self, body: bool) -> None:
+            requests.append(f"{self.command} {self.path}")
+            data = routes.get(self.path.split("?")[0])
+            if data is None:
+                self.send_response(404)
+                if hf:
+                    self.send_header("X-Error-Code", "EntryNotFound")
+                self.end_headers()
+                return
+            self.send_response(200)
+            if hf:
+                self.send_header("X-Repo-Commit", "0" * 40)
+                self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            if body:
+                self.wfile.write(data)
+
+        def do_HEAD(self) -> None:
+            self._reply(False)
+
+        def do_GET(self) -> None:
+            self._reply(True)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}", requests
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def checkpoint_routes(directory: Path, prefix: str) -> dict[str, bytes]:
+    return {f"{prefix}/{p.name}": p.read_bytes() for p in directory.iterdir() if p.is_file()}

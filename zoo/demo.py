@@ -1,0 +1,167 @@
+"""`zoo demo` / `make demo`: round-trip a real sample through every shipped tokenizer.
+
+Prints a table (name, modality, tokens, bits per sample, reconstruction error, encode/decode speed)
+and writes a picture of each round trip to `out/demo/<name>.png`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+import zoo
+from zoo import metrics
+
+
+def _timed(fn: Callable[[], Any], repeat: int = 3) -> tuple[Any, float]:
+    out, best = fn(), math.inf  # the first call warms up
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return out, best
+
+
+# ----------------------------------------------------------------------------------------- samples per modality
+
+
+def action_sample(tok: Any) -> tuple[Tensor, str]:
+    from zoo.data import actions
+
+    d = tok.spec.input.sizes.get("D")
+    if d == 2:
+        x, names = actions.load_lasa("val", 100)
+        idx = [names.index(s) for s in sorted(set(names))]  # one demo of each held-out shape
+        return torch.from_numpy(x[idx]), f"LASA val shapes {', '.join(sorted(set(names)))}"
+    x = actions.reaching_split("val", 8, 100)[:, :, :d] if d else actions.reaching_split("val", 8, 100)
+    return torch.from_numpy(x), "generated 7-DoF reaching motions (val seeds)"
+
+
+def image_sample(tok: Any) -> tuple[Tensor, str]:
+    from zoo.data.images import images_to_tensor, mixed_val_set
+
+    size = tok.spec.input.sizes.get("H", 32)
+    data = mixed_val_set(n=256, resolution=size)
+    idx = np.linspace(0, len(data["images"]) - 1, 8).round().astype(int)
+    return images_to_tensor(data["images"][idx]), "8 images of the mixed-complexity val set"
+
+
+def audio_sample(tok: Any) -> tuple[Tensor, str]:
+    from zoo.data.audio import build_audio_dataset
+
+    data = build_audio_dataset("speech", "val", n_clips=2, clip_seconds=2.0)
+    return torch.from_numpy(data["audio"][:2])[:, None], f"speech val clips ({', '.join(data['source'][:2])})"
+
+
+SAMPLES = {"action": action_sample, "image": image_sample, "audio": audio_sample}
+
+
+# ----------------------------------------------------------------------------------------- pictures per modality
+
+
+def plot_action(x: Tensor, y: Tensor, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = min(len(x), 6)
+    if x.shape[-1] == 2:
+        fig, axes = plt.subplots(1, n, figsize=(3 * n, 3), squeeze=False)
+        for i, ax in enumerate(axes[0]):
+            ax.plot(x[i, :, 0], x[i, :, 1], "k-", lw=2, label="original")
+            ax.plot(y[i, :, 0], y[i, :, 1], "r--", lw=1.5, label="reconstruction")
+            ax.set_aspect("equal")
+            ax.set_xticks([]), ax.set_yticks([])
+        axes[0, 0].legend(fontsize=7)
+    else:
+        d = x.shape[-1]
+        fig, axes = plt.subplots(1, d, figsize=(2.2 * d, 2.4), squeeze=False)
+        for j, ax in enumerate(axes[0]):
+            ax.plot(x[0, :, j], "k-", lw=2)
+            ax.plot(y[0, :, j], "r--", lw=1.5)
+            ax.set_title(f"dof {j}", fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_image(x: Tensor, y: Tensor, path: Path, title: str) -> None:
+    from PIL import Image
+
+    rows = [torch.cat(list(v.clamp(0, 1)), dim=-1) for v in (x, y)]  # (3, H, n·W) each
+    grid = torch.cat(rows, dim=-2).permute(1, 2, 0).numpy()
+    img = Image.fromarray((grid * 255).round().astype(np.uint8))
+    img.resize((img.width * 3, img.height * 3), Image.NEAREST).save(path)
+
+
+def plot_audio(x: Tensor, y: Tensor, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import soundfile as sf
+
+    fig, axes = plt.subplots(2, 1, figsize=(8, 4))
+    for ax, v, name in zip(axes, (x, y), ("original", "reconstruction")):
+        ax.specgram(v[0, 0].numpy(), Fs=16000, NFFT=512, noverlap=384, cmap="magma")
+        ax.set_title(name, fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    sf.write(str(path.with_suffix(".orig.wav")), x[0, 0].numpy(), 16000)
+    sf.write(str(path.with_suffix(".recon.wav")), y[0, 0].numpy(), 16000)
+
+
+PLOTS = {"action": plot_action, "image": plot_image, "audio": plot_audio}
+
+
+def error_of(modality: str, x: Tensor, y: Tensor) -> str:
+    if modality == "image":
+        return f"PSNR {float(metrics.psnr(y.clamp(0, 1), x).mean()):.2f} dB"
+    if modality == "audio":
+        snr = 10 * torch.log10(x.pow(2).mean() / (x - y).pow(2).mean().clamp_min(1e-12))
+        return f"SNR {float(snr):.2f} dB"
+    return f"MSE {float(metrics.mse(y, x).mean()):.4g}"
+
+
+# ----------------------------------------------------------------------------------------- the job
+
+
+def run_demo(out: Path = Path("out/demo")) -> list[dict[str, Any]]:
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for entry in zoo.list_tokenizers():
+        name, modality = entry["name"], entry.get("modality")
+        if modality not in SAMPLES:
+            print(f"{name}: no demo sample for modality {modality!r}, skipped")
+            continue
+        tok = zoo.load(name)
+        x, what = SAMPLES[modality](tok)
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tokens, t_enc = _timed(lambda: tok.encode(x))
+            y, t_dec = _timed(lambda: tok.decode(tokens))
+        n = tokens.batch_size
+        mean_tokens = float(tokens.lengths.float().mean())
+        bits = mean_tokens * tok.spec.bits_per_token
+        PLOTS[modality](x, y, out / f"{name}.png", f"{name}: {what}")
+        rows.append({"name": name, "modality": modality, "tokens": mean_tokens, "bits": bits,
+                     "error": error_of(modality, x, y), "encode/s": n / t_enc, "decode/s": n / t_dec})
+    header = ["name", "modality", "tokens", "bits/sample", "reconstruction", "encode samples/s", "decode samples/s"]
+    table = [[r["name"], r["modality"], f"{r['tokens']:g}", f"{r['bits']:.0f}", r["error"],
+              f"{r['encode/s']:.0f}", f"{r['decode/s']:.0f}"] for r in rows]
+    widths = [max(len(str(v)) for v in col) for col in zip(header, *table)]
+    for row in [header, *table]:
+        print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
+    print(f"\npictures of the round trips: {out}/")
+    return rows
