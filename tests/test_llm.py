@@ -1,0 +1,276 @@
+"""The joint vocabulary (zoo.llm), its Hugging Face glue, the LM recipe, and the shipped demo LM."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from zoo.llm import ConstrainedLogits, Entry, Vocabulary, extend_hf_tokenizer, resize_hf_embeddings
+from zoo.tokenizer import Tokens
+
+ENTRIES = (
+    Entry("image", "image", vocab_size=7, max_tokens=6),
+    Entry("audio", "audio", vocab_size=5, num_codebooks=3, max_tokens=5, sep_every=2),
+    Entry("action", "action", vocab_size=4, max_tokens=4, min_tokens=4),
+)
+
+
+def vocab(text_size: int = 11, pad_id: int | None = None) -> Vocabulary:
+    return Vocabulary(text_size=text_size, entries=ENTRIES, pad_id=pad_id)
+
+
+# ----------------------------------------------------------------------------------------- layout
+
+
+@pytest.mark.parametrize("pad_id", [None, 0])
+def test_ranges_are_disjoint_contiguous_and_cover_every_id(pad_id):
+    v = vocab(pad_id=pad_id)
+    spans = sorted(v.ranges().values())
+    assert spans[0][0] == 0 and spans[-1][1] == v.size
+    for (_, stop), (start, _) in zip(spans, spans[1:]):
+        assert stop == start  # contiguous, no overlap, no hole
+    assert len(v.token_strings()) == v.size - v.text_size
+    assert len(set(v.token_strings())) == len(v.token_strings())
+    audio = v.range("audio")
+    assert v.ranges()["audio:codebook2"] == (audio.codes + 10, audio.codes + 15)
+
+
+def test_bad_entries_and_names_raise():
+    with pytest.raises(ValueError, match="modality"):
+        Entry("x", "smell", 4)
+    with pytest.raises(ValueError, match="min_tokens"):
+        Entry("x", "image", 4, max_tokens=2, min_tokens=3)
+    with pytest.raises(ValueError, match="distinct"):
+        Vocabulary(3, [ENTRIES[0], ENTRIES[0]])
+    with pytest.raises(ValueError, match="pad_id"):
+        Vocabulary(3, ENTRIES, pad_id=3)
+    with pytest.raises(ValueError, match="not an entry"):
+        vocab().to_llm(Tokens(ids=torch.zeros(1, 2, dtype=torch.long), lengths=torch.tensor([2])), "video")
+
+
+# ----------------------------------------------------------------------------------------- round trips
+
+
+@st.composite
+def interleavings(draw):
+    """A random sequence of text runs and entry segments, each entry segment with random codes."""
+    v = vocab(pad_id=draw(st.sampled_from([None, 3])))
+    parts = []
+    for _ in range(draw(st.integers(0, 6))):
+        if draw(st.booleans()):
+            text = draw(st.lists(st.integers(0, v.text_size - 1).filter(lambda i: i != v.pad), min_size=1, max_size=5))
+            parts.append(("text", torch.tensor(text)))
+        else:
+            e = draw(st.sampled_from(ENTRIES))
+            length = draw(st.integers(e.min_tokens, e.max_tokens))
+            shape = (length,) if e.num_codebooks == 1 else (length, e.num_codebooks)
+            codes = torch.tensor(draw(st.lists(st.integers(0, e.vocab_size - 1), min_size=length * e.num_codebooks,
+                                               max_size=length * e.num_codebooks)), dtype=torch.long)
+            parts.append((e.name, codes.reshape(shape)))
+    return v, parts
+
+
+def build(v: Vocabulary, parts) -> torch.Tensor:
+    pieces = []
+    for name, ids in parts:
+        if name == "text":
+            pieces.append(ids)
+        else:
+            pieces.append(v.to_llm(Tokens(ids=ids[None], lengths=torch.tensor([ids.shape[0]])), name)[0])
+    return torch.cat(pieces) if pieces else torch.zeros(0, dtype=torch.long)
+
+
+def merged(parts):
+    """Adjacent text runs read back as one."""
+    out = []
+    for name, ids in parts:
+        if out and name == "text" and out[-1][0] == "text":
+            out[-1] = ("text", torch.cat([out[-1][1], ids]))
+        else:
+            out.append((name, ids))
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(interleavings())
+def test_to_llm_from_llm_round_trip(case):
+    v, parts = case
+    seq = build(v, parts)
+    assert seq.dtype == torch.long and (seq >= 0).all() and (seq < v.size).all()
+    back = v.from_llm(seq)
+    expected = merged(parts)
+    assert [s.name for s in back] == [n for n, _ in expected]
+    for seg, (_, ids) in zip(back, expected):
+        assert seg.complete
+        assert torch.equal(seg.ids, ids)
+
+
+@settings(max_examples=100, deadline=None)
+@given(interleavings(), st.integers(0, 40))
+def test_sequences_follow_the_sampling_grammar_and_truncation_is_tolerated(case, cut):
+    v, parts = case
+    seq = build(v, parts)
+    for p in range(len(seq)):  # every id of a valid sequence is allowed by the grammar
+        assert v.allowed_next(seq[:p])[seq[p]], (p, seq.tolist())
+    cut = min(cut, len(seq))
+    segments = v.from_llm(seq[:cut])  # a truncated sequence still parses
+    if segments and not segments[-1].complete:
+        e = v.entry(segments[-1].name)
+        assert segments[-1].ids.shape[0] <= e.max_tokens
+
+
+def test_batch_with_different_lengths_pads_and_parses():
+    v = vocab()
+    t = Tokens(ids=torch.tensor([[1, 2, 3, 4], [6, 5, 0, 0]]), lengths=torch.tensor([4, 2]))
+    ids = v.to_llm(t, "image")
+    assert ids.shape == (2, 6) and ids[1, -1] == v.pad == ids[1, -2]
+    for b in range(2):
+        (seg,) = v.from_llm(ids[b])
+        assert torch.equal(seg.tokens().ids[0], t.ids[b, : t.lengths[b]])
+
+
+def test_multi_codebook_flattening_is_frame_major_with_separators():
+    v = vocab()
+    ids = torch.arange(15).reshape(1, 5, 3) % 5
+    seq = v.to_llm(Tokens(ids=ids, lengths=torch.tensor([5])), "audio")[0]
+    r = v.range("audio")
+    # begin, 2 frames, sep, 2 frames, sep, 1 frame, end
+    assert seq.tolist().count(r.sep) == 2 and seq[0] == r.begin and seq[-1] == r.end
+    codes = seq[(seq >= r.codes)]
+    assert ((codes - r.codes) // 5).tolist() == [0, 1, 2] * 5  # codebook q at position k % Q
+
+
+# ----------------------------------------------------------------------------------------- strictness
+
+
+@pytest.mark.parametrize("make_bad, message", [
+    (lambda v: [1, v.size], "outside every range"),
+    (lambda v: [1, -1], "outside every range"),
+    (lambda v: [v.range("image").codes], "outside a begin/end"),
+    (lambda v: [v.range("image").end], "outside a begin/end"),
+    (lambda v: [v.range("image").begin, v.range("action").codes], "inside the image segment"),
+    (lambda v: [v.range("image").begin, 2], "inside the image segment"),
+    (lambda v: [v.range("image").begin, v.range("image").begin], "inside the image segment"),
+    (lambda v: [v.range("audio").begin, v.range("audio").codes + 5], "codebook 0"),  # codebook 1 first
+    (lambda v: [v.range("audio").begin, v.range("audio").sep], "separators"),
+    (lambda v: [v.range("action").begin, v.range("action").codes, v.range("action").end], "4..4 frames"),
+    (lambda v: [v.range("image").begin, *[v.range("image").codes] * 7], "maximum of 6"),
+])
+def test_bad_ids_raise_value_error_naming_the_position(make_bad, message):
+    v = vocab()
+    with pytest.raises(ValueError, match=message):
+        v.from_llm(torch.tensor(make_bad(v)))
+
+
+def test_bad_inputs_to_to_llm_raise():
+    v = vocab()
+    with pytest.raises(ValueError, match=r"must lie in \[0, 7\)"):
+        v.to_llm(Tokens(ids=torch.tensor([[7]]), lengths=torch.tensor([1])), "image")
+    with pytest.raises(ValueError, match="codebook"):
+        v.to_llm(Tokens(ids=torch.zeros(1, 2, dtype=torch.long), lengths=torch.tensor([2])), "audio")
+    with pytest.raises(ValueError, match="at most 6"):
+        v.to_llm(Tokens(ids=torch.zeros(1, 7, dtype=torch.long), lengths=torch.tensor([7])), "image")
+    with pytest.raises(ValueError, match="continuous"):
+        v.to_llm(Tokens(ids=None, lengths=torch.tensor([2]), latents=torch.zeros(1, 2, 3)), "image")
+    with pytest.raises(ValueError, match="one sequence"):
+        v.from_llm(torch.zeros(2, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match="integers"):
+        v.from_llm(torch.zeros(3))
+
+
+# ----------------------------------------------------------------------------------------- files
+
+
+def test_save_load_round_trip_and_tampering(tmp_path):
+    v = vocab(pad_id=2)
+    path = v.save(tmp_path / "vocabulary.json")
+    w = Vocabulary.load(path)
+    assert w == v and w.ranges() == v.ranges() and w.size == v.size
+    seq = build(v, [("text", torch.tensor([1])), ("audio", torch.zeros(3, 3, dtype=torch.long))])
+    assert [s.name for s in w.from_llm(seq)] == ["text", "audio"]
+    d = json.loads(path.read_text())
+    d["entries"][0]["vocab_size"] = 8  # ids would shift: refused
+    (tmp_path / "edited.json").write_text(json.dumps(d))
+    with pytest.raises(ValueError, match="do not match"):
+        Vocabulary.load(tmp_path / "edited.json")
+    (tmp_path / "other.json").write_text(json.dumps({"format": "something"}))
+    with pytest.raises(ValueError, match="not a zoo vocabulary"):
+        Vocabulary.load(tmp_path / "other.json")
+    with pytest.raises(ValueError, match="no vocabulary file"):
+        Vocabulary.load(tmp_path / "missing.json")
+
+
+def test_entry_from_tokenizer_and_reload_checks_the_tokenizer(tmp_path):
+    from zoo.action.beast import BEAST, BEASTConfig
+
+    tok = BEAST(BEASTConfig(num_dof=2, num_control_points=6, max_control_points=6, vocab_size=16)).fit(torch.randn(8, 30, 2))
+    tok.save_pretrained(tmp_path / "beast")
+    e = Entry.from_tokenizer("action", tok, "beast", num_tokens=12, fixed_length=True)
+    assert (e.vocab_size, e.max_tokens, e.min_tokens, e.modality) == (16, 12, 12, "action")
+    Vocabulary(5, [e]).save(tmp_path / "vocabulary.json")
+    v = Vocabulary.load(tmp_path / "vocabulary.json")
+    loaded = v.load_tokenizer("action")  # resolved next to the JSON
+    x = torch.randn(2, 30, 2)
+    seq = v.to_llm(loaded.encode(x), "action")
+    (seg,) = v.from_llm(seq[0])
+    assert torch.allclose(loaded.decode(seg.tokens(), num_steps=30), loaded.decode(loaded.encode(x[:1])))
+    wrong = Vocabulary(5, [Entry("action", "action", 32, max_tokens=12, tokenizer="beast")])
+    wrong.save(tmp_path / "wrong.json")
+    with pytest.raises(ValueError, match="built for another tokenizer"):
+        Vocabulary.load(tmp_path / "wrong.json").load_tokenizer("action")
+
+
+# ----------------------------------------------------------------------------------------- Hugging Face
+
+
+def tiny_hf_tokenizer():
+    transformers = pytest.importorskip("transformers")
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    words = ["<unk>", "<eos>", "a", "red", "circle", "on", "black", "background"]
+    wl = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    wl.pre_tokenizer = pre_tokenizers.Whitespace()
+    return transformers.PreTrainedTokenizerFast(tokenizer_object=wl, unk_token="<unk>", eos_token="<eos>")
+
+
+def test_hf_tokenizer_extension_matches_the_vocabulary_ids():
+    tok = tiny_hf_tokenizer()
+    v = Vocabulary(text_size=len(tok), entries=ENTRIES)
+    extend_hf_tokenizer(tok, v)
+    assert len(tok) == v.size
+    assert tok.convert_tokens_to_ids("<|image:5|>") == v.range("image").codes + 5
+    assert tok.convert_tokens_to_ids("<|audio:q2:1|>") == v.range("audio").codes + 2 * 5 + 1
+    assert tok.pad_token_id == v.pad
+    ids = tok("a red <|image:begin|><|image:3|><|image:0|><|image:end|> circle")["input_ids"]
+    segs = v.from_llm(torch.tensor(ids))
+    assert [s.name for s in segs] == ["text", "image", "text"] and segs[1].ids.tolist() == [3, 0]
+    extend_hf_tokenizer(tok, v)  # idempotent
+    assert len(tok) == v.size
+    with pytest.raises(ValueError, match="text_size"):
+        extend_hf_tokenizer(tiny_hf_tokenizer(), Vocabulary(text_size=3, entries=ENTRIES))
+
+
+def test_hf_model_embedding_resize_and_constrained_generation():
+    transformers = pytest.importorskip("transformers")
+    tok = tiny_hf_tokenizer()
+    v = Vocabulary(text_size=len(tok), entries=ENTRIES)
+    extend_hf_tokenizer(tok, v)
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(n_layer=2, n_embd=32, n_head=2, n_positions=64, vocab_size=v.text_size,
+                                     bos_token_id=1, eos_token_id=1)
+    model = transformers.GPT2LMHeadModel(config)
+    old = model.get_input_embeddings().weight[:3].detach().clone()
+    resize_hf_embeddings(model, v, pad_to_multiple_of=8)
+    rows = model.get_input_embeddings().weight.shape[0]
+    assert rows >= v.size and rows % 8 == 0 and model.lm_head.weight.shape[0] == rows
+    assert torch.equal(model.get_input_embeddings().weight[:3], old)  # old rows kept
+    logits = model(torch.tensor([[2, 3, v.range("image").begin]])).logits
+    assert logits.shape == (1, 3, rows)
+    prompt = torch.tensor([tok("a red circle")["input_ids"]])
+    out = model.generate(prompt, max_new_tokens=12, do_sample=True, logits_processor=[ConstrainedLogits(v, "image")],
+                         pad_token_id=v.pad, eos_token_id=None)
+    v.from_llm(out[0])  # whatever the random model samples parses

@@ -1,0 +1,571 @@
+"""Plug tokenizers into an LLM: one joint id space for text and every tokenizer's codes.
+
+A `Vocabulary` lays the codes of several tokenizers next to a text vocabulary. Its id ranges are
+disjoint and contiguous, in this order:
+
+    [0, text_size)              the text vocabulary (a GPT-2 BPE, a word list, ...)
+    pad                         one padding id (unless `pad_id` names a text id)
+    then, for each entry (one tokenizer, named "image", "action", ...):
+        begin, end[, sep]       its special tokens: <|image:begin|>, <|image:end|>, <|image:sep|>
+        Q blocks of V ids       its codes, one block per codebook: codebook q, code c -> codes + q*V + c
+
+A tokenizer with Q codebooks (ids [B, L, Q]) is flattened frame-major, codebooks inner
+(`b l q -> b (l q)`), so a frame's Q codes sit next to each other and every position has exactly one
+codebook (position k of a segment holds codebook k % Q). With `sep_every=k`, a separator follows
+every k frames but the last (rows of a 2-D token grid, frames of audio).
+
+    vocab = Vocabulary(text_size=len(text_tok), entries=[Entry.from_tokenizer("image", tok, "flextok-tiny-nat32")])
+    ids = vocab.to_llm(tok.encode(images), "image")      # LongTensor (B, N), right-padded with vocab.pad_id
+    for seg in vocab.from_llm(generated):                # text and image segments, in order
+        if seg.name == "image":
+            images = tok.decode(seg.tokens())
+    vocab.save("vocabulary.json"); Vocabulary.load("vocabulary.json")
+
+`from_llm` is strict: an id outside every range, a code of the wrong codebook, an end token with no
+begin, or a separator in the wrong place raises a ValueError that names the id and its position. A
+final segment cut off before its end token (a generation that ran out of budget) is returned with
+`complete=False`, dropping only a partial last frame. `allowed_next` gives the same grammar as a mask
+over the next id, so sampling never leaves it (`ConstrainedLogits` plugs it into `model.generate`).
+
+Hugging Face (optional extra `transformers`): `extend_hf_tokenizer` appends the special and code
+tokens to a text tokenizer so that their ids are exactly the vocabulary's, and `resize_hf_embeddings`
+grows a model's input and output embeddings to match (new rows start at the mean of the old ones).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import torch
+from einops import rearrange
+from torch import Tensor
+
+from zoo.tokenizer import MODALITIES, Tokens, check_ids
+
+if TYPE_CHECKING:
+    from zoo.tokenizer import Tokenizer
+
+FORMAT = "zoo.Vocabulary"
+FORMAT_VERSION = 1
+TEXT = "text"
+
+
+# ----------------------------------------------------------------------------------------- entries
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One tokenizer in the joint vocabulary.
+
+    Args:
+        name: how sequences and `to_llm` refer to it ("image", "action", "audio", "image-karl", ...).
+        modality: one of `zoo.tokenizer.MODALITIES`.
+        vocab_size: V, codes per codebook.
+        num_codebooks: Q; a segment holds Q ids per frame, codebook q in block q of the entry's range.
+        max_tokens: the most frames (L) a segment may hold.
+        min_tokens: the fewest frames a complete segment may hold (= max_tokens for fixed-length tokens).
+        sep_every: a separator token follows every `sep_every` frames (None: no separator).
+        tokenizer: where the tokenizer lives: a registered name, or a path relative to the vocabulary
+            JSON (so the two can be moved together); "" when unknown.
+    """
+
+    name: str
+    modality: str
+    vocab_size: int
+    num_codebooks: int = 1
+    max_tokens: int = 256
+    min_tokens: int = 1
+    sep_every: int | None = None
+    tokenizer: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.name or self.name == TEXT or any(c in self.name for c in ":|<> "):
+            raise ValueError(f"entry name {self.name!r} must be non-empty, not {TEXT!r}, and free of ':|<> '")
+        if self.modality not in MODALITIES:
+            raise ValueError(f"entry {self.name!r}: modality must be one of {MODALITIES}, got {self.modality!r}")
+        if self.vocab_size < 1 or self.num_codebooks < 1:
+            raise ValueError(f"entry {self.name!r}: vocab_size and num_codebooks must be >= 1, got "
+                             f"{self.vocab_size} and {self.num_codebooks} (a continuous-only tokenizer has no ids)")
+        if not 0 <= self.min_tokens <= self.max_tokens or self.max_tokens < 1:
+            raise ValueError(f"entry {self.name!r}: need 0 <= min_tokens <= max_tokens and max_tokens >= 1, "
+                             f"got min_tokens={self.min_tokens}, max_tokens={self.max_tokens}")
+        if self.sep_every is not None and self.sep_every < 1:
+            raise ValueError(f"entry {self.name!r}: sep_every must be >= 1 or None, got {self.sep_every}")
+
+    @classmethod
+    def from_tokenizer(cls, name: str, tokenizer: "Tokenizer", source: str = "", *, num_tokens: int | None = None,
+                       fixed_length: bool = False, sep_every: int | None = None) -> "Entry":
+        """An entry sized from a tokenizer's spec.
+
+        Args:
+            name: the entry's name in sequences.
+            tokenizer: a zoo Tokenizer with discrete ids.
+            source: its registered name or checkpoint path, recorded for reloading.
+            num_tokens: the most frames a segment holds (default: the spec's max_tokens).
+            fixed_length: every segment holds exactly `num_tokens` frames (BEAST at a fixed budget,
+                FlexTok at full length); generation may then only end a segment there.
+            sep_every: a separator every this many frames.
+        """
+        spec = tokenizer.spec
+        if spec.vocab_size < 1:
+            raise ValueError(f"{type(tokenizer).__name__} is continuous-only (vocab_size 0); it has no ids to place")
+        max_tokens = spec.max_tokens if num_tokens is None else int(num_tokens)
+        if not 1 <= max_tokens <= spec.max_tokens:
+            raise ValueError(f"num_tokens must lie in [1, {spec.max_tokens}] for this tokenizer, got {num_tokens}")
+        return cls(name=name, modality=spec.modality, vocab_size=spec.vocab_size, num_codebooks=spec.num_codebooks,
+                   max_tokens=max_tokens, min_tokens=max_tokens if fixed_length else 1, sep_every=sep_every,
+                   tokenizer=source)
+
+    @property
+    def num_specials(self) -> int:
+        return 2 + (self.sep_every is not None)
+
+    @property
+    def size(self) -> int:
+        """Ids the entry takes: its specials and Q·V codes."""
+        return self.num_specials + self.num_codebooks * self.vocab_size
+
+
+@dataclass(frozen=True)
+class Range:
+    """Where one entry sits in the joint id space; `codes` is the first id of codebook 0."""
+
+    begin: int
+    end: int
+    sep: int | None
+    codes: int
+    stop: int  # one past the entry's last id
+
+
+@dataclass
+class Segment:
+    """A run of one kind in an LLM sequence.
+
+    Args:
+        name: "text" or an entry name.
+        ids: text segment: the text ids (n,); entry segment: the tokenizer's own ids, offsets removed,
+            (L,) for one codebook or (L, Q).
+        complete: False for an entry segment cut off before its end token.
+    """
+
+    name: str
+    ids: Tensor
+    complete: bool = True
+
+    def tokens(self) -> Tokens:
+        """The segment as a batch of one `Tokens` (ids [1, L] or [1, L, Q]), ready for `decode`."""
+        if self.name == TEXT:
+            raise ValueError("a text segment has no Tokens; decode its ids with the text tokenizer")
+        ids = self.ids[None]
+        return Tokens(ids=ids, lengths=torch.tensor([ids.shape[1]], device=ids.device))
+
+
+# ----------------------------------------------------------------------------------------- the vocabulary
+
+
+@dataclass
+class Vocabulary:
+    """Text ids followed by each entry's specials and codes; see the module docstring for the layout.
+
+    Args:
+        text_size: ids [0, text_size) belong to the text vocabulary.
+        entries: the tokenizers, in id order.
+        pad_id: a text id to pad with; None allocates a <|pad|> id right after the text range.
+        text_tokenizer: where the text tokenizer lives (a path relative to the JSON, or a hub name).
+    """
+
+    text_size: int
+    entries: Sequence[Entry] = ()
+    pad_id: int | None = None
+    text_tokenizer: str = ""
+    _ranges: dict[str, Range] = field(init=False, repr=False, compare=False)
+    root: Path | None = field(default=None, init=False, repr=False, compare=False)  # the JSON's folder, once loaded
+
+    def __post_init__(self) -> None:
+        self.entries = tuple(self.entries)
+        if self.text_size < 0:
+            raise ValueError(f"text_size must be >= 0, got {self.text_size}")
+        names = [e.name for e in self.entries]
+        if len(set(names)) != len(names):
+            raise ValueError(f"entry names must be distinct, got {names}")
+        if self.pad_id is not None and not 0 <= self.pad_id < self.text_size:
+            raise ValueError(f"pad_id must be a text id in [0, {self.text_size}) or None, got {self.pad_id}")
+        self._ranges = {}
+        start = self.text_size + (self.pad_id is None)
+        for e in self.entries:
+            sep = start + 2 if e.sep_every is not None else None
+            self._ranges[e.name] = Range(begin=start, end=start + 1, sep=sep, codes=start + e.num_specials,
+                                         stop=start + e.size)
+            start += e.size
+        self.size = start
+        # per-id lookup tables for from_llm / allowed_next: kind (0 text, 1 pad, 2 begin, 3 end, 4 sep,
+        # 5 code), the entry index, and the codebook and code of a code id
+        kind = torch.zeros(self.size, dtype=torch.long)
+        owner = torch.full((self.size,), -1, dtype=torch.long)
+        book = torch.full((self.size,), -1, dtype=torch.long)
+        code = torch.full((self.size,), -1, dtype=torch.long)
+        kind[self.pad_id if self.pad_id is not None else self.text_size] = 1
+        for i, e in enumerate(self.entries):
+            r = self._ranges[e.name]
+            owner[r.begin:r.stop] = i
+            kind[r.begin], kind[r.end] = 2, 3
+            if r.sep is not None:
+                kind[r.sep] = 4
+            kind[r.codes:r.stop] = 5
+            offsets = torch.arange(e.num_codebooks * e.vocab_size)
+            book[r.codes:r.stop] = offsets // e.vocab_size
+            code[r.codes:r.stop] = offsets % e.vocab_size
+        self._kind, self._owner, self._book, self._code = kind, owner, book, code
+
+    # -- the layout --------------------------------------------------------------------------------------
+
+    @property
+    def pad(self) -> int:
+        """The padding id."""
+        return self.pad_id if self.pad_id is not None else self.text_size
+
+    def entry(self, name: str) -> Entry:
+        for e in self.entries:
+            if e.name == name:
+                return e
+        raise ValueError(f"{name!r} is not an entry of this vocabulary; entries: {[e.name for e in self.entries]}")
+
+    def range(self, name: str) -> Range:
+        self.entry(name)
+        return self._ranges[name]
+
+    def ranges(self) -> dict[str, tuple[int, int]]:
+        """Every id range as [start, stop): text, pad (when allocated), then each entry's specials and codebooks."""
+        out = {TEXT: (0, self.text_size)}
+        if self.pad_id is None:
+            out["pad"] = (self.text_size, self.text_size + 1)
+        for e in self.entries:
+            r = self._ranges[e.name]
+            out[f"{e.name}:specials"] = (r.begin, r.codes)
+            for q in range(e.num_codebooks):
+                out[f"{e.name}:codebook{q}"] = (r.codes + q * e.vocab_size, r.codes + (q + 1) * e.vocab_size)
+        return out
+
+    def token_strings(self) -> list[str]:
+        """The strings of ids text_size..size-1 in id order: <|pad|>, <|image:begin|>, <|image:17|>, <|audio:q1:5|>."""
+        out = ["<|pad|>"] if self.pad_id is None else []
+        for e in self.entries:
+            out += [f"<|{e.name}:begin|>", f"<|{e.name}:end|>"] + ([f"<|{e.name}:sep|>"] if e.sep_every else [])
+            for q in range(e.num_codebooks):
+                prefix = f"{e.name}:q{q}:" if e.num_codebooks > 1 else f"{e.name}:"
+                out += [f"<|{prefix}{c}|>" for c in range(e.vocab_size)]
+        return out
+
+    def describe(self, position: int, token: int) -> str:
+        """What an id is, for error messages."""
+        if not 0 <= token < self.size:
+            return f"id {token} at position {position} (outside every range: the vocabulary has ids [0, {self.size}))"
+        kind, owner = int(self._kind[token]), int(self._owner[token])
+        what = ["text", "pad", "begin", "end", "sep", "code"][kind]
+        if owner >= 0:
+            name = self.entries[owner].name
+            what = f"{name} code {int(self._code[token])} of codebook {int(self._book[token])}" if kind == 5 else f"{name} {what}"
+        return f"id {token} ({what}) at position {position}"
+
+    # -- into the LLM ------------------------------------------------------------------------------------
+
+    def to_llm(self, tokens: Tokens, name: str, *, begin: bool = True, end: bool = True) -> Tensor:
+        """Offset a batch of tokens into the joint id space and wrap each sample in begin/end.
+
+        Args:
+            tokens: from the entry's tokenizer; ids [B, L] (Q = 1) or [B, L, Q]; only the first
+                `lengths[b]` frames of sample b are used.
+            name: the entry.
+            begin, end: emit the begin / end special token.
+        Returns:
+            LongTensor (B, N): [begin, codes (frame-major, separators every `sep_every` frames), end],
+            right-padded with `self.pad` where samples differ in length.
+        """
+        e, r = self.entry(name), self._ranges[name]
+        if tokens.ids is None:
+            raise ValueError(f"{name}: these tokens are continuous (latents only); encode with ids to place them")
+        ids = tokens.ids
+        if ids.ndim == 2:
+            ids = ids[..., None]
+        if ids.shape[-1] != e.num_codebooks:
+            raise ValueError(f"{name} has {e.num_codebooks} codebook(s), got ids of shape {tuple(tokens.ids.shape)}")
+        check_ids(ids, e.vocab_size, tokens.lengths, name=f"{name} ids")
+        if tokens.batch_size and int(tokens.lengths.max()) > e.max_tokens:
+            raise ValueError(f"{name} holds at most {e.max_tokens} frames per segment, got lengths {tokens.lengths.tolist()}")
+        book = torch.arange(e.num_codebooks, device=ids.device) * e.vocab_size
+        rows = []
+        for b in range(ids.shape[0]):
+            frames = ids[b, : int(tokens.lengths[b])] + r.codes + book  # (L, Q)
+            parts = [torch.tensor([r.begin], device=ids.device)] if begin else []
+            step = e.sep_every or max(len(frames), 1)
+            for i in range(0, len(frames), step):
+                if i:
+                    parts.append(torch.tensor([r.sep], device=ids.device))
+                parts.append(rearrange(frames[i:i + step], "l q -> (l q)"))
+            if end:
+                parts.append(torch.tensor([r.end], device=ids.device))
+            rows.append(torch.cat(parts) if parts else ids.new_zeros(0))
+        return torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=self.pad).long()
+
+    # -- out of the LLM ----------------------------------------------------------------------------------
+
+    def from_llm(self, ids: Tensor | Sequence[int]) -> list[Segment]:
+        """Split one LLM sequence into text and entry segments, offsets removed.
+
+        Args:
+            ids: (N,) ids of one sequence (loop over the rows of a batch). Pad ids are skipped in text.
+        Returns:
+            Segments in order. Entry ids are (L,) for one codebook, (L, Q) otherwise. A final entry
+            segment without its end token is kept with `complete=False` (a partial last frame dropped).
+        Raises:
+            ValueError naming the id and position: an id outside every range, a code or separator
+            outside its segment or in the wrong place, a begin inside a segment, a complete segment
+            whose length breaks the entry's min/max or is not a whole number of frames.
+        """
+        ids = torch.as_tensor(ids)
+        if ids.ndim != 1:
+            raise ValueError(f"from_llm takes one sequence (N,), got shape {tuple(ids.shape)}; loop over the rows")
+        if ids.dtype.is_floating_point or ids.dtype == torch.bool:
+            raise ValueError(f"ids must be integers, got {ids.dtype}")
+        ids = ids.long().cpu()
+        bad = ((ids < 0) | (ids >= self.size)).nonzero()
+        if len(bad):
+            p = int(bad[0])
+            raise ValueError(f"{self.describe(p, int(ids[p]))}; decode only ids this vocabulary made")
+        kinds, owners, ids = self._kind[ids].tolist(), self._owner[ids].tolist(), ids.tolist()
+        segments: list[Segment] = []
+        text: list[int] = []
+        current, codes, start = -1, [], 0  # the open entry (-1: in text), its code ids, where it began
+        for p, (token, kind, owner) in enumerate(zip(ids, kinds, owners)):
+            if current < 0:
+                if kind == 0:
+                    text.append(token)
+                elif kind == 2:
+                    if text:
+                        segments.append(Segment(TEXT, torch.tensor(text, dtype=torch.long)))
+                        text = []
+                    current, codes, start = owner, [], p
+                elif kind != 1:
+                    raise ValueError(f"{self.describe(p, token)} is outside a begin/end segment")
+                continue
+            e, r = self.entries[current], self._ranges[self.entries[current].name]
+            q = len(codes) % e.num_codebooks
+            if kind == 5 and owner == current and int(self._book[token]) == q:
+                if len(codes) >= e.max_tokens * e.num_codebooks:
+                    raise ValueError(f"{self.describe(p, token)}: the {e.name} segment begun at {start} "
+                                     f"already holds its maximum of {e.max_tokens} frames")
+                if e.sep_every and codes and len(codes) % (e.sep_every * e.num_codebooks) == 0 and ids[p - 1] != r.sep:
+                    raise ValueError(f"{self.describe(p, token)}: a {e.name} separator must come after every "
+                                     f"{e.sep_every} frames")
+                codes.append(token)
+            elif kind == 4 and owner == current:
+                frames, rem = divmod(len(codes), e.num_codebooks)
+                if rem or frames == 0 or frames % e.sep_every or ids[p - 1] == r.sep:
+                    raise ValueError(f"{self.describe(p, token)}: separators come after every {e.sep_every} "
+                                     f"frames, not after {len(codes)} codes")
+            elif kind == 3 and owner == current and ids[p - 1] != r.sep:
+                segments.append(self._close(e, codes, complete=True, where=(start, p)))
+                current = -1
+            else:
+                expected = f"code of codebook {q}" if e.num_codebooks > 1 else "code"
+                raise ValueError(f"{self.describe(p, token)} inside the {e.name} segment begun at {start} "
+                                 f"(expected a {e.name} {expected} or {e.name} end)")
+        if current >= 0:
+            segments.append(self._close(self.entries[current], codes, complete=False, where=(start, len(ids))))
+        elif text:
+            segments.append(Segment(TEXT, torch.tensor(text, dtype=torch.long)))
+        return segments
+
+    def _close(self, e: Entry, codes: list[int], complete: bool, where: tuple[int, int]) -> Segment:
+        r = self._ranges[e.name]
+        frames, rem = divmod(len(codes), e.num_codebooks)
+        if complete and (rem or not e.min_tokens <= frames <= e.max_tokens):
+            raise ValueError(f"the {e.name} segment at positions {where[0]}..{where[1]} holds {len(codes)} codes; "
+                             f"a complete one holds {e.min_tokens}..{e.max_tokens} frames of {e.num_codebooks} codes")
+        t = torch.tensor(codes[: frames * e.num_codebooks], dtype=torch.long) - r.codes
+        t = rearrange(t, "(l q) -> l q", q=e.num_codebooks) % e.vocab_size
+        return Segment(e.name, t[:, 0] if e.num_codebooks == 1 else t, complete=complete)
+
+    # -- constrained sampling ----------------------------------------------------------------------------
+
+    def allowed_next(self, prefix: Tensor | Sequence[int], *, entry: str | None = None) -> Tensor:
+        """The ids that may follow `prefix` so that `from_llm` accepts the sequence: BoolTensor (size,).
+
+        In text: every text id and every entry's begin (only `entry`'s begin when given, to force
+        a modality). Inside a segment: the next codebook's codes, the separator where one is due, and
+        the end token once the segment holds `min_tokens` whole frames; at `max_tokens` only the end.
+
+        Args:
+            prefix: (N,) ids so far (already valid; `from_llm` explains an invalid one).
+        """
+        prefix = torch.as_tensor(prefix).long().cpu()
+        mask = torch.zeros(self.size, dtype=torch.bool)
+        current, n_codes, last = -1, 0, -1
+        for token in prefix.tolist():
+            kind = int(self._kind[token]) if 0 <= token < self.size else -1
+            if kind == 2:
+                current, n_codes = int(self._owner[token]), 0
+            elif kind == 3:
+                current = -1
+            elif kind == 5 and current >= 0:
+                n_codes += 1
+            last = token
+        if current < 0:
+            mask[: self.text_size] = True
+            for e in self.entries:
+                if entry is None or e.name == entry:
+                    mask[self._ranges[e.name].begin] = True
+            return mask
+        e = self.entries[current]
+        r = self._ranges[e.name]
+        frames, q = divmod(n_codes, e.num_codebooks)
+        if q:  # mid-frame: only the next codebook
+            mask[r.codes + q * e.vocab_size: r.codes + (q + 1) * e.vocab_size] = True
+            return mask
+        sep_due = bool(e.sep_every) and frames > 0 and frames % e.sep_every == 0 and last != r.sep
+        if frames < e.max_tokens:
+            if sep_due:
+                mask[r.sep] = True
+            else:
+                mask[r.codes: r.codes + e.vocab_size] = True
+        if frames >= e.min_tokens and last != r.sep:
+            mask[r.end] = True
+        return mask
+
+    # -- files -------------------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "text_size": self.text_size,
+            "pad_id": self.pad_id,
+            "text_tokenizer": self.text_tokenizer,
+            "entries": [asdict(e) for e in self.entries],
+            "size": self.size,
+            "ranges": {k: list(v) for k, v in self.ranges().items()},  # for readers; checked on load
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "dict") -> "Vocabulary":
+        if d.get("format") != FORMAT:
+            raise ValueError(f"{source} is not a zoo vocabulary (format {d.get('format')!r}, expected {FORMAT!r})")
+        if d.get("format_version", FORMAT_VERSION) > FORMAT_VERSION:
+            raise ValueError(f"{source} has format_version {d['format_version']}; upgrade zoo to read it")
+        try:
+            entries = [Entry(**e) for e in d["entries"]]
+            vocab = cls(text_size=d["text_size"], entries=entries, pad_id=d.get("pad_id"),
+                        text_tokenizer=d.get("text_tokenizer", ""))
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"{source} is not a valid vocabulary: {e}") from e
+        stored = {k: tuple(v) for k, v in d.get("ranges", {}).items()}
+        if stored and stored != vocab.ranges() or d.get("size", vocab.size) != vocab.size:
+            raise ValueError(f"{source}: the stored id ranges do not match its entries (the file was edited by hand?)")
+        return vocab
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the vocabulary as JSON (next to the tokenizers it names, so relative paths resolve)."""
+        from zoo.data.cache import atomic_write_bytes
+
+        path = Path(path)
+        atomic_write_bytes(path, (json.dumps(self.to_dict(), indent=2) + "\n").encode())
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Vocabulary":
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"no vocabulary file at {str(path)!r}")
+        try:
+            d = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{path} is not valid JSON: {e}") from e
+        vocab = cls.from_dict(d, source=str(path))
+        vocab.root = path.parent
+        return vocab
+
+    def load_tokenizer(self, name: str, device: Any = None) -> "Tokenizer":
+        """Load the tokenizer an entry names (a path relative to the JSON, or a registered name) and check it fits."""
+        import zoo
+
+        e = self.entry(name)
+        if not e.tokenizer:
+            raise ValueError(f"entry {name!r} records no tokenizer; load it yourself")
+        local = (self.root or Path(".")) / e.tokenizer
+        tok = zoo.load(local if local.is_dir() else e.tokenizer, device=device)
+        spec = tok.spec
+        if (spec.vocab_size, spec.num_codebooks) != (e.vocab_size, e.num_codebooks) or spec.max_tokens < e.max_tokens:
+            raise ValueError(f"{e.tokenizer!r} emits {spec.num_codebooks} x {spec.vocab_size} codes, up to "
+                             f"{spec.max_tokens} tokens; entry {name!r} expects {e.num_codebooks} x {e.vocab_size}, "
+                             f"up to {e.max_tokens}: the vocabulary was built for another tokenizer")
+        return tok
+
+
+# ----------------------------------------------------------------------------------------- Hugging Face
+
+
+def extend_hf_tokenizer(tokenizer: Any, vocab: Vocabulary) -> None:
+    """Append the vocabulary's special and code tokens to a transformers tokenizer, in id order.
+
+    The tokenizer must hold exactly `vocab.text_size` ids before (build the vocabulary with
+    `text_size=len(tokenizer)`). The new tokens are added as special tokens (never split, kept in
+    `decode`), so `tokenizer.convert_tokens_to_ids("<|image:17|>")` is the joint id of image code 17.
+    """
+    from tokenizers import AddedToken
+
+    if len(tokenizer) != vocab.text_size:
+        if len(tokenizer) == vocab.size and tokenizer.convert_ids_to_tokens(vocab.size - 1) == vocab.token_strings()[-1]:
+            return  # already extended
+        raise ValueError(f"the tokenizer holds {len(tokenizer)} ids but the vocabulary's text range is "
+                         f"{vocab.text_size}; build the vocabulary with text_size=len(tokenizer)")
+    strings = vocab.token_strings()
+    tokenizer.add_tokens([AddedToken(s, special=True, normalized=False) for s in strings], special_tokens=True)
+    if len(tokenizer) != vocab.size:
+        raise ValueError(f"after adding {len(strings)} tokens the tokenizer holds {len(tokenizer)} ids, expected "
+                         f"{vocab.size}: some of {strings[:3]}... were already in it")
+    if vocab.pad_id is None and tokenizer.pad_token is None:
+        tokenizer.pad_token = "<|pad|>"
+
+
+def resize_hf_embeddings(model: Any, vocab: Vocabulary, pad_to_multiple_of: int | None = None) -> Any:
+    """Grow (or check) a transformers model's token embeddings to hold every id of `vocab`.
+
+    New rows start at the mean of the old embeddings (transformers' `mean_resizing`), which keeps the
+    model's first predictions on the new tokens sensible; tied output embeddings follow.
+
+    Args:
+        model: a transformers PreTrainedModel.
+        pad_to_multiple_of: round the row count up (e.g. 64 for tensor cores); extra rows are never sampled
+            when generation is constrained by `ConstrainedLogits`.
+    """
+    rows = model.get_input_embeddings().weight.shape[0]
+    if rows < vocab.size or pad_to_multiple_of:
+        model.resize_token_embeddings(vocab.size, pad_to_multiple_of=pad_to_multiple_of, mean_resizing=True)
+    if model.config.vocab_size < vocab.size:
+        raise ValueError(f"the model still has {model.config.vocab_size} rows after resizing, need {vocab.size}")
+    return model
+
+
+class ConstrainedLogits:
+    """A logits processor (`model.generate(logits_processor=[...])`) that keeps sampling inside `vocab`'s grammar.
+
+    Rows of `scores` past `vocab.size` (padded embeddings) are always masked.
+
+    Args:
+        vocab: the joint vocabulary.
+        entry: force the first segment opened to be this entry (e.g. "image" after a caption).
+    """
+
+    def __init__(self, vocab: Vocabulary, entry: str | None = None) -> None:
+        self.vocab, self.entry = vocab, entry
+
+    def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
+        """input_ids: (B, N); scores: (B, V) logits of the next id → the same with disallowed ids at -inf."""
+        mask = torch.zeros_like(scores, dtype=torch.bool)
+        for b in range(input_ids.shape[0]):
+            mask[b, : self.vocab.size] = self.vocab.allowed_next(input_ids[b], entry=self.entry).to(scores.device)
+        return scores.masked_fill(~mask, float("-inf"))
