@@ -35,7 +35,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     from lightning.pytorch.cli import LightningCLI
 
-    LightningCLI(args=["fit", "--config", str(path), *argv[1:]], save_config_kwargs={"overwrite": True})
+    # with no logger, Lightning writes the resolved config.yaml into default_root_dir: keep it out of the repo root
+    LightningCLI(args=["fit", "--config", str(path), *argv[1:]], save_config_kwargs={"overwrite": True},
+                 trainer_defaults={"default_root_dir": "runs"})
 
 
 if __name__ == "__main__":
