@@ -16,6 +16,7 @@ ENTRIES = (
     Entry("image", "image", vocab_size=7, max_tokens=6),
     Entry("audio", "audio", vocab_size=5, num_codebooks=3, max_tokens=5, sep_every=2),
     Entry("action", "action", vocab_size=4, max_tokens=4, min_tokens=4),
+    Entry("video", "video", vocab_size=12, num_codebooks=2, digits=(3, 4), max_tokens=3),
 )
 
 
@@ -36,7 +37,9 @@ def test_ranges_are_disjoint_contiguous_and_cover_every_id(pad_id):
     assert len(v.token_strings()) == v.size - v.text_size
     assert len(set(v.token_strings())) == len(v.token_strings())
     audio = v.range("audio")
-    assert v.ranges()["audio:codebook2"] == (audio.codes + 10, audio.codes + 15)
+    assert v.ranges()["audio:codes:q2"] == (audio.codes + 10, audio.codes + 15)
+    assert v.ranges()["video:codes:q1:d1"][1] - v.ranges()["video:codes:q1:d1"][0] == 4
+    assert v.ranges()["image:codes"] == (v.range("image").codes, v.range("image").codes + 7)
 
 
 def test_bad_entries_and_names_raise():
@@ -49,7 +52,7 @@ def test_bad_entries_and_names_raise():
     with pytest.raises(ValueError, match="pad_id"):
         Vocabulary(3, ENTRIES, pad_id=3)
     with pytest.raises(ValueError, match="not an entry"):
-        vocab().to_llm(Tokens(ids=torch.zeros(1, 2, dtype=torch.long), lengths=torch.tensor([2])), "video")
+        vocab().to_llm(Tokens(ids=torch.zeros(1, 2, dtype=torch.long), lengths=torch.tensor([2])), "speech")
 
 
 # ----------------------------------------------------------------------------------------- round trips
@@ -144,6 +147,21 @@ def test_multi_codebook_flattening_is_frame_major_with_separators():
     assert ((codes - r.codes) // 5).tolist() == [0, 1, 2] * 5  # codebook q at position k % Q
 
 
+def test_digits_write_a_large_codebook_in_small_blocks():
+    e = Entry("image", "image", vocab_size=64000, digits=(512, 125), max_tokens=4)
+    v = Vocabulary(text_size=5, entries=[e])
+    assert v.size == 5 + 1 + 2 + 512 + 125
+    ids = torch.tensor([[0, 511, 512, 63999]])
+    seq = v.to_llm(Tokens(ids=ids, lengths=torch.tensor([4])), "image")[0]
+    r = v.range("image")
+    assert seq[1:-1].tolist() == [r.slots[0] + 0, r.slots[1] + 0, r.slots[0] + 511, r.slots[1] + 0,
+                                  r.slots[0] + 0, r.slots[1] + 1, r.slots[0] + 511, r.slots[1] + 124]
+    (seg,) = v.from_llm(seq)
+    assert torch.equal(seg.ids, ids[0])
+    with pytest.raises(ValueError, match="product"):
+        Entry("image", "image", vocab_size=64000, digits=(512, 124))
+
+
 # ----------------------------------------------------------------------------------------- strictness
 
 
@@ -155,7 +173,8 @@ def test_multi_codebook_flattening_is_frame_major_with_separators():
     (lambda v: [v.range("image").begin, v.range("action").codes], "inside the image segment"),
     (lambda v: [v.range("image").begin, 2], "inside the image segment"),
     (lambda v: [v.range("image").begin, v.range("image").begin], "inside the image segment"),
-    (lambda v: [v.range("audio").begin, v.range("audio").codes + 5], "codebook 0"),  # codebook 1 first
+    (lambda v: [v.range("audio").begin, v.range("audio").codes + 5], "slot q0"),  # codebook 1 first
+    (lambda v: [v.range("video").begin, v.range("video").slots[1]], "slot q0:d0"),  # digit 1 first
     (lambda v: [v.range("audio").begin, v.range("audio").sep], "separators"),
     (lambda v: [v.range("action").begin, v.range("action").codes, v.range("action").end], "4..4 frames"),
     (lambda v: [v.range("image").begin, *[v.range("image").codes] * 7], "maximum of 6"),
@@ -207,15 +226,16 @@ def test_save_load_round_trip_and_tampering(tmp_path):
 def test_entry_from_tokenizer_and_reload_checks_the_tokenizer(tmp_path):
     from zoo.action.beast import BEAST, BEASTConfig
 
-    tok = BEAST(BEASTConfig(num_dof=2, num_control_points=6, max_control_points=6, vocab_size=16)).fit(torch.randn(8, 30, 2))
+    tok = BEAST(BEASTConfig(num_dof=2, num_control_points=6, max_control_points=6, vocab_size=16))
+    x = torch.randn(8, 30, 2)
+    tok.fit(x)
     tok.save_pretrained(tmp_path / "beast")
     e = Entry.from_tokenizer("action", tok, "beast", num_tokens=12, fixed_length=True)
     assert (e.vocab_size, e.max_tokens, e.min_tokens, e.modality) == (16, 12, 12, "action")
     Vocabulary(5, [e]).save(tmp_path / "vocabulary.json")
     v = Vocabulary.load(tmp_path / "vocabulary.json")
     loaded = v.load_tokenizer("action")  # resolved next to the JSON
-    x = torch.randn(2, 30, 2)
-    seq = v.to_llm(loaded.encode(x), "action")
+    seq = v.to_llm(loaded.encode(x[:2]), "action")
     (seg,) = v.from_llm(seq[0])
     assert torch.allclose(loaded.decode(seg.tokens(), num_steps=30), loaded.decode(loaded.encode(x[:1])))
     wrong = Vocabulary(5, [Entry("action", "action", 32, max_tokens=12, tokenizer="beast")])

@@ -7,12 +7,15 @@ disjoint and contiguous, in this order:
     pad                         one padding id (unless `pad_id` names a text id)
     then, for each entry (one tokenizer, named "image", "action", ...):
         begin, end[, sep]       its special tokens: <|image:begin|>, <|image:end|>, <|image:sep|>
-        Q blocks of V ids       its codes, one block per codebook: codebook q, code c -> codes + q*V + c
+        one block per slot      its codes: codebook q, code c -> start of block q, + c
 
-A tokenizer with Q codebooks (ids [B, L, Q]) is flattened frame-major, codebooks inner
-(`b l q -> b (l q)`), so a frame's Q codes sit next to each other and every position has exactly one
-codebook (position k of a segment holds codebook k % Q). With `sep_every=k`, a separator follows
-every k frames but the last (rows of a 2-D token grid, frames of audio).
+A frame (one token position, Q codebooks) is written as S = Q slots, frame-major and codebooks inner
+(`b l q -> b (l q)`), so position k of a segment always holds slot k % S: the flattening is fixed,
+not learned, and `from_llm` checks it. A tokenizer with a large codebook (FlexTok's FSQ: 64000 ids) may
+also be written in mixed-radix digits, `digits=(512, 125)`: code c becomes the digits
+c % 512, c // 512 (least significant first, as FSQ numbers its levels), each digit a slot with its
+own block, so S = Q·len(digits) and the LLM embeds 637 rows instead of 64000. With `sep_every=k`, a
+separator follows every k frames but the last (rows of a 2-D token grid, frames of audio).
 
     vocab = Vocabulary(text_size=len(text_tok), entries=[Entry.from_tokenizer("image", tok, "flextok-tiny-nat32")])
     ids = vocab.to_llm(tok.encode(images), "image")      # LongTensor (B, N), right-padded with vocab.pad_id
@@ -35,6 +38,7 @@ grows a model's input and output embeddings to match (new rows start at the mean
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -65,7 +69,9 @@ class Entry:
         name: how sequences and `to_llm` refer to it ("image", "action", "audio", "image-karl", ...).
         modality: one of `zoo.tokenizer.MODALITIES`.
         vocab_size: V, codes per codebook.
-        num_codebooks: Q; a segment holds Q ids per frame, codebook q in block q of the entry's range.
+        num_codebooks: Q; a segment holds Q codes per frame, codebook q in its own block of ids.
+        digits: write each code as mixed-radix digits, least significant first (their product must be
+            V), each digit a slot with its own block of ids; () writes each code as one id.
         max_tokens: the most frames (L) a segment may hold.
         min_tokens: the fewest frames a complete segment may hold (= max_tokens for fixed-length tokens).
         sep_every: a separator token follows every `sep_every` frames (None: no separator).
@@ -77,6 +83,7 @@ class Entry:
     modality: str
     vocab_size: int
     num_codebooks: int = 1
+    digits: tuple[int, ...] = ()
     max_tokens: int = 256
     min_tokens: int = 1
     sep_every: int | None = None
@@ -93,12 +100,17 @@ class Entry:
         if not 0 <= self.min_tokens <= self.max_tokens or self.max_tokens < 1:
             raise ValueError(f"entry {self.name!r}: need 0 <= min_tokens <= max_tokens and max_tokens >= 1, "
                              f"got min_tokens={self.min_tokens}, max_tokens={self.max_tokens}")
+        object.__setattr__(self, "digits", tuple(int(d) for d in self.digits))  # JSON gives lists
+        if self.digits and (min(self.digits) < 2 or math.prod(self.digits) != self.vocab_size):
+            raise ValueError(f"entry {self.name!r}: digits {self.digits} must be >= 2 each with product "
+                             f"vocab_size={self.vocab_size} (e.g. FSQ levels grouped: (8*8*8, 5*5*5) for 64000)")
         if self.sep_every is not None and self.sep_every < 1:
             raise ValueError(f"entry {self.name!r}: sep_every must be >= 1 or None, got {self.sep_every}")
 
     @classmethod
     def from_tokenizer(cls, name: str, tokenizer: "Tokenizer", source: str = "", *, num_tokens: int | None = None,
-                       fixed_length: bool = False, sep_every: int | None = None) -> "Entry":
+                       fixed_length: bool = False, sep_every: int | None = None,
+                       digits: Sequence[int] = ()) -> "Entry":
         """An entry sized from a tokenizer's spec.
 
         Args:
@@ -109,6 +121,7 @@ class Entry:
             fixed_length: every segment holds exactly `num_tokens` frames (BEAST at a fixed budget,
                 FlexTok at full length); generation may then only end a segment there.
             sep_every: a separator every this many frames.
+            digits: write each code as these mixed-radix digits (see the class docstring).
         """
         spec = tokenizer.spec
         if spec.vocab_size < 1:
@@ -117,28 +130,46 @@ class Entry:
         if not 1 <= max_tokens <= spec.max_tokens:
             raise ValueError(f"num_tokens must lie in [1, {spec.max_tokens}] for this tokenizer, got {num_tokens}")
         return cls(name=name, modality=spec.modality, vocab_size=spec.vocab_size, num_codebooks=spec.num_codebooks,
-                   max_tokens=max_tokens, min_tokens=max_tokens if fixed_length else 1, sep_every=sep_every,
-                   tokenizer=source)
+                   digits=tuple(digits), max_tokens=max_tokens, min_tokens=max_tokens if fixed_length else 1,
+                   sep_every=sep_every, tokenizer=source)
 
     @property
     def num_specials(self) -> int:
         return 2 + (self.sep_every is not None)
 
     @property
+    def radix(self) -> tuple[int, ...]:
+        return self.digits or (self.vocab_size,)
+
+    @property
+    def slots(self) -> tuple[int, ...]:
+        """Ids per slot of a frame, in order: the digits of codebook 0, then of codebook 1, ..."""
+        return self.radix * self.num_codebooks
+
+    @property
     def size(self) -> int:
-        """Ids the entry takes: its specials and Q·V codes."""
-        return self.num_specials + self.num_codebooks * self.vocab_size
+        """Ids the entry takes: its specials and every slot's block."""
+        return self.num_specials + sum(self.slots)
+
+    def slot_name(self, s: int) -> str:
+        q, j = divmod(s, len(self.radix))
+        return ":".join([f"q{q}"] * (self.num_codebooks > 1) + [f"d{j}"] * (len(self.radix) > 1))
 
 
 @dataclass(frozen=True)
 class Range:
-    """Where one entry sits in the joint id space; `codes` is the first id of codebook 0."""
+    """Where one entry sits in the joint id space; `slots[s]` is the first id of slot s's block."""
 
     begin: int
     end: int
     sep: int | None
-    codes: int
+    slots: tuple[int, ...]
     stop: int  # one past the entry's last id
+
+    @property
+    def codes(self) -> int:
+        """The first code id (of slot 0)."""
+        return self.slots[0]
 
 
 @dataclass
@@ -198,28 +229,23 @@ class Vocabulary:
         start = self.text_size + (self.pad_id is None)
         for e in self.entries:
             sep = start + 2 if e.sep_every is not None else None
-            self._ranges[e.name] = Range(begin=start, end=start + 1, sep=sep, codes=start + e.num_specials,
-                                         stop=start + e.size)
+            firsts = [start + e.num_specials + sum(e.slots[:s]) for s in range(len(e.slots))]
+            self._ranges[e.name] = Range(begin=start, end=start + 1, sep=sep, slots=tuple(firsts), stop=start + e.size)
             start += e.size
         self.size = start
-        # per-id lookup tables for from_llm / allowed_next: kind (0 text, 1 pad, 2 begin, 3 end, 4 sep,
-        # 5 code), the entry index, and the codebook and code of a code id
-        kind = torch.zeros(self.size, dtype=torch.long)
-        owner = torch.full((self.size,), -1, dtype=torch.long)
-        book = torch.full((self.size,), -1, dtype=torch.long)
-        code = torch.full((self.size,), -1, dtype=torch.long)
-        kind[self.pad_id if self.pad_id is not None else self.text_size] = 1
+        # per-id lookup tables for from_llm / allowed_next (Python lists: they are read id by id): kind
+        # (0 text, 1 pad, 2 begin, 3 end, 4 sep, 5 code), the entry index, and a code id's slot and value
+        kind, owner, slot, value = [0] * self.size, [-1] * self.size, [-1] * self.size, [-1] * self.size
+        kind[self.pad] = 1
         for i, e in enumerate(self.entries):
             r = self._ranges[e.name]
-            owner[r.begin:r.stop] = i
+            owner[r.begin:r.stop] = [i] * (r.stop - r.begin)
             kind[r.begin], kind[r.end] = 2, 3
             if r.sep is not None:
                 kind[r.sep] = 4
-            kind[r.codes:r.stop] = 5
-            offsets = torch.arange(e.num_codebooks * e.vocab_size)
-            book[r.codes:r.stop] = offsets // e.vocab_size
-            code[r.codes:r.stop] = offsets % e.vocab_size
-        self._kind, self._owner, self._book, self._code = kind, owner, book, code
+            for s, (first, n) in enumerate(zip(r.slots, e.slots)):
+                kind[first:first + n], slot[first:first + n], value[first:first + n] = [5] * n, [s] * n, list(range(n))
+        self._kind, self._owner, self._slot, self._value = kind, owner, slot, value
 
     # -- the layout --------------------------------------------------------------------------------------
 
@@ -246,29 +272,31 @@ class Vocabulary:
         for e in self.entries:
             r = self._ranges[e.name]
             out[f"{e.name}:specials"] = (r.begin, r.codes)
-            for q in range(e.num_codebooks):
-                out[f"{e.name}:codebook{q}"] = (r.codes + q * e.vocab_size, r.codes + (q + 1) * e.vocab_size)
+            for s, (first, n) in enumerate(zip(r.slots, e.slots)):
+                out[":".join([e.name, "codes", e.slot_name(s)]).rstrip(":")] = (first, first + n)
         return out
 
     def token_strings(self) -> list[str]:
-        """The strings of ids text_size..size-1 in id order: <|pad|>, <|image:begin|>, <|image:17|>, <|audio:q1:5|>."""
+        """The strings of ids text_size..size-1 in id order: <|pad|>, <|image:begin|>, <|image:17|>,
+        <|audio:q1:5|> (codebook 1), <|image:d1:3|> (digit 1)."""
         out = ["<|pad|>"] if self.pad_id is None else []
         for e in self.entries:
             out += [f"<|{e.name}:begin|>", f"<|{e.name}:end|>"] + ([f"<|{e.name}:sep|>"] if e.sep_every else [])
-            for q in range(e.num_codebooks):
-                prefix = f"{e.name}:q{q}:" if e.num_codebooks > 1 else f"{e.name}:"
-                out += [f"<|{prefix}{c}|>" for c in range(e.vocab_size)]
+            for s, n in enumerate(e.slots):
+                prefix = ":".join(p for p in (e.name, e.slot_name(s)) if p)
+                out += [f"<|{prefix}:{c}|>" for c in range(n)]
         return out
 
     def describe(self, position: int, token: int) -> str:
         """What an id is, for error messages."""
         if not 0 <= token < self.size:
             return f"id {token} at position {position} (outside every range: the vocabulary has ids [0, {self.size}))"
-        kind, owner = int(self._kind[token]), int(self._owner[token])
+        kind, owner = self._kind[token], self._owner[token]
         what = ["text", "pad", "begin", "end", "sep", "code"][kind]
         if owner >= 0:
-            name = self.entries[owner].name
-            what = f"{name} code {int(self._code[token])} of codebook {int(self._book[token])}" if kind == 5 else f"{name} {what}"
+            e = self.entries[owner]
+            where = e.slot_name(self._slot[token])
+            what = f"{e.name} code {self._value[token]}{' of slot ' + where if where else ''}" if kind == 5 else f"{e.name} {what}"
         return f"id {token} ({what}) at position {position}"
 
     # -- into the LLM ------------------------------------------------------------------------------------
@@ -296,16 +324,19 @@ class Vocabulary:
         check_ids(ids, e.vocab_size, tokens.lengths, name=f"{name} ids")
         if tokens.batch_size and int(tokens.lengths.max()) > e.max_tokens:
             raise ValueError(f"{name} holds at most {e.max_tokens} frames per segment, got lengths {tokens.lengths.tolist()}")
-        book = torch.arange(e.num_codebooks, device=ids.device) * e.vocab_size
+        radix = torch.tensor(e.radix, device=ids.device)
+        base = torch.tensor([math.prod(e.radix[:j]) for j in range(len(e.radix))], device=ids.device)
+        digits = (ids[..., None] // base) % radix  # (B, L, Q, J), least significant digit first
+        slots = rearrange(digits, "b l q j -> b l (q j)") + torch.tensor(r.slots, device=ids.device)  # (B, L, S)
         rows = []
         for b in range(ids.shape[0]):
-            frames = ids[b, : int(tokens.lengths[b])] + r.codes + book  # (L, Q)
+            frames = slots[b, : int(tokens.lengths[b])]  # (L, S)
             parts = [torch.tensor([r.begin], device=ids.device)] if begin else []
             step = e.sep_every or max(len(frames), 1)
             for i in range(0, len(frames), step):
                 if i:
                     parts.append(torch.tensor([r.sep], device=ids.device))
-                parts.append(rearrange(frames[i:i + step], "l q -> (l q)"))
+                parts.append(rearrange(frames[i:i + step], "l s -> (l s)"))
             if end:
                 parts.append(torch.tensor([r.end], device=ids.device))
             rows.append(torch.cat(parts) if parts else ids.new_zeros(0))
@@ -336,7 +367,8 @@ class Vocabulary:
         if len(bad):
             p = int(bad[0])
             raise ValueError(f"{self.describe(p, int(ids[p]))}; decode only ids this vocabulary made")
-        kinds, owners, ids = self._kind[ids].tolist(), self._owner[ids].tolist(), ids.tolist()
+        ids = ids.tolist()
+        kinds, owners = [self._kind[i] for i in ids], [self._owner[i] for i in ids]
         segments: list[Segment] = []
         text: list[int] = []
         current, codes, start = -1, [], 0  # the open entry (-1: in text), its code ids, where it began
@@ -353,17 +385,18 @@ class Vocabulary:
                     raise ValueError(f"{self.describe(p, token)} is outside a begin/end segment")
                 continue
             e, r = self.entries[current], self._ranges[self.entries[current].name]
-            q = len(codes) % e.num_codebooks
-            if kind == 5 and owner == current and int(self._book[token]) == q:
-                if len(codes) >= e.max_tokens * e.num_codebooks:
+            width = len(e.slots)
+            s = len(codes) % width
+            if kind == 5 and owner == current and self._slot[token] == s:
+                if len(codes) >= e.max_tokens * width:
                     raise ValueError(f"{self.describe(p, token)}: the {e.name} segment begun at {start} "
                                      f"already holds its maximum of {e.max_tokens} frames")
-                if e.sep_every and codes and len(codes) % (e.sep_every * e.num_codebooks) == 0 and ids[p - 1] != r.sep:
+                if e.sep_every and codes and len(codes) % (e.sep_every * width) == 0 and ids[p - 1] != r.sep:
                     raise ValueError(f"{self.describe(p, token)}: a {e.name} separator must come after every "
                                      f"{e.sep_every} frames")
-                codes.append(token)
+                codes.append(self._value[token])
             elif kind == 4 and owner == current:
-                frames, rem = divmod(len(codes), e.num_codebooks)
+                frames, rem = divmod(len(codes), width)
                 if rem or frames == 0 or frames % e.sep_every or ids[p - 1] == r.sep:
                     raise ValueError(f"{self.describe(p, token)}: separators come after every {e.sep_every} "
                                      f"frames, not after {len(codes)} codes")
@@ -371,7 +404,7 @@ class Vocabulary:
                 segments.append(self._close(e, codes, complete=True, where=(start, p)))
                 current = -1
             else:
-                expected = f"code of codebook {q}" if e.num_codebooks > 1 else "code"
+                expected = f"code of slot {e.slot_name(s)}" if width > 1 else "code"
                 raise ValueError(f"{self.describe(p, token)} inside the {e.name} segment begun at {start} "
                                  f"(expected a {e.name} {expected} or {e.name} end)")
         if current >= 0:
@@ -380,15 +413,18 @@ class Vocabulary:
             segments.append(Segment(TEXT, torch.tensor(text, dtype=torch.long)))
         return segments
 
-    def _close(self, e: Entry, codes: list[int], complete: bool, where: tuple[int, int]) -> Segment:
-        r = self._ranges[e.name]
-        frames, rem = divmod(len(codes), e.num_codebooks)
+    def _close(self, e: Entry, values: list[int], complete: bool, where: tuple[int, int]) -> Segment:
+        """Slot values of a segment → the tokenizer's ids (L,) or (L, Q)."""
+        width = len(e.slots)
+        frames, rem = divmod(len(values), width)
         if complete and (rem or not e.min_tokens <= frames <= e.max_tokens):
-            raise ValueError(f"the {e.name} segment at positions {where[0]}..{where[1]} holds {len(codes)} codes; "
-                             f"a complete one holds {e.min_tokens}..{e.max_tokens} frames of {e.num_codebooks} codes")
-        t = torch.tensor(codes[: frames * e.num_codebooks], dtype=torch.long) - r.codes
-        t = rearrange(t, "(l q) -> l q", q=e.num_codebooks) % e.vocab_size
-        return Segment(e.name, t[:, 0] if e.num_codebooks == 1 else t, complete=complete)
+            raise ValueError(f"the {e.name} segment at positions {where[0]}..{where[1]} holds {len(values)} codes; "
+                             f"a complete one holds {e.min_tokens}..{e.max_tokens} frames of {width} codes")
+        v = torch.tensor(values[: frames * width], dtype=torch.long)
+        v = rearrange(v, "(l q j) -> l q j", q=e.num_codebooks, j=len(e.radix))
+        base = torch.tensor([math.prod(e.radix[:j]) for j in range(len(e.radix))])
+        ids = (v * base).sum(-1)  # (L, Q)
+        return Segment(e.name, ids[:, 0] if e.num_codebooks == 1 else ids, complete=complete)
 
     # -- constrained sampling ----------------------------------------------------------------------------
 
@@ -396,7 +432,7 @@ class Vocabulary:
         """The ids that may follow `prefix` so that `from_llm` accepts the sequence: BoolTensor (size,).
 
         In text: every text id and every entry's begin (only `entry`'s begin when given, to force
-        a modality). Inside a segment: the next codebook's codes, the separator where one is due, and
+        a modality). Inside a segment: the next slot's codes, the separator where one is due, and
         the end token once the segment holds `min_tokens` whole frames; at `max_tokens` only the end.
 
         Args:
@@ -406,9 +442,9 @@ class Vocabulary:
         mask = torch.zeros(self.size, dtype=torch.bool)
         current, n_codes, last = -1, 0, -1
         for token in prefix.tolist():
-            kind = int(self._kind[token]) if 0 <= token < self.size else -1
+            kind = self._kind[token] if 0 <= token < self.size else -1
             if kind == 2:
-                current, n_codes = int(self._owner[token]), 0
+                current, n_codes = self._owner[token], 0
             elif kind == 3:
                 current = -1
             elif kind == 5 and current >= 0:
@@ -422,16 +458,16 @@ class Vocabulary:
             return mask
         e = self.entries[current]
         r = self._ranges[e.name]
-        frames, q = divmod(n_codes, e.num_codebooks)
-        if q:  # mid-frame: only the next codebook
-            mask[r.codes + q * e.vocab_size: r.codes + (q + 1) * e.vocab_size] = True
+        frames, s = divmod(n_codes, len(e.slots))
+        if s:  # mid-frame: only the next slot
+            mask[r.slots[s]: r.slots[s] + e.slots[s]] = True
             return mask
         sep_due = bool(e.sep_every) and frames > 0 and frames % e.sep_every == 0 and last != r.sep
         if frames < e.max_tokens:
             if sep_due:
                 mask[r.sep] = True
             else:
-                mask[r.codes: r.codes + e.vocab_size] = True
+                mask[r.codes: r.codes + e.slots[0]] = True
         if frames >= e.min_tokens and last != r.sep:
             mask[r.end] = True
         return mask
