@@ -84,6 +84,25 @@ class HostClassifier(nn.Module):
         logits = self.vit((images - self.mean) / self.std)
         return dict(zip(HEADS, logits.split(list(HEADS.values()), dim=-1)))
 
+    def features(self, images: Tensor, layer: int, where: str = "block") -> Tensor:
+        """Tokens inside the ViT: (B, 3, S, S) in [0, 1] -> (B, 1 + N, D), CLS first.
+
+        Args:
+            layer: block index.
+            where: "attn" = after that block's attention residual (where `patch_timm` reduces),
+                "block" = after the whole block.
+        """
+        if not 0 <= layer < self.config.depth or where not in ("attn", "block"):
+            raise ValueError(f"layer={layer} must be in [0, {self.config.depth}) and where={where!r} 'attn' or 'block'")
+        vit = self.vit
+        x = vit.norm_pre(vit.patch_drop(vit._pos_embed(vit.patch_embed((images - self.mean) / self.std))))
+        for blk in vit.blocks[:layer]:
+            x = blk(x)
+        blk = vit.blocks[layer]
+        if where == "block":
+            return blk(x)
+        return x + blk.drop_path1(blk.ls1(blk.attn(blk.norm1(x))))
+
     @torch.no_grad()
     def predict(self, images: Tensor) -> dict[str, object]:
         """Labels of the main object of each image.
