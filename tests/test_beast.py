@@ -203,3 +203,26 @@ def test_shipped_beast_lasa_meets_its_card():
         warnings.simplefilter("ignore")
         mse = float((tok.decode(tok.encode(x)) - x).pow(2).mean())
     assert mse <= card["val_mse"] * 1.01
+
+
+def test_recipe_writes_loadable_checkpoints_with_cards(tmp_path):
+    from recipes.train import main as train
+
+    config = tmp_path / "lasa.yaml"
+    config.write_text(f"""
+fit:
+  class_path: recipes.beast.fit_beast
+  init_args:
+    name: beast-test
+    output: {tmp_path}/out/beast-test
+    dataset: lasa
+    num_steps: 50
+    augment: dihedral
+    tokenizer: {{num_dof: 2, num_control_points: 8, max_control_points: 9}}
+""")
+    train([str(config)])
+    for name in ("beast-test", "binning-test", "dct-bpe-test"):
+        tok = zoo.load(tmp_path / "out" / name)
+        card = (tmp_path / "out" / name / "README.md").read_text()
+        assert "val_mse" in card and "LASA" in card
+        assert tok.spec.modality == "action"
