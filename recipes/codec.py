@@ -1,0 +1,220 @@
+"""CodecModule: trains `zoo.audio.codec.Codec` with mel, waveform, commitment and adversarial losses.
+
+As EnCodec (audiocraft's compression solver) and DAC train theirs:
+- reconstruction: multi-scale log-mel L1 (`zoo.metrics.mel_distance`, DAC's mel loss) + waveform L1;
+- quantizer: the residual VQ's commitment term (EMA codebooks need no codebook loss), with
+  quantizer dropout drawing the depth per batch so every bitrate is trained;
+- adversarial: a multi-scale STFT discriminator (EnCodec's MS-STFT-D) with hinge losses and
+  relative feature matching, switched on after `adversarial_start` steps of pure reconstruction.
+
+Loss weights are set by name (`weights`); a zero-weight loss is still logged.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+from torch.nn.utils.parametrizations import weight_norm
+
+from zoo import metrics
+from zoo.audio.codec import Codec, CodecConfig
+
+DEFAULT_WEIGHTS = {"mel": 15.0, "l1": 1.0, "commitment": 0.25, "adversarial": 1.0, "feature": 2.0}
+
+
+# ----------------------------------------------------------------------------------------- discriminator
+
+
+class STFTDiscriminator(nn.Module):
+    """One scale of EnCodec's MS-STFT discriminator: 2D convs over the complex STFT (real, imag)."""
+
+    def __init__(self, n_fft: int, channels: int = 16, dilations: tuple[int, ...] = (1, 2, 4)) -> None:
+        super().__init__()
+        self.n_fft = n_fft
+        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+        convs = [nn.Conv2d(2, channels, (3, 9), padding=(1, 4))]
+        for d in dilations:  # dilate over time, stride over frequency
+            convs.append(nn.Conv2d(channels, channels, (3, 9), stride=(1, 2), dilation=(d, 1), padding=(d, 4)))
+        convs.append(nn.Conv2d(channels, channels, (3, 3), padding=(1, 1)))
+        self.convs = nn.ModuleList(weight_norm(c) for c in convs)
+        self.out = weight_norm(nn.Conv2d(channels, 1, (3, 3), padding=(1, 1)))
+
+    def forward(self, wav: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """wav: (B, 1, S) -> logits (B, 1, T, F') and the feature maps of every layer."""
+        spec = torch.stft(wav[:, 0], self.n_fft, self.n_fft // 4, window=self.window, return_complex=True)
+        x = rearrange(torch.view_as_real(spec), "b f t c -> b c t f")  # (B, 2, T, F)
+        features = []
+        for conv in self.convs:
+            x = F.leaky_relu(conv(x), 0.2)
+            features.append(x)
+        return self.out(x), features
+
+
+class MultiScaleSTFTDiscriminator(nn.Module):
+    """STFT discriminators at several resolutions (n_fft 1024/512/256 at 16 kHz; EnCodec: 2048/1024/512 at 24 kHz)."""
+
+    def __init__(self, n_ffts: tuple[int, ...] = (1024, 512, 256), channels: int = 16) -> None:
+        super().__init__()
+        self.scales = nn.ModuleList(STFTDiscriminator(n, channels) for n in n_ffts)
+
+    def forward(self, wav: Tensor) -> list[tuple[Tensor, list[Tensor]]]:
+        return [d(wav) for d in self.scales]
+
+
+def discriminator_loss(real: list, fake: list) -> Tensor:
+    """Hinge loss of the discriminator: mean relu(1 - D(x)) + relu(1 + D(x̂)), summed over scales."""
+    return sum(F.relu(1 - r).mean() + F.relu(1 + f).mean() for (r, _), (f, _) in zip(real, fake))
+
+
+def generator_losses(real: list, fake: list) -> tuple[Tensor, Tensor]:
+    """Hinge adversarial loss relu(1 - D(x̂)) and relative feature matching |f(x) - f(x̂)| / mean|f(x)|."""
+    adv = sum(F.relu(1 - f).mean() for f, _ in fake) / len(fake)
+    feat, n = 0.0, 0
+    for (_, fr), (_, ff) in zip(real, fake):
+        for a, b in zip(fr, ff):
+            feat = feat + (a.detach() - b).abs().mean() / (a.detach().abs().mean() + 1e-8)
+            n += 1
+    return adv, feat / n
+
+
+# ----------------------------------------------------------------------------------------- the module
+
+
+class CodecModule(pl.LightningModule):
+    """Args:
+        preset: a `CodecConfig` preset name ("small", "tiny").
+        config: overrides of the preset's fields.
+        weights: loss weights by name (keys of DEFAULT_WEIGHTS); missing keys keep the defaults.
+        lr / betas: AdamW for both codec and discriminator (DAC: betas (0.8, 0.99)).
+        lr_min_ratio: cosine decay of the learning rate to lr · lr_min_ratio over `decay_steps`.
+        decay_steps: length of the cosine schedule (set it to the planned number of steps).
+        warmup_steps: linear warm-up of the codec's learning rate.
+        adversarial_start: steps of pure reconstruction before the discriminator joins.
+        disc_channels: width of the STFT discriminators.
+        grad_clip: gradient norm clip of both models.
+        val_codebooks: numbers of codebooks with which validation reconstructs.
+    """
+
+    def __init__(self, preset: str = "small", config: dict[str, Any] | None = None,
+                 weights: dict[str, float] | None = None, lr: float = 1e-3, betas: tuple[float, float] = (0.8, 0.99),
+                 lr_min_ratio: float = 0.1, decay_steps: int = 10000, warmup_steps: int = 100,
+                 adversarial_start: int = 1000, disc_channels: int = 16, grad_clip: float = 1.0,
+                 val_codebooks: tuple[int, ...] = (3, 8)) -> None:
+        super().__init__()
+        unknown = sorted(set(weights or {}) - set(DEFAULT_WEIGHTS))
+        if unknown:
+            raise ValueError(f"unknown loss weight(s) {unknown}; known: {sorted(DEFAULT_WEIGHTS)}")
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.tokenizer = Codec(CodecConfig.from_name(preset, **(config or {})))
+        self.discriminator = MultiScaleSTFTDiscriminator(channels=disc_channels)
+        self.weights = {**DEFAULT_WEIGHTS, **(weights or {})}
+
+    # -- optimisation ------------------------------------------------------------------------------------
+
+    def configure_optimizers(self):
+        h = self.hparams
+        opt_g = torch.optim.AdamW(self.tokenizer.parameters(), lr=h.lr, betas=tuple(h.betas))
+        opt_d = torch.optim.AdamW(self.discriminator.parameters(), lr=h.lr, betas=tuple(h.betas))
+
+        def schedule(step: int) -> float:
+            warm = min(1.0, (step + 1) / max(h.warmup_steps, 1))
+            t = min(step / max(h.decay_steps, 1), 1.0)
+            return warm * (h.lr_min_ratio + (1 - h.lr_min_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
+
+        return [opt_g, opt_d], [torch.optim.lr_scheduler.LambdaLR(opt_g, schedule),
+                                torch.optim.lr_scheduler.LambdaLR(opt_d, schedule)]
+
+    def reconstruction_losses(self, wav: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """wav: (B, 1, L), L a multiple of the hop -> (reconstruction, losses by name)."""
+        out = self.tokenizer(wav)
+        sr = self.tokenizer.config.sample_rate
+        return out.audio, {
+            "mel": metrics.mel_distance(out.audio, wav, sr).mean(),
+            "l1": (out.audio - wav).abs().mean(),
+            "commitment": out.commitment,
+        }
+
+    def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
+        opt_g, opt_d = self.optimizers()
+        sched_g, sched_d = self.lr_schedulers()
+        w, h = self.weights, self.hparams
+        wav = batch
+        y, losses = self.reconstruction_losses(wav)
+        adversarial = self.global_step // 2 >= h.adversarial_start and (w["adversarial"] > 0 or w["feature"] > 0)
+        if adversarial:
+            # discriminator step on the detached reconstruction
+            d_loss = discriminator_loss(self.discriminator(wav), self.discriminator(y.detach()))
+            opt_d.zero_grad(set_to_none=True)
+            self.manual_backward(d_loss)
+            self.clip_gradients(opt_d, gradient_clip_val=h.grad_clip, gradient_clip_algorithm="norm")
+            opt_d.step()
+            sched_d.step()
+            self.log("train/discriminator", d_loss)
+            losses["adversarial"], losses["feature"] = generator_losses(self.discriminator(wav), self.discriminator(y))
+        else:  # zero-weight or not yet started: still logged
+            losses["adversarial"] = losses["feature"] = wav.new_zeros(())
+        total = sum(w[k] * v for k, v in losses.items())
+        opt_g.zero_grad(set_to_none=True)
+        self.manual_backward(total)
+        self.clip_gradients(opt_g, gradient_clip_val=h.grad_clip, gradient_clip_algorithm="norm")
+        opt_g.step()
+        if not adversarial:
+            opt_d.step()  # keeps Lightning's step counter even (two optimizers) and is a no-op without grads
+        sched_g.step()
+        self.log_dict({f"train/{k}": v for k, v in losses.items()}, prog_bar=False)
+        self.log("train/total", total, prog_bar=True)
+        return total
+
+    # -- validation ----------------------------------------------------------------------------------
+
+    def validation_step(self, batch: Tensor, batch_idx: int, dataloader_idx: int = 0) -> None:
+        kind = list(self.trainer.datamodule.val_sets)[dataloader_idx]
+        for q in self.hparams.val_codebooks:
+            kbps = self.tokenizer.config.kbps(q)
+            tokens = self.tokenizer.encode(batch, num_codebooks=q)
+            y = self.tokenizer.decode(tokens)
+            self.log(f"val/{kind}_mel_{kbps:g}kbps", metrics.mel_distance(y, batch).mean(), add_dataloader_idx=False)
+            self.log(f"val/{kind}_sisdr_{kbps:g}kbps", metrics.si_sdr(y, batch).mean(), add_dataloader_idx=False)
+
+    # -- the card ------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def card_metrics(self, datamodule: Any) -> dict[str, float]:
+        """Quality per bitrate on held-out speech (STOI, PESQ, SI-SDR, mel) and music (SI-SDR, mel)."""
+        return measure(self.tokenizer, {k: datamodule.val_batch(k) for k in datamodule.val_sets})
+
+    def card_summary(self) -> dict[str, Any]:
+        c = self.tokenizer.config
+        h = self.trainer.datamodule.hparams if self._trainer is not None and self.trainer.datamodule else {}
+        return {
+            # the held-out set the card's metrics were measured on, so a test can measure it again
+            "val_set": {"n_clips": h.get("val_speech_clips"), "clip_seconds": h.get("clip_seconds"),
+                        "val_seconds": h.get("val_seconds"), "seed": h.get("seed")},
+            "description": f"Neural audio codec (SEANet + residual VQ) for {c.sample_rate // 1000} kHz mono speech "
+                           f"(and music); {c.frame_rate} frames/s, {c.num_codebooks} codebooks of {c.codebook_size}, "
+                           f"{c.bitrates[0]:g}-{c.bitrates[-1]:g} kbps from one model.",
+            "tokens": f"{c.frame_rate}/s x 1-{c.num_codebooks} codebooks",
+            "bits": f"{c.kbps(1):g} kbps per codebook",
+        }
+
+
+def measure(codec: Codec, batches: dict[str, Tensor], bitrates: tuple[float, ...] | None = None) -> dict[str, float]:
+    """Mean quality of `codec` per bitrate on each batch (B, 1, S): STOI/PESQ on speech, SI-SDR and mel on all."""
+    codec.eval()
+    out: dict[str, float] = {}
+    for kind, wav in batches.items():
+        for kbps in bitrates or codec.config.bitrates:
+            y = codec.decode(codec.encode(wav, bitrate=kbps))
+            out[f"{kind}_mel_{kbps:g}kbps"] = float(metrics.mel_distance(y, wav).mean())
+            out[f"{kind}_sisdr_{kbps:g}kbps"] = float(metrics.si_sdr(y, wav).mean())
+            if kind == "speech":
+                out[f"{kind}_stoi_{kbps:g}kbps"] = float(metrics.stoi(y, wav).mean())
+                out[f"{kind}_pesq_{kbps:g}kbps"] = float(metrics.pesq(y, wav).nanmean())
+    return out
