@@ -23,6 +23,7 @@ import torch
 from einops import rearrange
 from torch import Tensor
 
+from zoo.action.beast import output_steps
 from zoo.tokenizer import InputContract, Tokenizer, Tokens, TokenSpec, check_budget, check_ids, check_input
 
 
@@ -61,15 +62,6 @@ class _FittedBounds:
             raise ValueError(f"{type(self).__name__} is not fitted; call fit(data) first")
         low, high = torch.as_tensor(self.bounds, dtype=x.dtype, device=x.device)
         return (x + 1) / 2 * (high - low) + low if inverse else (x - low) / (high - low) * 2 - 1
-
-
-def _steps_of(tokens: Tokens, default: int) -> int:
-    steps = tokens.meta.get("num_steps")
-    if steps is None or steps.numel() == 0:
-        return default
-    if bool((steps != steps[0]).any()):
-        raise ValueError(f"tokens record different lengths {steps.unique().tolist()}; pass num_steps=")
-    return int(steps[0])
 
 
 # ----------------------------------------------------------------------------------------- binning
@@ -131,7 +123,7 @@ class Binning(_FittedBounds, Tokenizer):
             raise ValueError(f"Binning needs equal lengths that are multiples of num_dof={c.num_dof}, got {tokens.lengths.tolist()}")
         ids = tokens.ids[:, : int(tokens.lengths[0])]
         z = rearrange(ids.float(), "b (t d) -> b t d", d=c.num_dof) / (c.vocab_size - 1) * 2 - 1
-        return resample(self._normalise(z, inverse=True), num_steps or _steps_of(tokens, c.num_steps))
+        return resample(self._normalise(z, inverse=True), output_steps(tokens, num_steps, c.num_steps))
 
 
 # ----------------------------------------------------------------------------------------- DCT + BPE
@@ -257,4 +249,4 @@ class DCTBPE(_FittedBounds, Tokenizer):
             coeffs[i] = [ord(ch) - offset for ch in text]
         z = idct(rearrange(coeffs, "b (t d) -> b t d", d=c.num_dof) / c.scale, axis=1, norm="ortho")
         x = self._normalise(torch.from_numpy(z).float(), inverse=True)
-        return resample(x, num_steps or _steps_of(tokens, c.num_steps))
+        return resample(x, output_steps(tokens, num_steps, c.num_steps))

@@ -117,6 +117,18 @@ def fit_matrix(steps: int, n: int, degree: int, ridge: float, pin: bool) -> np.n
     return np.linalg.solve(gram, phi.T)
 
 
+def output_steps(tokens: Tokens, num_steps: int | None, default: int) -> int:
+    """The length to decode to: `num_steps` if given, else the length the tokens were encoded from."""
+    if num_steps is not None:
+        return check_budget(num_steps, 1, 1_000_000, "num_steps")
+    steps = tokens.meta.get("num_steps")
+    if steps is None or steps.numel() == 0:
+        return default
+    if bool((steps != steps[0]).any()):
+        raise ValueError(f"tokens record different lengths {steps.unique().tolist()}; pass num_steps=")
+    return int(steps[0])
+
+
 # ----------------------------------------------------------------------------------------- the tokenizer
 
 
@@ -254,8 +266,7 @@ class BEAST(Tokenizer):
     def decode(self, tokens: Tokens, num_steps: int | None = None) -> Tensor:
         """Tokens → trajectories (B, T, D), T = `num_steps` or the encoded length recorded in the tokens."""
         c = self.config
-        steps = num_steps if num_steps is not None else self._recorded_steps(tokens)
-        check_budget(steps, 1, 1_000_000, "num_steps")
+        steps = output_steps(tokens, num_steps, c.num_steps)
         if tokens.latents is not None and tokens.ids is None:
             z, lengths = tokens.latents, tokens.lengths
             if z.shape[-1] != c.num_dof:
@@ -289,14 +300,6 @@ class BEAST(Tokenizer):
                 cps = torch.cat([tokens.meta["start"][rows].float()[:, None], cps], dim=1)
             out[rows] = self._curve(cps, steps)
         return out
-
-    def _recorded_steps(self, tokens: Tokens) -> int:
-        steps = tokens.meta.get("num_steps")
-        if steps is None or steps.numel() == 0:
-            return self.config.num_steps
-        if bool((steps != steps[0]).any()):
-            raise ValueError(f"tokens record different lengths {steps.unique().tolist()}; pass num_steps=")
-        return int(steps[0])
 
     def bits_per_trajectory(self, num_tokens: int | None = None) -> float:
         n = self._n_from_budget(num_tokens)
