@@ -1,0 +1,257 @@
+"""Codec: lengths, bitrate knob, chunked == whole, training signal, bad input, the shipped card, the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import zoo
+from zoo import hub, metrics
+from zoo.audio.codec import Codec, CodecConfig
+from zoo.data.audio import build_audio_dataset, have_audio_tools
+from zoo.tokenizer import Tokens
+
+SHIPPED = hub.REPO_CHECKPOINTS / "codec-small-speech16k"
+needs_speech = pytest.mark.skipif(not have_audio_tools("speech"), reason="espeak-ng is not installed")
+
+
+def harmonic(batch: int, samples: int, seed: int = 0) -> torch.Tensor:
+    """(B, 1, S) voiced-speech-like test signals: a few harmonics with a wobbling pitch, in [-0.8, 0.8]."""
+    g = torch.Generator().manual_seed(seed)
+    t = torch.arange(samples) / 16000
+    f0 = 100 + 150 * torch.rand(batch, 1, generator=g)
+    phase = 2 * torch.pi * torch.cumsum(f0 * (1 + 0.05 * torch.sin(2 * torch.pi * 3 * t)), -1) / 16000
+    x = sum(torch.sin(k * phase) / k for k in range(1, 6))
+    x = x * (0.5 + 0.5 * torch.sin(2 * torch.pi * 2 * t))  # syllable-like envelope
+    return (0.8 * x / x.abs().amax(-1, keepdim=True))[:, None]
+
+
+@pytest.fixture(scope="module")
+def codec() -> Codec:
+    """A tiny codec whose codebooks were k-means-initialised by one training pass (so codes vary)."""
+    torch.manual_seed(0)
+    m = Codec(CodecConfig.from_name("tiny", dilations=(1, 3, 9)))
+    m.train()
+    m(harmonic(8, 3200, seed=1))
+    return m.eval()
+
+
+@pytest.mark.parametrize("samples", [1, 319, 320, 321, 4001])
+def test_any_length_round_trips_to_the_same_length(codec, samples):
+    x = harmonic(2, samples)
+    t = codec.encode(x)
+    frames = -(-samples // codec.config.hop)
+    assert t.ids.shape == (2, frames, codec.config.num_codebooks)
+    assert t.lengths.tolist() == [frames, frames]
+    assert t.meta["num_samples"].tolist() == [samples, samples]
+    y = codec.decode(t)
+    assert y.shape == x.shape and bool(torch.isfinite(y).all()) and float(y.abs().max()) <= 1
+
+
+def test_bitrate_and_codebooks_map_onto_each_other():
+    c = CodecConfig.from_name("small")
+    m = Codec(c)
+    assert c.frame_rate == 50 and c.hop == 320
+    assert c.bitrates == [0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0]
+    for q, kbps in enumerate(c.bitrates, start=1):
+        assert m.codebooks_for(bitrate=kbps) == q and c.kbps(q) == kbps
+    assert m.codebooks_for() == 8 and m.codebooks_for(num_codebooks=3) == 3
+    for bad in (0.7, 6.0, 0.0, -1.5, True):
+        with pytest.raises(ValueError, match="bitrate"):
+            m.codebooks_for(bitrate=bad)
+    for bad in (0, 9, 2.0):
+        with pytest.raises(ValueError, match="num_codebooks"):
+            m.codebooks_for(num_codebooks=bad)
+    with pytest.raises(ValueError, match="not both"):
+        m.codebooks_for(bitrate=1.5, num_codebooks=3)
+
+
+def test_fewer_codebooks_are_a_prefix_and_decode(codec):
+    x = harmonic(2, 4000)
+    full = codec.encode(x)
+    for q in range(1, codec.config.num_codebooks + 1):
+        t = codec.encode(x, num_codebooks=q)
+        assert torch.equal(t.ids, full.ids[..., :q])  # residual VQ is greedy: coarse codes are a prefix
+        assert codec.decode(t).shape == x.shape
+    assert codec.encode(x, bitrate=codec.config.kbps(2)).ids.shape[-1] == 2
+
+
+def test_codes_vary_so_the_checks_below_mean_something(codec):
+    ids = codec.encode(harmonic(2, 8000)).ids
+    assert ids[..., 0].unique().numel() > 3
+
+
+def test_chunked_encoding_and_decoding_equal_whole_file(codec):
+    x = harmonic(2, 16000 + 123, seed=3)
+    whole = codec.encode(x, chunk_seconds=100.0)
+    chunked = codec.encode(x, chunk_seconds=0.1)  # 5-frame chunks: many seams
+    assert torch.equal(whole.ids, chunked.ids)
+    y_whole, y_chunked = codec.decode(whole, chunk_seconds=100.0), codec.decode(whole, chunk_seconds=0.1)
+    torch.testing.assert_close(y_chunked, y_whole, atol=1e-5, rtol=0)
+
+
+def test_chunking_without_enough_context_would_show_seams(codec, monkeypatch):
+    """The control for the test above: with too little context the results do differ."""
+    x = harmonic(2, 16000 + 123, seed=3)
+    whole = codec.encode(x, chunk_seconds=100.0)
+    monkeypatch.setattr(codec, "decoder_context", 0)
+    y_whole, y_bad = codec.decode(whole, chunk_seconds=100.0), codec.decode(whole, chunk_seconds=0.1)
+    assert float((y_whole - y_bad).abs().max()) > 1e-4
+
+
+def test_encode_and_decode_are_deterministic_and_batch_independent(codec):
+    x = harmonic(3, 5000, seed=4)
+    a, b = codec.encode(x), codec.encode(x)
+    assert torch.equal(a.ids, b.ids)
+    assert torch.equal(codec.encode(x[1:2]).ids, a.ids[1:2])
+    torch.testing.assert_close(codec.decode(a[1]), codec.decode(a)[1:2], atol=1e-5, rtol=0)
+    assert torch.equal(codec.decode(a), codec.decode(b))
+
+
+def test_inference_does_not_change_the_model():
+    """vector-quantize-pytorch k-means-initialises on first use, even in eval; our encode must not."""
+    m = Codec(CodecConfig.from_name("tiny")).eval()
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    m.encode(harmonic(2, 4000))
+    assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
+
+
+@pytest.mark.parametrize("bad, match", [
+    (torch.zeros(1, 2, 1600), "axis 1"),                     # stereo
+    (torch.zeros(1, 1600), "3 axes"),                        # no channel axis
+    (torch.full((1, 1, 1600), float("nan")), "NaN"),
+    (torch.zeros(1, 1, 0), "empty"),
+    (torch.zeros(0, 1, 1600), "empty"),
+    (torch.full((1, 1, 1600), 1.5), r"\[-1, 1\]"),
+    (torch.zeros(1, 1, 1600, dtype=torch.int16), "floating"),
+])
+def test_bad_audio_is_refused(codec, bad, match):
+    with pytest.raises(ValueError, match=match):
+        codec.encode(bad)
+
+
+def test_wrong_sample_rate_and_bad_tokens_are_refused(codec):
+    with pytest.raises(ValueError, match="8000 Hz"):
+        codec.encode(harmonic(1, 1600), sample_rate=8000)
+    t = codec.encode(harmonic(1, 1600))
+    with pytest.raises(ValueError, match="must lie in"):
+        codec.decode(Tokens(ids=t.ids + codec.config.codebook_size, lengths=t.lengths, meta=t.meta))
+    with pytest.raises(ValueError, match=r"\(B, T, q\)"):
+        codec.decode(Tokens(ids=t.ids[..., 0], lengths=t.lengths))
+    with pytest.raises(ValueError, match="num_samples"):
+        codec.decode(t, num_samples=10**9)
+
+
+def test_config_is_checked():
+    with pytest.raises(ValueError, match="not a supported config name"):
+        CodecConfig.from_name("huge")
+    with pytest.raises(ValueError, match="power of two"):
+        CodecConfig(codebook_size=1000)
+    with pytest.raises(ValueError, match="multiple of the hop"):
+        CodecConfig(strides=(3, 7))
+
+
+def test_save_and_load_round_trip(codec, tmp_path):
+    x = harmonic(2, 3000)
+    codec.save_pretrained(tmp_path / "c")
+    again = zoo.load(tmp_path / "c")
+    assert isinstance(again, Codec)
+    assert torch.equal(again.encode(x).ids, codec.encode(x).ids)
+
+
+def test_reconstruction_loss_falls_when_overfitting_one_batch():
+    from recipes.codec import CodecModule
+
+    torch.manual_seed(0)
+    module = CodecModule(preset="tiny", config={"dilations": (1, 3)})
+    module.tokenizer.train()
+    x = harmonic(4, 3200, seed=5)
+    opt = torch.optim.AdamW(module.tokenizer.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(60):
+        _, parts = module.reconstruction_losses(x)
+        loss = 15 * parts["mel"] + parts["l1"] + 0.25 * parts["commitment"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5]), losses[::10]
+
+
+def test_discriminator_losses():
+    from recipes.codec import MultiScaleSTFTDiscriminator, discriminator_loss, generator_losses
+
+    torch.manual_seed(0)
+    d = MultiScaleSTFTDiscriminator(channels=4)
+    x, noise = harmonic(2, 4000), 0.3 * torch.randn(2, 1, 4000)
+    adv, feat = generator_losses(d(x), d(x))
+    assert float(feat) == 0.0 and float(adv) > 0
+    opt = torch.optim.Adam(d.parameters(), lr=1e-3)
+    first = None
+    for _ in range(15):  # the discriminator learns to tell the signal from noise
+        loss = discriminator_loss(d(x), d(noise))
+        first = float(loss) if first is None else first
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(loss) < first
+
+
+@needs_speech
+def test_recipe_runs_with_the_adversarial_loss(tmp_path):
+    import lightning.pytorch as pl
+
+    from recipes.audio_data import AudioDataModule
+    from recipes.codec import CodecModule
+
+    data = AudioDataModule(speech_clips=4, music_clips=0, val_speech_clips=2, val_music_clips=0,
+                           clip_seconds=0.5, segment_seconds=0.2, val_seconds=0.5, batch_size=2)
+    module = CodecModule(preset="tiny", adversarial_start=1, warmup_steps=1, disc_channels=4, val_codebooks=(1, 4))
+    trainer = pl.Trainer(max_steps=8, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+                         limit_val_batches=1, val_check_interval=2, check_val_every_n_epoch=None)
+    trainer.fit(module, data)
+    logged = trainer.callback_metrics
+    assert float(logged["train/adversarial"]) > 0 and "train/discriminator" in logged
+    assert "val/speech_mel_1.2kbps" in logged
+
+
+# ----------------------------------------------------------------------------------------- the shipped checkpoint
+
+
+needs_shipped = pytest.mark.skipif(not (SHIPPED / "config.json").is_file(), reason="codec-small-speech16k not trained yet")
+
+
+@needs_shipped
+@needs_speech
+def test_shipped_checkpoint_meets_its_card():
+    summary = json.loads((SHIPPED / "config.json").read_text())["summary"]
+    card, val = summary["metrics"], summary["val_set"]
+    codec = zoo.load("codec-small-speech16k")
+    data = build_audio_dataset("speech", "val", val["n_clips"], val["clip_seconds"], 16000, val["seed"])
+    x = torch.from_numpy(data["audio"][:, :round(val["val_seconds"] * 16000)])[:, None]
+    y = codec.decode(codec.encode(x, bitrate=1.5))
+    stoi = float(metrics.stoi(y, x).mean())
+    assert abs(stoi - card["speech_stoi_1.5kbps"]) < 0.02, (stoi, card["speech_stoi_1.5kbps"])
+    y8 = codec.decode(codec.encode(x))
+    assert float(metrics.mel_distance(y8, x).mean()) < float(metrics.mel_distance(y, x).mean())  # more bits help
+
+
+def test_cli_encodes_and_decodes_wav_files(codec, tmp_path):
+    from zoo.cli import main
+
+    name = str(codec.save_pretrained(tmp_path / "codec"))
+    x = harmonic(1, 16000 + 77)[0, 0].numpy()
+    sf.write(tmp_path / "in.wav", x, 16000)
+    assert main(["encode", name, str(tmp_path / "in.wav"), "-o", str(tmp_path / "t.npz"), "--num-codebooks", "3"]) == 0
+    t = Tokens.load(tmp_path / "t.npz")
+    assert t.ids.shape == (1, 51, 3)
+    assert main(["decode", name, str(tmp_path / "t.npz"), "-o", str(tmp_path / "out.wav")]) == 0
+    y, rate = sf.read(tmp_path / "out.wav")
+    assert rate == 16000 and y.shape == x.shape
+    sf.write(tmp_path / "8k.wav", x[:8000], 8000)
+    assert main(["encode", name, str(tmp_path / "8k.wav"), "-o", str(tmp_path / "t2.npz")]) == 2
