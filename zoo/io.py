@@ -16,12 +16,12 @@ def _read_array(path: Path) -> np.ndarray:
     if path.suffix == ".npy":
         try:
             return np.load(path, allow_pickle=False)
-        except (ValueError, OSError) as e:
-            raise ValueError(f"{path} is not a readable .npy array: {e}") from e
+        except Exception as e:  # numpy raises ValueError, EOFError, OSError... on damaged files
+            raise ValueError(f"{path} is not a readable .npy array of numbers (pickled objects are refused): {e}") from e
     if path.suffix == ".csv":
         try:
             return np.loadtxt(path, delimiter=",", ndmin=2, dtype=np.float32)
-        except ValueError as e:
+        except Exception as e:  # ValueError on text, UnicodeDecodeError on binary
             raise ValueError(f"{path} is not a numeric CSV (one row per step, one column per dof): {e}") from e
     raise ValueError(f"unsupported file type {path.suffix!r} for {path.name}")
 

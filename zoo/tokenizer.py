@@ -295,6 +295,26 @@ def check_ids(ids: Tensor, vocab_size: int, lengths: Tensor | None = None, name:
         )
 
 
+def check_tokens(tokens: Any, spec: TokenSpec, name: str = "tokens") -> None:
+    """Refuse token batches a decoder cannot take: not Tokens, empty, wrong id layout, ids out of range."""
+    if not isinstance(tokens, Tokens):
+        raise ValueError(f"{name} must be zoo.Tokens, got {type(tokens).__name__}")
+    if tokens.batch_size == 0:
+        raise ValueError(f"{name} is an empty batch (B=0)")
+    if tokens.ids is not None:
+        want = 2 if spec.num_codebooks == 1 else 3
+        if tokens.ids.ndim != want:
+            layout = "[B, L]" if want == 2 else f"[B, L, {spec.num_codebooks}]"
+            raise ValueError(f"{name}.ids must be {layout} for this tokenizer, got shape {tuple(tokens.ids.shape)}")
+        if want == 3 and tokens.ids.shape[2] > spec.num_codebooks:
+            raise ValueError(f"{name}.ids has {tokens.ids.shape[2]} codebooks, this tokenizer has {spec.num_codebooks}")
+        check_ids(tokens.ids, spec.vocab_size, tokens.lengths, f"{name}.ids")
+    elif spec.latent_dim is None:
+        raise ValueError(f"this tokenizer decodes ids; {name} carries only latents")
+    if tokens.latents is not None and not bool(torch.isfinite(tokens.latents).all()):
+        raise ValueError(f"{name}.latents contain NaN or infinite values")
+
+
 def check_budget(value: int, low: int, high: int, name: str = "num_tokens") -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise ValueError(f"{name} must be an int in [{low}, {high}], got {value!r}")

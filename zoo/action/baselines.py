@@ -24,7 +24,7 @@ from einops import rearrange
 from torch import Tensor
 
 from zoo.action.beast import output_steps
-from zoo.tokenizer import InputContract, Tokenizer, Tokens, TokenSpec, check_budget, check_ids, check_input
+from zoo.tokenizer import InputContract, Tokenizer, Tokens, TokenSpec, check_budget, check_input, check_tokens
 
 
 def resample(x: Tensor, steps: int) -> Tensor:
@@ -116,11 +116,9 @@ class Binning(_FittedBounds, Tokenizer):
     @torch.no_grad()
     def decode(self, tokens: Tokens, num_steps: int | None = None) -> Tensor:
         c = self.config
-        if tokens.ids is None or tokens.ids.ndim != 2:
-            raise ValueError("Binning decodes ids (B, L)")
-        check_ids(tokens.ids, c.vocab_size, tokens.lengths)
-        if bool((tokens.lengths != tokens.lengths[0]).any()) or int(tokens.lengths[0]) % c.num_dof:
-            raise ValueError(f"Binning needs equal lengths that are multiples of num_dof={c.num_dof}, got {tokens.lengths.tolist()}")
+        check_tokens(tokens, self.spec)
+        if bool((tokens.lengths != tokens.lengths[0]).any()) or int(tokens.lengths[0]) % c.num_dof or int(tokens.lengths[0]) == 0:
+            raise ValueError(f"Binning needs equal, non-zero lengths that are multiples of num_dof={c.num_dof}, got {tokens.lengths.tolist()}")
         ids = tokens.ids[:, : int(tokens.lengths[0])]
         z = rearrange(ids.float(), "b (t d) -> b t d", d=c.num_dof) / (c.vocab_size - 1) * 2 - 1
         return resample(self._normalise(z, inverse=True), output_steps(tokens, num_steps, c.num_steps))
@@ -234,11 +232,9 @@ class DCTBPE(_FittedBounds, Tokenizer):
         from scipy.fft import idct
 
         c = self.config
-        if tokens.ids is None or tokens.ids.ndim != 2:
-            raise ValueError("DCTBPE decodes ids (B, L)")
         if self.bpe is None:
             raise ValueError("DCTBPE is not fitted; call fit(data) first")
-        check_ids(tokens.ids, self.vocab_size, tokens.lengths)
+        check_tokens(tokens, self.spec)
         coeffs = np.empty((tokens.batch_size, c.num_steps * c.num_dof), dtype=np.float64)
         offset = _SYMBOL_BASE + c.max_coefficient
         for i, (row, n) in enumerate(zip(tokens.ids.tolist(), tokens.lengths.tolist())):

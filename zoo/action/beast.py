@@ -30,7 +30,7 @@ import torch
 from einops import rearrange
 from torch import Tensor
 
-from zoo.tokenizer import InputContract, Tokenizer, Tokens, TokenSpec, check_budget, check_ids, check_input
+from zoo.tokenizer import InputContract, Tokenizer, Tokens, TokenSpec, check_budget, check_input, check_tokens
 
 
 @dataclass
@@ -267,16 +267,12 @@ class BEAST(Tokenizer):
         """Tokens → trajectories (B, T, D), T = `num_steps` or the encoded length recorded in the tokens."""
         c = self.config
         steps = output_steps(tokens, num_steps, c.num_steps)
-        if tokens.latents is not None and tokens.ids is None:
+        check_tokens(tokens, self.spec)
+        if tokens.ids is None:
             z, lengths = tokens.latents, tokens.lengths
             if z.shape[-1] != c.num_dof:
                 raise ValueError(f"latents must be (B, N, {c.num_dof}), got {tuple(z.shape)}")
-            if not bool(torch.isfinite(z).all()):
-                raise ValueError("latents contain NaN or infinite values")
         else:
-            if tokens.ids is None or tokens.ids.ndim != 2:
-                raise ValueError(f"BEAST ids must be (B, L), got {None if tokens.ids is None else tuple(tokens.ids.shape)}")
-            check_ids(tokens.ids, c.vocab_size, tokens.lengths)
             bad = tokens.lengths % c.num_dof
             if bool(bad.any()):
                 raise ValueError(f"token counts must be multiples of num_dof={c.num_dof}, got lengths {tokens.lengths.tolist()}")

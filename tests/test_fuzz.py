@@ -1,0 +1,191 @@
+"""Fuzzing every public entry point: whatever comes in, the answer is a result or a ValueError with a
+message, never a crash inside torch, a hang, or a silently wrong output.
+
+CI runs the small `ci` profile; `HYPOTHESIS_PROFILE=fuzz pytest tests/test_fuzz.py` runs >= 1000 cases each
+(benchmarks/fuzz.py records the counts in BENCHMARKS.md).
+"""
+
+import io
+import json
+import struct
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+import zoo
+from zoo import hub
+from zoo.tokenizer import Tokens
+
+NAMES = [r["name"] for r in zoo.list_tokenizers()]
+DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64, torch.int32, torch.uint8, torch.bool]
+SPECIAL = [0.0, 1.0, -1.0, 0.5, 1e30, -1e30, float("nan"), float("inf"), -float("inf")]
+
+_cache: dict = {}
+
+
+def tokenizer(name):
+    if name not in _cache:
+        _cache[name] = zoo.load(name)
+    return _cache[name]
+
+
+@st.composite
+def tensors(draw, tok):
+    """Tensors near the tokenizer's contract: right or wrong rank, sizes, dtype and values."""
+    contract = tok.spec.input
+    axes = contract.axes
+    rank = draw(st.sampled_from([len(axes)] * 4 + [0, 1, len(axes) - 1, len(axes) + 1]))
+    shape = []
+    for i in range(rank):
+        axis = axes[i] if i < len(axes) else "?"
+        fixed = int(axis) if axis.isdigit() else contract.sizes.get(axis)
+        choices = [0, 1, 2, 3, 7] + ([fixed] * 4 if fixed else [16, 33])
+        if axis == "S":
+            choices += [contract.sample_rate or 16000, 1601]
+        shape.append(draw(st.sampled_from(choices)))
+    dtype = draw(st.sampled_from(DTYPES))
+    if int(np.prod(shape)) > 2_000_000:
+        shape = shape[:1] + [1] * (len(shape) - 1)
+    low, high = contract.value_range or (-5.0, 5.0)
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(draw(st.integers(0, 2**31)))) * (high - low) + low
+    if x.numel() and draw(st.booleans()):
+        x.view(-1)[draw(st.integers(0, x.numel() - 1))] = draw(st.sampled_from(SPECIAL))
+    return x.to(dtype) if dtype != torch.float32 else x
+
+
+def outcome(fn):
+    """Run fn: a ValueError is an accepted refusal; any other exception is a defect."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return fn()
+        except ValueError as e:
+            assert str(e), "a ValueError needs a message"
+            return None
+
+
+@pytest.mark.parametrize("name", NAMES)
+@given(data=st.data())
+def test_encode_fuzz(name, data):
+    tok = tokenizer(name)
+    x = data.draw(tensors(tok))
+    t = outcome(lambda: tok.encode(x))
+    if t is not None:  # accepted: the input met the contract, and the output is well formed
+        assert x.is_floating_point() and bool(torch.isfinite(x.float()).all())
+        assert t.batch_size == x.shape[0]
+        y = tok.decode(t)
+        assert bool(torch.isfinite(y).all())
+
+
+@st.composite
+def token_batches(draw, tok):
+    b = draw(st.integers(0, 4))
+    width = draw(st.integers(0, tok.spec.max_tokens + 3))
+    q = tok.spec.num_codebooks
+    shape = (b, width) if q == 1 and draw(st.integers(0, 9)) else (b, width, draw(st.sampled_from([1, q, q + 1])))
+    high = draw(st.sampled_from([tok.spec.vocab_size, tok.spec.vocab_size + 5, 2**40]))
+    low = draw(st.sampled_from([0, 0, 0, -3]))
+    ids = torch.randint(low, max(high, low + 1), shape, generator=torch.Generator().manual_seed(draw(st.integers(0, 99))))
+    lengths = torch.tensor([draw(st.integers(0, width)) for _ in range(b)], dtype=torch.long)
+    return Tokens(ids=ids, lengths=lengths)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@given(data=st.data())
+def test_decode_fuzz(name, data):
+    tok = tokenizer(name)
+    t = data.draw(token_batches(tok))
+    y = outcome(lambda: tok.decode(t))
+    if y is not None:
+        assert y.shape[0] == t.batch_size and bool(torch.isfinite(y).all())
+        valid = t.ids[t.mask]
+        assert valid.numel() == 0 or (int(valid.min()) >= 0 and int(valid.max()) < tok.spec.vocab_size)
+
+
+@given(data=st.binary(max_size=400), suffix=st.sampled_from([".npz", ".safetensors"]))
+def test_token_file_fuzz(tmp_path_factory, data, suffix):
+    path = tmp_path_factory.mktemp("tok") / f"t{suffix}"
+    path.write_bytes(data)
+    outcome(lambda: Tokens.load(path))
+
+
+def _beast_dir(tmp_path: Path) -> Path:
+    tok = zoo.load("beast-lasa")
+    return tok.save_pretrained(tmp_path / "ckpt")
+
+
+def _damage(data: bytes, kind: str, pos: int, byte: int) -> bytes:
+    if not data:
+        return data
+    pos %= len(data)
+    if kind == "truncate":
+        return data[:pos]
+    if kind == "flip":
+        return data[:pos] + bytes([data[pos] ^ (byte or 1)]) + data[pos + 1:]
+    return data[:pos] + bytes([byte]) * 16 + data[pos:]
+
+
+@given(file=st.sampled_from(["config.json", "model.safetensors"]), kind=st.sampled_from(["truncate", "flip", "insert"]),
+       pos=st.integers(0, 10**6), byte=st.integers(0, 255), rehash=st.booleans())
+def test_damaged_checkpoint_fuzz(tmp_path_factory, file, kind, pos, byte, rehash):
+    directory = _beast_dir(tmp_path_factory.mktemp("hub"))
+    path = directory / file
+    path.write_bytes(_damage(path.read_bytes(), kind, pos, byte))
+    if rehash and file == "model.safetensors":  # the config vouches for the damaged weights: parsing must catch it
+        config = json.loads((directory / "config.json").read_text())
+        config["files"]["model.safetensors"] = hub.sha256_file(path)
+        (directory / "config.json").write_text(json.dumps(config))
+    outcome(lambda: zoo.load(directory))
+
+
+def _lying_safetensors(header: dict, payload: bytes = b"", length: int | None = None) -> bytes:
+    raw = json.dumps(header).encode()
+    return struct.pack("<Q", len(raw) if length is None else length) + raw + payload
+
+
+@pytest.mark.parametrize("content", [
+    _lying_safetensors({"w": {"dtype": "F32", "shape": [1000], "data_offsets": [0, 4000]}}, b"\0" * 8),
+    _lying_safetensors({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 8, length=2**60),
+    _lying_safetensors({"w": {"dtype": "XX", "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 8),
+    _lying_safetensors({"w": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}}, b"\0" * 8),
+])
+def test_safetensors_whose_header_lies_is_refused(tmp_path, content):
+    directory = _beast_dir(tmp_path)
+    (directory / "model.safetensors").write_bytes(content)
+    config = json.loads((directory / "config.json").read_text())
+    config["files"]["model.safetensors"] = hub.sha256_file(directory / "model.safetensors")
+    (directory / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="truncated or not a safetensors file|does not match"):
+        zoo.load(directory)
+
+
+def test_a_pickle_in_place_of_weights_is_never_unpickled(tmp_path):
+    directory = _beast_dir(tmp_path)
+    buf = io.BytesIO()
+    torch.save({"x": torch.zeros(1)}, buf)
+    (directory / "model.safetensors").write_bytes(buf.getvalue())
+    with pytest.raises(ValueError, match="sha256 mismatch"):
+        zoo.load(directory)
+    sources = "\n".join(p.read_text() for p in Path(zoo.__file__).parent.rglob("*.py"))
+    assert "torch.load(" not in sources and "import pickle" not in sources and "allow_pickle=True" not in sources
+
+
+@given(content=st.one_of(st.binary(max_size=200), st.text(max_size=200).map(str.encode)),
+       suffix=st.sampled_from([".npy", ".csv", ".txt"]))
+def test_cli_encode_fuzz(tmp_path_factory, content, suffix):
+    from zoo.cli import main
+
+    d = tmp_path_factory.mktemp("cli")
+    src = d / f"in{suffix}"
+    src.write_bytes(content)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        code = main(["encode", "beast-lasa", str(src), "-o", str(d / "t.npz")])
+    assert code in (0, 2)
+    if code == 0:
+        assert main(["decode", "beast-lasa", str(d / "t.npz"), "-o", str(d / "y.npy")]) == 0
