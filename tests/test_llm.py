@@ -294,3 +294,70 @@ def test_hf_model_embedding_resize_and_constrained_generation():
     out = model.generate(prompt, max_new_tokens=12, do_sample=True, logits_processor=[ConstrainedLogits(v, "image")],
                          pad_token_id=v.pad, eos_token_id=None)
     v.from_llm(out[0])  # whatever the random model samples parses
+
+
+# ----------------------------------------------------------------------------------------- the LM and its recipe
+
+
+def small_lm(tmp_path):
+    pytest.importorskip("transformers")
+    from recipes.lm_data import word_tokenizer
+    from zoo.action.beast import BEAST, BEASTConfig
+    from zoo.llm import MultimodalLM
+
+    tok = BEAST(BEASTConfig(num_dof=2, num_control_points=6, max_control_points=6, vocab_size=16))
+    tok.fit(torch.randn(8, 30, 2).cumsum(1))
+    tok.save_pretrained(tmp_path / "beast")
+    text = word_tokenizer(["Angle", "Snake"])
+    vocab = Vocabulary(len(text), [Entry.from_tokenizer("action", tok, "beast", num_tokens=12, fixed_length=True)])
+    torch.manual_seed(0)
+    return MultimodalLM.build(vocab, text, n_layer=1, n_embd=32, n_head=2, n_positions=32), tok
+
+
+def test_multimodal_lm_save_load_generate_and_tamper(tmp_path):
+    from zoo.llm import MultimodalLM
+
+    lm, tok = small_lm(tmp_path)
+    lm.save_pretrained(tmp_path / "lm", summary={"metrics": {"x": 1.0}})
+    back = MultimodalLM.from_pretrained(tmp_path / "lm")
+    ids = torch.tensor([lm.sequence("Angle", entry="action")])
+    assert torch.equal(lm.model(ids).logits, back.model(ids).logits)
+    assert back.vocab == lm.vocab and back.summary["metrics"]["x"] == 1.0
+    assert back.sequence("Snake") == lm.sequence("Snake")
+    segs = back.generate(["Angle", "Snake", "Angle Snake"], "action", seed=3)
+    assert all(s.complete and s.ids.shape == (12,) for s in segs)
+    again = back.generate(["Angle", "Snake", "Angle Snake"], "action", seed=3)
+    assert all(torch.equal(a.ids, b.ids) for a, b in zip(segs, again))  # seeded
+    traj = tok.decode(Tokens(ids=torch.stack([s.ids for s in segs]), lengths=torch.full((3,), 12)), num_steps=30)
+    assert traj.shape == (3, 30, 2) and torch.isfinite(traj).all()
+    with pytest.raises(ValueError, match="temperature"):
+        back.generate(["Angle"], "action", temperature=0)
+    weights = tmp_path / "lm" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)
+    with pytest.raises(ValueError, match="sha256"):
+        MultimodalLM.from_pretrained(tmp_path / "lm")
+    with pytest.raises(ValueError, match="not a MultimodalLM"):
+        MultimodalLM.from_pretrained(tmp_path)
+
+
+def test_recipe_loss_falls_when_overfitting_a_tiny_batch():
+    pytest.importorskip("transformers")
+    from recipes.lm import InterleavedLM
+    from recipes.lm_data import InterleavedData
+
+    dm = InterleavedData(image_tokenizer=None, action_tokenizer="beast-lasa", action_repeat=1, batch_size=8)
+    module = InterleavedLM(n_layer=1, n_embd=64, n_head=2, n_positions=64, dropout=0.0, threads=None)
+    torch.manual_seed(0)
+    module.build(dm)
+    batch = next(iter(dm.train_dataloader()))
+    assert batch.shape[0] == 8 and (batch[:, 0] == dm.text_tokenizer.bos_token_id).all()
+    opt = torch.optim.AdamW(module.model.parameters(), lr=3e-3)
+    first = None
+    for _ in range(40):
+        losses = module.losses(batch)
+        opt.zero_grad()
+        losses["loss"].backward()
+        opt.step()
+        first = first if first is not None else losses["loss"].item()
+    assert losses["loss"].item() < 0.5 * first
+    assert "loss_action_codes" in losses

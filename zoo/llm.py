@@ -605,3 +605,233 @@ class ConstrainedLogits:
         for b in range(input_ids.shape[0]):
             mask[b, : self.vocab.size] = self.vocab.allowed_next(input_ids[b], entry=self.entry).to(scores.device)
         return scores.masked_fill(~mask, float("-inf"))
+
+
+# ----------------------------------------------------------------------------------------- a multimodal LM
+
+LM_FORMAT = "zoo.MultimodalLM"
+LM_CONFIG, LM_WEIGHTS, LM_VOCAB, LM_TEXT = "config.json", "model.safetensors", "vocabulary.json", "tokenizer.json"
+
+
+def sequence_ids(text_tokenizer: Any, vocab: Vocabulary, text: str, segment: Tensor | None = None,
+                 entry: str | None = None) -> list[int]:
+    """`<bos> text segment <eos>` as ids, the layout `MultimodalLM` trains on and generates.
+
+    Args:
+        text_tokenizer: a transformers tokenizer over the text range, with bos and eos tokens.
+        text: a caption, a shape name.
+        segment: one row of `vocab.to_llm` (its pads are dropped).
+        entry: with no segment, the generation prompt `<bos> text <|entry:begin|>`.
+    """
+    ids = [text_tokenizer.bos_token_id, *text_tokenizer(text, add_special_tokens=False)["input_ids"]]
+    if segment is not None:
+        return ids + [i for i in segment.tolist() if i != vocab.pad] + [text_tokenizer.eos_token_id]
+    return ids + [vocab.range(entry).begin] if entry is not None else ids
+
+
+class MultimodalLM:
+    """A causal LM over a joint vocabulary: a transformers GPT-2, the `Vocabulary` and the text tokenizer.
+
+    Sequences read `<bos> text <|image:begin|> codes <|image:end|> <eos>`; `generate` completes a
+    text prompt with one segment of an entry, sampling inside the vocabulary's grammar, and returns the
+    parsed segments. Saved as a folder: config.json (architecture, summary, sha256 of the weights),
+    model.safetensors, vocabulary.json and tokenizer.json. Needs the `transformers` extra.
+
+    Args:
+        model: a transformers causal LM whose embeddings hold at least `vocab.size` rows.
+        vocab: the joint vocabulary.
+        text_tokenizer: a transformers fast tokenizer over the text range, with bos and eos tokens.
+    """
+
+    def __init__(self, model: Any, vocab: Vocabulary, text_tokenizer: Any) -> None:
+        extend_hf_tokenizer(text_tokenizer, vocab)
+        if text_tokenizer.bos_token_id is None or text_tokenizer.eos_token_id is None:
+            raise ValueError("the text tokenizer needs bos and eos tokens (they open and close every sequence)")
+        if model.get_input_embeddings().weight.shape[0] < vocab.size:
+            raise ValueError(f"the model embeds {model.get_input_embeddings().weight.shape[0]} ids, the vocabulary "
+                             f"has {vocab.size}: call resize_hf_embeddings(model, vocab)")
+        self.model, self.vocab, self.text_tokenizer = model.eval(), vocab, text_tokenizer
+        self.summary: dict[str, Any] = {}  # the measured numbers of a shipped LM (config.json)
+
+    @classmethod
+    def build(cls, vocab: Vocabulary, text_tokenizer: Any, *, n_layer: int = 4, n_embd: int = 256, n_head: int = 4,
+              n_positions: int = 160, dropout: float = 0.1) -> "MultimodalLM":
+        """A fresh, randomly initialised GPT-2-style model sized for `vocab` (no download)."""
+        from transformers import GPT2Config, GPT2LMHeadModel
+
+        config = GPT2Config(vocab_size=vocab.size, n_positions=n_positions, n_embd=n_embd, n_layer=n_layer,
+                            n_head=n_head, resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout,
+                            bos_token_id=text_tokenizer.bos_token_id, eos_token_id=text_tokenizer.eos_token_id,
+                            pad_token_id=vocab.pad)
+        return cls(GPT2LMHeadModel(config), vocab, text_tokenizer)
+
+    # -- sequences ---------------------------------------------------------------------------------------
+
+    def sequence(self, text: str, segment: Tensor | None = None, entry: str | None = None) -> list[int]:
+        """See `sequence_ids`."""
+        return sequence_ids(self.text_tokenizer, self.vocab, text, segment, entry)
+
+    def text(self, segment: Segment) -> str:
+        return self.text_tokenizer.decode(segment.ids.tolist(), skip_special_tokens=True)
+
+    @torch.no_grad()
+    def generate(self, prompts: Sequence[str], entry: str, *, temperature: float = 1.0, top_k: int | None = None,
+                 seed: int = 0, batch_size: int = 64) -> list[Segment]:
+        """Sample one `entry` segment after each text prompt.
+
+        Args:
+            prompts: texts (a caption, a shape name).
+            entry: the entry to generate.
+            temperature, top_k: sampling; the grammar mask applies first.
+            seed: sampling is reproducible for a given seed, batch composition and device.
+        Returns:
+            One Segment per prompt (`complete=False` if the model's budget ran out first).
+        """
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        e, r = self.vocab.entry(entry), self.vocab.range(entry)
+        frame = len(e.slots)
+        budget = e.max_tokens * frame + (e.max_tokens - 1) // (e.sep_every or 10**9) + 1
+        device = self.model.device
+        rows = [self.sequence(p, entry=entry) for p in prompts]
+        out: list[Segment | None] = [None] * len(rows)
+        by_length: dict[int, list[int]] = {}
+        for i, row in enumerate(rows):
+            by_length.setdefault(len(row), []).append(i)
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            for length, idx in sorted(by_length.items()):
+                if length + budget > self.model.config.n_positions:
+                    raise ValueError(f"a prompt of {length} ids plus a {entry} segment of {budget} exceeds the "
+                                     f"model's {self.model.config.n_positions} positions; shorten the prompt")
+                for chunk in range(0, len(idx), batch_size):
+                    part = idx[chunk:chunk + batch_size]
+                    x = torch.tensor([rows[i] for i in part], device=device)
+                    y = self.model.generate(
+                        x, attention_mask=torch.ones_like(x), do_sample=True, temperature=temperature, top_k=top_k or 0,
+                        max_new_tokens=budget, logits_processor=[ConstrainedLogits(self.vocab, entry)],
+                        eos_token_id=r.end, pad_token_id=self.vocab.pad)
+                    for i, seq in zip(part, y):
+                        segs = [s for s in self.vocab.from_llm(seq[length - 1:]) if s.name == entry]
+                        out[i] = segs[0]
+        return out  # type: ignore[return-value]
+
+    # -- files -------------------------------------------------------------------------------------------
+
+    def save_pretrained(self, directory: str | os.PathLike, card: str | None = None,
+                        summary: dict[str, Any] | None = None) -> Path:
+        """Write config.json, model.safetensors, vocabulary.json, tokenizer.json (and README.md)."""
+        import hashlib
+
+        from safetensors.torch import save_model
+
+        from zoo.data.cache import atomic_write_bytes
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        save_model(self.model, str(directory / LM_WEIGHTS))  # handles the tied input/output embeddings
+        self.vocab.save(directory / LM_VOCAB)
+        self.text_tokenizer.backend_tokenizer.save(str(directory / LM_TEXT))
+        files = {n: hashlib.sha256((directory / n).read_bytes()).hexdigest() for n in (LM_WEIGHTS, LM_VOCAB, LM_TEXT)}
+        config = {"format": LM_FORMAT, "format_version": FORMAT_VERSION, "architecture": "gpt2",
+                  "model": self.model.config.to_diff_dict(), "bos_token": self.text_tokenizer.bos_token,
+                  "eos_token": self.text_tokenizer.eos_token, "files": files, "summary": summary or {}}
+        atomic_write_bytes(directory / LM_CONFIG, (json.dumps(config, indent=2, sort_keys=True) + "\n").encode())
+        if card is not None:
+            atomic_write_bytes(directory / "README.md", card.encode())
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, device: Any = None) -> "MultimodalLM":
+        """Load a folder written by `save_pretrained`, checking every file's sha256 and every weight key."""
+        import hashlib
+
+        from safetensors.torch import load_model
+        from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+        directory = Path(directory)
+        if not (directory / LM_CONFIG).is_file():
+            raise ValueError(f"{str(directory)!r} is not a MultimodalLM folder (no {LM_CONFIG})")
+        config = json.loads((directory / LM_CONFIG).read_text())
+        if config.get("format") != LM_FORMAT or config.get("architecture") != "gpt2":
+            raise ValueError(f"{directory / LM_CONFIG} is not a {LM_FORMAT} config (format {config.get('format')!r})")
+        for name, sha in config["files"].items():
+            path = directory / name
+            if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != sha:
+                raise ValueError(f"{path} is missing or does not match the sha256 in {LM_CONFIG}")
+        vocab = Vocabulary.load(directory / LM_VOCAB)
+        text = PreTrainedTokenizerFast(tokenizer_file=str(directory / LM_TEXT), bos_token=config["bos_token"],
+                                       eos_token=config["eos_token"])
+        model = GPT2LMHeadModel(GPT2Config(**config["model"]))
+        missing, unexpected = load_model(model, str(directory / LM_WEIGHTS), strict=True, device="cpu")
+        lm = cls(model, vocab, text)
+        lm.summary = config.get("summary", {})
+        if device is not None:
+            lm.model.to(device)
+        return lm
+
+
+# ----------------------------------------------------------------------------------------- the demo
+
+DEMO_LM = "lm-tiny-interleaved"
+DEMO_PROMPTS = {
+    "image": ("a red circle on a black background", "a blue square on a white background",
+              "a green triangle on a light grey background", "a yellow star on a dark grey background",
+              "a purple cross on a white background", "an orange circle on a dark grey background"),
+    "action": ("Angle", "GShape", "Snake", "WShape", "Leaf_1", "Sshape"),
+}
+
+
+def demo(out_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = None, samples: int = 4) -> str:
+    """Generate through the shipped demo LM and decode with the zoo tokenizers; write a PNG per entry.
+
+    For each entry of the LM's vocabulary, `samples` generations for each of a few prompts (captions
+    for images, LASA shape names for actions), decoded and drawn in one row per prompt.
+
+    Args:
+        out_dir: where `llm_<entry>.png` files go.
+        checkpoint: an LM folder (default: this repo's checkpoints/lm-tiny-interleaved).
+    Returns:
+        A short text report: the prompts, the files written, and the card's headline numbers.
+    """
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    from zoo.hub import REPO_CHECKPOINTS
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    lm = MultimodalLM.from_pretrained(checkpoint or REPO_CHECKPOINTS / DEMO_LM)
+    lines = [f"demo LM: {checkpoint or DEMO_LM} ({lm.vocab.size} ids: " + ", ".join(e.name for e in lm.vocab.entries) + ")"]
+    cell = 96
+    for e in lm.vocab.entries:
+        prompts = DEMO_PROMPTS.get(e.modality)
+        if not prompts:
+            continue
+        tok = lm.vocab.load_tokenizer(e.name)
+        segments = lm.generate([p for p in prompts for _ in range(samples)], e.name, seed=0)
+        tokens = Tokens(ids=torch.stack([s.ids for s in segments]), lengths=torch.tensor([len(s.ids) for s in segments]))
+        x = tok.decode(tokens)
+        sheet = Image.new("RGB", (cell * samples, cell * len(prompts)), "white")
+        for i in range(len(x)):
+            row, col = divmod(i, samples)
+            if e.modality == "image":
+                img = (x[i].clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+                tile = Image.fromarray(img).resize((cell, cell), Image.NEAREST)
+            else:  # a 2-D trajectory, scaled into the tile, start marked
+                xy = x[i, :, :2].numpy()
+                lo, span = xy.min(0), max(float((xy.max(0) - xy.min(0)).max()), 1e-6)
+                pts = [(8 + (p[0] - lo[0]) / span * (cell - 16), cell - 8 - (p[1] - lo[1]) / span * (cell - 16)) for p in xy]
+                tile = Image.new("RGB", (cell, cell), "white")
+                draw = ImageDraw.Draw(tile)
+                draw.line(pts, fill=(40, 80, 220), width=2)
+                draw.ellipse((pts[0][0] - 3, pts[0][1] - 3, pts[0][0] + 3, pts[0][1] + 3), fill=(220, 40, 40))
+            sheet.paste(tile, (col * cell, row * cell))
+        path = out / f"llm_{e.name}.png"
+        sheet.save(path)
+        lines.append(f"{e.name}: {samples} samples per row for {', '.join(map(repr, prompts))} -> {path}")
+    metrics = lm.summary.get("metrics", {})
+    headline = {k: metrics[k] for k in ("image_match", "action_shape_match_dtw") if k in metrics}
+    if headline:
+        lines.append("measured (card): " + ", ".join(f"{k} {v:.0%}" for k, v in headline.items()))
+    return "\n".join(lines)

@@ -193,3 +193,30 @@ def dtw_distances(x: Tensor, y: Tensor) -> Tensor:
             acc[i, j] = cost[i - 1, j - 1] + best
             steps[i, j] = length + 1
     return acc[-1, -1] / steps[-1, -1]
+
+
+# ----------------------------------------------------------------------------------------- distributions
+
+
+def frechet_distance(a: Tensor, b: Tensor) -> float:
+    """Fréchet distance between Gaussians fitted to two feature sets (the FID formula, any feature space).
+
+    ‖μa - μb‖² + tr(Σa + Σb - 2 (Σa Σb)^½). Args: a: (Na, D), b: (Nb, D) features; use N well above D,
+    and compare numbers only when N and the feature extractor are the same.
+    """
+    import numpy as np
+    from scipy import linalg
+
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+        raise ValueError(f"frechet_distance needs (Na, D) and (Nb, D) features, got {tuple(a.shape)} and {tuple(b.shape)}")
+    if min(a.shape[0], b.shape[0]) < 2:
+        raise ValueError(f"frechet_distance needs at least 2 samples per set, got {a.shape[0]} and {b.shape[0]}")
+    x, y = a.detach().cpu().double().numpy(), b.detach().cpu().double().numpy()
+    mu1, mu2 = x.mean(0), y.mean(0)
+    s1, s2 = np.cov(x, rowvar=False), np.cov(y, rowvar=False)
+    covmean, _ = linalg.sqrtm(s1 @ s2, disp=False)
+    if not np.isfinite(covmean).all():  # near-singular product: regularise, as pytorch-fid does
+        eps = np.eye(s1.shape[0]) * 1e-6
+        covmean = linalg.sqrtm((s1 + eps) @ (s2 + eps))
+    covmean = covmean.real
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
