@@ -36,8 +36,10 @@ def main(argv: list[str] | None = None) -> None:
     from lightning.pytorch.cli import LightningCLI
 
     # with no logger, Lightning writes the resolved config.yaml into default_root_dir: keep it out of the repo root
+    from recipes.resilience import RNGState
+
     LightningCLI(args=["fit", "--config", str(path), *argv[1:]], save_config_kwargs={"overwrite": True},
-                 trainer_defaults={"default_root_dir": "runs"})
+                 trainer_defaults={"default_root_dir": "runs", "callbacks": [RNGState()]})
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@
     zoo decode beast-lasa tokens.npz -o recon.csv
     zoo train configs/beast/lasa.yaml
     zoo demo
+    zoo shards images --split train --n 20000 --out shards/images-train
 """
 
 from __future__ import annotations
@@ -124,6 +125,14 @@ def cmd_train(args: argparse.Namespace, rest: list[str]) -> None:
     train_main([args.config, *rest])
 
 
+def cmd_shards(args: argparse.Namespace) -> None:
+    from recipes.shards import write_shards
+
+    options = _options(args.option)
+    out = write_shards(args.source, args.split, args.n, args.out, chunk_bytes=args.chunk_bytes, **options)
+    print(f"wrote {args.n} {args.source} samples ({args.split}) as shards to {out}")
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from zoo.demo import run_demo
 
@@ -153,6 +162,14 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument("--bitrate", type=float)
     s = sub.add_parser("train", help="run a recipe: zoo train CONFIG.yaml [--trainer.max_steps=N ...]")
     s.add_argument("config")
+    s = sub.add_parser("shards", help="write a dataset builder's output as streamable shards (litdata)")
+    s.add_argument("source", help="images, speech, music, lasa or reaching")
+    s.add_argument("--split", default="train")
+    s.add_argument("--n", type=int, required=True)
+    s.add_argument("--out", required=True, help="folder or object-storage URL (s3://...)")
+    s.add_argument("--chunk-bytes", dest="chunk_bytes", default="16MB")
+    s.add_argument("--option", "-O", action="append", default=[], metavar="KEY=VALUE",
+                   help="builder option, e.g. -O resolution=64")
     s = sub.add_parser("demo", help="round-trip a real sample through every shipped tokenizer")
     s.add_argument("--out", default="out/demo")
     return p
@@ -168,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "train":
             cmd_train(args, rest)
         else:
-            {"list": cmd_list, "info": cmd_info, "encode": cmd_encode, "decode": cmd_decode, "demo": cmd_demo}[args.command](args)
+            {"list": cmd_list, "info": cmd_info, "encode": cmd_encode, "decode": cmd_decode, "demo": cmd_demo,
+             "shards": cmd_shards}[args.command](args)
     except ValueError as e:
         print(f"zoo {args.command}: error: {e}", file=sys.stderr)
         return 2
