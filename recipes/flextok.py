@@ -1,0 +1,184 @@
+"""Training FlexTok: rectified-flow loss, nested dropout of register prefixes, EMA, cosine LR.
+
+The model (`zoo.image.flextok.FlexTok`) only encodes, quantises and denoises; this module owns the
+noise, the time sampling, the loss, the prefix schedule, the optimiser and the weight average.
+
+Per step, one prefix length k is drawn for the whole batch, log-uniformly in 1..K (each doubling of k
+is equally likely, as in the paper's powers-of-two schedule, but every k occurs), so encoder and
+decoder only run on N + k tokens; a fraction `p_uncond` of the samples keeps no register at all,
+which trains the unconditional model of classifier-free guidance. `nested_dropout=False` trains a
+fixed-length baseline (k = K always).
+
+Loss (x-prediction, v-loss, as in JiT): z_t = (1 - t)·ε + t·x, t ~ logit-normal; the model predicts
+x̂, and the loss is ‖(x̂ - z_t)/(1 - t) - (x - ε)‖², with 1 - t clipped at `t_eps`.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor
+
+from zoo import metrics
+from zoo.image.flextok import FlexTok, FlexTokConfig
+
+
+class FlexTokModule(pl.LightningModule):
+    """Args:
+        preset: a `FlexTokConfig` preset name; `config` overrides its fields.
+        nested_dropout: draw a prefix k per step (FlexTok); False trains at k = K (a fixed-length baseline).
+        p_uncond: fraction of samples trained without registers (for guidance).
+        lr, weight_decay, betas, warmup_steps: AdamW and its linear warmup.
+        budget_seconds: cosine LR decay over whichever ends first, trainer.max_steps or this many seconds.
+        ema_decay: weight average used for validation and export.
+        t_mean, t_std: logit-normal time sampling (negative mean favours noise).
+        t_eps: clip of 1 - t in the v-loss.
+        eval_tokens: prefix lengths reported on the card (clipped to K).
+        eval_steps: Euler steps for validation and the card (default: the config's).
+    """
+
+    def __init__(self, preset: str = "tiny", config: dict[str, Any] | None = None, nested_dropout: bool = True,
+                 p_uncond: float = 0.1, lr: float = 5e-4, weight_decay: float = 0.01,
+                 betas: tuple[float, float] = (0.9, 0.99), warmup_steps: int = 200,
+                 budget_seconds: float | None = None, ema_decay: float = 0.999, t_mean: float = -0.8,
+                 t_std: float = 0.8, t_eps: float = 0.05, eval_tokens: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64),
+                 eval_steps: int | None = None, check_images: int = 64) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = FlexTok(FlexTokConfig.from_name(preset, **(config or {})))
+        self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
+        self.start_time: float | None = None
+
+    @property
+    def tokenizer(self) -> FlexTok:
+        """What is validated and exported: the weight average."""
+        return self.ema
+
+    # -- the loss -------------------------------------------------------------------------------------
+
+    def sample_prefix(self) -> int:
+        k_max = self.model.config.num_registers
+        if not self.hparams.nested_dropout:
+            return k_max
+        u = torch.rand(()).item() * math.log(k_max + 1)
+        return min(k_max, max(1, int(math.exp(u))))  # log-uniform over 1..K
+
+    def flow_loss(self, images: Tensor, k: int) -> Tensor:
+        """images: (B, 3, S, S) in [0, 1]; k: kept registers → scalar v-loss."""
+        hp = self.hparams
+        x = images * 2 - 1
+        b = x.shape[0]
+        codes, _ = self.model.quantize(x, k)
+        lengths = torch.full((b,), k, dtype=torch.long, device=x.device)
+        lengths = torch.where(torch.rand(b, device=x.device) < hp.p_uncond, 0, lengths)
+        t = torch.sigmoid(torch.randn(b, device=x.device) * hp.t_std + hp.t_mean)
+        noise = torch.randn_like(x)
+        tt = t[:, None, None, None]
+        z = (1 - tt) * noise + tt * x
+        x_hat = self.model.denoise(z, t, codes, lengths)
+        v_hat = (x_hat - z) / (1 - tt).clamp_min(hp.t_eps)
+        return (v_hat - (x - noise)).pow(2).mean()
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        k = self.sample_prefix()
+        loss = self.flow_loss(batch["image"], k)
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/k", float(k))
+        return loss
+
+    # -- EMA, optimiser, schedule ---------------------------------------------------------------------
+
+    def on_fit_start(self) -> None:
+        self.start_time = time.monotonic()
+
+    @torch.no_grad()
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        step = self.global_step
+        decay = min(self.hparams.ema_decay, (1 + step) / (10 + step))
+        for e, p in zip(self.ema.parameters(), self.model.parameters()):
+            e.lerp_(p.detach(), 1 - decay)
+
+    def progress(self) -> float:
+        """Fraction of the budget used: steps or seconds, whichever is further along."""
+        frac = 0.0
+        if self.trainer is not None and self.trainer.max_steps and self.trainer.max_steps > 0:
+            frac = self.global_step / self.trainer.max_steps
+        if self.hparams.budget_seconds and self.start_time is not None:
+            frac = max(frac, (time.monotonic() - self.start_time) / self.hparams.budget_seconds)
+        return min(frac, 1.0)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        decay = [p for n, p in self.model.named_parameters() if p.ndim >= 2 and "pos" not in n and "registers" not in n]
+        rest = [p for n, p in self.model.named_parameters() if not (p.ndim >= 2 and "pos" not in n and "registers" not in n)]
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": hp.weight_decay}, {"params": rest, "weight_decay": 0.0}],
+                                lr=hp.lr, betas=tuple(hp.betas))
+
+        def factor(step: int) -> float:
+            warm = min(1.0, (step + 1) / max(1, hp.warmup_steps))
+            return warm * 0.5 * (1 + math.cos(math.pi * self.progress()))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # -- validation and the card ----------------------------------------------------------------------
+
+    def _psnr(self, images: Tensor, k: int) -> Tensor:
+        tok = self.tokenizer
+        x_hat = tok.decode(tok.encode(images, num_tokens=k), steps=self.hparams.eval_steps, seed=0)
+        return metrics.psnr(x_hat, images)
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        images = batch["image"]
+        k_max = self.tokenizer.config.num_registers
+        for k in sorted({min(8, k_max), k_max}):
+            self.log(f"val/psnr_k{k}", self._psnr(images, k).mean(), batch_size=images.shape[0])
+
+    def eval_tokens(self) -> list[int]:
+        k_max = self.tokenizer.config.num_registers
+        return sorted({min(k, k_max) for k in self.hparams.eval_tokens} | {k_max})
+
+    @torch.no_grad()
+    def card_metrics(self, datamodule: Any) -> dict[str, float]:
+        """PSNR and SSIM on the mixed val set for each k, and the PSNR at K on the first `check_images`."""
+        images = datamodule.val_images().to(self.device)
+        tok = self.tokenizer.eval()
+        out: dict[str, float] = {}
+        for k in self.eval_tokens():
+            x_hat = torch.cat([tok.decode(tok.encode(chunk, num_tokens=k), steps=self.hparams.eval_steps, seed=0)
+                               for chunk in images.split(64)])
+            out[f"psnr_k{k}"] = float(metrics.psnr(x_hat, images).mean())
+            out[f"ssim_k{k}"] = float(metrics.ssim(x_hat, images).mean())
+        k_max = tok.config.num_registers
+        out[f"check_psnr_k{k_max}_first{self.hparams.check_images}"] = float(self._psnr(images[: self.hparams.check_images], k_max).mean())
+        out["val_images"] = float(len(images))
+        out["decode_steps"] = float(self.hparams.eval_steps or tok.config.steps)
+        self.last_card_metrics = out
+        return out
+
+    def card_summary(self) -> dict[str, Any]:
+        tok = self.tokenizer
+        c = tok.config
+        kind = "FlexTok" if self.hparams.nested_dropout else "fixed-length baseline (no nested dropout)"
+        return {
+            "description": (f"{kind}: {c.image_size}x{c.image_size} RGB → 1..{c.num_registers} tokens of an FSQ "
+                            f"vocabulary of {c.vocab_size} (levels {list(c.fsq_levels)}), rectified-flow decoder "
+                            f"({c.steps} Euler steps by default). Encoder {c.encoder_dim}x{c.encoder_depth}, decoder "
+                            f"{c.decoder_dim}x{c.decoder_depth}, patch {c.patch_size}."),
+            "tokens": f"1-{c.num_registers}",
+            "bits": round(c.num_registers * math.log2(c.vocab_size), 1),
+            "headline": self.headline(),
+        }
+
+    def headline(self) -> str:
+        m = getattr(self, "last_card_metrics", {})
+        k_max = self.tokenizer.config.num_registers
+        if f"psnr_k{k_max}" not in m:
+            return ""
+        low = min(8, k_max)
+        return f"PSNR {m[f'psnr_k{k_max}']:.2f} dB at k={k_max}, {m[f'psnr_k{low}']:.2f} dB at k={low} (mixed val)"

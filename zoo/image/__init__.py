@@ -1,0 +1,1 @@
+"""Image tokenizers: FlexTok (1D tokens of flexible length), KARL, CAT."""

@@ -1,0 +1,312 @@
+"""FlexTok: images as 1D token sequences of flexible length, decoded by a rectified flow.
+
+Paper: "FlexTok: Resampling Images into 1D Token Sequences of Flexible Length" (Bachmann et al.,
+ICML 2025, https://arxiv.org/abs/2502.13967). Official code: apple/ml-flextok (read, not copied).
+
+The encoder is one transformer over the patchified image and K learned register tokens; patches
+attend to patches, register i attends to every patch and to registers 0..i (causal). Each register
+is projected to len(levels) dims and quantised by FSQ (https://arxiv.org/abs/2309.15505), so a token
+is one id in [0, prod(levels)). Training drops all registers after a random prefix k (nested
+dropout), so every prefix 1..K decodes. The decoder is a DiT-style rectified-flow transformer over
+the noisy image patches and the kept registers; it predicts the clean image (x-prediction, as in JiT,
+https://arxiv.org/abs/2511.13720, which suits large pixel patches), from which the flow velocity is
+formed. Sampling is Euler from noise (t=0) to image (t=1), with optional classifier-free guidance.
+
+What we do beyond the official code:
+- decode (and encode) cost falls with k: the decoder sees N patches + 1 mask token + k registers,
+  never K padded registers. All dropped registers collapse into one learned mask token that carries
+  the position embedding of the first dropped slot, so the decoder still knows how many are missing;
+  with k = 0 (only the mask token) it is the unconditional model used by guidance. Because registers
+  are causal and patches never attend to them, encoding a prefix of k registers gives exactly the
+  first k tokens of a full encode, at the cost of N + k tokens;
+- per-sample k in one batch (`num_tokens=` a LongTensor [B]); shorter samples are padded and masked;
+- an explicit `seed=` for decoding, so a decode is reproducible and independent of global RNG state;
+- plain `scaled_dot_product_attention` masks, no flex_attention: CPU and CUDA alike.
+
+Layout note for importing the official d12-d18 release later: it runs on the 16-channel latents of
+its VAE (patch size 2, K=256); `in_channels`, `patch_size`, `image_size` (the latent grid) and the
+encoder/decoder widths and depths here express that shape (presets "d12-d12", "d18-d18"); an
+importer would add the VAE around this class.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from einops import repeat
+from torch import Tensor, nn
+from vector_quantize_pytorch import FSQ
+
+from zoo.nn import AdaLNTransformer, Patchify, TimestepEmbedding, Transformer, Unpatchify, sincos_pos_embed_2d
+from zoo.nn.transformer import key_padding_mask, prefix_causal_mask
+from zoo.tokenizer import InputContract, Tokenizer, Tokens, TokenSpec, check_budget, check_ids, check_input
+
+
+@dataclass
+class FlexTokConfig:
+    """Args:
+        image_size: side S of the (square) input; a multiple of `patch_size`.
+        in_channels: C of the input (3 for RGB pixels; 16 for the official VAE latents).
+        patch_size: p; the image becomes (S/p)² patch tokens in encoder and decoder.
+        num_registers: K, the most tokens an image can have.
+        encoder_dim, encoder_depth, encoder_heads: the encoder transformer.
+        decoder_dim, decoder_depth, decoder_heads: the rectified-flow decoder transformer.
+        mlp_ratio: MLP width / dim in both transformers.
+        qk_norm: LayerNorm on queries and keys (stabilises larger models).
+        fsq_levels: FSQ levels per code dimension; vocab = prod(levels).
+        steps: default Euler steps of `decode`.
+        guidance: default classifier-free guidance scale of `decode` (1 = none).
+        time_shift: warp s >= 1 of the sampling grid, t' = u / (s - (s - 1)·u) for a uniform u, which
+            spends more steps near the noise end (t=0); 1 keeps the grid uniform.
+    """
+
+    image_size: int = 32
+    in_channels: int = 3
+    patch_size: int = 8
+    num_registers: int = 64
+    encoder_dim: int = 128
+    encoder_depth: int = 4
+    encoder_heads: int = 2
+    decoder_dim: int = 192
+    decoder_depth: int = 4
+    decoder_heads: int = 3
+    mlp_ratio: float = 4.0
+    qk_norm: bool = False
+    fsq_levels: tuple[int, ...] = (8, 8, 8, 5, 5, 5)
+    steps: int = 8
+    guidance: float = 1.0
+    time_shift: float = 1.0
+
+    def __post_init__(self) -> None:
+        self.fsq_levels = tuple(int(v) for v in self.fsq_levels)
+        if self.patch_size < 1 or self.image_size % self.patch_size:
+            raise ValueError(f"image_size={self.image_size} must be a multiple of patch_size={self.patch_size}")
+        if self.num_registers < 1:
+            raise ValueError(f"num_registers must be >= 1, got {self.num_registers}")
+        for name in ("encoder", "decoder"):
+            dim, heads = getattr(self, f"{name}_dim"), getattr(self, f"{name}_heads")
+            if dim % heads or (dim // heads) % 2:
+                raise ValueError(f"{name}_dim={dim} must split into {name}_heads={heads} heads of even size")
+            if dim % 4:
+                raise ValueError(f"{name}_dim={dim} must be divisible by 4 (2D sin-cos positions)")
+        if not self.fsq_levels or min(self.fsq_levels) < 2:
+            raise ValueError(f"fsq_levels must be integers >= 2, got {self.fsq_levels}")
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if self.time_shift < 1:
+            raise ValueError(f"time_shift must be >= 1, got {self.time_shift}")
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        n = self.image_size // self.patch_size
+        return n, n
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+    @property
+    def vocab_size(self) -> int:
+        return math.prod(self.fsq_levels)
+
+    @classmethod
+    def from_name(cls, name: str, **overrides: Any) -> "FlexTokConfig":
+        if name not in PRESETS:
+            raise ValueError(f"{name!r} is not a supported config name; known: {sorted(PRESETS)}")
+        return cls(**{**PRESETS[name], **overrides})
+
+
+# ----------------------------------------------------------------------------------------- the tokenizer
+
+
+class FlexTok(Tokenizer):
+    """FlexTok. x: (B, 3, S, S) in [0, 1] → ids (B, k) in [0, prod(levels)), any k in 1..K per sample."""
+
+    family = "flextok"
+    config_class = FlexTokConfig
+
+    def __init__(self, config: FlexTokConfig) -> None:
+        super().__init__(config)
+        c = config
+        n, k = c.num_patches, c.num_registers
+        # encoder: patches + K causal registers → K codes of len(levels) dims
+        self.enc_patch = Patchify(c.in_channels, c.patch_size, c.encoder_dim)
+        self.register_buffer("enc_pos", sincos_pos_embed_2d(c.encoder_dim, c.grid), persistent=False)
+        self.registers = nn.Parameter(torch.randn(k, c.encoder_dim) * 0.02)
+        self.encoder = Transformer(c.encoder_dim, c.encoder_depth, c.encoder_heads, c.mlp_ratio, c.qk_norm)
+        self.to_code = nn.Linear(c.encoder_dim, len(c.fsq_levels))
+        self.fsq = FSQ(list(c.fsq_levels))
+        # decoder: noisy patches + 1 mask token + k registers, conditioned on the flow time
+        self.from_code = nn.Linear(len(c.fsq_levels), c.decoder_dim)
+        self.dec_patch = Patchify(c.in_channels, c.patch_size, c.decoder_dim)
+        self.register_buffer("dec_pos", sincos_pos_embed_2d(c.decoder_dim, c.grid), persistent=False)
+        self.register_pos = nn.Parameter(torch.randn(k + 1, c.decoder_dim) * 0.02)  # slot K: the mask token when k = K
+        self.mask_token = nn.Parameter(torch.randn(c.decoder_dim) * 0.02)
+        self.time_embed = TimestepEmbedding(c.decoder_dim)
+        self.decoder = AdaLNTransformer(c.decoder_dim, c.decoder_depth, c.decoder_heads, c.mlp_ratio, c.qk_norm)
+        self.head = Unpatchify(c.decoder_dim, c.patch_size, c.in_channels)
+        nn.init.zeros_(self.head.proj.weight)
+        nn.init.zeros_(self.head.proj.bias)
+
+    # -- the contract ----------------------------------------------------------------------------------
+
+    @property
+    def spec(self) -> TokenSpec:
+        c = self.config
+        s = c.image_size
+        return TokenSpec(
+            modality="image",
+            vocab_size=c.vocab_size,
+            num_codebooks=1,
+            max_tokens=c.num_registers,
+            latent_dim=len(c.fsq_levels),
+            input=InputContract(layout=f"B {c.in_channels} H W", value_range=(0.0, 1.0), sizes={"H": s, "W": s}),
+        )
+
+    def lengths_from_budget(self, num_tokens: int | Tensor | None, batch: int, device: torch.device) -> Tensor:
+        """num_tokens: None (all K), an int, or a LongTensor [B] → lengths (B,) in 1..K."""
+        k_max = self.config.num_registers
+        if num_tokens is None:
+            return torch.full((batch,), k_max, dtype=torch.long, device=device)
+        if isinstance(num_tokens, Tensor):
+            if num_tokens.shape != (batch,) or num_tokens.is_floating_point() or num_tokens.dtype == torch.bool:
+                raise ValueError(f"num_tokens as a tensor must be integer with shape ({batch},), one per image; "
+                                 f"got {num_tokens.dtype} {tuple(num_tokens.shape)}")
+            lo, hi = int(num_tokens.min()), int(num_tokens.max())
+            if lo < 1 or hi > k_max:
+                raise ValueError(f"num_tokens must lie in [1, {k_max}] for every image, got values in [{lo}, {hi}]")
+            return num_tokens.to(device=device, dtype=torch.long)
+        k = check_budget(num_tokens, 1, k_max)
+        return torch.full((batch,), k, dtype=torch.long, device=device)
+
+    # -- modelling steps (used by encode/decode and by the training recipe) ------------------------------
+
+    def quantize(self, x: Tensor, num_registers: int) -> tuple[Tensor, Tensor]:
+        """x: (B, C, S, S) in [-1, 1] → (codes (B, k, len(levels)) in [-1, 1], ids (B, k)), k = num_registers.
+
+        Differentiable (FSQ's straight-through estimator). Only the first k registers are computed:
+        they do not depend on the later ones.
+        """
+        n = self.config.num_patches
+        patches = self.enc_patch(x) + self.enc_pos  # (B, N, De)
+        regs = repeat(self.registers[:num_registers], "k d -> b k d", b=x.shape[0])
+        h = self.encoder(torch.cat([patches, regs], dim=1), prefix_causal_mask(n, num_registers, x.device))
+        codes, ids = self.fsq(self.to_code(h[:, n:]).float())
+        return codes, ids
+
+    def denoise(self, z: Tensor, t: Tensor, codes: Tensor, lengths: Tensor) -> Tensor:
+        """Predict the clean image from a noisy one.
+
+        Args:
+            z: (B, C, S, S), the noisy image (1 - t)·noise + t·x in [-1, 1] units.
+            t: (B,) flow time, 0 = noise, 1 = image.
+            codes: (B, k, len(levels)) FSQ codes; positions >= lengths are ignored.
+            lengths: (B,) kept registers per sample in 0..k (0 = unconditional).
+        Returns:
+            x̂: (B, C, S, S), the predicted clean image in [-1, 1] units.
+        """
+        c = self.config
+        b, k = codes.shape[:2]
+        patches = self.dec_patch(z) + self.dec_pos  # (B, N, Dd)
+        mask_tok = (self.mask_token + self.register_pos[lengths])[:, None]  # (B, 1, Dd): slot of the first dropped
+        regs = self.from_code(codes) + self.register_pos[:k]  # (B, k, Dd)
+        seq = torch.cat([patches, mask_tok, regs], dim=1)
+        mask = None
+        if bool((lengths < k).any()):
+            kept = torch.arange(k, device=z.device)[None] < lengths[:, None]
+            valid = torch.cat([kept.new_ones(b, c.num_patches + 1), kept], dim=1)
+            mask = key_padding_mask(valid)
+        h = self.decoder(seq, self.time_embed(t), mask)
+        return self.head(h[:, : c.num_patches], c.grid)
+
+    # -- encode / decode -------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def encode(self, x: Tensor, num_tokens: int | Tensor | None = None) -> Tokens:
+        """Encode images.
+
+        Args:
+            x: (B, 3, S, S) float in [0, 1].
+            num_tokens: tokens per image, an int in 1..K or a LongTensor [B] (per image); default K.
+        Returns:
+            Tokens with ids (B, max k) (zeros past each length), lengths (B,) and latents, the FSQ codes
+            (B, max k, len(levels)) in [-1, 1].
+        """
+        x = check_input(x, self.spec.input, "images").to(self.device)
+        lengths = self.lengths_from_budget(num_tokens, x.shape[0], x.device)
+        codes, ids = self.quantize(x * 2 - 1, int(lengths.max()))
+        keep = torch.arange(ids.shape[1], device=x.device)[None] < lengths[:, None]
+        return Tokens(ids=ids.long() * keep, lengths=lengths, latents=codes * keep[..., None])
+
+    @torch.no_grad()
+    def decode(self, tokens: Tokens, steps: int | None = None, guidance: float | None = None,
+               seed: int | None = 0) -> Tensor:
+        """Decode tokens into images by Euler integration of the rectified flow.
+
+        Args:
+            tokens: from `encode` (ids (B, k) with lengths; any prefix of an encode is valid).
+            steps: Euler steps (default `config.steps`); the cost is linear in steps.
+            guidance: classifier-free guidance scale w (default `config.guidance`); 1 = none, > 1 doubles
+                the batch. x̂ = x̂_uncond + w·(x̂_cond - x̂_uncond).
+            seed: seed of the starting noise (None draws from the global RNG); the same seed and tokens
+                give the same images.
+        Returns:
+            (B, 3, S, S) float in [0, 1].
+        """
+        c = self.config
+        steps = check_budget(c.steps if steps is None else steps, 1, 10_000, "steps")
+        guidance = c.guidance if guidance is None else guidance
+        if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not math.isfinite(guidance) or guidance < 0:
+            raise ValueError(f"guidance must be a finite number >= 0 (1 = no guidance), got {guidance!r}")
+        if tokens.ids is None or tokens.ids.ndim != 2:
+            raise ValueError(f"FlexTok decodes ids (B, k); got {None if tokens.ids is None else tuple(tokens.ids.shape)}")
+        lengths = tokens.lengths.to(self.device)
+        if int(lengths.min()) < 1 or int(lengths.max()) > c.num_registers:
+            raise ValueError(f"token lengths must lie in [1, {c.num_registers}], got {tokens.lengths.tolist()}")
+        check_ids(tokens.ids, c.vocab_size, tokens.lengths)
+        k = int(lengths.max())
+        ids = tokens.ids[:, :k].to(self.device)
+        ids = ids * (torch.arange(k, device=ids.device)[None] < lengths[:, None])  # padding → a valid id
+        codes = self.fsq.indices_to_codes(ids)  # (B, k, len(levels))
+        b = ids.shape[0]
+        if guidance != 1:
+            codes = torch.cat([codes, codes])
+            lengths = torch.cat([lengths, torch.zeros_like(lengths)])
+        shape = (b, c.in_channels, c.image_size, c.image_size)
+        generator = None
+        if seed is not None:
+            generator = torch.Generator(device=self.device).manual_seed(int(seed))
+        z = torch.randn(shape, generator=generator, device=self.device)
+        times = self.time_grid(steps).to(self.device)
+        for i in range(steps):
+            t, t_next = times[i], times[i + 1]
+            zz = torch.cat([z, z]) if guidance != 1 else z
+            x_hat = self.denoise(zz, t.expand(zz.shape[0]), codes, lengths)
+            if guidance != 1:
+                cond, uncond = x_hat.chunk(2)
+                x_hat = uncond + guidance * (cond - uncond)
+            v = (x_hat - z) / (1 - t)
+            z = z + (t_next - t) * v
+        return ((z + 1) / 2).clamp(0, 1)
+
+    def time_grid(self, steps: int) -> Tensor:
+        """steps + 1 times from 0 (noise) to 1 (image), warped by `time_shift` toward the noise end."""
+        u = torch.linspace(0, 1, steps + 1)
+        s = self.config.time_shift
+        return u / (s - (s - 1) * u)
+
+
+# ----------------------------------------------------------------------------------------- presets
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # ours, trained here: 32x32 RGB pixels, 16 patches of 8x8, up to 64 tokens
+    "tiny": {},
+    # shaped like the official release (over the 16-channel VAE latents of a 256x256 image, patch 2)
+    "d12-d12": dict(image_size=32, in_channels=16, patch_size=2, num_registers=256, encoder_dim=768, encoder_depth=12,
+                    encoder_heads=12, decoder_dim=768, decoder_depth=12, decoder_heads=12, qk_norm=True, steps=25),
+    "d18-d18": dict(image_size=32, in_channels=16, patch_size=2, num_registers=256, encoder_dim=1152, encoder_depth=18,
+                    encoder_heads=18, decoder_dim=1152, decoder_depth=18, decoder_heads=18, qk_norm=True, steps=25),
+}
