@@ -42,18 +42,24 @@ class InterleavedLM(pl.LightningModule):
     Args:
         n_layer, n_embd, n_head, n_positions, dropout: the GPT-2 config.
         lr: peak learning rate; weight_decay on weight matrices only.
-        warmup_steps: linear warm-up, then cosine decay to `min_lr_ratio * lr` at `trainer.max_steps`.
+        warmup_steps: linear warm-up, then cosine decay to `min_lr_ratio * lr` at `trainer.max_steps`, or
+            at `budget_seconds` of training if that comes first (set `trainer.max_time` to match), so a
+            run cut by the clock on a busy machine still ends its schedule.
         threads: torch CPU threads (None: leave as is).
     """
 
     def __init__(self, n_layer: int = 4, n_embd: int = 256, n_head: int = 4, n_positions: int = 160,
                  dropout: float = 0.1, lr: float = 1e-3, weight_decay: float = 0.1, warmup_steps: int = 100,
-                 min_lr_ratio: float = 0.1, threads: int | None = 1) -> None:
+                 min_lr_ratio: float = 0.1, budget_seconds: float | None = None, threads: int | None = 1) -> None:
         super().__init__()
         if threads:
             torch.set_num_threads(threads)  # the machines are shared: one thread per training by default
         self.save_hyperparameters()
         self.lm: MultimodalLM | None = None
+        self.fit_start = time.time()
+
+    def on_train_start(self) -> None:
+        self.fit_start = time.time()
 
     def setup(self, stage: str) -> None:
         if self.lm is None:
@@ -105,7 +111,10 @@ class InterleavedLM(pl.LightningModule):
         def factor(step: int) -> float:
             if step < h.warmup_steps:
                 return (step + 1) / h.warmup_steps
-            t = min((step - h.warmup_steps) / (total - h.warmup_steps), 1.0)
+            t = (step - h.warmup_steps) / (total - h.warmup_steps)
+            if h.budget_seconds:
+                t = max(t, (time.time() - self.fit_start) / h.budget_seconds)
+            t = min(t, 1.0)
             return h.min_lr_ratio + (1 - h.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
 
         return {"optimizer": opt, "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.LambdaLR(opt, factor),
@@ -256,8 +265,10 @@ class ExportLM(pl.Callback):
             return
         seconds = time.time() - self.start
         lm, dm = pl_module.lm, trainer.datamodule
-        lm.model.eval()
         val = {k.split("/", 1)[1]: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        # the card measures the weights as shipped (float16), so save, reload, measure, then save the card
+        lm.save_pretrained(self.directory, dtype=torch.float16)
+        lm = MultimodalLM.from_pretrained(self.directory)
         results = measure(lm, action_samples=self.action_samples, image_prompts=self.image_prompts,
                           image_levels=dm.h.image_levels)
         metrics = {**{f"val_{k}": v for k, v in val.items()}}
@@ -268,7 +279,7 @@ class ExportLM(pl.Callback):
                    "train_seconds": seconds, "global_step": trainer.global_step, "protocol": results["protocol"],
                    "metrics": metrics}
         card = lm_card(self.name, lm, dm, summary, self.recipe, seconds)
-        lm.save_pretrained(self.directory, card=card, summary=summary)
+        lm.save_pretrained(self.directory, card=card, summary=summary, dtype=torch.float16)
         (Path(self.directory) / "train_log.json").write_text(json.dumps(
             {"seconds": seconds, "global_step": trainer.global_step, "metrics": metrics}, indent=1))
 

@@ -719,8 +719,14 @@ class MultimodalLM:
     # -- files -------------------------------------------------------------------------------------------
 
     def save_pretrained(self, directory: str | os.PathLike, card: str | None = None,
-                        summary: dict[str, Any] | None = None) -> Path:
-        """Write config.json, model.safetensors, vocabulary.json, tokenizer.json (and README.md)."""
+                        summary: dict[str, Any] | None = None, dtype: torch.dtype | None = None) -> Path:
+        """Write config.json, model.safetensors, vocabulary.json, tokenizer.json (and README.md).
+
+        Args:
+            dtype: store the weights in this dtype (e.g. torch.float16 halves the file); loading casts
+                them back to the model's float32.
+        """
+        import copy
         import hashlib
 
         from safetensors.torch import save_model
@@ -729,13 +735,15 @@ class MultimodalLM:
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        save_model(self.model, str(directory / LM_WEIGHTS))  # handles the tied input/output embeddings
+        model = self.model if dtype is None else copy.deepcopy(self.model).to(dtype)
+        save_model(model, str(directory / LM_WEIGHTS))  # handles the tied input/output embeddings
         self.vocab.save(directory / LM_VOCAB)
         self.text_tokenizer.backend_tokenizer.save(str(directory / LM_TEXT))
         files = {n: hashlib.sha256((directory / n).read_bytes()).hexdigest() for n in (LM_WEIGHTS, LM_VOCAB, LM_TEXT)}
         config = {"format": LM_FORMAT, "format_version": FORMAT_VERSION, "architecture": "gpt2",
                   "model": self.model.config.to_diff_dict(), "bos_token": self.text_tokenizer.bos_token,
-                  "eos_token": self.text_tokenizer.eos_token, "files": files, "summary": summary or {}}
+                  "eos_token": self.text_tokenizer.eos_token, "files": files, "summary": summary or {},
+                  "weights_dtype": str(dtype or next(self.model.parameters()).dtype).removeprefix("torch.")}
         atomic_write_bytes(directory / LM_CONFIG, (json.dumps(config, indent=2, sort_keys=True) + "\n").encode())
         if card is not None:
             atomic_write_bytes(directory / "README.md", card.encode())

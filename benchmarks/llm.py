@@ -1,0 +1,178 @@
+"""Benchmark the demo LM (checkpoints/lm-tiny-interleaved): does text steer the zoo's tokens?
+
+    OMP_NUM_THREADS=1 python benchmarks/llm.py [--checkpoint DIR] [--quick]
+
+Samples from the LM, decodes with the tokenizers its vocabulary names, and measures (see
+`recipes/lm.py`): image captions matched by the shape judge, action shape names matched by the nearest
+demonstration. Also sweeps the sampling temperature, times generation, and draws the picture grids
+benchmarks/figures/llm_images.png and llm_actions.png. Writes the "llm" section of BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.report import FIGURES, ROOT, best_time, machine, table, write_section  # noqa: E402
+from recipes.lm import ACTION, IMAGE, evaluate_actions, measure  # noqa: E402
+from zoo.llm import DEMO_LM, MultimodalLM  # noqa: E402
+
+
+def plot_actions(result: dict, demos: np.ndarray, names: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shapes, traj = result["shapes"], result["trajectories"]  # (S, samples, T, 2)
+    match = result["per_sample_match"].reshape(len(shapes), -1)
+    cols = 6
+    rows = -(-len(shapes) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.2 * rows))
+    for ax, shape, gen, ok in zip(axes.flat, shapes, traj, match):
+        for d in demos[np.array(names) == shape]:
+            ax.plot(d[:, 0], d[:, 1], color="0.75", lw=2)
+        for g, m in zip(gen, ok):
+            ax.plot(g[:, 0], g[:, 1], color="tab:blue" if m else "tab:red", lw=1)
+        ax.set_title(f"{shape} ({ok.sum()}/{len(ok)})", fontsize=8)
+        ax.set_xticks([]), ax.set_yticks([])
+        ax.set_aspect("equal", adjustable="datalim")
+    for ax in list(axes.flat)[len(shapes):]:
+        ax.axis("off")
+    fig.suptitle("LM samples from a LASA shape name (blue: nearest demo is of that shape; red: not); grey: the demos",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def plot_images(result: dict, path: Path, rows: int = 12) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    real, gen, captions = result["real"], result["images"], result["captions"]
+    samples = result.get("extra", [])  # more samples of the same captions, (k, n, 3, H, W)
+    cols = 2 + len(samples)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols + 3.2, 1.3 * rows))
+    for r in range(rows):
+        tiles = [real[r], gen[r], *[s[r] for s in samples]]
+        for c, t in enumerate(tiles):
+            ax = axes[r, c]
+            ax.imshow(t.permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
+            ax.set_xticks([]), ax.set_yticks([])
+            if r == 0:
+                ax.set_title("val image" if c == 0 else f"LM sample {c}", fontsize=8)
+        axes[r, -1].text(1.08, 0.5, captions[r], transform=axes[r, -1].transAxes, fontsize=8, va="center")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90, bbox_inches="tight")
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", default=str(ROOT / "checkpoints" / DEMO_LM))
+    parser.add_argument("--quick", action="store_true", help="smaller protocol (for a smoke run); does not write BENCHMARKS.md")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    lm = MultimodalLM.from_pretrained(args.checkpoint)
+    protocol = dict(lm.summary.get("protocol", {}))
+    protocol.setdefault("image_levels", [0])
+    if args.quick:
+        protocol.update(action_samples=1, image_prompts=16)
+    names = [e.name for e in lm.vocab.entries]
+    start = time.time()
+    results = measure(lm, **{k: protocol[k] for k in ("action_samples", "image_prompts", "image_levels", "temperature", "seed")
+                             if k in protocol})
+    FIGURES.mkdir(parents=True, exist_ok=True)
+    md = [f"Command: `OMP_NUM_THREADS=1 python benchmarks/llm.py`. Machine: {machine()}.",
+          f"Checkpoint: `checkpoints/{Path(args.checkpoint).name}` — {lm.summary.get('description', '')}",
+          f"Trained {lm.summary.get('train_seconds', 0) / 60:.0f} min ({lm.summary.get('global_step', '?')} steps); "
+          f"{lm.summary.get('params', 0) / 1e6:.2f} M parameters. Sampling: temperature {protocol['temperature']}, "
+          f"seed {protocol['seed']}, constrained to the vocabulary's grammar (`zoo.llm.ConstrainedLogits`)."]
+
+    if ACTION in names:
+        from zoo.data.actions import load_lasa
+
+        a = results[ACTION]["metrics"]
+        x, shapes = load_lasa("train", lm.vocab.load_tokenizer(ACTION).config.num_steps)
+        plot_actions(results[ACTION], x, shapes, FIGURES / "llm_actions.png")
+        beast = lm.vocab.load_tokenizer(ACTION)
+        sweep = []
+        for t in (0.5, 0.7, 1.0):
+            m = a if t == protocol["temperature"] else evaluate_actions(
+                lm, beast, x, shapes, samples=protocol["action_samples"], temperature=t, seed=protocol["seed"])["metrics"]
+            sweep.append([t, f"{m['action_shape_match_dtw']:.1%}", f"{m['action_shape_match_mse']:.1%}",
+                          m["action_dtw_to_named_mm"], m["action_dtw_to_other_mm"]])
+        md += ["", "### Actions: LASA shape name → BEAST tokens",
+               f"Prompt: each of the 24 LASA training-shape names, {protocol['action_samples']} samples each "
+               f"({a['action_prompts']} trajectories), decoded by `{lm.vocab.entry(ACTION).tokenizer}`. A sample matches "
+               "when the nearest of the 168 training demonstrations (DTW over 50 resampled steps; or MSE) is of the "
+               "named shape; chance is 1/24 = 4.2%. DTW is the mean distance along the warping path, in mm.",
+               "", table(["temperature", "shape match (DTW)", "shape match (MSE)", "DTW to nearest named-shape demo (mm)",
+                          "DTW to nearest other-shape demo (mm)"], sweep),
+               "", f"For scale: a demonstration's DTW to the nearest other demonstration of its own shape is "
+               f"{a['action_demo_to_demo_dtw_mm']:.2f} mm. Every sampled segment was complete: {a['action_complete']:.0%}.",
+               "", "![LM action samples](benchmarks/figures/llm_actions.png)"]
+
+    if IMAGE in names:
+        from recipes.lm import evaluate_images, load_judge
+        from recipes.lm_data import shape_scenes
+
+        im = results[IMAGE]
+        m = im["metrics"]
+        scenes = shape_scenes("val", protocol["image_prompts"], protocol["image_levels"])
+        tok, judge = lm.vocab.load_tokenizer(IMAGE), load_judge()
+        sweep = []
+        extra = []
+        for t in (0.5, 0.7, 1.0):
+            r = im if t == protocol["temperature"] else evaluate_images(
+                lm, tok, judge, scenes, n=protocol["image_prompts"], temperature=t, seed=protocol["seed"])
+            mm = r["metrics"]
+            sweep.append([t, f"{mm['image_match']:.1%}", f"{mm['image_kind']:.1%}", f"{mm['image_colour']:.1%}",
+                          f"{mm['image_count']:.1%}", f"{mm['image_match_wrong_caption']:.1%}"])
+        for s in (1, 2, 3):
+            extra.append(evaluate_images(lm, tok, judge, scenes, n=12, temperature=protocol["temperature"],
+                                         seed=protocol["seed"] + s)["images"])
+        im["extra"] = extra
+        plot_images(im, FIGURES / "llm_images.png")
+        e = lm.vocab.entry(IMAGE)
+        md += ["", "### Images: caption → image tokens",
+               f"Prompt: the captions of the first {m['image_prompts']} val-seed shape scenes (levels "
+               f"{protocol['image_levels']}), one sample each, {e.max_tokens} tokens of `{e.tokenizer}` "
+               f"(each code written as digits {list(e.digits)}), decoded and judged by the shape ViT "
+               "(`zoo.reduce.host`). Match = kind, colour and count all right. 'wrong caption' scores the same "
+               "samples against the previous caption's labels: what an LM that ignored its prompt would get.",
+               "", table(["temperature", "match (all three)", "kind", "colour", "count", "match vs wrong caption"], sweep),
+               "", table(["the judge on", "all three right"],
+                         [["the real val images", f"{m['judge_on_real']:.1%}"],
+                          [f"their reconstructions from {e.max_tokens} tokens", f"{m['judge_on_reconstructions']:.1%}"],
+                          ["LM samples", f"{m['image_match']:.1%}"]]),
+               "", "![LM image samples](benchmarks/figures/llm_images.png)"]
+
+    entry = ACTION if ACTION in names else IMAGE
+    texts = ["Angle"] * 16 if entry == ACTION else ["a red circle on a black background"] * 16
+    budget = len(lm.vocab.entry(entry).slots) * lm.vocab.entry(entry).max_tokens + 1
+    seconds = best_time(lambda: lm.generate(texts, entry, seed=0), repeat=3)
+    md += ["", "### Speed",
+           table(["what", "best of 3"], [[f"generate 16 {entry} segments ({budget} ids each, KV cache, grammar mask)",
+                                          f"{seconds:.2f} s ({16 * budget / seconds:.0f} ids/s)"]])]
+    md += ["", f"Measured in {time.time() - start:.0f} s."]
+    text = "\n".join(md)
+    if args.quick:
+        print(text)
+    else:
+        write_section("llm", "## Plugging tokens into an LLM (demo LM)\n\n" + text)
+        print(text)
+
+
+if __name__ == "__main__":
+    main()
