@@ -199,7 +199,10 @@ class CodecModule(pl.LightningModule):
                         "val_seconds": h.get("val_seconds"), "seed": h.get("seed")},
             "description": f"Neural audio codec (SEANet + residual VQ) for {c.sample_rate // 1000} kHz mono speech "
                            f"(and music); {c.frame_rate} frames/s, {c.num_codebooks} codebooks of {c.codebook_size}, "
-                           f"{c.bitrates[0]:g}-{c.bitrates[-1]:g} kbps from one model.",
+                           f"{c.bitrates[0]:g}-{c.bitrates[-1]:g} kbps from one model. Loss weights: "
+                           + ", ".join(f"{k} {v:g}" for k, v in self.weights.items())
+                           + f"; adversarial losses from batch {self.hparams.adversarial_start}, "
+                           f"trained for {self.global_step // 2} batches.",
             "tokens": f"{c.frame_rate}/s x 1-{c.num_codebooks} codebooks",
             "bits": f"{c.kbps(1):g} kbps per codebook",
         }
