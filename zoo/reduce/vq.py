@@ -28,6 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from einops import repeat
@@ -37,6 +38,7 @@ from zoo.reduce.base import Reducer
 from zoo.tokenizer import InputContract, Tokenizer, Tokens, TokenSpec, check_budget, check_ids, check_input
 
 CRITERIA = ("elbow", "tolerance")
+SEARCH_POINTS = 12  # adaptive K tries at most this many values of K
 
 
 @dataclass
@@ -121,10 +123,13 @@ def kmeans(x: Tensor, valid: Tensor, k: Tensor, iters: int) -> tuple[Tensor, Ten
 
 def choose_k(x: Tensor, valid: Tensor, low: int, high: Tensor, iters: int, criterion: str,
              tolerance: float) -> Tensor:
-    """Adaptive K per sample from the distortion curve over K = low..high. Returns (B,) long."""
+    """Adaptive K per sample from the distortion curve over K = low..high (a geometric grid of
+    `SEARCH_POINTS` values when the range is longer). Returns (B,) long."""
     b = x.shape[0]
     top = int(high.max())
     ks = list(range(low, top + 1))
+    if len(ks) > SEARCH_POINTS:  # a geometric grid keeps the search cheap for large K
+        ks = sorted({int(round(v)) for v in np.geomspace(low, top, SEARCH_POINTS)})
     curve = torch.stack([kmeans(x, valid, torch.minimum(torch.full((b,), kk, device=x.device), high), iters)[1]
                          for kk in ks], 1)  # (B, len(ks))
     allowed = torch.tensor(ks, device=x.device)[None] <= high[:, None]

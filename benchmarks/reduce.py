@@ -1,0 +1,324 @@
+"""Token reduction on the host ViT: accuracy and throughput per reducer and keep ratio; VQToken on clips.
+
+    OMP_NUM_THREADS=1 python benchmarks/reduce.py [--val 1000] [--clips 1000]
+
+Writes the `reduce` section of BENCHMARKS.md and benchmarks/figures/reduce_*.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.report import FIGURES, best_time, machine, table, write_section  # noqa: E402
+from recipes.vit_host import shape_tensors  # noqa: E402
+from zoo.data.images import build_image_dataset, images_to_tensor  # noqa: E402
+from zoo.reduce import PrunePool, RandomDrop, ToMe, VQToken, VQTokenConfig, patch_timm  # noqa: E402
+from zoo.reduce.base import Reducer  # noqa: E402
+from zoo.reduce.host import HEADS, host_accuracy, load_host_classifier  # noqa: E402
+from zoo.reduce.select import load_selector  # noqa: E402
+
+KEEPS = (1.0, 0.75, 0.5, 0.3, 0.1)
+FRAMES = 8
+
+
+def reducers() -> dict[str, tuple[Reducer, tuple[int, ...], bool]]:
+    """name -> (reducer, layers it reduces in, proportional attention)."""
+    sel = load_selector()
+    return {
+        "random drop": (RandomDrop(), (0,), False),
+        "ToMe": (ToMe(), (0,), True),
+        "ToMe, blocks 0-2": (ToMe(), (0, 1, 2), True),
+        "PPT prune/pool": (PrunePool("adaptive"), (0,), True),
+        "PPT prune/pool, blocks 0-2": (PrunePool("adaptive"), (0, 1, 2), True),
+        "learned selector": (sel, (sel.config.layer,), False),
+    }
+
+
+@torch.no_grad()
+def speedup(base: nn.Module, model: nn.Module, x: Tensor, rounds: int = 4) -> tuple[float, float]:
+    """Best-time ratio base/model, the two timed alternately so that drift on a shared machine hits both."""
+    tb, tm = [], []
+    for _ in range(rounds):
+        tb.append(best_time(lambda: base(x), repeat=1, warmup=1))
+        tm.append(best_time(lambda: model(x), repeat=1, warmup=1))
+    return min(tb) / min(tm), min(tm)
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, x: Tensor, labels: dict[str, Tensor]) -> dict[str, float]:
+    logits: dict[str, list[Tensor]] = {h: [] for h in HEADS}
+    for i in range(0, len(x), 250):
+        for h, v in model(x[i:i + 250]).items():
+            logits[h].append(v)
+    return host_accuracy({h: torch.cat(v) for h, v in logits.items()}, labels)
+
+
+@torch.no_grad()
+def host_section(n_val: int, bench_batch: int) -> tuple[str, dict]:
+    host = load_host_classifier()
+    x, *y = shape_tensors("val", n_val).tensors
+    labels = dict(zip(HEADS, y))
+    full = accuracy(host, x, labels)
+    xb = x[:bench_batch]
+    t_full = best_time(lambda: host(xb), repeat=3)
+    rows, curves = [], {}
+    for name, (red, layers, prop) in reducers().items():
+        model = copy.deepcopy(host).eval()
+        patch_timm(model.vit, red, keep=1.0, layers=layers, proportional=prop)
+        curves[name] = []
+        for keep in KEEPS:
+            model.vit.zoo_reduce.keep = keep
+            acc = accuracy(model, x, labels)
+            speed, t = speedup(host, model, xb)
+            curves[name].append((keep, acc["all"], acc["mean"], speed))
+            rows.append([name, f"{keep:.0%}", f"{acc['all']:.3f}", f"{acc['all'] / max(full['all'], 1e-9):.1%}",
+                         f"{acc['mean']:.3f}", f"{speed:.2f}x", f"{bench_batch / t:.0f}"])
+            print(rows[-1], flush=True)
+    return table(["reducer", "patch tokens kept", "acc (all 3)", "vs full", "acc (mean of heads)",
+                  "throughput vs full", "images/s"], rows), {"full": full, "curves": curves, "t_full": t_full}
+
+
+def plot_host(res: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for name, pts in res["curves"].items():
+        keeps = [p[0] * 100 for p in pts]
+        axes[0].plot(keeps, [p[1] for p in pts], marker="o", label=name)
+        axes[1].plot(keeps, [p[3] for p in pts], marker="o", label=name)
+    axes[0].axhline(0.98 * res["full"]["all"], color="grey", ls="--", lw=1, label="98% of full")
+    axes[1].axhline(1.7, color="grey", ls="--", lw=1, label="1.7x")
+    for ax, title in zip(axes, ["host accuracy (kind, colour and count all right)", "throughput vs unreduced"]):
+        ax.set_xlabel("% patch tokens kept")
+        ax.set_title(title)
+        ax.invert_xaxis()
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(FIGURES / "reduce_host.png", dpi=110)
+    plt.close(fig)
+
+
+@torch.no_grad()
+def plot_maps(n_images: int = 6, keep: float = 0.3) -> None:
+    """Which patches each reducer merged or kept (reduction in block 0, so maps are patch-exact)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    host = load_host_classifier()
+    a = build_image_dataset("val", 5 * n_images, 32, ("shapes",))
+    pick = np.arange(3, 5 * n_images, 5)[:n_images]  # complexity levels 3..4: textured scenes
+    x = images_to_tensor(a["images"][pick])
+    sel = load_selector()
+    methods = {"ToMe": (ToMe(), True), "PPT prune/pool": (PrunePool("adaptive"), True),
+               "learned selector": (sel, False), "random drop": (RandomDrop(), False)}
+    g = host.config.image_size // host.config.patch_size
+    fig, axes = plt.subplots(n_images, 1 + len(methods), figsize=(2 * (1 + len(methods)), 2 * n_images))
+    patches = rearrange(x, "b c (h p) (w q) -> b (h w) (p q c)", p=host.config.patch_size, q=host.config.patch_size)
+    for j, (name, (red, prop)) in enumerate(methods.items()):
+        model = copy.deepcopy(host).eval()
+        patch_timm(model.vit, red, keep=keep, layers=(0,), proportional=prop)
+        model(x)
+        last = model.vit.zoo_reduce.last
+        src = last.source[:, 1:] - 1  # patch -> output patch-token index (CLS removed), -1 dropped
+        onehot = last.source_matrix()[:, 1:, 1:]  # (B, M, N) patches per output token
+        mean = onehot @ patches / onehot.sum(-1, keepdim=True).clamp(min=1)
+        shown = last.unmerge(torch.cat([torch.zeros_like(mean[:, :1]), mean], 1))[:, 1:]  # each patch -> its group
+        shown = shown * (src >= 0)[..., None] + 0.15 * (src < 0)[..., None]  # dropped patches dark
+        img = rearrange(shown, "b (h w) (p q c) -> b h p w q c", h=g, p=host.config.patch_size, q=host.config.patch_size)
+        img = rearrange(img, "b h p w q c -> b (h p) (w q) c").clamp(0, 1)
+        for i in range(n_images):
+            axes[i, j + 1].imshow(img[i].numpy(), interpolation="nearest")
+            if i == 0:
+                axes[i, j + 1].set_title(f"{name}\n{keep:.0%} kept", fontsize=8)
+    for i in range(n_images):
+        axes[i, 0].imshow(rearrange(x[i], "c h w -> h w c").numpy(), interpolation="nearest")
+        if i == 0:
+            axes[i, 0].set_title("image", fontsize=8)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    fig.tight_layout()
+    fig.savefig(FIGURES / "reduce_maps.png", dpi=110)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------------------- VQToken on clips
+
+
+def make_clips(split: str, n: int, seed: int = 0) -> tuple[Tensor, dict[str, Tensor]]:
+    """n clips of FRAMES frames: a shape scene translated (wrapping around, so kind/colour/count stay).
+
+    Returns (n, T, 3, 32, 32) in [0, 1] and the scene's labels.
+    """
+    x, *y = shape_tensors(split, n, seed=seed).tensors
+    g = torch.Generator().manual_seed(seed + (0 if split == "train" else 1))
+    v = torch.randint(-2, 3, (n, 2), generator=g)  # pixels per frame
+    frames = [torch.stack([torch.roll(x[i], shifts=(int(v[i, 0]) * t, int(v[i, 1]) * t), dims=(1, 2))
+                           for t in range(FRAMES)]) for i in range(n)]
+    return torch.stack(frames), dict(zip(HEADS, y))
+
+
+@torch.no_grad()
+def clip_features(host: nn.Module, clips: Tensor) -> Tensor:
+    """(n, T, 3, 32, 32) -> (n, T * 64, D): the host's patch tokens after its last block, frames flattened."""
+    out = []
+    for i in range(0, len(clips), 64):
+        f = host.features(rearrange(clips[i:i + 64], "n t c h w -> (n t) c h w"), host.config.depth - 1, "block")
+        out.append(rearrange(f[:, 1:], "(n t) p d -> n (t p) d", t=FRAMES))
+    return torch.cat(out)
+
+
+class Probe(nn.Module):
+    """Attention pooling (one learned query, log-size bias) + linear heads over a set of tokens."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.query = nn.Parameter(torch.zeros(dim))
+        self.head = nn.Linear(dim, sum(len_ for len_ in (5, 8, 4)))
+
+    def forward(self, tokens: Tensor, sizes: Tensor) -> dict[str, Tensor]:
+        h = self.norm(tokens)
+        logits = h @ self.query / h.shape[-1] ** 0.5 + sizes.clamp(min=1e-9).log()
+        pooled = (logits.softmax(-1)[..., None] * h).sum(1)
+        return dict(zip(HEADS, self.head(pooled).split([5, 8, 4], -1)))
+
+
+def probe_accuracy(train: tuple[Tensor, Tensor, dict], val: tuple[Tensor, Tensor, dict], steps: int = 400) -> dict:
+    torch.manual_seed(0)
+    probe = Probe(train[0].shape[-1])
+    opt = torch.optim.AdamW(probe.parameters(), lr=3e-3, weight_decay=0.01)
+    n = len(train[0])
+    for _ in range(steps):
+        i = torch.randint(0, n, (128,))
+        out = probe(train[0][i], train[1][i])
+        loss = sum(F.cross_entropy(out[h], train[2][h][i]) for h in HEADS)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        return host_accuracy(probe(val[0], val[1]), val[2])
+
+
+def vq_encode(vq: VQToken, feats: Tensor, k: int | None) -> tuple[Tensor, Tensor]:
+    codes, sizes = [], []
+    for i in range(0, len(feats), 100):
+        t = vq.encode(feats[i:i + 100], num_tokens=k)
+        codes.append(t.meta["codes"])
+        sizes.append(t.meta["code_sizes"])
+    return torch.cat(codes), torch.cat(sizes)
+
+
+def vq_section(n_train: int, n_val: int) -> tuple[str, list]:
+    host = load_host_classifier()
+    tr_clips, tr_y = make_clips("train", n_train, seed=1)
+    va_clips, va_y = make_clips("val", n_val, seed=1)
+    tr_f, va_f = clip_features(host, tr_clips), clip_features(host, va_clips)
+    n_tok = tr_f.shape[1]
+    ones = lambda f: torch.ones(f.shape[:2])  # noqa: E731
+    rows, pts = [], []
+    acc = probe_accuracy((tr_f, ones(tr_f), tr_y), (va_f, ones(va_f), va_y))
+    rows.append(["all tokens", n_tok, "-", f"{acc['all']:.3f}", f"{acc['mean']:.3f}", "-"])
+    dim = tr_f.shape[-1]
+    variants: list[tuple[str, VQToken, int | None]] = [
+        (f"VQToken K={k}", VQToken(VQTokenConfig(dim=dim, max_codes=k)), k) for k in (32, 16, 8, 4)]
+    variants.append(("VQToken adaptive (elbow, K<=32)", VQToken(VQTokenConfig(dim=dim, max_codes=32, adaptive=True)), None))
+    for name, vq, k in variants:
+        t0 = time.perf_counter()
+        tr = vq_encode(vq, tr_f, k)
+        va = vq_encode(vq, va_f, k)
+        ms = (time.perf_counter() - t0) / (n_train + n_val) * 1000
+        acc = probe_accuracy((tr[0], tr[1], tr_y), (va[0], va[1], va_y))
+        per_clip = (va[1] > 0).sum(1).float()
+        rows.append([name, f"{per_clip.mean():.1f}", f"{per_clip.mean() / n_tok:.2%}", f"{acc['all']:.3f}",
+                     f"{acc['mean']:.3f}", f"{ms:.1f}"])
+        pts.append((name, float(per_clip.mean()), acc["all"]))
+        print(rows[-1], flush=True)
+    for k in (32, 8):
+        red = ToMe()
+        tr = red(tr_f, keep=k)
+        va = red(va_f, keep=k)
+        acc = probe_accuracy((tr.x, tr.sizes, tr_y), (va.x, va.sizes, va_y))
+        rows.append([f"ToMe to {k} (comparison)", k, f"{k / n_tok:.2%}", f"{acc['all']:.3f}", f"{acc['mean']:.3f}", "-"])
+        print(rows[-1], flush=True)
+    return table(["tokens per clip", "tokens", "share of all", "probe acc (all 3)", "probe acc (mean)",
+                  "ms per clip"], rows), pts
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--val", type=int, default=1000)
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--clips", type=int, default=600)
+    p.add_argument("--val-clips", type=int, default=200)
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    FIGURES.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    host_md, res = host_section(args.val, args.batch)
+    plot_host(res)
+    plot_maps()
+    vq_md, _ = vq_section(args.clips, args.val_clips)
+    full = res["full"]
+    at_half = {name: pts[KEEPS.index(0.5)] for name, pts in res["curves"].items()}
+    verdict = "\n".join(
+        f"- {name}: {p[1] / max(full['all'], 1e-9):.1%} of full accuracy at {p[3]:.2f}x throughput "
+        f"({'meets' if p[1] >= 0.98 * full['all'] and p[3] >= 1.7 else 'misses'} the goal)"
+        for name, p in at_half.items())
+    body = f"""## Token reduction (`zoo.reduce`)
+
+Host: `checkpoints/vit-host-shapes32` (timm ViT, 6 blocks, dim 128, 64 patch tokens + CLS) on {args.val} val
+shape scenes; its unreduced accuracy is {full['all']:.3f} (kind, colour and count all right; mean of the three
+heads {full['mean']:.3f}). Each reducer is patched into the host with `patch_timm` (fused SDPA); "patch
+tokens kept" is the share of the 64 patch tokens left after the last reducing block (block 0 unless
+named: then the tokens shrink geometrically over blocks 0-2). Throughput: batch of {args.batch} images,
+forward only, 1 thread; the patched and the unpatched host are timed alternately (4 rounds, each a
+warm-up then a timed run) and the ratio of their best times is reported.
+
+Goal at 50% tokens: >= 98% of full accuracy and >= 1.7x throughput.
+{verdict}
+
+{host_md}
+
+![accuracy and throughput vs tokens kept](figures/reduce_host.png)
+
+Which patches were merged or kept at 30% (reduction in block 0; merged patches shown in their group's
+mean colour, dropped ones dark):
+
+![reduction maps](figures/reduce_maps.png)
+
+### VQToken on clips
+
+{args.clips} train / {args.val_clips} val clips of {FRAMES} frames (a shape scene translated by a random
+velocity, wrapping around, so kind/colour/count hold); features are the host's patch tokens after its
+last block ({FRAMES} x 64 = 512 per clip). A probe (one attention-pooling query with log-size bias + linear
+heads, 400 AdamW steps) is trained on each token set of the train clips and scored on the val clips.
+
+{vq_md}
+
+Command: `OMP_NUM_THREADS=1 python benchmarks/reduce.py --val {args.val} --batch {args.batch} --clips {args.clips} --val-clips {args.val_clips}`
+({(time.time() - started) / 60:.1f} min). Machine: {machine()}.
+"""
+    write_section("reduce", body)
+    print(body)
+
+
+if __name__ == "__main__":
+    main()
