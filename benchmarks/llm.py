@@ -21,7 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.report import FIGURES, ROOT, best_time, machine, table, write_section  # noqa: E402
-from recipes.lm import ACTION, IMAGE, evaluate_actions, measure  # noqa: E402
+from recipes.lm import ACTION, IMAGE, JUDGE, evaluate_actions, evaluate_images, load_judge, measure  # noqa: E402
 from zoo.llm import DEMO_LM, MultimodalLM  # noqa: E402
 
 
@@ -90,7 +90,8 @@ def main() -> None:
         protocol.update(action_samples=1, image_prompts=16)
     names = [e.name for e in lm.vocab.entries]
     start = time.time()
-    results = measure(lm, **{k: protocol[k] for k in ("action_samples", "image_prompts", "image_levels", "temperature", "seed")
+    judge = load_judge(Path(args.checkpoint) / JUDGE)
+    results = measure(lm, judge=judge, **{k: protocol[k] for k in ("action_samples", "image_prompts", "image_levels", "temperature", "seed")
                              if k in protocol})
     FIGURES.mkdir(parents=True, exist_ok=True)
     md = [f"Command: `OMP_NUM_THREADS=1 python benchmarks/llm.py`. Machine: {machine()}.",
@@ -124,13 +125,12 @@ def main() -> None:
                "", "![LM action samples](benchmarks/figures/llm_actions.png)"]
 
     if IMAGE in names:
-        from recipes.lm import evaluate_images, load_judge
         from recipes.lm_data import shape_scenes
 
         im = results[IMAGE]
         m = im["metrics"]
         scenes = shape_scenes("val", protocol["image_prompts"], protocol["image_levels"])
-        tok, judge = lm.vocab.load_tokenizer(IMAGE), load_judge()
+        tok = lm.vocab.load_tokenizer(IMAGE)
         sweep = []
         extra = []
         for t in (0.5, 0.7, 1.0):
@@ -148,8 +148,9 @@ def main() -> None:
         md += ["", "### Images: caption → image tokens",
                f"Prompt: the captions of the first {m['image_prompts']} val-seed shape scenes (levels "
                f"{protocol['image_levels']}), one sample each, {e.max_tokens} tokens of `{e.tokenizer}` "
-               f"(each code written as digits {list(e.digits)}), decoded and judged by the shape ViT "
-               "(`zoo.reduce.host`). Match = kind, colour and count all right. 'wrong caption' scores the same "
+               f"(each code written as digits {list(e.digits)}), decoded and judged by "
+               f"`{JUDGE}` (beside the LM: a small CNN trained on train-seed scenes; its val accuracy: "
+               f"{lm.summary.get('judge', {}).get('val_accuracy', 'n/a')}). Match = kind, colour and count all right. 'wrong caption' scores the same "
                "samples against the previous caption's labels: what an LM that ignored its prompt would get.",
                "", table(["temperature", "match (all three)", "kind", "colour", "count", "match vs wrong caption"], sweep),
                "", table(["the judge on", "all three right"],

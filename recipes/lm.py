@@ -11,9 +11,10 @@ LM by sampling from it and decoding with the zoo tokenizers, and writes the chec
   ask which demonstration (of all 24 shapes x 7) is nearest by DTW (and by MSE): the shape matches
   when that demonstration is of the named shape (chance 1/24);
 - images: for val-seed captions, sample image tokens, decode with the image tokenizer, and ask a
-  judge classifier (`zoo.reduce.host`, a ViT trained on the shape scenes) for the main object's kind,
-  colour and count; the image matches when all three agree with the caption. The same judge on the
-  real images and on their tokenizer reconstructions gives the ceilings.
+  judge classifier (`ShapeJudge`, a small CNN trained here on train-seed scenes and shipped beside the
+  LM as judge.safetensors) for the main object's kind, colour and count; the image matches when all
+  three agree with the caption. The same judge on the real images and on their tokenizer
+  reconstructions gives the ceilings.
 """
 
 from __future__ import annotations
@@ -214,17 +215,114 @@ def evaluate_images(lm: MultimodalLM, image_tok: Any, judge: Any, scenes: dict[s
     }
 
 
-def load_judge() -> Any:
+# ----------------------------------------------------------------------------------------- the judge
+
+
+class ShapeJudge(torch.nn.Module):
+    """A small CNN that names a shape scene's main object: kind, colour and count (the host ViT's API).
+
+    Ours because the shared host ViT (`zoo.reduce.host`) was too weak on kinds when we needed it; it is
+    trained by `train_judge` on train-seed scenes of the LM's levels and saved beside the LM (judge.safetensors).
+    images: (B, 3, 32, 32) in [0, 1].
+    """
+
+    HEADS = {"kind": 5, "colour": 8, "count": 4}
+
+    def __init__(self, width: int = 32) -> None:
+        super().__init__()
+        w = width
+        layers: list[torch.nn.Module] = []
+        for cin, cout in ((3, w), (w, 2 * w), (2 * w, 4 * w)):  # 32 -> 16 -> 8 -> 4
+            layers += [torch.nn.Conv2d(cin, cout, 3, padding=1), torch.nn.BatchNorm2d(cout), torch.nn.GELU(),
+                       torch.nn.Conv2d(cout, cout, 3, padding=1), torch.nn.BatchNorm2d(cout), torch.nn.GELU(),
+                       torch.nn.MaxPool2d(2)]
+        self.features = torch.nn.Sequential(*layers)
+        self.head = torch.nn.Linear(4 * w * 16, sum(self.HEADS.values()))
+
+    def forward(self, images: Tensor) -> dict[str, Tensor]:
+        logits = self.head(self.features(images * 2 - 1).flatten(1))
+        return dict(zip(self.HEADS, logits.split(list(self.HEADS.values()), dim=-1)))
+
+    @torch.no_grad()
+    def predict(self, images: Tensor) -> dict[str, Tensor]:
+        """kind, colour: LongTensor [B]; count: LongTensor [B] in 1..4."""
+        self.eval()
+        out = {h: v.argmax(-1) for h, v in self(images.float()).items()}
+        out["count"] = out["count"] + 1
+        return out
+
+
+def train_judge(path: str | Path, levels: Any = (0, 1), n: int = 20000, steps: int = 800, batch_size: int = 128,
+                seed: int = 0) -> dict[str, float]:
+    """Train `ShapeJudge` on train-seed scenes of `levels`, save it to `path`, return its val accuracy."""
+    from safetensors.torch import save_file
+
+    from recipes.lm_data import shape_scenes
+    from zoo.data.images import images_to_tensor
+
+    torch.manual_seed(seed)
+    train = shape_scenes("train", n, levels, seed=1)  # seed 1: not the scenes the LM trains on
+    x = images_to_tensor(train["images"])
+    y = {"kind": torch.from_numpy(train["label_kind"]), "colour": torch.from_numpy(train["label_colour"]),
+         "count": torch.from_numpy(train["label_count"])}
+    judge = ShapeJudge()
+    opt = torch.optim.AdamW(judge.parameters(), lr=2e-3, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps)
+    judge.train()
+    for _ in range(steps):
+        idx = torch.randint(0, n, (batch_size,))
+        xb = x[idx]
+        flip = torch.rand(batch_size) < 0.5  # mirror images keep every label
+        xb = torch.where(flip[:, None, None, None], xb.flip(-1), xb)
+        logits = judge(xb)
+        loss = sum(F.cross_entropy(logits[h], y[h][idx]) for h in ShapeJudge.HEADS)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+    val = shape_scenes("val", 1000, levels, seed=1)
+    pred = judge.predict(images_to_tensor(val["images"]))
+    right = [pred["kind"].numpy() == val["label_kind"], pred["colour"].numpy() == val["label_colour"],
+             pred["count"].numpy() - 1 == val["label_count"]]
+    acc = {"kind": float(right[0].mean()), "colour": float(right[1].mean()), "count": float(right[2].mean()),
+           "all": float(np.logical_and.reduce(right).mean()), "levels": list(levels), "steps": steps}
+    save_file({k: v.contiguous() for k, v in judge.state_dict().items()}, str(path),
+              metadata={"val_accuracy": json.dumps(acc)})
+    return acc
+
+
+JUDGE = "judge.safetensors"
+
+
+def judge_accuracy(path: str | Path) -> dict[str, Any]:
+    """The val accuracy `train_judge` stored in the judge file's metadata."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return json.loads((f.metadata() or {}).get("val_accuracy", "{}"))
+
+
+def load_judge(path: str | Path | None = None) -> Any:
+    """The judge of generated images: our ShapeJudge at `path` (beside the LM), else the shared host ViT."""
+    if path is not None and Path(path).is_file():
+        from safetensors.torch import load_file
+
+        judge = ShapeJudge()
+        judge.load_state_dict(load_file(str(path)), strict=True)
+        return judge.eval()
     from zoo.reduce.host import load_host_classifier
 
     return load_host_classifier()
 
 
 def measure(lm: MultimodalLM, *, action_samples: int = 4, image_prompts: int = 128, image_levels: Any = (0,),
-            temperature: float = 1.0, seed: int = 0) -> dict[str, Any]:
+            temperature: float = 1.0, seed: int = 0, judge: Any = None) -> dict[str, Any]:
     """Every card number of the LM, from samples decoded by the tokenizers its vocabulary names.
 
     The protocol (these arguments) is stored in the card's summary, so a test can measure again.
+
+    Args:
+        judge: the image judge (`load_judge(...)`); default the shared host ViT.
     """
     from recipes.lm_data import shape_scenes
 
@@ -240,7 +338,7 @@ def measure(lm: MultimodalLM, *, action_samples: int = 4, image_prompts: int = 1
         out[ACTION] = evaluate_actions(lm, beast, x, shapes, samples=action_samples, temperature=temperature, seed=seed)
     if IMAGE in names:
         scenes = shape_scenes("val", image_prompts, image_levels)
-        out[IMAGE] = evaluate_images(lm, lm.vocab.load_tokenizer(IMAGE), load_judge(), scenes, n=image_prompts,
+        out[IMAGE] = evaluate_images(lm, lm.vocab.load_tokenizer(IMAGE), judge or load_judge(), scenes, n=image_prompts,
                                      temperature=temperature, seed=seed)
     return out
 
@@ -252,9 +350,10 @@ class ExportLM(pl.Callback):
     """At the end of `fit`, measure the LM by sampling and write it (weights, vocabulary, text tokenizer, card)."""
 
     def __init__(self, directory: str, name: str, recipe: str = "", action_samples: int = 4,
-                 image_prompts: int = 128) -> None:
+                 image_prompts: int = 128, judge: str | None = None, judge_steps: int = 800) -> None:
         self.directory, self.name, self.recipe = directory, name, recipe
         self.action_samples, self.image_prompts = action_samples, image_prompts
+        self.judge, self.judge_steps = judge, judge_steps
         self.start = time.time()
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -269,13 +368,23 @@ class ExportLM(pl.Callback):
         # the card measures the weights as shipped (float16), so save, reload, measure, then save the card
         lm.save_pretrained(self.directory, dtype=torch.float16)
         lm = MultimodalLM.from_pretrained(self.directory)
+        judge, judge_acc = None, {}
+        if IMAGE in dm.tokenizers:
+            path = Path(self.directory) / JUDGE
+            if self.judge and Path(self.judge).is_file():
+                path.write_bytes(Path(self.judge).read_bytes())
+            elif not path.is_file():  # a judge already beside the LM (trained by an earlier run) is kept
+                train_judge(path, levels=sorted({*dm.h.image_levels, 0, 1}), steps=self.judge_steps)
+            judge = load_judge(path)
+            judge_acc = judge_accuracy(path)
         results = measure(lm, action_samples=self.action_samples, image_prompts=self.image_prompts,
-                          image_levels=dm.h.image_levels)
+                          image_levels=dm.h.image_levels, judge=judge)
         metrics = {**{f"val_{k}": v for k, v in val.items()}}
         for key in (ACTION, IMAGE):
             if key in results:
                 metrics.update(results[key]["metrics"])
         summary = {"description": describe_lm(lm), "params": sum(p.numel() for p in lm.model.parameters()),
+                   "judge": {"file": JUDGE, "val_accuracy": judge_acc} if judge_acc else {},
                    "train_seconds": seconds, "global_step": trainer.global_step, "protocol": results["protocol"],
                    "metrics": metrics}
         card = lm_card(self.name, lm, dm, summary, self.recipe, seconds)
@@ -317,7 +426,8 @@ It is not in `zoo list`; load it with `zoo.llm.MultimodalLM.from_pretrained("che
 Actions: {summary['protocol']['action_samples']} samples per training-shape name, decoded by BEAST; the shape
 matches when the nearest of all 168 training demonstrations (DTW over 50 resampled steps, or MSE) is of
 the named shape (chance 1/24). Images: one sample per val-seed caption, decoded by the image tokenizer and
-judged by the shape ViT (`zoo.reduce.host`); a match needs kind, colour and count all right.
+judged by `judge.safetensors` (a small CNN trained on train-seed shape scenes: val accuracy
+{summary.get('judge', {}).get('val_accuracy', {})}); a match needs kind, colour and count all right.
 
 | metric | value |
 |---|---|
