@@ -4,7 +4,9 @@
 
 Data: `zoo.data.images` shape scenes (all complexity levels), train split for training, val split
 (disjoint scene seeds) for the card. Augmentation: flips and 90-degree rotations, which keep kind,
-colour and count. Loss: the sum of the three heads' cross-entropies (label smoothing 0.1).
+colour and count. Loss: the sum of the three heads' cross-entropies (label smoothing 0.1). The cosine learning-rate decay
+follows max(step / max_steps, elapsed / budget_minutes), so a time-limited run on a busy machine still
+ends at a low learning rate.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -68,7 +71,7 @@ class HostModule(pl.LightningModule):
 
     def __init__(self, config: dict[str, Any] | None = None, lr: float = 1e-3, weight_decay: float = 0.05,
                  warmup_steps: int = 100, label_smoothing: float = 0.1, threads: int = 1,
-                 export_dir: str | None = None) -> None:
+                 budget_minutes: float | None = None, export_dir: str | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
         torch.set_num_threads(threads)
@@ -94,6 +97,10 @@ class HostModule(pl.LightningModule):
         for k, v in host_accuracy(logits, labels).items():
             self.log(f"val/acc_{k}", v, prog_bar=k == "all")
 
+    def on_validation_epoch_end(self) -> None:
+        logged = {k: round(float(v), 4) for k, v in self.trainer.callback_metrics.items() if k.startswith("val/")}
+        rank_zero_info(f"step {self.global_step} ({(time.time() - self.start) / 60:.1f} min): {logged}")
+
     def configure_optimizers(self) -> dict[str, Any]:
         decay = [p for n, p in self.host.named_parameters() if p.ndim >= 2 and "pos_embed" not in n]
         rest = [p for n, p in self.host.named_parameters() if not (p.ndim >= 2 and "pos_embed" not in n)]
@@ -101,11 +108,15 @@ class HostModule(pl.LightningModule):
                                  {"params": rest, "weight_decay": 0.0}], lr=self.hparams.lr)
         total = max(self.trainer.estimated_stepping_batches, 1)
         warm = self.hparams.warmup_steps
+        budget = self.hparams.budget_minutes
 
         def schedule(step: int) -> float:
             if step < warm:
                 return (step + 1) / warm
-            return 0.5 * (1 + math.cos(math.pi * min((step - warm) / max(total - warm, 1), 1.0)))
+            done = (step - warm) / max(total - warm, 1)
+            if budget:  # on a shared machine steps/s drift: decay over the wall-clock budget too
+                done = max(done, (time.time() - self.start) / (60 * budget))
+            return 0.5 * (1 + math.cos(math.pi * min(done, 1.0)))
 
         return {"optimizer": opt, "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.LambdaLR(opt, schedule),
                                                    "interval": "step"}}
