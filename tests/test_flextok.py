@@ -83,6 +83,17 @@ def test_seeded_decode_is_reproducible(tok: FlexTok, images: torch.Tensor) -> No
     assert torch.equal(a, tok.decode(t, seed=7)), "a seeded decode must not depend on the global RNG"
 
 
+def test_a_seed_decodes_an_image_the_same_alone_or_in_a_batch(tok: FlexTok, images: torch.Tensor) -> None:
+    t = tok.encode(images, num_tokens=3)
+    batch = tok.decode(t, seed=5)
+    torch.testing.assert_close(batch[2:3], tok.decode(t[2], seed=5), atol=1e-5, rtol=0)
+    per_image = tok.decode(t, seed=torch.arange(6))
+    torch.testing.assert_close(per_image[4:5], tok.decode(t[4], seed=torch.tensor([4])), atol=1e-5, rtol=0)
+    assert not torch.allclose(per_image[0], per_image[1]) or not torch.equal(t.ids[0], t.ids[1])
+    with pytest.raises(ValueError, match="seed"):
+        tok.decode(t, seed=torch.arange(2))
+
+
 def test_guidance_and_steps_change_the_output(tok: FlexTok, images: torch.Tensor) -> None:
     t = tok.encode(images, num_tokens=2)
     plain = tok.decode(t, guidance=1.0)
@@ -164,6 +175,24 @@ def test_loss_falls_when_overfitting_a_tiny_batch() -> None:
         opt.step()
     after = fixed_loss()
     assert after < 0.5 * before, (before, after)
+
+
+def test_shared_blocks() -> None:
+    from zoo.nn import Patchify, Unpatchify, prefix_causal_mask
+
+    mask = prefix_causal_mask(3, 4)
+    assert mask[:3, :3].all() and not mask[:3, 3:].any()  # free tokens never see the causal ones
+    assert mask[3:, :3].all() and torch.equal(mask[3:, 3:], torch.ones(4, 4, dtype=torch.bool).tril())
+    patch, unpatch = Patchify(3, 4, 48), Unpatchify(48, 4, 3)
+    with torch.no_grad():  # identity maps: the layouts must be exact inverses
+        patch.proj.weight.copy_(torch.eye(48))
+        patch.proj.bias.zero_()
+        unpatch.proj.weight.copy_(torch.eye(48))
+        unpatch.proj.bias.zero_()
+    x = torch.rand(2, 3, 8, 12)
+    tokens = patch(x)
+    assert tokens.shape == (2, 6, 48)
+    torch.testing.assert_close(unpatch(tokens, (2, 3)), x)
 
 
 def test_prefix_sampling_covers_every_k() -> None:

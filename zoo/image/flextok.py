@@ -243,7 +243,7 @@ class FlexTok(Tokenizer):
 
     @torch.no_grad()
     def decode(self, tokens: Tokens, steps: int | None = None, guidance: float | None = None,
-               seed: int | None = 0) -> Tensor:
+               seed: int | Tensor | None = 0) -> Tensor:
         """Decode tokens into images by Euler integration of the rectified flow.
 
         Args:
@@ -251,8 +251,9 @@ class FlexTok(Tokenizer):
             steps: Euler steps (default `config.steps`); the cost is linear in steps.
             guidance: classifier-free guidance scale w (default `config.guidance`); 1 = none, > 1 doubles
                 the batch. x̂ = x̂_uncond + w·(x̂_cond - x̂_uncond).
-            seed: seed of the starting noise (None draws from the global RNG); the same seed and tokens
-                give the same images.
+            seed: the starting noise. An int gives every image the same noise, so an image decodes the
+                same alone or in any batch; a LongTensor [B] seeds each image on its own (e.g. several
+                samples of the same tokens); None draws from the global RNG.
         Returns:
             (B, 3, S, S) float in [0, 1].
         """
@@ -275,11 +276,7 @@ class FlexTok(Tokenizer):
         if guidance != 1:
             codes = torch.cat([codes, codes])
             lengths = torch.cat([lengths, torch.zeros_like(lengths)])
-        shape = (b, c.in_channels, c.image_size, c.image_size)
-        generator = None
-        if seed is not None:
-            generator = torch.Generator(device=self.device).manual_seed(int(seed))
-        z = torch.randn(shape, generator=generator, device=self.device)
+        z = self.initial_noise(b, seed)
         times = self.time_grid(steps).to(self.device)
         for i in range(steps):
             t, t_next = times[i], times[i + 1]
@@ -291,6 +288,24 @@ class FlexTok(Tokenizer):
             v = (x_hat - z) / (1 - t)
             z = z + (t_next - t) * v
         return ((z + 1) / 2).clamp(0, 1)
+
+    def initial_noise(self, batch: int, seed: int | Tensor | None) -> Tensor:
+        """Noise (B, C, S, S) at t=0: shared by the batch for an int seed, per image for a tensor [B]."""
+        c = self.config
+        shape = (c.in_channels, c.image_size, c.image_size)
+        if seed is None:
+            return torch.randn(batch, *shape, device=self.device)
+        if isinstance(seed, Tensor):
+            if seed.shape != (batch,) or seed.is_floating_point():
+                raise ValueError(f"seed as a tensor must be integer with shape ({batch},), got {seed.dtype} {tuple(seed.shape)}")
+            seeds = seed.tolist()
+        elif isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"seed must be an int, an integer tensor [B] or None, got {seed!r}")
+        else:
+            seeds = [seed]
+        noise = [torch.randn(shape, generator=torch.Generator(device=self.device).manual_seed(int(s)), device=self.device)
+                 for s in seeds]
+        return torch.stack(noise).expand(batch, *shape)
 
     def time_grid(self, steps: int) -> Tensor:
         """steps + 1 times from 0 (noise) to 1 (image), warped by `time_shift` toward the noise end."""

@@ -1,0 +1,211 @@
+"""FlexTok benchmark: quality vs k, decode cost vs k, steps, and the fixed-length comparison → BENCHMARKS.md.
+
+    OMP_NUM_THREADS=1 python -m benchmarks.flextok
+
+Quality on `mixed_val_set(256)` (held out: val photos, val faces, val scene seeds): PSNR, SSIM and a
+Fréchet distance in the 128-d feature space of the small CNN of `benchmarks/image_classifier.py`
+(trained here; not Inception, so the numbers only compare with each other). Decoding uses seed 0.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from benchmarks.image_classifier import WEIGHTS as CLASSIFIER_WEIGHTS
+from benchmarks.image_classifier import ImageFeatures
+from benchmarks.report import FIGURES, ROOT, best_time, machine, table, write_section
+from zoo import hub, metrics
+from zoo.data.images import SOURCES, build_image_dataset, images_to_tensor, mixed_val_set
+
+NAME = "flextok-tiny-nat32"
+COMPARE = ROOT / "out" / "flextok-compare"
+KS = (1, 2, 4, 8, 16, 32, 64)
+
+
+def reconstruct(tok, images: torch.Tensor, k: int, steps: int | None = None, guidance: float | None = None) -> torch.Tensor:
+    return torch.cat([tok.decode(tok.encode(c, num_tokens=k), steps=steps, guidance=guidance, seed=0)
+                      for c in images.split(64)])
+
+
+def quality(x_hat: torch.Tensor, images: torch.Tensor, feats, real: torch.Tensor) -> dict[str, float]:
+    return {"psnr": float(metrics.psnr(x_hat, images).mean()), "ssim": float(metrics.ssim(x_hat, images).mean()),
+            "fd": metrics.frechet_distance(feats.features(x_hat), real)}
+
+
+def grid_figure(images: torch.Tensor, recon: dict[int, torch.Tensor], path: Path) -> None:
+    cols = ["input"] + [f"k={k}" for k in recon]
+    rows = [images] + list(recon.values())
+    fig, axes = plt.subplots(len(images), len(cols), figsize=(1.1 * len(cols), 1.1 * len(images)))
+    for j, (title, block) in enumerate(zip(cols, rows)):
+        for i in range(len(images)):
+            ax = axes[i, j]
+            ax.imshow(block[i].permute(1, 2, 0).numpy(), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(title, fontsize=8)
+    fig.tight_layout(pad=0.2)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    FIGURES.mkdir(parents=True, exist_ok=True)
+    tok = hub.load(NAME)
+    config = json.loads((hub.REPO_CHECKPOINTS / NAME / "config.json").read_text())
+    k_max = tok.config.num_registers
+    ks = [k for k in KS if k <= k_max]
+    val = mixed_val_set(256)
+    images = images_to_tensor(val["images"])
+    feats = ImageFeatures.load()
+    real = feats.features(images)
+    train_ref = images_to_tensor(build_image_dataset("train", 256)["images"])
+    fd_train = metrics.frechet_distance(feats.features(train_ref), real)
+    classifier = json.loads(CLASSIFIER_WEIGHTS.with_suffix(".json").read_text())
+    sections = []
+
+    # -- quality vs k ---------------------------------------------------------------------------------
+    rows, per_k, recon = [], {}, {}
+    for k in ks:
+        x_hat = reconstruct(tok, images, k)
+        q = per_k[k] = quality(x_hat, images, feats, real)
+        by_source = [float(metrics.psnr(x_hat[val["source"] == s], images[val["source"] == s]).mean()) for s in range(3)]
+        rows.append([k, round(k * np.log2(tok.spec.vocab_size)), q["psnr"], q["ssim"], q["fd"], *by_source])
+        recon[k] = x_hat[:9]
+    sections.append(
+        f"### Quality vs number of tokens ({tok.config.steps} Euler steps, guidance 1, seed 0)\n\n"
+        + table(["k", "bits", "PSNR dB", "SSIM", "FD (ours)", *[f"PSNR {s}" for s in SOURCES]], rows)
+        + f"\n\nFD reference: 256 *train* images vs the val set score FD {fd_train:.3g} (a floor set by the two "
+          "sets' different sources; a reconstruction cannot be expected to beat it by much)."
+          f" Feature classifier val accuracy: {', '.join(f'{k[8:]} {v:.2f}' for k, v in classifier.items() if k.startswith('val_acc'))}."
+        "\n\n![reconstructions](benchmarks/figures/flextok_grid.png)\n\n![quality vs k](benchmarks/figures/flextok_quality.png)")
+    grid_figure(images[:9], recon, FIGURES / "flextok_grid.png")
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
+    for ax, key, label in zip(axes, ("psnr", "ssim", "fd"), ("PSNR (dB) ↑", "SSIM ↑", "Fréchet distance, our features ↓")):
+        ax.plot(ks, [per_k[k][key] for k in ks], "o-", label=NAME)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("tokens k")
+        ax.set_title(label, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(FIGURES / "flextok_quality.png", dpi=110)
+    plt.close(fig)
+
+    # -- steps and guidance ---------------------------------------------------------------------------
+    step_list = (1, 2, 4, 8, 16, 25)
+    sub = images[:128]
+    real_sub = feats.features(sub)
+    rows, curves = [], {}
+    for k in sorted({8, k_max}):
+        curves[k] = []
+        for s in step_list:
+            q = quality(reconstruct(tok, sub, k, steps=s), sub, feats, real_sub)
+            curves[k].append(q["psnr"])
+            rows.append([k, s, q["psnr"], q["ssim"], q["fd"]])
+    g_rows = []
+    for g in (1.0, 1.5, 3.0):
+        q = quality(reconstruct(tok, sub, 4, guidance=g), sub, feats, real_sub)
+        g_rows.append([4, g, q["psnr"], q["ssim"], q["fd"]])
+    fig, ax = plt.subplots(figsize=(4.5, 3.2))
+    for k, ys in curves.items():
+        ax.plot(step_list, ys, "o-", label=f"k={k}")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("Euler steps")
+    ax.set_ylabel("PSNR (dB)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(FIGURES / "flextok_steps.png", dpi=110)
+    plt.close(fig)
+    sections.append(
+        "### Euler steps and guidance (first 128 val images; FD on 128 images is not comparable with the 256-image FD above)\n\n"
+        + table(["k", "steps", "PSNR dB", "SSIM", "FD"], rows) + "\n\n"
+        + table(["k", "guidance", "PSNR dB", "SSIM", "FD"], g_rows)
+        + "\n\n![PSNR vs steps](benchmarks/figures/flextok_steps.png)")
+
+    # -- speed ----------------------------------------------------------------------------------------
+    batch = images[:64]
+    times = {}
+    for k in ks:
+        t = tok.encode(batch, num_tokens=k)
+        times[k] = best_time(lambda: tok.decode(t), repeat=3)
+    enc = best_time(lambda: tok.encode(batch), repeat=3)
+    ratio = times[k_max] / times[min(8, k_max)]
+    mixed = torch.tensor([ks[i % len(ks)] for i in range(64)])
+    t_mixed = tok.encode(batch, num_tokens=mixed)
+    mixed_time = best_time(lambda: tok.decode(t_mixed), repeat=3)
+    rows = [[k, times[k] * 1000, 64 / times[k], times[k_max] / times[k]] for k in ks]
+    fig, ax = plt.subplots(figsize=(4.5, 3.2))
+    ax.plot(ks, [times[k] * 1000 for k in ks], "o-")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("tokens k")
+    ax.set_ylabel(f"decode ms / batch of 64 ({tok.config.steps} steps)")
+    fig.tight_layout()
+    fig.savefig(FIGURES / "flextok_decode_time.png", dpi=110)
+    plt.close(fig)
+    sections.append(
+        f"### Speed (batch 64, {tok.config.steps} Euler steps, best of 3 after a warm-up, 1 thread)\n\n"
+        + table(["k", "decode ms", "images/s", f"speed-up vs k={k_max}"], rows)
+        + f"\n\nDecoding at k=8 is **{ratio:.2f}x** faster than at k=K={k_max} (the decoder runs on 16 patches + 1 mask "
+          f"token + k registers, never K). A batch mixing k = {', '.join(map(str, ks))} decodes in {mixed_time * 1000:.0f} ms "
+          f"(padded to its largest k). Encode: {64 / enc:.0f} images/s at k={k_max}."
+        "\n\n![decode time](benchmarks/figures/flextok_decode_time.png)")
+
+    # -- training precision ---------------------------------------------------------------------------
+    from recipes.flextok import FlexTokModule
+
+    module = FlexTokModule()
+    opt = torch.optim.AdamW(module.model.parameters(), 1e-4)
+    x = images[:32]
+
+    def train_step(k: int, bf16: bool) -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = module.flow_loss(x, k)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    rows = [[k, best_time(lambda: train_step(k, False), repeat=3) * 1000, best_time(lambda: train_step(k, True), repeat=3) * 1000]
+            for k in (4, 16, 64)]
+    sections.append("### Training step, fp32 vs bf16 autocast (batch 32, one step, ms)\n\n"
+                    + table(["k", "fp32 ms", "bf16 autocast ms"], rows))
+
+    # -- fixed-length comparison ----------------------------------------------------------------------
+    runs = {name: COMPARE / name for name in ("nested", "fixed-k32", "fixed-k8")}
+    if all((d / "config.json").is_file() for d in runs.values()):
+        models = {name: hub.load(d) for name, d in runs.items()}
+        logs = {name: json.loads((d / "train_log.json").read_text()) for name, d in runs.items()}
+        rows = []
+        for k, base in ((32, "fixed-k32"), (8, "fixed-k8")):
+            qn = quality(reconstruct(models["nested"], images, k), images, feats, real)
+            qb = quality(reconstruct(models[base], images, k), images, feats, real)
+            rows.append([k, qn["psnr"], qb["psnr"], qn["psnr"] - qb["psnr"], qn["ssim"], qb["ssim"], qn["fd"], qb["fd"]])
+        budget = ", ".join(f"{n}: {logs[n]['global_step']} steps in {logs[n]['seconds'] / 60:.1f} min" for n in runs)
+        sections.append(
+            "### One FlexTok vs a model trained for each k (smaller shared budget)\n\n"
+            "Same architecture (encoder 128x2, decoder 192x2, patch 8), data, seed and batch (32); FlexTok (K=32, nested "
+            "dropout) vs fixed-length models trained at k=32 and k=8 only; configs `configs/flextok/compare-*.yaml`. "
+            f"Budget: {budget}. These are short runs on a shared CPU, far from convergence: the gap is the gap *at this budget*.\n\n"
+            + table(["k", "FlexTok PSNR", "fixed PSNR", "gap dB", "FlexTok SSIM", "fixed SSIM", "FlexTok FD", "fixed FD"], rows))
+    else:
+        sections.append("### One FlexTok vs a model trained for each k\n\nNot measured: train `configs/flextok/compare-*.yaml` first.")
+
+    summary = config.get("summary", {})
+    head = (f"`{NAME}`: {summary.get('description', '')} Trained {json.loads((hub.REPO_CHECKPOINTS / NAME / 'train_log.json').read_text())['global_step']}"
+            f" steps. Command: `OMP_NUM_THREADS=1 python -m benchmarks.flextok`. Machine: {machine()}; the machine was "
+            f"shared with other jobs, so absolute times drift (ratios were taken in the same run). Data: `mixed_val_set(256)`.")
+    write_section("flextok", "## FlexTok\n\n" + head + "\n\n" + "\n\n".join(sections))
+
+
+if __name__ == "__main__":
+    t0 = time.time()
+    main()
+    print(f"done in {time.time() - t0:.0f} s")
