@@ -18,6 +18,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from torch.utils.data import TensorDataset
 
@@ -72,6 +73,10 @@ class SelectorModule(pl.LightningModule):
         keep.scatter_(1, self.selector.scores(f).topk(k, dim=1).indices, 1.0)
         rec = F.mse_loss(self.selector.reconstruct(f, keep), self.selector.norm(f))
         self.log("val/rec_at_50", rec, prog_bar=True)
+
+    def on_validation_epoch_end(self) -> None:
+        logged = {k: round(float(v), 4) for k, v in self.trainer.callback_metrics.items()}
+        rank_zero_info(f"step {self.global_step} ({(time.time() - self.start) / 60:.1f} min): {logged}")
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.AdamW(self.selector.parameters(), lr=self.hparams.lr, weight_decay=0.01)
