@@ -110,7 +110,8 @@ def main() -> None:
         sweep = []
         for t in (0.5, 0.7, 1.0):
             m = a if t == protocol["temperature"] else evaluate_actions(
-                lm, beast, x, shapes, samples=protocol["action_samples"], temperature=t, seed=protocol["seed"])["metrics"]
+                lm, beast, x, shapes, samples=protocol["action_samples"], temperature=t, seed=protocol["seed"],
+                scale=False)["metrics"]
             sweep.append([t, f"{m['action_shape_match_dtw']:.1%}", f"{m['action_shape_match_mse']:.1%}",
                           m["action_dtw_to_named_mm"], m["action_dtw_to_other_mm"]])
         md += ["", "### Actions: LASA shape name → BEAST tokens",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -346,14 +347,14 @@ def test_recipe_loss_falls_when_overfitting_a_tiny_batch():
     from recipes.lm_data import InterleavedData
 
     dm = InterleavedData(image_tokenizer=None, action_tokenizer="beast-lasa", action_repeat=1, batch_size=8)
-    module = InterleavedLM(n_layer=1, n_embd=64, n_head=2, n_positions=64, dropout=0.0, threads=None)
+    module = InterleavedLM(n_layer=1, n_embd=48, n_head=2, n_positions=64, dropout=0.0, threads=None)
     torch.manual_seed(0)
     module.build(dm)
     batch = next(iter(dm.train_dataloader()))
     assert batch.shape[0] == 8 and (batch[:, 0] == dm.text_tokenizer.bos_token_id).all()
     opt = torch.optim.AdamW(module.model.parameters(), lr=3e-3)
     first = None
-    for _ in range(40):
+    for _ in range(30):
         losses = module.losses(batch)
         opt.zero_grad()
         losses["loss"].backward()
@@ -361,3 +362,26 @@ def test_recipe_loss_falls_when_overfitting_a_tiny_batch():
         first = first if first is not None else losses["loss"].item()
     assert losses["loss"].item() < 0.5 * first
     assert "loss_action_codes" in losses
+
+
+SHIPPED = Path(__file__).resolve().parent.parent / "checkpoints" / "lm-tiny-interleaved"
+
+
+def test_shipped_demo_lm_reaches_its_card():
+    """Sample again with the card's protocol (actions: all of it; images: the first 32 captions)."""
+    pytest.importorskip("transformers")
+    from recipes.lm import ACTION, IMAGE, JUDGE, load_judge, measure
+    from zoo.llm import MultimodalLM
+
+    lm = MultimodalLM.from_pretrained(SHIPPED)
+    card, p = lm.summary["metrics"], lm.summary["protocol"]
+    torch.set_num_threads(1)
+    names = [e.name for e in lm.vocab.entries]
+    judge = load_judge(SHIPPED / JUDGE) if IMAGE in names else None
+    got = measure(lm, action_samples=p["action_samples"], image_prompts=32, image_levels=p["image_levels"],
+                  temperature=p["temperature"], seed=p["seed"], judge=judge, scale=False)
+    if ACTION in names:  # the same prompts and seed as the card: only float noise may differ
+        assert got[ACTION]["metrics"]["action_shape_match_dtw"] >= card["action_shape_match_dtw"] - 0.05
+    if IMAGE in names:  # a 32-caption subset of the card's 128: sampling noise, hence the margin
+        assert got[IMAGE]["metrics"]["image_match"] >= card["image_match"] - 0.15
+        assert got[IMAGE]["metrics"]["image_match"] > got[IMAGE]["metrics"]["image_match_wrong_caption"]
