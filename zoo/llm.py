@@ -54,6 +54,9 @@ if TYPE_CHECKING:
     from zoo.tokenizer import Tokenizer
 
 FORMAT = "zoo.Vocabulary"
+# what an id is, in the per-id lookup table of a Vocabulary
+K_TEXT, K_PAD, K_BEGIN, K_END, K_SEP, K_CODE = range(6)
+KIND_NAMES = ("text", "pad", "begin", "end", "sep", "code")
 FORMAT_VERSION = 1
 TEXT = "text"
 
@@ -233,18 +236,18 @@ class Vocabulary:
             self._ranges[e.name] = Range(begin=start, end=start + 1, sep=sep, slots=tuple(firsts), stop=start + e.size)
             start += e.size
         self.size = start
-        # per-id lookup tables for from_llm / allowed_next (Python lists: they are read id by id): kind
-        # (0 text, 1 pad, 2 begin, 3 end, 4 sep, 5 code), the entry index, and a code id's slot and value
-        kind, owner, slot, value = [0] * self.size, [-1] * self.size, [-1] * self.size, [-1] * self.size
-        kind[self.pad] = 1
+        # per-id lookup tables for from_llm / allowed_next (Python lists: they are read id by id): the
+        # kind (K_*), the entry index, and a code id's slot and value
+        kind, owner, slot, value = [K_TEXT] * self.size, [-1] * self.size, [-1] * self.size, [-1] * self.size
+        kind[self.pad] = K_PAD
         for i, e in enumerate(self.entries):
             r = self._ranges[e.name]
             owner[r.begin:r.stop] = [i] * (r.stop - r.begin)
-            kind[r.begin], kind[r.end] = 2, 3
+            kind[r.begin], kind[r.end] = K_BEGIN, K_END
             if r.sep is not None:
-                kind[r.sep] = 4
+                kind[r.sep] = K_SEP
             for s, (first, n) in enumerate(zip(r.slots, e.slots)):
-                kind[first:first + n], slot[first:first + n], value[first:first + n] = [5] * n, [s] * n, list(range(n))
+                kind[first:first + n], slot[first:first + n], value[first:first + n] = [K_CODE] * n, [s] * n, list(range(n))
         self._kind, self._owner, self._slot, self._value = kind, owner, slot, value
 
     # -- the layout --------------------------------------------------------------------------------------
@@ -292,11 +295,11 @@ class Vocabulary:
         if not 0 <= token < self.size:
             return f"id {token} at position {position} (outside every range: the vocabulary has ids [0, {self.size}))"
         kind, owner = self._kind[token], self._owner[token]
-        what = ["text", "pad", "begin", "end", "sep", "code"][kind]
+        what = KIND_NAMES[kind]
         if owner >= 0:
             e = self.entries[owner]
             where = e.slot_name(self._slot[token])
-            what = f"{e.name} code {self._value[token]}{' of slot ' + where if where else ''}" if kind == 5 else f"{e.name} {what}"
+            what = f"{e.name} code {self._value[token]}{' of slot ' + where if where else ''}" if kind == K_CODE else f"{e.name} {what}"
         return f"id {token} ({what}) at position {position}"
 
     # -- into the LLM ------------------------------------------------------------------------------------
@@ -374,20 +377,20 @@ class Vocabulary:
         current, codes, start = -1, [], 0  # the open entry (-1: in text), its code ids, where it began
         for p, (token, kind, owner) in enumerate(zip(ids, kinds, owners)):
             if current < 0:
-                if kind == 0:
+                if kind == K_TEXT:
                     text.append(token)
-                elif kind == 2:
+                elif kind == K_BEGIN:
                     if text:
                         segments.append(Segment(TEXT, torch.tensor(text, dtype=torch.long)))
                         text = []
                     current, codes, start = owner, [], p
-                elif kind != 1:
+                elif kind != K_PAD:
                     raise ValueError(f"{self.describe(p, token)} is outside a begin/end segment")
                 continue
             e, r = self.entries[current], self._ranges[self.entries[current].name]
             width = len(e.slots)
             s = len(codes) % width
-            if kind == 5 and owner == current and self._slot[token] == s:
+            if kind == K_CODE and owner == current and self._slot[token] == s:
                 if len(codes) >= e.max_tokens * width:
                     raise ValueError(f"{self.describe(p, token)}: the {e.name} segment begun at {start} "
                                      f"already holds its maximum of {e.max_tokens} frames")
@@ -395,12 +398,12 @@ class Vocabulary:
                     raise ValueError(f"{self.describe(p, token)}: a {e.name} separator must come after every "
                                      f"{e.sep_every} frames")
                 codes.append(self._value[token])
-            elif kind == 4 and owner == current:
+            elif kind == K_SEP and owner == current:
                 frames, rem = divmod(len(codes), width)
                 if rem or frames == 0 or frames % e.sep_every or ids[p - 1] == r.sep:
                     raise ValueError(f"{self.describe(p, token)}: separators come after every {e.sep_every} "
                                      f"frames, not after {len(codes)} codes")
-            elif kind == 3 and owner == current and ids[p - 1] != r.sep:
+            elif kind == K_END and owner == current and ids[p - 1] != r.sep:
                 segments.append(self._close(e, codes, complete=True, where=(start, p)))
                 current = -1
             else:
@@ -443,11 +446,11 @@ class Vocabulary:
         current, n_codes, last = -1, 0, -1
         for token in prefix.tolist():
             kind = self._kind[token] if 0 <= token < self.size else -1
-            if kind == 2:
+            if kind == K_BEGIN:
                 current, n_codes = self._owner[token], 0
-            elif kind == 3:
+            elif kind == K_END:
                 current = -1
-            elif kind == 5 and current >= 0:
+            elif kind == K_CODE and current >= 0:
                 n_codes += 1
             last = token
         if current < 0:
