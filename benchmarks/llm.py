@@ -21,7 +21,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.report import FIGURES, ROOT, best_time, machine, table, write_section  # noqa: E402
-from recipes.lm import ACTION, IMAGE, JUDGE, evaluate_actions, evaluate_images, load_judge, measure  # noqa: E402
+from recipes.lm import (ACTION, IMAGE, JUDGE, describe_judge, evaluate_actions, evaluate_images,  # noqa: E402
+                        load_judge, measure)
 from zoo.llm import DEMO_LM, MultimodalLM  # noqa: E402
 
 
@@ -59,18 +60,18 @@ def plot_images(result: dict, path: Path, rows: int = 12) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    real, gen, captions = result["real"], result["images"], result["captions"]
+    real, recon, gen, captions = result["real"], result["recon"], result["images"], result["captions"]
     samples = result.get("extra", [])  # more samples of the same captions, (k, n, 3, H, W)
-    cols = 2 + len(samples)
+    cols = 3 + len(samples)
     fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols + 3.2, 1.3 * rows))
     for r in range(rows):
-        tiles = [real[r], gen[r], *[s[r] for s in samples]]
+        tiles = [real[r], recon[r], gen[r], *[s[r] for s in samples]]
         for c, t in enumerate(tiles):
             ax = axes[r, c]
             ax.imshow(t.permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
             ax.set_xticks([]), ax.set_yticks([])
             if r == 0:
-                ax.set_title("val image" if c == 0 else f"LM sample {c}", fontsize=8)
+                ax.set_title(["val image", "its tokens, decoded"][c] if c < 2 else f"LM sample {c - 1}", fontsize=8)
         axes[r, -1].text(1.08, 0.5, captions[r], transform=axes[r, -1].transAxes, fontsize=8, va="center")
     fig.tight_layout()
     fig.savefig(path, dpi=90, bbox_inches="tight")
@@ -151,7 +152,7 @@ def main() -> None:
                f"{protocol['image_levels']}), one sample each, {e.max_tokens} tokens of `{e.tokenizer}` "
                f"(each code written as digits {list(e.digits)}), decoded and judged by "
                f"`{JUDGE}` (beside the LM: a small CNN trained on train-seed scenes; its val accuracy: "
-               f"{lm.summary.get('judge', {}).get('val_accuracy', 'n/a')}). Match = kind, colour and count all right. 'wrong caption' scores the same "
+               f"{describe_judge(lm.summary.get('judge', {}).get('val_accuracy', {}))}). Match = kind, colour and count all right. 'wrong caption' scores the same "
                "samples against the previous caption's labels: what an LM that ignored its prompt would get.",
                "", table(["temperature", "match (all three)", "kind", "colour", "count", "match vs wrong caption"], sweep),
                "", table(["the judge on", "all three right"],

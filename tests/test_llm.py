@@ -385,3 +385,15 @@ def test_shipped_demo_lm_reaches_its_card():
     if IMAGE in names:  # a 32-caption subset of the card's 128: sampling noise, hence the margin
         assert got[IMAGE]["metrics"]["image_match"] >= card["image_match"] - 0.15
         assert got[IMAGE]["metrics"]["image_match"] > got[IMAGE]["metrics"]["image_match_wrong_caption"]
+
+
+def test_demo_writes_a_sheet_per_entry(tmp_path):
+    pytest.importorskip("transformers")
+    from PIL import Image
+
+    from zoo.llm import demo
+
+    report = demo(tmp_path, SHIPPED, samples=2)
+    sheets = sorted(tmp_path.glob("llm_*.png"))
+    assert sheets and all(Image.open(p).size[0] == 2 * 96 for p in sheets)
+    assert "measured (card)" in report
