@@ -324,7 +324,7 @@ def test_multimodal_lm_save_load_generate_and_tamper(tmp_path):
     ids = torch.tensor([lm.sequence("Angle", entry="action")])
     assert torch.equal(lm.model(ids).logits, back.model(ids).logits)
     assert back.vocab == lm.vocab and back.summary["metrics"]["x"] == 1.0
-    assert back.sequence("Snake") == lm.sequence("Snake")
+    assert back.sequence("Snake") == lm.sequence("Snake") and back.text_tokenizer.pad_token_id == lm.vocab.pad
     segs = back.generate(["Angle", "Snake", "Angle Snake"], "action", seed=3)
     assert all(s.complete and s.ids.shape == (12,) for s in segs)
     again = back.generate(["Angle", "Snake", "Angle Snake"], "action", seed=3)

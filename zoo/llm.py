@@ -556,18 +556,18 @@ def extend_hf_tokenizer(tokenizer: Any, vocab: Vocabulary) -> None:
     """
     from tokenizers import AddedToken
 
-    if len(tokenizer) != vocab.text_size:
-        if len(tokenizer) == vocab.size and tokenizer.convert_ids_to_tokens(vocab.size - 1) == vocab.token_strings()[-1]:
-            return  # already extended
-        raise ValueError(f"the tokenizer holds {len(tokenizer)} ids but the vocabulary's text range is "
-                         f"{vocab.text_size}; build the vocabulary with text_size=len(tokenizer)")
     strings = vocab.token_strings()
-    tokenizer.add_tokens([AddedToken(s, special=True, normalized=False) for s in strings], special_tokens=True)
-    if len(tokenizer) != vocab.size:
-        raise ValueError(f"after adding {len(strings)} tokens the tokenizer holds {len(tokenizer)} ids, expected "
-                         f"{vocab.size}: some of {strings[:3]}... were already in it")
-    if vocab.pad_id is None and tokenizer.pad_token is None:
-        tokenizer.pad_token = "<|pad|>"
+    extended = len(tokenizer) == vocab.size and tokenizer.convert_ids_to_tokens(vocab.size - 1) == strings[-1]
+    if not extended:
+        if len(tokenizer) != vocab.text_size:
+            raise ValueError(f"the tokenizer holds {len(tokenizer)} ids but the vocabulary's text range is "
+                             f"{vocab.text_size}; build the vocabulary with text_size=len(tokenizer)")
+        tokenizer.add_tokens([AddedToken(s, special=True, normalized=False) for s in strings], special_tokens=True)
+        if len(tokenizer) != vocab.size:
+            raise ValueError(f"after adding {len(strings)} tokens the tokenizer holds {len(tokenizer)} ids, expected "
+                             f"{vocab.size}: some of {strings[:3]}... were already in it")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.convert_ids_to_tokens(vocab.pad)
 
 
 def resize_hf_embeddings(model: Any, vocab: Vocabulary, pad_to_multiple_of: int | None = None) -> Any:
