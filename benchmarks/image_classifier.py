@@ -102,7 +102,7 @@ def train(n: int = 20000, epochs: int = 3, batch: int = 128, lr: float = 2e-3, s
             loss.backward()
             opt.step()
             sched.step()
-        print(f"epoch {epoch}: loss {float(loss):.3f} ({time.time() - start:.0f} s)", flush=True)
+        print(f"epoch {epoch}: loss {float(loss.detach()):.3f} ({time.time() - start:.0f} s)", flush=True)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(WEIGHTS))
     # val: only the heads whose classes are shared with train (source, kind, colour, count)
     val = build_image_dataset("val", 1024)

@@ -56,6 +56,9 @@ class FlexTokConfig:
         decoder_dim, decoder_depth, decoder_heads: the rectified-flow decoder transformer.
         mlp_ratio: MLP width / dim in both transformers.
         qk_norm: LayerNorm on queries and keys (stabilises larger models).
+        pooled_condition: also add the mean of the kept registers to the time embedding that drives
+            every block's adaLN (ours; the official decoder conditions in context only). It gives the
+            global content of the tokens a direct path, which the in-context path takes long to learn.
         fsq_levels: FSQ levels per code dimension; vocab = prod(levels).
         steps: default Euler steps of `decode`.
         guidance: default classifier-free guidance scale of `decode` (1 = none).
@@ -75,6 +78,7 @@ class FlexTokConfig:
     decoder_heads: int = 3
     mlp_ratio: float = 4.0
     qk_norm: bool = False
+    pooled_condition: bool = True
     fsq_levels: tuple[int, ...] = (8, 8, 8, 5, 5, 5)
     steps: int = 8
     guidance: float = 1.0
@@ -146,6 +150,7 @@ class FlexTok(Tokenizer):
         self.register_pos = nn.Parameter(torch.randn(k + 1, c.decoder_dim) * 0.02)  # slot K: the mask token when k = K
         self.mask_token = nn.Parameter(torch.randn(c.decoder_dim) * 0.02)
         self.time_embed = TimestepEmbedding(c.decoder_dim)
+        self.pool_proj = nn.Linear(c.decoder_dim, c.decoder_dim) if c.pooled_condition else None
         self.decoder = AdaLNTransformer(c.decoder_dim, c.decoder_depth, c.decoder_heads, c.mlp_ratio, c.qk_norm)
         self.head = Unpatchify(c.decoder_dim, c.patch_size, c.in_channels)
         nn.init.zeros_(self.head.proj.weight)
@@ -219,7 +224,12 @@ class FlexTok(Tokenizer):
             kept = torch.arange(k, device=z.device)[None] < lengths[:, None]
             valid = torch.cat([kept.new_ones(b, c.num_patches + 1), kept], dim=1)
             mask = key_padding_mask(valid)
-        h = self.decoder(seq, self.time_embed(t), mask)
+        cond = self.time_embed(t)
+        if self.pool_proj is not None:
+            kept = (torch.arange(k, device=z.device)[None] < lengths[:, None]).to(regs.dtype)[..., None]  # (B, k, 1)
+            pooled = (regs * kept).sum(1) / kept.sum(1).clamp_min(1)  # (B, Dd); zeros when k = 0
+            cond = cond + self.pool_proj(pooled)
+        h = self.decoder(seq, cond, mask)
         return self.head(h[:, : c.num_patches], c.grid)
 
     # -- encode / decode -------------------------------------------------------------------------------
