@@ -1,8 +1,9 @@
 """Token reduction on the host ViT: accuracy and throughput per reducer and keep ratio; VQToken on clips.
 
-    OMP_NUM_THREADS=1 python benchmarks/reduce.py [--val 1000] [--clips 1000]
+    OMP_NUM_THREADS=1 python benchmarks/reduce.py [--part all|host|vq] [--val 1000] [--clips 600]
 
-Writes the `reduce` section of BENCHMARKS.md and benchmarks/figures/reduce_*.png.
+Writes the `reduce` (host ViT) and `reduce-vq` (clips) sections of BENCHMARKS.md and
+benchmarks/figures/reduce_*.png.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def reducers() -> dict[str, tuple[Reducer, tuple[int, ...], bool]]:
 
 
 @torch.no_grad()
-def speedup(base: nn.Module, model: nn.Module, x: Tensor, rounds: int = 4) -> tuple[float, float]:
+def speedup(base: nn.Module, model: nn.Module, x: Tensor, rounds: int = 3) -> tuple[float, float]:
     """Best-time ratio base/model, the two timed alternately so that drift on a shared machine hits both."""
     tb, tm = [], []
     for _ in range(rounds):
@@ -72,6 +73,13 @@ def host_section(n_val: int, bench_batch: int) -> tuple[str, dict]:
     x, *y = shape_tensors("val", n_val).tensors
     labels = dict(zip(HEADS, y))
     full = accuracy(host, x, labels)
+    level = torch.arange(len(x)) % 5  # shapes-only builds cycle the complexity levels 0..4
+    per_level = []
+    for lv in range(5):
+        sel = level == lv
+        a = accuracy(host, x[sel], {h: v[sel] for h, v in labels.items()})
+        per_level.append([lv, int(sel.sum()), *(f"{a[k]:.3f}" for k in ("kind", "colour", "count", "all"))])
+    level_md = table(["complexity level", "scenes", "kind", "colour", "count", "all three"], per_level)
     xb = x[:bench_batch]
     t_full = best_time(lambda: host(xb), repeat=3)
     rows, curves = [], {}
@@ -88,7 +96,8 @@ def host_section(n_val: int, bench_batch: int) -> tuple[str, dict]:
                          f"{acc['mean']:.3f}", f"{speed:.2f}x", f"{bench_batch / t:.0f}"])
             print(rows[-1], flush=True)
     return table(["reducer", "patch tokens kept", "acc (all 3)", "vs full", "acc (mean of heads)",
-                  "throughput vs full", "images/s"], rows), {"full": full, "curves": curves, "t_full": t_full}
+                  "throughput vs full", "images/s"], rows), {"full": full, "curves": curves, "t_full": t_full,
+                                               "levels": level_md}
 
 
 def plot_host(res: dict) -> None:
@@ -265,33 +274,47 @@ def vq_section(n_train: int, n_val: int) -> tuple[str, list]:
 
 def main() -> None:
     p = argparse.ArgumentParser()
+    p.add_argument("--part", choices=("all", "host", "vq"), default="all")
     p.add_argument("--val", type=int, default=1000)
-    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--batch", type=int, default=128)
     p.add_argument("--clips", type=int, default=600)
     p.add_argument("--val-clips", type=int, default=200)
     args = p.parse_args()
     torch.set_num_threads(1)
     FIGURES.mkdir(parents=True, exist_ok=True)
-    started = time.time()
-    host_md, res = host_section(args.val, args.batch)
-    plot_host(res)
-    plot_maps()
-    vq_md, _ = vq_section(args.clips, args.val_clips)
+    if args.part in ("all", "host"):
+        started = time.time()
+        host_md, res = host_section(args.val, args.batch)
+        plot_host(res)
+        plot_maps()
+        write_section("reduce", host_body(args, host_md, res, time.time() - started))
+    if args.part in ("all", "vq"):
+        started = time.time()
+        vq_md, _ = vq_section(args.clips, args.val_clips)
+        write_section("reduce-vq", vq_body(args, vq_md, time.time() - started))
+
+
+def host_body(args: argparse.Namespace, host_md: str, res: dict, seconds: float) -> str:
     full = res["full"]
     at_half = {name: pts[KEEPS.index(0.5)] for name, pts in res["curves"].items()}
     verdict = "\n".join(
         f"- {name}: {p[1] / max(full['all'], 1e-9):.1%} of full accuracy at {p[3]:.2f}x throughput "
         f"({'meets' if p[1] >= 0.98 * full['all'] and p[3] >= 1.7 else 'misses'} the goal)"
         for name, p in at_half.items())
-    body = f"""## Token reduction (`zoo.reduce`)
+    return f"""## Token reduction (`zoo.reduce`)
 
-Host: `checkpoints/vit-host-shapes32` (timm ViT, 6 blocks, dim 128, 64 patch tokens + CLS) on {args.val} val
-shape scenes; its unreduced accuracy is {full['all']:.3f} (kind, colour and count all right; mean of the three
-heads {full['mean']:.3f}). Each reducer is patched into the host with `patch_timm` (fused SDPA); "patch
-tokens kept" is the share of the 64 patch tokens left after the last reducing block (block 0 unless
-named: then the tokens shrink geometrically over blocks 0-2). Throughput: batch of {args.batch} images,
-forward only, 1 thread; the patched and the unpatched host are timed alternately (4 rounds, each a
+Host: `checkpoints/vit-host-shapes32` (timm ViT with a conv stem, 6 blocks, dim 96, 64 patch tokens + CLS)
+on {args.val} val shape scenes; its unreduced accuracy is {full['all']:.3f} (kind, colour and count all right;
+mean of the three heads {full['mean']:.3f}). Each reducer is patched into the host with `patch_timm` (fused
+SDPA); "patch tokens kept" is the share of the 64 patch tokens left after the last reducing block (block 0
+unless named: then the tokens shrink geometrically over blocks 0-2). Throughput: batch of {args.batch} images,
+forward only, 1 thread; the patched and the unpatched host are timed alternately (3 rounds, each a
 warm-up then a timed run) and the ratio of their best times is reported.
+
+Unreduced host accuracy per complexity level of the scenes (0 = one flat shape, 4 = many textured
+shapes with text):
+
+{res['levels']}
 
 Goal at 50% tokens: >= 98% of full accuracy and >= 1.7x throughput.
 {verdict}
@@ -305,20 +328,24 @@ mean colour, dropped ones dark):
 
 ![reduction maps](figures/reduce_maps.png)
 
-### VQToken on clips
+Command: `OMP_NUM_THREADS=1 python benchmarks/reduce.py --part host --val {args.val} --batch {args.batch}`
+({seconds / 60:.1f} min). Machine: {machine()}.
+"""
+
+
+def vq_body(args: argparse.Namespace, vq_md: str, seconds: float) -> str:
+    return f"""## VQToken on clips (`zoo.reduce.vq`)
 
 {args.clips} train / {args.val_clips} val clips of {FRAMES} frames (a shape scene translated by a random
-velocity, wrapping around, so kind/colour/count hold); features are the host's patch tokens after its
+velocity, wrapping around, so kind/colour/count hold); features are the host ViT's patch tokens after its
 last block ({FRAMES} x 64 = 512 per clip). A probe (one attention-pooling query with log-size bias + linear
 heads, 400 AdamW steps) is trained on each token set of the train clips and scored on the val clips.
 
 {vq_md}
 
-Command: `OMP_NUM_THREADS=1 python benchmarks/reduce.py --val {args.val} --batch {args.batch} --clips {args.clips} --val-clips {args.val_clips}`
-({(time.time() - started) / 60:.1f} min). Machine: {machine()}.
+Command: `OMP_NUM_THREADS=1 python benchmarks/reduce.py --part vq --clips {args.clips} --val-clips {args.val_clips}`
+({seconds / 60:.1f} min). Machine: {machine()}.
 """
-    write_section("reduce", body)
-    print(body)
 
 
 if __name__ == "__main__":
