@@ -374,35 +374,42 @@ class ExportLM(pl.Callback):
     def on_fit_end(self, trainer: pl.Trainer, pl_module: InterleavedLM) -> None:
         if not trainer.is_global_zero:
             return
-        seconds = time.time() - self.start
-        lm, dm = pl_module.lm, trainer.datamodule
         val = {k.split("/", 1)[1]: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-        # the card measures the weights as shipped (float16), so save, reload, measure, then save the card
-        lm.save_pretrained(self.directory, dtype=torch.float16)
-        lm = MultimodalLM.from_pretrained(self.directory)
-        judge, judge_acc = None, {}
-        if IMAGE in dm.tokenizers:
-            path = Path(self.directory) / JUDGE
-            if self.judge and Path(self.judge).is_file():
-                path.write_bytes(Path(self.judge).read_bytes())
-            elif not path.is_file():  # a judge already beside the LM (trained by an earlier run) is kept
-                train_judge(path, levels=sorted({*dm.h.image_levels, 0, 1}), steps=self.judge_steps)
-            judge = load_judge(path)
-            judge_acc = judge_accuracy(path)
-        results = measure(lm, action_samples=self.action_samples, image_prompts=self.image_prompts,
-                          image_levels=dm.h.image_levels, judge=judge)
-        metrics = {**{f"val_{k}": v for k, v in val.items()}}
-        for key in (ACTION, IMAGE):
-            if key in results:
-                metrics.update(results[key]["metrics"])
-        summary = {"description": describe_lm(lm), "params": sum(p.numel() for p in lm.model.parameters()),
-                   "judge": {"file": JUDGE, "val_accuracy": judge_acc} if judge_acc else {},
-                   "train_seconds": seconds, "global_step": trainer.global_step, "protocol": results["protocol"],
-                   "metrics": metrics}
-        card = lm_card(self.name, lm, dm, summary, self.recipe, seconds)
-        lm.save_pretrained(self.directory, card=card, summary=summary, dtype=torch.float16)
-        (Path(self.directory) / "train_log.json").write_text(json.dumps(
-            {"seconds": seconds, "global_step": trainer.global_step, "metrics": metrics}, indent=1))
+        export_lm(pl_module.lm, self.directory, name=self.name, dm=trainer.datamodule, recipe=self.recipe,
+                  seconds=time.time() - self.start, global_step=trainer.global_step, val=val,
+                  action_samples=self.action_samples, image_prompts=self.image_prompts, judge=self.judge,
+                  judge_steps=self.judge_steps)
+
+
+def export_lm(lm: MultimodalLM, directory: str | Path, *, name: str, dm: InterleavedData, recipe: str, seconds: float,
+              global_step: int, val: dict[str, float], action_samples: int = 4, image_prompts: int = 128,
+              judge: str | None = None, judge_steps: int = 800) -> dict[str, Any]:
+    """Save `lm` in float16, measure the saved weights by sampling, and write the card; returns the summary."""
+    lm.save_pretrained(directory, dtype=torch.float16)
+    lm = MultimodalLM.from_pretrained(directory)
+    judge_model, judge_acc = None, {}
+    if IMAGE in dm.tokenizers:
+        path = Path(directory) / JUDGE
+        if judge and Path(judge).is_file():
+            path.write_bytes(Path(judge).read_bytes())
+        elif not path.is_file():  # a judge already beside the LM (trained by an earlier run) is kept
+            train_judge(path, levels=sorted({*dm.h.image_levels, 0, 1}), steps=judge_steps)
+        judge_model, judge_acc = load_judge(path), judge_accuracy(path)
+    results = measure(lm, action_samples=action_samples, image_prompts=image_prompts,
+                      image_levels=dm.h.image_levels, judge=judge_model)
+    metrics = {f"val_{k}": v for k, v in val.items()}
+    for key in (ACTION, IMAGE):
+        if key in results:
+            metrics.update(results[key]["metrics"])
+    summary = {"description": describe_lm(lm), "params": sum(p.numel() for p in lm.model.parameters()),
+               "judge": {"file": JUDGE, "val_accuracy": judge_acc} if judge_acc else {},
+               "train_seconds": seconds, "global_step": global_step, "protocol": results["protocol"],
+               "metrics": metrics}
+    lm.save_pretrained(directory, card=lm_card(name, lm, dm, summary, recipe, seconds), summary=summary,
+                       dtype=torch.float16)
+    (Path(directory) / "train_log.json").write_text(json.dumps(
+        {"seconds": seconds, "global_step": global_step, "metrics": metrics}, indent=1))
+    return summary
 
 
 def describe_lm(lm: MultimodalLM) -> str:
