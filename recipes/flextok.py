@@ -100,8 +100,14 @@ class FlexTokModule(pl.LightningModule):
     def on_fit_start(self) -> None:
         self.start_time = time.monotonic()
 
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
+        # here, not in on_train_batch_end: callbacks (ModelCheckpoint) run before the module's batch-end hook,
+        # so an average updated there would be missing its last step in a checkpoint and lost on resume
+        self.update_ema()
+
     @torch.no_grad()
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def update_ema(self) -> None:
         step = self.global_step
         decay = min(self.hparams.ema_decay, (1 + step) / (10 + step))
         for e, p in zip(self.ema.parameters(), self.model.parameters()):
@@ -184,8 +190,10 @@ class FlexTokModule(pl.LightningModule):
         k_max = self.tokenizer.config.num_registers
         if f"psnr_k{k_max}" not in m:
             return ""
-        low = min(8, k_max)
-        return f"PSNR {m[f'psnr_k{k_max}']:.2f} dB at k={k_max}, {m[f'psnr_k{low}']:.2f} dB at k={low} (mixed val)"
+        text = f"PSNR {m[f'psnr_k{k_max}']:.2f} dB at k={k_max}"
+        if k_max > 8 and "psnr_k8" in m:
+            text += f", {m['psnr_k8']:.2f} dB at k=8"
+        return text + " (mixed val)"
 
 
 def remeasure_card(directory: str, name: str, data: str, recipe: str, notes: str = "", **module_kwargs: Any) -> dict[str, float]:

@@ -7,6 +7,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 
 import zoo
 from zoo import hub
@@ -52,3 +53,102 @@ def test_two_processes_loading_one_name_into_one_cache_both_succeed(tmp_path):
     files = sorted(p.name for p in (cache / "checkpoints" / "shared-beast").iterdir())
     assert files == ["config.json", "model.safetensors"]  # no temp files left behind
     assert hub.sha256_file(cache / "checkpoints" / "shared-beast" / "model.safetensors") == sha["model.safetensors"]
+
+
+TINY_FLEXTOK = """
+seed_everything: 0
+trainer:
+  accelerator: cpu
+  devices: {devices}
+  strategy: {strategy}
+  max_steps: {steps}
+  logger: false
+  enable_progress_bar: false
+  enable_model_summary: false
+  num_sanity_val_steps: 0
+  limit_val_batches: 0
+  default_root_dir: {root}
+  callbacks:
+    - class_path: tests.callbacks.DumpWeights
+      init_args: {{directory: {root}/weights}}
+{extra_callbacks}
+model:
+  class_path: recipes.flextok.FlexTokModule
+  init_args:
+    preset: tiny
+    config: {{image_size: 16, patch_size: 8, num_registers: 4, encoder_dim: 32, encoder_depth: 1, encoder_heads: 1,
+              decoder_dim: 32, decoder_depth: 1, decoder_heads: 1, fsq_levels: [5, 5]}}
+    warmup_steps: 2
+    budget_seconds: null
+    ema_decay: 0.9
+    eval_tokens: [1, 4]
+data:
+  class_path: recipes.shards.ShardedDataModule
+  init_args: {{train_dir: {shards}, batch_size: 4, shuffle: true, seed: 3}}
+"""
+
+
+@pytest.fixture(scope="module")
+def image_shards(tmp_path_factory):
+    from recipes.shards import write_shards
+
+    return write_shards("images", "train", 96, str(tmp_path_factory.mktemp("shards") / "images"),
+                        chunk_bytes="16KB", resolution=16)
+
+
+def _train(root: Path, shards: str, *, steps: int, devices: int = 1, strategy: str = "auto",
+           extra_callbacks: str = "", args: tuple = ()) -> subprocess.CompletedProcess:
+    root.mkdir(parents=True, exist_ok=True)
+    config = root / "config.yaml"
+    config.write_text(TINY_FLEXTOK.format(devices=devices, strategy=strategy, steps=steps, root=root, shards=shards,
+                                          extra_callbacks=extra_callbacks))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.environ.get("PYTHONPATH", str(ROOT))}
+    return subprocess.run([sys.executable, "-m", "recipes.train", str(config), *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def _weights(path: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def test_ddp_on_two_cpu_processes_ends_with_identical_weights(tmp_path, image_shards):
+    out = _train(tmp_path / "ddp", image_shards, steps=4, devices=2, strategy="ddp")
+    assert out.returncode == 0, out.stderr[-3000:]
+    a, b = (_weights(tmp_path / "ddp" / "weights" / f"rank{r}.safetensors") for r in (0, 1))
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    single = _train(tmp_path / "one", image_shards, steps=0)  # the same seed, before any step
+    assert single.returncode == 0, single.stderr[-3000:]
+    init = _weights(tmp_path / "one" / "weights" / "rank0.safetensors")
+    assert any(not torch.equal(a[k], init[k]) for k in a if k.startswith("model."))  # it did train
+
+
+CHECKPOINT_EVERY_2 = """    - class_path: lightning.pytorch.callbacks.ModelCheckpoint
+      init_args: {{dirpath: {root}/ckpt, every_n_train_steps: 2, save_last: true, save_top_k: -1}}
+"""
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, image_shards):
+    root = tmp_path_factory.mktemp("full")
+    full = _train(root, image_shards, steps=8, extra_callbacks=CHECKPOINT_EVERY_2.format(root=root))
+    assert full.returncode == 0, full.stderr[-3000:]
+    return _weights(root / "weights" / "rank0.safetensors")
+
+
+@pytest.mark.parametrize("signal_name", ["SIGKILL", "SIGTERM"])
+def test_a_killed_run_resumes_to_the_same_weights(tmp_path, image_shards, uninterrupted, signal_name):
+    root = tmp_path / "killed"
+    kill = f"    - class_path: tests.callbacks.KillAt\n      init_args: {{step: 5, sig: {signal_name}}}\n"
+    killed = _train(root, image_shards, steps=8, extra_callbacks=CHECKPOINT_EVERY_2.format(root=root) + kill)
+    # SIGKILL: dead on the spot. SIGTERM: Lightning stops gracefully (exit 0) without finishing the run.
+    assert killed.returncode == (-9 if signal_name == "SIGKILL" else 0), killed.stderr[-2000:]
+    assert not (root / "weights").exists()  # it never reached the end of fit
+    assert (root / "ckpt" / "last.ckpt").exists()
+    resumed = _train(root, image_shards, steps=8, extra_callbacks=CHECKPOINT_EVERY_2.format(root=root),
+                     args=("--ckpt_path", str(root / "ckpt" / "last.ckpt")))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a, b = uninterrupted, _weights(root / "weights" / "rank0.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:5]
