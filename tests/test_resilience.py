@@ -152,3 +152,13 @@ def test_a_killed_run_resumes_to_the_same_weights(tmp_path, image_shards, uninte
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     a, b = uninterrupted, _weights(root / "weights" / "rank0.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:5]
+
+
+def test_cluster_overlay_composes_with_a_family_config():
+    out = subprocess.run([sys.executable, "-m", "recipes.train", "configs/flextok/tiny-nat32.yaml", "--config",
+                          "configs/cluster/multi-node.yaml", "--print_config"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    for line in ("num_nodes: 4", "strategy: ddp", "class_path: recipes.shards.ShardedDataModule",
+                 "class_path: recipes.export.ExportTokenizer", "class_path: lightning.pytorch.callbacks.ModelCheckpoint"):
+        assert line in out.stdout
