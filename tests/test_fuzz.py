@@ -189,3 +189,35 @@ def test_cli_encode_fuzz(tmp_path_factory, content, suffix):
     assert code in (0, 2)
     if code == 0:
         assert main(["decode", "beast-lasa", str(d / "t.npz"), "-o", str(d / "y.npy")]) == 0
+
+
+def _vocabulary():
+    from zoo.llm import Entry, Vocabulary
+
+    entries = [Entry.from_tokenizer("beast-lasa", tokenizer("beast-lasa"), source="beast-lasa"),
+               Entry.from_tokenizer("beast-reaching7", tokenizer("beast-reaching7"), source="beast-reaching7")]
+    return Vocabulary(text_size=50, entries=entries)
+
+
+@given(ids=st.lists(st.integers(-5, 2000), max_size=120), as_tensor=st.booleans())
+def test_from_llm_fuzz(ids, as_tensor):
+    vocab = _vocabulary()
+    segments = outcome(lambda: vocab.from_llm(torch.tensor(ids, dtype=torch.long) if as_tensor else ids))
+    if segments is not None:
+        assert all(0 <= i < vocab.size for i in ids)
+
+
+@given(data=st.data())
+def test_to_llm_from_llm_round_trip_fuzz(data):
+    vocab = _vocabulary()
+    name = data.draw(st.sampled_from(["beast-lasa", "beast-reaching7"]))
+    tok = tokenizer(name)
+    x = data.draw(tensors(tok))
+    t = outcome(lambda: tok.encode(x))
+    if t is None:
+        return
+    sample = t[0]
+    ids = vocab.to_llm(sample, name)
+    segments = vocab.from_llm(ids.reshape(-1))
+    assert [s.name for s in segments] == [name] and segments[0].complete
+    assert torch.equal(segments[0].tokens().ids, sample.ids[:, : int(sample.lengths[0])])
