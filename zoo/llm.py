@@ -529,19 +529,41 @@ class Vocabulary:
 
     def load_tokenizer(self, name: str, device: Any = None) -> "Tokenizer":
         """Load the tokenizer an entry names (a path relative to the JSON, or a registered name) and check it fits."""
-        import zoo
-
         e = self.entry(name)
         if not e.tokenizer:
             raise ValueError(f"entry {name!r} records no tokenizer; load it yourself")
         local = (self.root or Path(".")) / e.tokenizer
-        tok = zoo.load(local if local.is_dir() else e.tokenizer, device=device)
+        tok = load_tokenizer(local if local.is_dir() else e.tokenizer, device=device)
         spec = tok.spec
         if (spec.vocab_size, spec.num_codebooks) != (e.vocab_size, e.num_codebooks) or spec.max_tokens < e.max_tokens:
             raise ValueError(f"{e.tokenizer!r} emits {spec.num_codebooks} x {spec.vocab_size} codes, up to "
                              f"{spec.max_tokens} tokens; entry {name!r} expects {e.num_codebooks} x {e.vocab_size}, "
                              f"up to {e.max_tokens}: the vocabulary was built for another tokenizer")
         return tok
+
+
+def tokenizer_dir(source: str | os.PathLike) -> Path:
+    """The checkpoint folder of a tokenizer: `zoo.hub.locate`, or this repo's checkpoints/<name> for a
+    shipped folder that is not (yet) in zoo/registry.json."""
+    from zoo import hub
+
+    try:
+        return hub.locate(source)
+    except ValueError:
+        shipped = hub.REPO_CHECKPOINTS / os.fspath(source)
+        if (shipped / hub.CONFIG).is_file():
+            return shipped
+        raise
+
+
+def load_tokenizer(source: str | os.PathLike, device: Any = None) -> "Tokenizer":
+    """`zoo.load(source)`, also finding a shipped checkpoints/<name> folder missing from the registry."""
+    from zoo import hub
+
+    try:
+        return hub.load(source, device=device)
+    except ValueError:
+        return hub.load_dir(tokenizer_dir(source), device=device)
 
 
 # ----------------------------------------------------------------------------------------- Hugging Face
