@@ -190,7 +190,7 @@ def test_hf_hub_missing_file(beast_dir, tmp_path):
 def test_shipped_files_match_the_registry():
     """Every shipped checkpoint folder is registered, and its files hash to what the registry records."""
     shipped = {p.name for p in hub.REPO_CHECKPOINTS.iterdir() if (p / "config.json").is_file() and
-               (p / "model.safetensors").is_file() and hub.read_config(p)["family"] in hub._FAMILIES}
+               "family" in json.loads((p / "config.json").read_text())}
     names = {r["name"] for r in zoo.list_tokenizers()}
     assert shipped <= names
     for name in shipped:

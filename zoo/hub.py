@@ -316,6 +316,8 @@ def index_checkpoints(root: Path = REPO_CHECKPOINTS, hf_org: str = "zoo-tokenize
     """Rebuild zoo/registry.json from the checkpoint folders under `root` (run after shipping one)."""
     index = {}
     for directory in sorted(p for p in root.iterdir() if (p / CONFIG).is_file()):
+        if "family" not in json.loads((directory / CONFIG).read_text()):
+            continue  # a shipped model that is not a tokenizer (a host classifier, a demo LM)
         config = read_config(directory)
         index[directory.name] = {
             "family": config["family"],
