@@ -44,7 +44,8 @@ def reducers() -> dict[str, tuple[Reducer, tuple[int, ...], bool]]:
         "PPT prune/pool": (PrunePool("adaptive"), (0,), True),
         "PPT prune/pool, blocks 0-2": (PrunePool("adaptive"), (0, 1, 2), True),
         "learned selector": (sel, (sel.config.layer,), False),
-        "VQToken k-means": (VQToken(VQTokenConfig(dim=sel.config.dim, max_codes=64)), (0,), True),
+        "VQToken k-means (3 iterations)": (VQToken(VQTokenConfig(dim=sel.config.dim, max_codes=64, iters=3)),
+                                           (0,), True),
     }
 
 

@@ -38,6 +38,8 @@ from zoo.reduce.base import Reducer
 from zoo.tokenizer import InputContract, Tokenizer, Tokens, TokenSpec, check_budget, check_ids, check_input
 
 CRITERIA = ("elbow", "tolerance")
+INITS = ("farthest", "strided")
+GRAM_MAX = 1024  # farthest-point seeding precomputes token similarities up to this many tokens
 SEARCH_POINTS = 12  # adaptive K tries at most this many values of K
 
 
@@ -52,6 +54,8 @@ class VQTokenConfig:
         tolerance: for "tolerance", the smallest K whose mean cosine distortion is at most
             `tolerance` x the distortion of one code.
         iters: Lloyd iterations.
+        init: seeding, "farthest" (farthest points: best codes, K sequential steps) or "strided"
+            (tokens evenly spaced along the sequence: one step, for reducing patch tokens inside a ViT).
         max_positions: the largest N accepted.
     """
 
@@ -62,6 +66,7 @@ class VQTokenConfig:
     criterion: str = "elbow"
     tolerance: float = 0.25
     iters: int = 15
+    init: str = "farthest"
     max_positions: int = 8192
 
     def __post_init__(self) -> None:
@@ -71,6 +76,8 @@ class VQTokenConfig:
             raise ValueError(f"need 1 <= min_codes <= max_codes, got {self.min_codes}, {self.max_codes}")
         if self.criterion not in CRITERIA:
             raise ValueError(f"criterion={self.criterion!r} is not one of {CRITERIA}")
+        if self.init not in INITS:
+            raise ValueError(f"init={self.init!r} is not one of {INITS}")
         if not 0 < self.tolerance < 1:
             raise ValueError(f"tolerance must lie in (0, 1), got {self.tolerance}")
         if self.iters < 1 or self.max_positions < 1:
@@ -83,11 +90,14 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def kmeans(x: Tensor, valid: Tensor, k: Tensor, iters: int) -> tuple[Tensor, Tensor]:
+def kmeans(x: Tensor, valid: Tensor, k: Tensor, iters: int, init: str = "farthest") -> tuple[Tensor, Tensor]:
     """Batched cosine k-means, each sample with its own K.
 
     Args:
         x: (B, N, D) features; valid: (B, N) bool; k: (B,) long, clusters per sample (<= valid tokens).
+        iters: Lloyd iterations.
+        init: "farthest" (farthest-point seeding, K sequential steps) or "strided" (K tokens evenly
+            spaced along the sequence, one step: like SLIC's grid seeds, for patch tokens inside a ViT).
 
     Returns:
         labels: (B, N) long in [0, k_b) (-1 on invalid tokens); distortion: (B,) mean 1 - cosine
@@ -97,16 +107,13 @@ def kmeans(x: Tensor, valid: Tensor, k: Tensor, iters: int) -> tuple[Tensor, Ten
     u = F.normalize(x.float(), dim=-1)
     k_max = int(k.max())
     live = torch.arange(k_max, device=x.device)[None] < k[:, None]  # (B, K) centroids in use
-    # farthest-point seeding: start at the token nearest the mean direction, then add the worst-served
-    mean_dir = F.normalize((u * valid[..., None]).sum(1), dim=-1)
-    first = ((u * mean_dir[:, None]).sum(-1)).masked_fill(~valid, float("-inf")).argmax(1)
-    idx = [first]
-    best = (u * u.gather(1, repeat(first, "b -> b 1 d", d=u.shape[-1]))).sum(-1)  # (B, N) sim to nearest
-    for _ in range(1, k_max):
-        nxt = best.masked_fill(~valid, float("inf")).argmin(1)
-        idx.append(nxt)
-        best = torch.maximum(best, (u * u.gather(1, repeat(nxt, "b -> b 1 d", d=u.shape[-1]))).sum(-1))
-    cent = u.gather(1, repeat(torch.stack(idx, 1), "b k -> b k d", d=u.shape[-1]))  # (B, K, D)
+    if init == "strided":
+        j = torch.arange(k_max, device=x.device)[None]
+        rank = (j * valid.sum(1, keepdim=True)) // k.clamp(min=1)[:, None]  # (B, K) rank among valid tokens
+        seeds = torch.searchsorted(valid.long().cumsum(1), (rank + 1).clamp(max=n)).clamp(max=n - 1)
+    else:
+        seeds = farthest_points(u, valid, k_max)
+    cent = u.gather(1, repeat(seeds, "b k -> b k d", d=u.shape[-1]))  # (B, K, D)
     for _ in range(iters):
         sim = (u @ cent.transpose(1, 2)).masked_fill(~live[:, None], float("-inf"))  # (B, N, K)
         labels = sim.argmax(-1)
@@ -121,8 +128,33 @@ def kmeans(x: Tensor, valid: Tensor, k: Tensor, iters: int) -> tuple[Tensor, Ten
     return torch.where(valid, labels, -1), distortion
 
 
+def farthest_points(u: Tensor, valid: Tensor, k: int) -> Tensor:
+    """(B, k) indices: the token nearest the mean direction, then each time the worst-served token.
+
+    u: (B, N, D) unit vectors. For N <= `GRAM_MAX` the (B, N, N) similarities are computed once, so
+    each of the k sequential steps touches (B, N) numbers only.
+    """
+    d = u.shape[-1]
+    gram = u @ u.transpose(1, 2) if u.shape[1] <= GRAM_MAX else None
+
+    def sim_to(i: Tensor) -> Tensor:  # (B,) token index -> (B, N) similarity of every token to it
+        if gram is not None:
+            return gram.gather(1, repeat(i, "b -> b 1 n", n=u.shape[1])).squeeze(1)
+        return (u * u.gather(1, repeat(i, "b -> b 1 d", d=d))).sum(-1)
+
+    mean_dir = F.normalize((u * valid[..., None]).sum(1), dim=-1)
+    first = ((u * mean_dir[:, None]).sum(-1)).masked_fill(~valid, float("-inf")).argmax(1)
+    idx = [first]
+    best = sim_to(first)  # (B, N) similarity to the nearest seed
+    for _ in range(1, k):
+        nxt = best.masked_fill(~valid, float("inf")).argmin(1)
+        idx.append(nxt)
+        best = torch.maximum(best, sim_to(nxt))
+    return torch.stack(idx, 1)
+
+
 def choose_k(x: Tensor, valid: Tensor, low: int, high: Tensor, iters: int, criterion: str,
-             tolerance: float) -> Tensor:
+             tolerance: float, init: str = "farthest") -> Tensor:
     """Adaptive K per sample from the distortion curve over K = low..high (a geometric grid of
     `SEARCH_POINTS` values when the range is longer). Returns (B,) long."""
     b = x.shape[0]
@@ -130,12 +162,12 @@ def choose_k(x: Tensor, valid: Tensor, low: int, high: Tensor, iters: int, crite
     ks = list(range(low, top + 1))
     if len(ks) > SEARCH_POINTS:  # a geometric grid keeps the search cheap for large K
         ks = sorted({int(round(v)) for v in np.geomspace(low, top, SEARCH_POINTS)})
-    curve = torch.stack([kmeans(x, valid, torch.minimum(torch.full((b,), kk, device=x.device), high), iters)[1]
+    curve = torch.stack([kmeans(x, valid, torch.minimum(torch.full((b,), kk, device=x.device), high), iters, init)[1]
                          for kk in ks], 1)  # (B, len(ks))
     allowed = torch.tensor(ks, device=x.device)[None] <= high[:, None]
     kk = torch.tensor(ks, device=x.device)
     if criterion == "tolerance":
-        base = kmeans(x, valid, torch.ones(b, dtype=torch.long, device=x.device), iters)[1]
+        base = kmeans(x, valid, torch.ones(b, dtype=torch.long, device=x.device), iters, init)[1]
         ok = (curve <= tolerance * base[:, None]) & allowed
         first = torch.where(ok.any(1), ok.float().argmax(1), allowed.sum(1) - 1)
         return kk[first]
@@ -165,8 +197,8 @@ class VQToken(Tokenizer, Reducer):
         """(B, N) labels, compact per sample and ordered by first position (-1 on invalid tokens)."""
         c = self.config
         if c.adaptive:
-            k = choose_k(x, valid, min(c.min_codes, int(k.min())), k, c.iters, c.criterion, c.tolerance)
-        labels, _ = kmeans(x, valid, k, c.iters)
+            k = choose_k(x, valid, min(c.min_codes, int(k.min())), k, c.iters, c.criterion, c.tolerance, c.init)
+        labels, _ = kmeans(x, valid, k, c.iters, c.init)
         return _relabel(labels)
 
     def assign(self, x: Tensor, sizes: Tensor, counts: Tensor, *, metric: Tensor,
