@@ -234,6 +234,15 @@ def test_vqtoken_round_trip_fixed_and_adaptive(adaptive):
     assert t.meta["code_sizes"].sum(1).tolist() == [120.0, 120.0]
 
 
+@pytest.mark.parametrize("init", ["farthest", "strided"])
+def test_vqtoken_seedings_find_well_separated_clusters(init):
+    x = clustered()
+    vq = VQToken(VQTokenConfig(dim=8, max_codes=5, init=init, iters=10))
+    assert float(((vq.decode(vq.encode(x)) - x) ** 2).mean()) < 0.5 * float(x.var())
+    with pytest.raises(ValueError, match="init"):
+        VQTokenConfig(init="random")
+
+
 def test_vqtoken_budget_and_bad_input():
     vq = VQToken(VQTokenConfig(dim=8, max_codes=12))
     t = vq.encode(clustered(), num_tokens=3)
