@@ -219,5 +219,3 @@ def test_shipped_checkpoint_reaches_its_card() -> None:
     x_hat = tok.decode(tok.encode(images, num_tokens=k_max), steps=steps, seed=0)
     got = float(metrics.psnr(x_hat, images).mean())
     assert abs(got - summary["metrics"][key]) < 0.2, (got, summary["metrics"][key])
-    # and fewer tokens reconstruct worse, more tokens better: the card's curve is monotone at the ends
-    assert summary["metrics"][f"psnr_k{k_max}"] > summary["metrics"]["psnr_k1"] + 2
