@@ -312,6 +312,15 @@ def _download(url: str, path: Path, sha: str | None) -> None:
 # ----------------------------------------------------------------------------------------- the shipped index
 
 
+def _spec_summary(spec: dict[str, Any]) -> dict[str, Any]:
+    """What `zoo list` shows for any checkpoint, taken from its spec (a card's summary may refine it)."""
+    if not spec:
+        return {}
+    vocab = spec.get("vocab_size")
+    q = spec.get("num_codebooks", 1)
+    return {"modality": spec.get("modality"), "vocab": vocab if q == 1 else f"{vocab} x {q}", "tokens": spec.get("max_tokens")}
+
+
 def index_checkpoints(root: Path = REPO_CHECKPOINTS, hf_org: str = "zoo-tokenizers") -> dict[str, Any]:
     """Rebuild zoo/registry.json from the checkpoint folders under `root` (run after shipping one)."""
     index = {}
@@ -323,7 +332,7 @@ def index_checkpoints(root: Path = REPO_CHECKPOINTS, hf_org: str = "zoo-tokenize
             "family": config["family"],
             "sha256": {n: sha256_file(directory / n) for n in (CONFIG, WEIGHTS)},
             "hf_repo": f"{hf_org}/{directory.name}",
-            "summary": config.get("summary", {}),
+            "summary": {**_spec_summary(config.get("spec", {})), **config.get("summary", {})},
         }
     atomic_write_bytes(REGISTRY_FILE, (json.dumps(index, indent=2, sort_keys=True) + "\n").encode())
     global _NAMES
