@@ -51,8 +51,7 @@ def bipartite_round(metric: Tensor, valid: Tensor, merges: Tensor) -> Tensor:
 
     arange = torch.arange(n, device=metric.device).expand(b, n)
     target = torch.where(valid, arange, -1)
-    a_pos, b_pos = arange[:, 0::2], arange[:, 1::2]
-    partner_pos = b_pos.gather(1, partner)
+    partner_pos = arange[:, 1::2].gather(1, partner)  # input position of each A token's best B token
     target[:, 0::2] = torch.where(merged, partner_pos, target[:, 0::2])
     return target
 
