@@ -142,7 +142,7 @@ def plot_spectrograms(clips: dict[str, torch.Tensor], path: Path) -> None:
         ax.set_title(name, fontsize=8, loc="left")
     axes[-1].set_xlabel("seconds")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=65)
     plt.close(fig)
 
 
