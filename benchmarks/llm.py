@@ -159,6 +159,11 @@ def main() -> None:
                          [["the real val images", f"{m['judge_on_real']:.1%}"],
                           [f"their reconstructions from {e.max_tokens} tokens", f"{m['judge_on_reconstructions']:.1%}"],
                           ["LM samples", f"{m['image_match']:.1%}"]]),
+               "", f"The LM cannot draw better than its image tokenizer lets it: the judge names "
+               f"{m['judge_on_reconstructions']:.0%} of the tokenizer's own reconstructions right (chance is about "
+               f"1/5 x 1/8 = 2.5% at level 0, where the count is always one), against {m['judge_on_real']:.0%} of the "
+               "real images. The caption-match goal (>= 80%) needs a tokenizer whose reconstructions keep the "
+               "object's kind and colour first.",
                "", "![LM image samples](benchmarks/figures/llm_images.png)"]
 
     entry = ACTION if ACTION in names else IMAGE
