@@ -128,9 +128,9 @@ PLOTS = {"action": plot_action, "image": plot_image, "audio": plot_audio}
 def error_of(modality: str, x: Tensor, y: Tensor) -> str:
     if modality == "image":
         return f"PSNR {float(metrics.psnr(y.clamp(0, 1), x).mean()):.2f} dB"
-    if modality == "audio":
-        snr = 10 * torch.log10(x.pow(2).mean() / (x - y).pow(2).mean().clamp_min(1e-12))
-        return f"SNR {float(snr):.2f} dB"
+    if modality == "audio":  # a perceptual codec does not keep the waveform's phase: SNR would mislead
+        return (f"STOI {float(metrics.stoi(y, x).mean()):.3f}, "
+                f"mel dist {float(metrics.mel_distance(y, x).mean()):.3f}")
     return f"MSE {float(metrics.mse(y, x).mean()):.4g}"
 
 
