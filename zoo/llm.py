@@ -638,6 +638,13 @@ LM_FORMAT = "zoo.MultimodalLM"
 LM_CONFIG, LM_WEIGHTS, LM_VOCAB, LM_TEXT = "config.json", "model.safetensors", "vocabulary.json", "tokenizer.json"
 
 
+def _require_transformers() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("transformers") is None:
+        raise ImportError("MultimodalLM needs the optional extra transformers: pip install 'transformers>=4.46'")
+
+
 def sequence_ids(text_tokenizer: Any, vocab: Vocabulary, text: str, segment: Tensor | None = None,
                  entry: str | None = None) -> list[int]:
     """`<bos> text segment <eos>` as ids, the layout `MultimodalLM` trains on and generates.
@@ -682,6 +689,7 @@ class MultimodalLM:
     def build(cls, vocab: Vocabulary, text_tokenizer: Any, *, n_layer: int = 4, n_embd: int = 256, n_head: int = 4,
               n_positions: int = 160, dropout: float = 0.1) -> "MultimodalLM":
         """A fresh, randomly initialised GPT-2-style model sized for `vocab` (no download)."""
+        _require_transformers()
         from transformers import GPT2Config, GPT2LMHeadModel
 
         config = GPT2Config(vocab_size=vocab.size, n_positions=n_positions, n_embd=n_embd, n_layer=n_layer,
@@ -780,6 +788,8 @@ class MultimodalLM:
         import hashlib
 
         from safetensors.torch import load_model
+
+        _require_transformers()
         from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
         directory = Path(directory)
