@@ -67,7 +67,7 @@ def token_share(keep: float, layers: tuple[int, ...], n: int = 64, depth: int = 
 
 
 @torch.no_grad()
-def speedup(base: nn.Module, model: nn.Module, x: Tensor, rounds: int = 5) -> tuple[float, float]:
+def speedup(base: nn.Module, model: nn.Module, x: Tensor, rounds: int = 8) -> tuple[float, float]:
     """Best-time ratio base/model, the two timed alternately so that drift on a shared machine hits both."""
     tb, tm = [], []
     for _ in range(rounds):
@@ -101,7 +101,8 @@ def host_section(n_val: int, bench_batch: int) -> tuple[str, dict]:
     xb = x[:bench_batch]
     t_full = best_time(lambda: host(xb), repeat=3)
     rows, curves = [], {}
-    for name, (red, layers, prop) in reducers().items():
+    setups = reducers()
+    for name, (red, layers, prop) in setups.items():
         model = copy.deepcopy(host).eval()
         patch_timm(model.vit, red, keep=1.0, layers=layers, proportional=prop)
         curves[name] = []
@@ -116,7 +117,7 @@ def host_section(n_val: int, bench_batch: int) -> tuple[str, dict]:
             print(rows[-1], flush=True)
     return table(["reducer", "patch tokens kept", "acc (all 3)", "vs full", "acc (mean of heads)",
                   "linear-layer tokens vs full", "throughput vs full", "images/s"], rows), {"full": full, "curves": curves, "t_full": t_full,
-                                               "levels": level_md}
+                                               "levels": level_md, "layers": setups}
 
 
 def plot_host(res: dict) -> None:
@@ -316,9 +317,11 @@ def main() -> None:
 def host_body(args: argparse.Namespace, host_md: str, res: dict, seconds: float) -> str:
     full = res["full"]
     at_half = {name: pts[KEEPS.index(0.5)] for name, pts in res["curves"].items()}
+    layers = {name: v[1] for name, v in res["layers"].items()}
     verdict = "\n".join(
-        f"- {name}: {p[1] / max(full['all'], 1e-9):.1%} of full accuracy at {p[3]:.2f}x throughput "
-        f"({'meets' if p[1] >= 0.98 * full['all'] and p[3] >= 1.7 else 'misses'} the goal)"
+        f"- {name}: {p[1] / max(full['all'], 1e-9):.1%} of full accuracy "
+        f"(accuracy goal {'met' if p[1] >= 0.98 * full['all'] else 'missed'}); measured {p[3]:.2f}x throughput, "
+        f"compute bound {1 / token_share(0.5, layers[name]):.2f}x from the linear-layer tokens"
         for name, p in at_half.items())
     return f"""## Token reduction (`zoo.reduce`)
 
@@ -327,7 +330,7 @@ on {args.val} val shape scenes; its unreduced accuracy is {full['all']:.3f} (kin
 mean of the three heads {full['mean']:.3f}). Each reducer is patched into the host with `patch_timm` (fused
 SDPA); "patch tokens kept" is the share of the 64 patch tokens left after the last reducing block (block 0
 unless named: then the tokens shrink geometrically over blocks 0-2). Throughput: batch of {args.batch} images,
-forward only, 1 thread; the patched and the unpatched host are timed alternately (5 rounds, each a
+forward only, 1 thread; the patched and the unpatched host are timed alternately (8 rounds, each a
 warm-up then a timed run) and the ratio of their best times is reported. The machine is shared with
 other jobs, so these ratios drift by +-0.3x between runs; "linear-layer tokens vs full" is the
 noise-free share of tokens that pass through the qkv/proj/MLP layers (the bulk of the compute at 65
@@ -338,7 +341,9 @@ shapes with text):
 
 {res['levels']}
 
-Goal at 50% tokens: >= 98% of full accuracy and >= 1.7x throughput.
+Goal at 50% tokens: >= 98% of full accuracy and >= 1.7x throughput. A reduction in block 0 of 6 leaves
+55% of the linear-layer tokens, so 1.82x is the most any reducer can gain there (1.62x over blocks 0-2);
+measured ratios above that bound are timing noise from the shared machine.
 {verdict}
 
 {host_md}
