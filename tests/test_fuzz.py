@@ -221,3 +221,24 @@ def test_to_llm_from_llm_round_trip_fuzz(data):
     segments = vocab.from_llm(ids.reshape(-1))
     assert [s.name for s in segments] == [name] and segments[0].complete
     assert torch.equal(segments[0].tokens().ids, sample.ids[:, : int(sample.lengths[0])])
+
+
+@given(ids=st.lists(st.integers(-3, 300), max_size=50), lengths=st.integers(-1, 60), suffix=st.sampled_from([".npz", ".safetensors"]))
+def test_cli_decode_fuzz(tmp_path_factory, ids, lengths, suffix):
+    """Malformed token files (wrong ids, lengths, layouts) through `zoo decode`: exit 0 or a clear error."""
+    from zoo.cli import main
+
+    d = tmp_path_factory.mktemp("clidec")
+    arrays = {"ids": np.array([ids], dtype=np.int64).reshape(1, -1), "lengths": np.array([lengths], dtype=np.int64)}
+    if suffix == ".npz":
+        np.savez(d / "t.npz", **arrays)
+    else:
+        from safetensors.numpy import save_file
+
+        save_file(arrays, str(d / "t.safetensors"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        code = main(["decode", "beast-lasa", str(d / f"t{suffix}"), "-o", str(d / "y.npy")])
+    assert code in (0, 2)
+    if code == 0:
+        assert np.isfinite(np.load(d / "y.npy")).all()
