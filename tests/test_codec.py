@@ -140,7 +140,7 @@ def test_wrong_sample_rate_and_bad_tokens_are_refused(codec):
     t = codec.encode(harmonic(1, 1600))
     with pytest.raises(ValueError, match="must lie in"):
         codec.decode(Tokens(ids=t.ids + codec.config.codebook_size, lengths=t.lengths, meta=t.meta))
-    with pytest.raises(ValueError, match=r"\(B, T, q\)"):
+    with pytest.raises(ValueError, match=r"\[B, L, q\] \(q <= 4 codebooks\)"):
         codec.decode(Tokens(ids=t.ids[..., 0], lengths=t.lengths))
     with pytest.raises(ValueError, match="num_samples"):
         codec.decode(t, num_samples=10**9)

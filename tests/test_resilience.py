@@ -162,3 +162,8 @@ def test_cluster_overlay_composes_with_a_family_config():
     for line in ("num_nodes: 4", "strategy: ddp", "class_path: recipes.shards.ShardedDataModule",
                  "class_path: recipes.export.ExportTokenizer", "class_path: lightning.pytorch.callbacks.ModelCheckpoint"):
         assert line in out.stdout
+
+
+def test_atomic_writes_are_readable_by_others(tmp_path):
+    atomic_write_bytes(tmp_path / "f.bin", b"x")
+    assert (tmp_path / "f.bin").stat().st_mode & 0o044 == 0o044

@@ -304,7 +304,7 @@ def check_tokens(tokens: Any, spec: TokenSpec, name: str = "tokens") -> None:
     if tokens.ids is not None:
         want = 2 if spec.num_codebooks == 1 else 3
         if tokens.ids.ndim != want:
-            layout = "[B, L]" if want == 2 else f"[B, L, {spec.num_codebooks}]"
+            layout = "[B, L]" if want == 2 else f"[B, L, q] (q <= {spec.num_codebooks} codebooks)"
             raise ValueError(f"{name}.ids must be {layout} for this tokenizer, got shape {tuple(tokens.ids.shape)}")
         if want == 3 and tokens.ids.shape[2] > spec.num_codebooks:
             raise ValueError(f"{name}.ids has {tokens.ids.shape[2]} codebooks, this tokenizer has {spec.num_codebooks}")

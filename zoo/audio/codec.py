@@ -31,7 +31,7 @@ from torch import Tensor
 from vector_quantize_pytorch import ResidualVQ
 
 from zoo.nn.seanet import SEANetConfig, SEANetDecoder, SEANetEncoder, receptive_field
-from zoo.tokenizer import InputContract, Tokenizer, Tokens, TokenSpec, check_budget, check_ids, check_input
+from zoo.tokenizer import InputContract, Tokenizer, Tokens, TokenSpec, check_budget, check_ids, check_input, check_tokens
 
 
 @dataclass
@@ -280,6 +280,7 @@ class Codec(Tokenizer):
             chunk_seconds: chunk length for long inputs (default `config.chunk_seconds`).
         """
         c = self.config
+        check_tokens(tokens, self.spec)
         ids = tokens.ids
         if ids is None or ids.ndim != 3 or not 1 <= ids.shape[-1] <= c.num_codebooks:
             shape = None if ids is None else tuple(ids.shape)

@@ -42,7 +42,7 @@ from vector_quantize_pytorch import FSQ
 
 from zoo.nn import AdaLNTransformer, Patchify, TimestepEmbedding, Transformer, Unpatchify, sincos_pos_embed_2d
 from zoo.nn.transformer import key_padding_mask, prefix_causal_mask
-from zoo.tokenizer import InputContract, Tokenizer, Tokens, TokenSpec, check_budget, check_ids, check_input
+from zoo.tokenizer import InputContract, Tokenizer, Tokens, TokenSpec, check_budget, check_ids, check_input, check_tokens
 
 
 @dataclass
@@ -272,8 +272,9 @@ class FlexTok(Tokenizer):
         guidance = c.guidance if guidance is None else guidance
         if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not math.isfinite(guidance) or guidance < 0:
             raise ValueError(f"guidance must be a finite number >= 0 (1 = no guidance), got {guidance!r}")
-        if tokens.ids is None or tokens.ids.ndim != 2:
-            raise ValueError(f"FlexTok decodes ids (B, k); got {None if tokens.ids is None else tuple(tokens.ids.shape)}")
+        check_tokens(tokens, self.spec)
+        if tokens.ids is None:
+            raise ValueError("FlexTok decodes ids (B, k); these tokens carry only latents")
         lengths = tokens.lengths.to(self.device)
         if int(lengths.min()) < 1 or int(lengths.max()) > c.num_registers:
             raise ValueError(f"token lengths must lie in [1, {c.num_registers}], got {tokens.lengths.tolist()}")
