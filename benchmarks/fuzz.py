@@ -24,6 +24,8 @@ FOUND_AND_FIXED = [
     ("Binning.decode", "zero-length token rows crashed inside F.interpolate", "length check in Binning.decode"),
     ("zoo encode (CLI)", "an empty .npy file raised EOFError instead of an error message", "zoo.io._read_array"),
     ("zoo encode (CLI)", "a text file named .npy reported 'pickled data' (misleading)", "zoo.io._read_array"),
+    ("FlexTok.decode", "an empty token batch crashed inside torch (min() of an empty tensor)", "check_tokens in FlexTok.decode"),
+    ("Codec.decode", "an empty token batch crashed inside einops/torch (reshape of 0 elements)", "check_tokens in Codec.decode"),
 ]
 
 
