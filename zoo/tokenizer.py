@@ -254,6 +254,8 @@ def check_input(x: Any, contract: InputContract, name: str = "input") -> Tensor:
         x = torch.from_numpy(x)
     if not isinstance(x, Tensor):
         raise ValueError(f"{name} must be a torch.Tensor or numpy array, got {type(x).__name__}")
+    if x.device.type == "meta":
+        raise ValueError(f"{name} is a meta tensor (shape only, no data); pass real values")
     axes = contract.axes
     if x.ndim != len(axes):
         raise ValueError(f"{name} must have {len(axes)} axes ({' '.join(axes)}), got shape {tuple(x.shape)}")
