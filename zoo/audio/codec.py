@@ -146,8 +146,8 @@ class Codec(Tokenizer):
             quantize_dropout=True, commitment_weight=1.0,
         )
         # context (in frames) each chunk needs on both sides so its central frames are exact
-        self.encoder_context = math.ceil(receptive_field(self.encoder, c.hop) / c.hop) + 1
-        self.decoder_context = math.ceil(receptive_field(self.decoder, c.hop) / c.hop) + 1
+        self.encoder_context = math.ceil(receptive_field(self.encoder, input_rate=1) / c.hop) + 1
+        self.decoder_context = math.ceil(receptive_field(self.decoder, input_rate=c.hop) / c.hop) + 1
 
     # -- the contract ----------------------------------------------------------------------------------
 

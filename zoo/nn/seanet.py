@@ -15,9 +15,9 @@ keep a narrow bottleneck.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm
 
@@ -108,23 +108,22 @@ class SEANetDecoder(nn.Module):
         return self.net(z)
 
 
-def receptive_field(module: nn.Module, hop: int) -> int:
-    """One-sided reach, in samples at the waveform rate, of a stack of Conv1d / ConvTranspose1d.
+def receptive_field(module: nn.Module, input_rate: int = 1) -> int:
+    """One-sided reach, in waveform samples, of a stack of Conv1d / ConvTranspose1d layers.
 
     Computed from the layers (kernel, dilation, stride), so it stays right when the config changes.
-    `hop` is the total stride: encoder layers are walked from the waveform rate down, decoder layers
-    from the frame rate up, and every reach is expressed in waveform samples.
+
+    Args:
+        module: an encoder (waveform in) or decoder (frames in).
+        input_rate: waveform samples per input step: 1 for an encoder, the hop for a decoder.
     """
-    reach, rate = 0.0, 1.0  # samples per step at the current layer's input
-    convs = [m for m in module.modules() if isinstance(m, (nn.Conv1d, nn.ConvTranspose1d))]
-    if convs and isinstance(convs[0], nn.Conv1d) and convs[0].in_channels != 1:
-        rate = float(hop)  # a decoder starts at the frame rate
-    for m in convs:
-        k, d, s = m.kernel_size[0], m.dilation[0], m.stride[0]
+    reach, rate = 0.0, float(input_rate)  # samples per step at the current layer's input
+    for m in module.modules():
         if isinstance(m, nn.ConvTranspose1d):
-            reach += (k - 1) / 2 * rate  # taps at the input (coarse) rate
-            rate /= s
-        else:
+            reach += (m.kernel_size[0] - 1) / 2 * rate  # taps at the input (coarse) rate
+            rate /= m.stride[0]
+        elif isinstance(m, nn.Conv1d):
+            k, d, s = m.kernel_size[0], m.dilation[0], m.stride[0]
             reach += d * (k - 1) / 2 * rate + (s - 1) * rate
             rate *= s
-    return int(torch.tensor(reach).ceil())
+    return math.ceil(reach)
