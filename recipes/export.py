@@ -62,21 +62,29 @@ class ExportTokenizer(pl.Callback):
     and `card_summary() -> dict` (tokens, bits, description) for the card and `zoo list`.
     """
 
-    def __init__(self, directory: str, name: str, data: str = "", recipe: str = "") -> None:
-        self.directory, self.name, self.data, self.recipe = directory, name, data, recipe
+    def __init__(self, directory: str, name: str, data: str = "", recipe: str = "", notes: str = "") -> None:
+        self.directory, self.name, self.data, self.recipe, self.notes = directory, name, data, recipe, notes
         self.start = time.time()
+        self.earlier_seconds = 0.0  # training time of the runs this one resumed (restored from the checkpoint)
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.start = time.time()
 
+    def state_dict(self) -> dict[str, float]:
+        return {"train_seconds": self.earlier_seconds + time.time() - self.start}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.earlier_seconds = float(state.get("train_seconds", 0.0))
+
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
-        seconds = time.time() - self.start
+        seconds = self.earlier_seconds + time.time() - self.start
         pl_module.eval()
         metrics = pl_module.card_metrics(trainer.datamodule) if hasattr(pl_module, "card_metrics") else {}
         summary = pl_module.card_summary() if hasattr(pl_module, "card_summary") else {}
-        write_checkpoint(pl_module.tokenizer, self.directory, name=self.name, summary=summary, metrics=metrics,
-                         data=self.data, recipe=self.recipe, train_seconds=seconds)
+        Path(self.directory).mkdir(parents=True, exist_ok=True)
         (Path(self.directory) / "train_log.json").write_text(json.dumps(
             {"seconds": seconds, "global_step": trainer.global_step, "metrics": metrics}, indent=1))
+        write_checkpoint(pl_module.tokenizer, self.directory, name=self.name, summary=summary, metrics=metrics,
+                         data=self.data, recipe=self.recipe, train_seconds=seconds, notes=self.notes)

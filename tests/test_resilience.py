@@ -167,3 +167,13 @@ def test_cluster_overlay_composes_with_a_family_config():
 def test_atomic_writes_are_readable_by_others(tmp_path):
     atomic_write_bytes(tmp_path / "f.bin", b"x")
     assert (tmp_path / "f.bin").stat().st_mode & 0o044 == 0o044
+
+
+def test_export_counts_the_training_time_of_resumed_runs():
+    from recipes.export import ExportTokenizer
+
+    first = ExportTokenizer("unused", "x")
+    first.start -= 100  # as if it had trained 100 s before its checkpoint
+    resumed = ExportTokenizer("unused", "x")
+    resumed.load_state_dict(first.state_dict())
+    assert resumed.state_dict()["train_seconds"] >= 100
