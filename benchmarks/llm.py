@@ -123,7 +123,9 @@ def main() -> None:
                "", table(["temperature", "shape match (DTW)", "shape match (MSE)", "DTW to nearest named-shape demo (mm)",
                           "DTW to nearest other-shape demo (mm)"], sweep),
                "", f"For scale: a demonstration's DTW to the nearest other demonstration of its own shape is "
-               f"{a['action_demo_to_demo_dtw_mm']:.2f} mm. Every sampled segment was complete: {a['action_complete']:.0%}.",
+               f"{a['action_demo_to_demo_dtw_mm']:.2f} mm. Every sampled segment was complete: {a['action_complete']:.0%}. "
+               "Samples lying closer to a training demonstration than demonstrations lie to each other means the LM "
+               "reproduces (memorises) its 144 training demonstrations rather than inventing new ones of the shape.",
                "", "![LM action samples](benchmarks/figures/llm_actions.png)"]
 
     if IMAGE in names:
