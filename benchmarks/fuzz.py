@@ -32,11 +32,12 @@ FOUND_AND_FIXED = [
 def main() -> None:
     start = time.time()
     out = subprocess.run([sys.executable, "-m", "pytest", "tests/test_fuzz.py", "-p", "no:warnings", "-p", "no:cacheprovider",
-                          "--hypothesis-show-statistics", "-q"], cwd=ROOT, capture_output=True, text=True,
+                          "--hypothesis-show-statistics"], cwd=ROOT, capture_output=True, text=True,
                          env={**os.environ, "HYPOTHESIS_PROFILE": "fuzz"})
     text = out.stdout + out.stderr
     rows = []
-    for test, body in re.findall(r"tests/test_fuzz.py::(\S+):\n(.*?)(?=\ntests/test_fuzz.py::|\n=+)", text, re.S):
+    stats = text.split("Hypothesis Statistics", 1)[-1]
+    for test, body in re.findall(r"tests/test_fuzz.py::(\S+):\n(.*?)(?=tests/test_fuzz.py::|\Z)", stats, re.S):
         counts = [tuple(map(int, m)) for m in re.findall(r"(\d+) passing, (\d+) failing, and (\d+) invalid", body)]
         passing, failing, invalid = (sum(c[i] for c in counts) for i in range(3))
         rows.append([test, passing + failing, failing, invalid])
