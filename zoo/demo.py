@@ -164,4 +164,18 @@ def run_demo(out: Path = Path("out/demo")) -> list[dict[str, Any]]:
     for row in [header, *table]:
         print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
     print(f"\npictures of the round trips: {out}/")
+    _lm_demo(out / "lm")
     return rows
+
+
+def _lm_demo(out: Path) -> None:
+    """Generations of the shipped demo LM through our tokens (needs the `llm` extra: transformers)."""
+    from zoo import llm
+    from zoo.hub import REPO_CHECKPOINTS
+
+    if not (REPO_CHECKPOINTS / llm.DEMO_LM / "config.json").is_file():
+        return
+    try:
+        print("\n" + llm.demo(out))
+    except ImportError as e:
+        print(f"\n(the demo LM needs the llm extra: pip install -e '.[llm]'; {e})")
