@@ -24,9 +24,9 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from torch.utils.data import TensorDataset
 
-from recipes.vit_host import ShapesDataModule, augment  # noqa: F401  (the data module of the config)
+from recipes.vit_host import ShapesDataModule, augment, evaluate_host  # noqa: F401  (the data module of the config)
 from zoo.reduce.checkpoint import save_module
-from zoo.reduce.host import HEADS, host_accuracy, load_host_classifier
+from zoo.reduce.host import load_host_classifier
 from zoo.reduce.patch import patch_timm
 from zoo.reduce.select import KIND, LearnedSelector, SelectorConfig
 
@@ -93,12 +93,7 @@ class SelectorModule(pl.LightningModule):
         host = copy.deepcopy(self.host).eval()
         patch_timm(host.vit, copy.deepcopy(self.selector).eval(), keep=keep, layers=(self.selector.config.layer,),
                    proportional=False)
-        x, *y = dataset.tensors
-        logits = {h: [] for h in HEADS}
-        for i in range(0, len(x), 500):
-            for h, v in host(x[i:i + 500]).items():
-                logits[h].append(v)
-        return host_accuracy({h: torch.cat(v) for h, v in logits.items()}, dict(zip(HEADS, y)))
+        return evaluate_host(host, dataset)
 
     def on_fit_end(self) -> None:
         if self.hparams.export_dir is None or not self.trainer.is_global_zero:

@@ -35,6 +35,17 @@ def shape_tensors(split: str, n: int, seed: int = 0, resolution: int = 32) -> Te
     return TensorDataset(images_to_tensor(a["images"]), *labels)
 
 
+
+@torch.no_grad()
+def evaluate_host(host: torch.nn.Module, dataset: TensorDataset, batch: int = 500) -> dict[str, float]:
+    """Accuracy per head (and all three) of a host classifier over a TensorDataset (images, *labels)."""
+    x, *y = dataset.tensors
+    logits: dict[str, list[Tensor]] = {h: [] for h in HEADS}
+    for i in range(0, len(x), batch):
+        for h, v in host(x[i:i + batch]).items():
+            logits[h].append(v)
+    return host_accuracy({h: torch.cat(v) for h, v in logits.items()}, dict(zip(HEADS, y)))
+
 class ShapesDataModule(pl.LightningDataModule):
     """Shape scenes as (image, kind, colour, count - 1) batches."""
 
@@ -127,12 +138,7 @@ class HostModule(pl.LightningModule):
     @torch.no_grad()
     def evaluate(self, dataset: TensorDataset) -> dict[str, float]:
         self.host.eval()
-        x, *y = dataset.tensors
-        logits = {h: [] for h in HEADS}
-        for i in range(0, len(x), 500):
-            for h, v in self.host(x[i:i + 500]).items():
-                logits[h].append(v)
-        return host_accuracy({h: torch.cat(v) for h, v in logits.items()}, dict(zip(HEADS, y)))
+        return evaluate_host(self.host, dataset)
 
     def on_fit_end(self) -> None:
         if self.hparams.export_dir is None or not self.trainer.is_global_zero:
