@@ -104,10 +104,6 @@ def read_input(path: str | Path, modality: str, sample_rate: int | None = None) 
         return read_image(path)
     if modality == "audio":
         return read_audio(path, sample_rate)
-    if modality == "video":
-        from zoo.video import io as video_io  # written with the video family
-
-        return video_io.read_video(path)
     raise ValueError(f"no file reader for modality {modality!r}")
 
 
@@ -120,9 +116,5 @@ def write_output(path: str | Path, x: Tensor, modality: str, sample_rate: int | 
         write_image(path, x)
     elif modality == "audio":
         write_audio(path, x, sample_rate or 16000)
-    elif modality == "video":
-        from zoo.video import io as video_io
-
-        video_io.write_video(path, x)
     else:
         raise ValueError(f"no file writer for modality {modality!r}")
