@@ -31,7 +31,7 @@ from torch import Tensor
 from vector_quantize_pytorch import ResidualVQ
 
 from zoo.nn.seanet import SEANetConfig, SEANetDecoder, SEANetEncoder, receptive_field
-from zoo.tokenizer import InputContract, Tokenizer, Tokens, TokenSpec, check_budget, check_ids, check_input, check_tokens
+from zoo.tokenizer import InputContract, Tokenizer, Tokens, TokenSpec, check_budget, check_input, check_tokens
 
 
 @dataclass
@@ -285,7 +285,6 @@ class Codec(Tokenizer):
         if ids is None or ids.ndim != 3 or not 1 <= ids.shape[-1] <= c.num_codebooks:
             shape = None if ids is None else tuple(ids.shape)
             raise ValueError(f"codec ids must be (B, T, q) with 1 <= q <= {c.num_codebooks}, got {shape}")
-        check_ids(ids, c.codebook_size, tokens.lengths)
         if bool((tokens.lengths != ids.shape[1]).any()):
             raise ValueError(f"codec tokens are never padded: lengths must all be {ids.shape[1]}, got {tokens.lengths.tolist()}")
         length = num_samples if num_samples is not None else self._recorded_samples(tokens)
