@@ -45,11 +45,11 @@ def sweep(dataset: str, augment: str | None, grip: tuple[int, ...]) -> dict[str,
     binning = Binning(BinningConfig(num_dof=d, num_steps=STEPS)).fit(train)
     curves = {
         "BEAST": [mse(beast, val, num_tokens=n * d) for n in CONTROL_POINTS],
-        "BEAST (continuous)": [mse(beast, val, num_tokens=n * d, continuous=True) for n in CONTROL_POINTS],
+        # continuous tokens are one per control point (lengths N); count them as N·D values, like the ids
+        "BEAST (continuous)": [(n * d, mse(beast, val, num_tokens=n * d, continuous=True)[1]) for n in CONTROL_POINTS],
         "binning": [mse(binning, val, num_tokens=n * d) for n in CONTROL_POINTS] + [mse(binning, val)],
         "DCT+BPE": [],
     }
-    curves["BEAST (continuous)"] = [(n * d, e) for (_, e), n in zip(curves["BEAST (continuous)"], CONTROL_POINTS)]
     for scale, vocab in DCT_SCALES:
         fast = DCTBPE(DCTBPEConfig(num_dof=d, num_steps=STEPS, scale=scale, vocab_size=vocab)).fit(train)
         curves["DCT+BPE"].append(mse(fast, val))
