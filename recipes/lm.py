@@ -19,6 +19,7 @@ LM by sampling from it and decoding with the zoo tokenizers, and writes the chec
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import platform
@@ -196,9 +197,12 @@ def evaluate_images(lm: MultimodalLM, image_tok: Any, judge: Any, scenes: dict[s
     ids = torch.stack([s.ids for s in segments])
     tokens = Tokens(ids=ids, lengths=torch.full((len(ids),), ids.shape[1]))
     with torch.no_grad():
-        gen = image_tok.decode(tokens, seed=decode_seed).clamp(0, 1)
+        # flow decoders (FlexTok) take a seed; deterministic decoders (KARL, CAT) do not
+        seeded = {"seed": decode_seed} if "seed" in inspect.signature(image_tok.decode).parameters else {}
+        gen = image_tok.decode(tokens, **seeded).clamp(0, 1)
         real = images_to_tensor(scenes["images"][:n])
-        recon = image_tok.decode(image_tok.encode(real, num_tokens=e.max_tokens), seed=decode_seed).clamp(0, 1)
+        recon = image_tok.encode(real, **(e.encode_kwargs or {"num_tokens": e.max_tokens}))
+        recon = image_tok.decode(recon, **seeded).clamp(0, 1)
 
     def score(images: Tensor, target: dict[str, Tensor]) -> dict[str, float]:
         pred = judge.predict(images)

@@ -104,7 +104,9 @@ class InterleavedData(pl.LightningDataModule):
 
     Args:
         image_tokenizer: a registered image tokenizer (None: no image sequences).
-        image_tokens: tokens per image (a FlexTok prefix length).
+        image_tokens: tokens per image (a FlexTok or KARL prefix length, the cells of a CAT grid).
+        image_budget: the budget keywords of the image tokenizer's `encode` that give `image_tokens`
+            tokens (default {"num_tokens": image_tokens}; {"ratio": 8} for CAT at 32x32).
         image_digits: mixed-radix digits each image code is written in (see `zoo.llm.Entry`).
         image_levels: shape-scene complexity levels for the captions (low levels: simple captions).
         num_images, val_images: scenes in train / val.
@@ -117,7 +119,7 @@ class InterleavedData(pl.LightningDataModule):
     """
 
     def __init__(self, image_tokenizer: str | None = "flextok-tiny-nat32", image_tokens: int = 16,
-                 image_digits: tuple[int, ...] = (512, 125), image_levels: tuple[int, ...] = (0,),
+                 image_budget: dict[str, Any] | None = None, image_digits: tuple[int, ...] = (512, 125), image_levels: tuple[int, ...] = (0,),
                  num_images: int = 20000, val_images: int = 256, action_tokenizer: str | None = "beast-lasa",
                  action_tokens: int = 20, action_repeat: int = 40, val_demo: int = 6, batch_size: int = 32,
                  seed: int = 0) -> None:
@@ -130,6 +132,10 @@ class InterleavedData(pl.LightningDataModule):
         self.h = self.hparams
         self.tokenizers: dict[str, Any] = {}
         self.vocab: Vocabulary | None = None
+
+    @property
+    def image_budget(self) -> dict[str, Any]:
+        return dict(self.h.image_budget or {"num_tokens": self.h.image_tokens})
 
     def describe(self) -> str:
         h, parts = self.h, []
@@ -151,7 +157,8 @@ class InterleavedData(pl.LightningDataModule):
         if h.image_tokenizer:
             self.tokenizers[IMAGE] = tok = load_tokenizer(h.image_tokenizer)
             entries.append(Entry.from_tokenizer(IMAGE, tok, h.image_tokenizer, num_tokens=h.image_tokens,
-                                                fixed_length=True, digits=tuple(h.image_digits or ())))
+                                                fixed_length=True, digits=tuple(h.image_digits or ()),
+                                                encode_kwargs=self.image_budget))
         if h.action_tokenizer:
             self.tokenizers[ACTION] = tok = load_tokenizer(h.action_tokenizer)
             entries.append(Entry.from_tokenizer(ACTION, tok, h.action_tokenizer, num_tokens=h.action_tokens,
@@ -166,7 +173,10 @@ class InterleavedData(pl.LightningDataModule):
                 scenes = shape_scenes(split, n, h.image_levels, h.seed)
                 ids = encode_cached(h.image_tokenizer, self.tokenizers[IMAGE],
                                     img_data.images_to_tensor(scenes["images"]),
-                                    f"lm-scenes/{split}/{n}/{list(h.image_levels)}/{h.seed}", num_tokens=h.image_tokens)
+                                    f"lm-scenes/{split}/{n}/{list(h.image_levels)}/{h.seed}", **self.image_budget)
+                if ids.shape[1] != h.image_tokens:
+                    raise ValueError(f"image_budget {self.image_budget} gives {ids.shape[1]} tokens per image, "
+                                     f"not image_tokens={h.image_tokens}")
                 rows += self._rows(IMAGE, list(scenes["captions"]), torch.from_numpy(ids))
                 if split == "val":
                     self.val_scenes = scenes

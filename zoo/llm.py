@@ -80,6 +80,8 @@ class Entry:
         sep_every: a separator token follows every `sep_every` frames (None: no separator).
         tokenizer: where the tokenizer lives: a registered name, or a path relative to the vocabulary
             JSON (so the two can be moved together); "" when unknown.
+        encode_kwargs: the budget the segments were encoded with (e.g. {"num_tokens": 16} for FlexTok
+            or KARL, {"ratio": 8} for CAT), so the same tokens can be made again; {} when not recorded.
     """
 
     name: str
@@ -91,6 +93,7 @@ class Entry:
     min_tokens: int = 1
     sep_every: int | None = None
     tokenizer: str = ""
+    encode_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.name or self.name == TEXT or any(c in self.name for c in ":|<> "):
@@ -113,7 +116,7 @@ class Entry:
     @classmethod
     def from_tokenizer(cls, name: str, tokenizer: "Tokenizer", source: str = "", *, num_tokens: int | None = None,
                        fixed_length: bool = False, sep_every: int | None = None,
-                       digits: Sequence[int] = ()) -> "Entry":
+                       digits: Sequence[int] = (), encode_kwargs: dict[str, Any] | None = None) -> "Entry":
         """An entry sized from a tokenizer's spec.
 
         Args:
@@ -125,6 +128,7 @@ class Entry:
                 FlexTok at full length); generation may then only end a segment there.
             sep_every: a separator every this many frames.
             digits: write each code as these mixed-radix digits (see the class docstring).
+            encode_kwargs: the budget keywords of `tokenizer.encode` the segments come from.
         """
         spec = tokenizer.spec
         if spec.vocab_size < 1:
@@ -134,7 +138,7 @@ class Entry:
             raise ValueError(f"num_tokens must lie in [1, {spec.max_tokens}] for this tokenizer, got {num_tokens}")
         return cls(name=name, modality=spec.modality, vocab_size=spec.vocab_size, num_codebooks=spec.num_codebooks,
                    digits=tuple(digits), max_tokens=max_tokens, min_tokens=max_tokens if fixed_length else 1,
-                   sep_every=sep_every, tokenizer=source)
+                   sep_every=sep_every, tokenizer=source, encode_kwargs=dict(encode_kwargs or {}))
 
     @property
     def num_specials(self) -> int:
