@@ -60,7 +60,16 @@ def audio_sample(tok: Any) -> tuple[Tensor, str]:
     return torch.from_numpy(data["audio"][:2])[:, None], f"speech val clips ({', '.join(data['source'][:2])})"
 
 
-SAMPLES = {"action": action_sample, "image": image_sample, "audio": audio_sample}
+def video_sample(tok: Any) -> tuple[Tensor, str]:
+    from zoo.data.video import val_clips, videos_to_tensor
+
+    sizes = tok.spec.input.sizes
+    data = val_clips(n=96, frames=sizes.get("T", 16), resolution=sizes.get("H", 32))
+    idx = np.linspace(0, len(data["videos"]) - 1, 6).round().astype(int)  # two clips of each source
+    return videos_to_tensor(data["videos"][idx]), "6 val clips (bouncing shapes, camera moves, faces)"
+
+
+SAMPLES = {"action": action_sample, "image": image_sample, "audio": audio_sample, "video": video_sample}
 
 
 # ----------------------------------------------------------------------------------------- pictures per modality
@@ -122,11 +131,21 @@ def plot_audio(x: Tensor, y: Tensor, path: Path, title: str) -> None:
     sf.write(str(path.with_suffix(".recon.wav")), y[0, 0].numpy(), 16000)
 
 
-PLOTS = {"action": plot_action, "image": plot_image, "audio": plot_audio}
+def plot_video(x: Tensor, y: Tensor, path: Path, title: str) -> None:
+    """Each clip as two rows of frames (original above, reconstruction below)."""
+    from PIL import Image
+
+    rows = [torch.cat(list(v.clamp(0, 1).unbind(1)), dim=-1) for clip in zip(x, y) for v in clip]  # (3, H, T·W) each
+    grid = torch.cat(rows, dim=-2).permute(1, 2, 0).numpy()
+    img = Image.fromarray((grid * 255).round().astype(np.uint8))
+    img.resize((img.width * 2, img.height * 2), Image.NEAREST).save(path)
+
+
+PLOTS = {"action": plot_action, "image": plot_image, "audio": plot_audio, "video": plot_video}
 
 
 def error_of(modality: str, x: Tensor, y: Tensor) -> str:
-    if modality == "image":
+    if modality in ("image", "video"):
         return f"PSNR {float(metrics.psnr(y.clamp(0, 1), x).mean()):.2f} dB"
     if modality == "audio":  # a perceptual codec does not keep the waveform's phase: SNR would mislead
         return (f"STOI {float(metrics.stoi(y, x).mean()):.3f}, "

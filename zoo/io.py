@@ -94,6 +94,62 @@ def write_audio(path: Path, x: Tensor, sample_rate: int) -> None:
     sf.write(str(path), x[0].detach().cpu().numpy().T, sample_rate)
 
 
+VIDEO_SUFFIXES = (".gif", ".mp4", ".npy")
+
+
+def read_video(path: Path) -> Tensor:
+    """A .gif or .mp4 (decoded with PyAV) → (1, 3, T, H, W) in [0, 1]; a .npy (B, 3, T, H, W) float is taken as is."""
+    if path.suffix == ".npy":
+        return torch.from_numpy(np.asarray(_read_array(path), dtype=np.float32))
+    if path.suffix not in VIDEO_SUFFIXES:
+        raise ValueError(f"videos are read from {', '.join(VIDEO_SUFFIXES)}; got {path.name!r}")
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    except (av.FFmpegError, ValueError, IndexError) as e:  # IndexError: a file with no video stream
+        raise ValueError(f"{path} is not a readable video: {e}") from e
+    if not frames:
+        raise ValueError(f"{path} holds no video frames")
+    x = torch.from_numpy(np.stack(frames)).float().div_(255.0)  # (T, H, W, 3)
+    return x.permute(3, 0, 1, 2)[None].contiguous()
+
+
+def write_video(path: Path, x: Tensor, fps: int = 8) -> None:
+    """x: (1, 3, T, H, W) in [0, 1] → a .gif (lossless for <= 256 colours a frame) or .mp4 (H.264, lossy);
+    .npy keeps the whole batch exactly."""
+    if path.suffix == ".npy":
+        np.save(path, x.detach().cpu().numpy())
+        return
+    if path.suffix not in VIDEO_SUFFIXES:
+        raise ValueError(f"videos are written as {', '.join(VIDEO_SUFFIXES)}; got {path.name!r}")
+    if x.ndim != 5 or x.shape[0] != 1 or x.shape[1] != 3:
+        raise ValueError(f"a video file holds one clip (1, 3, T, H, W); got shape {tuple(x.shape)}, write .npy instead")
+    frames = (x[0].detach().clamp(0, 1).permute(1, 2, 3, 0).cpu().numpy() * 255).round().astype(np.uint8)  # (T, H, W, 3)
+    if path.suffix == ".gif":
+        from PIL import Image
+
+        images = [Image.fromarray(f) for f in frames]
+        images[0].save(path, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0,
+                       optimize=False, disposal=1)
+        return
+    import av
+
+    h, w = frames.shape[1:3]
+    if h % 2 or w % 2:
+        raise ValueError(f"H.264 needs even frame sizes, got {h}x{w}; write .gif or .npy instead")
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv444p"
+        stream.options = {"crf": "12"}
+        for f in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
 def read_input(path: str | Path, modality: str, sample_rate: int | None = None) -> Tensor:
     path = Path(path)
     if not path.is_file():
@@ -104,6 +160,8 @@ def read_input(path: str | Path, modality: str, sample_rate: int | None = None) 
         return read_image(path)
     if modality == "audio":
         return read_audio(path, sample_rate)
+    if modality == "video":
+        return read_video(path)
     raise ValueError(f"no file reader for modality {modality!r}")
 
 
@@ -116,5 +174,7 @@ def write_output(path: str | Path, x: Tensor, modality: str, sample_rate: int | 
         write_image(path, x)
     elif modality == "audio":
         write_audio(path, x, sample_rate or 16000)
+    elif modality == "video":
+        write_video(path, x)
     else:
         raise ValueError(f"no file writer for modality {modality!r}")

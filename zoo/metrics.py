@@ -78,6 +78,18 @@ def bits(num_tokens: float, vocab_size: int, num_codebooks: int = 1) -> float:
     return num_tokens * num_codebooks * math.log2(vocab_size)
 
 
+def codebook_usage(ids: Tensor, vocab_size: int) -> dict[str, float]:
+    """How a batch of token ids spreads over the vocabulary; ids: integers of any shape in [0, vocab_size).
+
+    Returns perplexity exp(H) of the id histogram (1 = one code used, vocab_size = all used equally)
+    and `used`, the fraction of the vocabulary that occurs at least once.
+    """
+    counts = torch.bincount(ids.reshape(-1).long(), minlength=vocab_size).double()
+    p = counts / counts.sum().clamp_min(1)
+    entropy = -(p * p.clamp_min(1e-30).log()).sum()
+    return {"perplexity": float(entropy.exp()), "used": float((counts > 0).double().mean())}
+
+
 # ----------------------------------------------------------------------------------------- audio
 
 # (window, mel bands) pairs of the multi-scale mel distance, as in DAC's MelSpectrogramLoss, sized for 16 kHz

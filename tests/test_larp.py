@@ -1,0 +1,226 @@
+"""LARP: any number of tokens, the prefix property, deterministic vs sampled SVQ, the prior's gradient,
+the training signal, bad input, video files, and the shipped checkpoint's card."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from zoo import hub, metrics
+from zoo.video.larp import LARP, SVQ, LARPConfig
+
+SHIPPED = hub.REPO_CHECKPOINTS / "larp-tiny-motion32"
+MICRO = dict(frames=8, image_size=16, num_tokens=6, dim=32, encoder_depth=1, decoder_depth=1, heads=2,
+             codebook_size=32, code_dim=8)
+N = MICRO["num_tokens"]
+
+
+@pytest.fixture(scope="module")
+def tok() -> LARP:
+    torch.manual_seed(0)
+    return LARP(LARPConfig(**MICRO)).eval()
+
+
+@pytest.fixture(scope="module")
+def videos() -> torch.Tensor:
+    return torch.rand(3, 3, 8, 16, 16, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("n", [1, 3, N])
+def test_round_trip_for_any_number_of_tokens(tok: LARP, videos: torch.Tensor, n: int) -> None:
+    t = tok.encode(videos, num_tokens=n)
+    assert t.ids.shape == (3, n) and t.lengths.tolist() == [n] * 3 and t.latents.shape == (3, n, 8)
+    assert int(t.ids.min()) >= 0 and int(t.ids.max()) < 32
+    y = tok.decode(t)
+    assert y.shape == videos.shape and 0 <= float(y.min()) and float(y.max()) <= 1
+    # a prefix of a full encode is the short encode, and decodes to the same clip
+    full = tok.encode(videos)
+    assert torch.equal(full.ids[:, :n], t.ids)
+    short = type(full)(ids=full.ids[:, :n], lengths=torch.full((3,), n))
+    torch.testing.assert_close(tok.decode(short), y)
+
+
+def test_per_clip_token_counts_match_uniform_batches(tok: LARP, videos: torch.Tensor) -> None:
+    counts = torch.tensor([1, N, 3])
+    t = tok.encode(videos, num_tokens=counts)
+    assert t.lengths.tolist() == counts.tolist() and (t.ids[0, 1:] == 0).all()
+    y = tok.decode(t)
+    for i, n in enumerate(counts.tolist()):
+        torch.testing.assert_close(y[i:i + 1], tok.decode(tok.encode(videos[i:i + 1], num_tokens=n)), atol=1e-5, rtol=0)
+
+
+def test_eval_encode_is_deterministic_and_sampling_is_explicit(videos: torch.Tensor) -> None:
+    torch.manual_seed(0)
+    hot = LARP(LARPConfig(**{**MICRO, "temperature": 1.0})).eval()  # a flat softmax: samples differ from the argmax
+    a, b = hot.encode(videos), hot.encode(videos)
+    assert torch.equal(a.ids, b.ids)
+    torch.manual_seed(1)
+    s1 = hot.encode(videos, sample=True)
+    torch.manual_seed(1)
+    s2 = hot.encode(videos, sample=True)
+    assert torch.equal(s1.ids, s2.ids) and not torch.equal(s1.ids, a.ids)
+    hot.train()  # training mode does not switch sampling on behind the caller's back
+    assert torch.equal(hot.encode(videos).ids, a.ids)
+
+
+def test_svq_argmax_is_the_nearest_code_in_angle() -> None:
+    torch.manual_seed(0)
+    svq = SVQ(16, 4, temperature=0.03)
+    z = torch.randn(2, 5, 4)
+    codes, ids, zn = svq(z, sample=False)
+    cos = torch.nn.functional.normalize(z, dim=-1) @ svq.codebook.t()
+    assert torch.equal(ids, cos.argmax(-1))
+    torch.testing.assert_close(codes, svq.lookup(ids))  # forward value is the code, gradient goes to z
+    assert torch.allclose(zn.norm(dim=-1), torch.ones(2, 5)) and torch.allclose(codes.norm(dim=-1), torch.ones(2, 5))
+
+
+def _module(**kwargs):
+    from recipes.larp import LARPModule
+
+    torch.manual_seed(0)
+    return LARPModule(config=MICRO, prior_dim=32, prior_depth=1, prior_heads=2, **kwargs)
+
+
+def test_the_prior_gradient_reaches_the_encoder(videos: torch.Tensor) -> None:
+    module = _module(ss_peak=1e-9)  # the second round mixes in sampled tokens from the start
+    model = module.model
+    codes, ids, _ = model.quantize(videos * 2 - 1, N, sample=True)
+    loss, _ = module.prior_loss(codes, ids)
+    loss.backward()
+    for name in ("queries", "patch_embed.weight", "to_code.weight"):
+        grad = model.get_parameter(name).grad
+        assert grad is not None and float(grad.abs().sum()) > 0, name
+    assert model.decoder.blocks[0].mlp.fc1.weight.grad is None  # the prior's loss touches only the encoder
+    assert all(p.grad is not None for p in module.prior.parameters())
+    assert not any("prior" in k for k in module.tokenizer.state_dict())  # discarded at export
+
+    ablation = _module(prior_weight=0.0)  # the prior still learns, but on detached tokens: it shapes nothing
+    ablation.losses(videos)[0]["prior"].backward()
+    assert ablation.model.queries.grad is None and ablation.model.to_code.weight.grad is None
+    assert all(p.grad is not None for p in ablation.prior.parameters())
+
+
+def test_dead_codes_are_restarted_on_encoder_outputs() -> None:
+    module = _module(restart_threshold=0.5, restart_decay=0.0)
+    ids = torch.zeros(2, N, dtype=torch.long)  # only code 0 is used
+    z = torch.nn.functional.normalize(torch.randn(2, N, 8), dim=-1)
+    before = module.model.svq.embed.detach().clone()
+    assert module.restart_dead_codes(ids, z) == 31
+    after = module.model.svq.embed.detach()
+    assert torch.equal(after[0], before[0]) and not torch.equal(after[1:], before[1:])
+    nearest = (torch.nn.functional.normalize(after[1:], dim=-1) @ z.reshape(-1, 8).t()).max(1).values
+    assert (nearest > 0.99).all()  # each restarted code sits on one of the batch's encoder outputs
+    assert _module(restart_threshold=0.0).restart_dead_codes(ids, z) == 0
+
+
+def test_scheduled_sampling_ratio_rises_to_its_maximum() -> None:
+    module = _module(ss_max_ratio=0.5, ss_peak=0.3, budget_seconds=100.0)
+    module.start_time = None
+    assert module.ss_ratio() == 0.0
+    import time
+
+    module.start_time = time.monotonic() - 15  # 15% of the budget
+    assert 0.2 < module.ss_ratio() < 0.3
+    module.start_time = time.monotonic() - 60
+    assert module.ss_ratio() == 0.5
+
+
+def test_loss_falls_when_overfitting_a_tiny_batch() -> None:
+    from zoo.data.video import build_video_dataset, videos_to_tensor
+
+    module = _module(nested_dropout=False)
+    video = videos_to_tensor(build_video_dataset("train", 4, frames=8, resolution=16)["videos"])
+    opt = torch.optim.AdamW([*module.model.parameters(), *module.prior.parameters()], lr=3e-3)
+
+    def fixed() -> tuple[float, float]:
+        with torch.no_grad(), torch.random.fork_rng():
+            torch.manual_seed(0)
+            losses = module.losses(video)[0]
+            return float(module.total(losses)), float(losses["prior"])
+
+    before, prior_before = fixed()
+    for _ in range(80):
+        loss = module.total(module.losses(video)[0])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after, prior_after = fixed()
+    assert after < 0.5 * before, (before, after)
+    assert prior_after < prior_before, (prior_before, prior_after)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (torch.rand(2, 3, 7, 16, 16), "axis T must be 8"),
+    (torch.rand(2, 3, 8, 16, 12), "axis W must be 16"),
+    (torch.rand(2, 3, 8, 16, 16) * 2, r"values must lie in \[0, 1\]"),
+    (torch.rand(2, 3, 8, 16), "must have 5 axes"),
+    (torch.rand(2, 1, 8, 16, 16), "axis 1 must have size 3"),
+    (torch.full((1, 3, 8, 16, 16), float("nan")), "NaN"),
+    (torch.zeros(1, 3, 8, 16, 16, dtype=torch.uint8), "floating"),
+])
+def test_bad_videos(tok: LARP, bad: torch.Tensor, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        tok.encode(bad)
+
+
+@pytest.mark.parametrize("n", [0, N + 1, 2.5, True, torch.tensor([1, 2]), torch.tensor([1.0, 2.0, 3.0])])
+def test_bad_budgets(tok: LARP, videos: torch.Tensor, n: object) -> None:
+    with pytest.raises(ValueError, match="num_tokens"):
+        tok.encode(videos, num_tokens=n)
+
+
+def test_bad_decode_and_config_arguments(tok: LARP, videos: torch.Tensor) -> None:
+    with pytest.raises(ValueError, match="sample"):
+        tok.encode(videos, sample="yes")
+    t = tok.encode(videos)
+    with pytest.raises(ValueError, match=r"must lie in \[0, 32\)"):
+        tok.decode(type(t)(ids=t.ids + 100, lengths=t.lengths))
+    with pytest.raises(ValueError, match="zoo.Tokens"):
+        tok.decode(t.ids)
+    for bad in (dict(frames=10), dict(image_size=20), dict(num_tokens=0), dict(dim=36), dict(temperature=0.0)):
+        with pytest.raises(ValueError):
+            LARPConfig(**{**MICRO, **bad})
+    with pytest.raises(ValueError, match="not a supported config name"):
+        LARPConfig.from_name("huge")
+    assert LARPConfig.from_name("official").num_tokens == 1024
+
+
+def test_video_files_round_trip(tmp_path: Path) -> None:
+    from zoo.data.video import shapes_clip, videos_to_tensor
+    from zoo.io import read_input, write_output
+
+    x = videos_to_tensor(shapes_clip(7, frames=8, resolution=16)[0])[None]  # few colours: a GIF keeps them exactly
+    for suffix, tol in ((".npy", 0.0), (".gif", 0.0), (".mp4", 0.1)):
+        write_output(tmp_path / f"clip{suffix}", x, "video")
+        y = read_input(tmp_path / f"clip{suffix}", "video")
+        assert y.shape == x.shape, suffix
+        assert float((y - x).abs().mean()) <= tol / 10 and float((y - x).abs().max()) <= tol + 1e-6, suffix
+    with pytest.raises(ValueError, match="videos are written as"):
+        write_output(tmp_path / "clip.avi", x, "video")
+    with pytest.raises(ValueError, match="one clip"):
+        write_output(tmp_path / "two.gif", torch.cat([x, x]), "video")
+    (tmp_path / "junk.mp4").write_bytes(b"not a video")
+    with pytest.raises(ValueError, match="not a readable video"):
+        read_input(tmp_path / "junk.mp4", "video")
+
+
+@pytest.mark.skipif(not (SHIPPED / "config.json").is_file(), reason="checkpoint not shipped yet")
+def test_shipped_checkpoint_reaches_its_card() -> None:
+    from zoo.data.video import val_clips, videos_to_tensor
+
+    summary = json.loads((SHIPPED / "config.json").read_text())["summary"]
+    tok = hub.load("larp-tiny-motion32")
+    n_max = tok.config.num_tokens
+    key = next(k for k in summary["metrics"] if k.startswith(f"check_psnr_n{n_max}_first"))
+    n = int(key.rsplit("first", 1)[1])
+    clips = videos_to_tensor(val_clips(int(summary["metrics"]["val_clips"]))["videos"][:n])
+    got = float(metrics.psnr(tok.decode(tok.encode(clips)), clips).mean())
+    assert abs(got - summary["metrics"][key]) < 0.05, (got, summary["metrics"][key])
+    # and fewer tokens never reconstruct better on the card
+    psnr = [summary["metrics"][f"psnr_n{k}"] for k in (1, 8, n_max)]
+    assert psnr == sorted(psnr), psnr
+    assert np.isfinite(summary["metrics"]["codebook_perplexity"]) and summary["metrics"]["codebook_perplexity"] > 1

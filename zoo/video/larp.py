@@ -1,0 +1,344 @@
+"""LARP: videos as a short sequence of holistic tokens, shaped for an autoregressive prior.
+
+Paper: "LARP: Tokenizing Videos with a Learned Autoregressive Generative Prior" (Wang et al., ICLR
+2025, https://arxiv.org/abs/2410.21264). Official code: hywang66/LARP (read, not copied).
+
+The encoder is one transformer over the spatio-temporal patches of a clip and N learned holistic
+queries; each query's output is projected to a small code vector and quantised by SVQ, the
+stochastic vector quantiser of the paper: code and codebook are L2-normalised, and the token is
+*sampled* from softmax(cos(z, e_v) / τ) while training, or taken as the argmax (the nearest code)
+otherwise. The decoder is a transformer over the kept tokens and one query per output patch, which
+it maps back to pixels. During training (see `recipes/larp.py`) a small autoregressive transformer
+(`ARPrior`, below) reads the quantised tokens and predicts each next token; its loss flows back into
+the encoder, so the tokens become easier to model. The prior is not part of `LARP`: it is discarded
+after training and never exported.
+
+What we do beyond the official code (asked for by its users, or needed here):
+- any number of tokens up to N: queries are causal among themselves (query i sees every patch and
+  queries 0..i; patches see only patches), and training decodes a random prefix of the tokens
+  (nested token dropout, as in FlexTok/"One-D-Piece"), so `encode(video, num_tokens=n)` returns
+  exactly the first n tokens of a full encode and every prefix decodes. `causal_queries=False` gives
+  the official full attention (then a prefix is cut from a full encode);
+- the argmax is the default everywhere outside training, and sampling is the explicit `sample=True`
+  of `encode` (the official code samples in eval too unless a flag is set);
+- small presets that train on a CPU, and the codebook usage the recipe logs (perplexity).
+
+Layout note for importing the official release later: its tokenizer (cfgs/larp_tokenizer.yaml) takes
+16x128x128 clips in 4x8x8 patches with 1024 queries, an 8192 x 16 L2-normalised codebook and 768-wide,
+12-deep encoder and decoder; preset "official" spells that shape (with `causal_queries=False`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange, repeat
+from torch import Tensor, nn
+from vector_quantize_pytorch.vector_quantize_pytorch import gumbel_sample
+
+from zoo.nn import Transformer, sincos_pos_embed_2d
+from zoo.nn.transformer import key_padding_mask, prefix_causal_mask
+from zoo.tokenizer import InputContract, Tokenizer, Tokens, TokenSpec, check_budget, check_input, check_tokens
+
+
+@dataclass
+class LARPConfig:
+    """Args:
+        frames: T, frames per clip; a multiple of `temporal_patch`.
+        image_size: side S of the (square) frames; a multiple of `patch_size`.
+        in_channels: C of the input (3 for RGB).
+        temporal_patch, patch_size: a patch is temporal_patch x patch_size x patch_size pixels.
+        num_tokens: N, the most tokens a clip can have (one per learned query).
+        dim, encoder_depth, decoder_depth, heads: the two transformers (same width).
+        mlp_ratio: MLP width / dim.
+        codebook_size: V, the vocabulary.
+        code_dim: d of the L2-normalised codes (the official code uses 16).
+        temperature: τ of SVQ's sampling softmax over cosine similarities (official: 0.03).
+        causal_queries: query i attends to queries 0..i only, so prefixes encode exactly (ours);
+            False gives the official full attention among queries.
+    """
+
+    frames: int = 16
+    image_size: int = 32
+    in_channels: int = 3
+    temporal_patch: int = 4
+    patch_size: int = 8
+    num_tokens: int = 32
+    dim: int = 128
+    encoder_depth: int = 4
+    decoder_depth: int = 4
+    heads: int = 4
+    mlp_ratio: float = 4.0
+    codebook_size: int = 1024
+    code_dim: int = 16
+    temperature: float = 0.03
+    causal_queries: bool = True
+
+    def __post_init__(self) -> None:
+        if self.temporal_patch < 1 or self.frames % self.temporal_patch:
+            raise ValueError(f"frames={self.frames} must be a multiple of temporal_patch={self.temporal_patch}")
+        if self.patch_size < 1 or self.image_size % self.patch_size:
+            raise ValueError(f"image_size={self.image_size} must be a multiple of patch_size={self.patch_size}")
+        if self.num_tokens < 1:
+            raise ValueError(f"num_tokens must be >= 1, got {self.num_tokens}")
+        if self.dim % self.heads or self.dim % 8:
+            raise ValueError(f"dim={self.dim} must be divisible by heads={self.heads} and by 8 (3D sin-cos positions)")
+        if self.codebook_size < 2 or self.code_dim < 1:
+            raise ValueError(f"codebook_size must be >= 2 and code_dim >= 1, got {self.codebook_size}, {self.code_dim}")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+
+    @property
+    def grid(self) -> tuple[int, int, int]:
+        """(t, h, w): patches along time, height and width."""
+        n = self.image_size // self.patch_size
+        return self.frames // self.temporal_patch, n, n
+
+    @property
+    def num_patches(self) -> int:
+        return math.prod(self.grid)
+
+    @classmethod
+    def from_name(cls, name: str, **overrides: Any) -> "LARPConfig":
+        if name not in PRESETS:
+            raise ValueError(f"{name!r} is not a supported config name; known: {sorted(PRESETS)}")
+        return cls(**{**PRESETS[name], **overrides})
+
+
+# ----------------------------------------------------------------------------------------- blocks
+
+
+def sincos_pos_embed_3d(dim: int, grid: tuple[int, int, int]) -> Tensor:
+    """Fixed (t·h·w, dim) position table: a quarter of the channels for time, the rest for (h, w)."""
+    t, h, w = grid
+    dt = dim // 4
+    omega = 1.0 / 10000 ** (torch.arange(dt // 2, dtype=torch.float64) / (dt // 2))
+    angles = torch.arange(t, dtype=torch.float64)[:, None] * omega[None]  # (t, dt/2)
+    time = torch.cat([angles.sin(), angles.cos()], dim=1).float()  # (t, dt)
+    space = sincos_pos_embed_2d(dim - dt, (h, w))  # (h·w, dim - dt)
+    return torch.cat([repeat(time, "t d -> (t s) d", s=h * w), repeat(space, "s d -> (t s) d", t=t)], dim=1)
+
+
+class SVQ(nn.Module):
+    """Stochastic vector quantiser over an L2-normalised codebook (LARP §3.2).
+
+    z: (B, n, d) → (codes (B, n, d) unit vectors with a straight-through gradient to z, ids (B, n),
+    z normalised (B, n, d)). The recipe forms the codebook and commitment losses from codes and z.
+    Sampling draws ids from softmax(cos / τ) with vector-quantize-pytorch's Gumbel-max sampler; without
+    it the id is the argmax (nearest code in angle).
+    """
+
+    def __init__(self, codebook_size: int, code_dim: int, temperature: float) -> None:
+        super().__init__()
+        self.temperature = temperature
+        self.embed = nn.Parameter(torch.empty(codebook_size, code_dim))
+        nn.init.kaiming_uniform_(self.embed)
+
+    @property
+    def codebook(self) -> Tensor:
+        """(V, d), unit rows."""
+        return F.normalize(self.embed, dim=-1)
+
+    def logits(self, z: Tensor) -> Tensor:
+        """z: (..., d) → cosine similarity to every code (..., V), divided by τ."""
+        return F.normalize(z, dim=-1) @ self.codebook.t() / self.temperature
+
+    def lookup(self, ids: Tensor) -> Tensor:
+        """ids: (...) → unit codes (..., d)."""
+        return F.embedding(ids, self.codebook)
+
+    def forward(self, z: Tensor, sample: bool) -> tuple[Tensor, Tensor, Tensor]:
+        z = F.normalize(z.float(), dim=-1)
+        ids, _ = gumbel_sample(self.logits(z), temperature=1.0, stochastic=sample, training=sample)
+        codes = self.lookup(ids)
+        return z + (codes - z).detach(), ids, z
+
+
+# ----------------------------------------------------------------------------------------- the tokenizer
+
+
+class LARP(Tokenizer):
+    """LARP. x: (B, 3, T, S, S) in [0, 1] → ids (B, n) in [0, V), any n in 1..N per clip."""
+
+    family = "larp"
+    config_class = LARPConfig
+
+    def __init__(self, config: LARPConfig) -> None:
+        super().__init__(config)
+        c = config
+        patch_pixels = c.in_channels * c.temporal_patch * c.patch_size**2
+        self.register_buffer("pos", sincos_pos_embed_3d(c.dim, c.grid), persistent=False)  # (P, dim)
+        # encoder: patches + N queries → N codes
+        self.patch_embed = nn.Linear(patch_pixels, c.dim)
+        self.queries = nn.Parameter(torch.randn(c.num_tokens, c.dim) * 0.02)
+        self.encoder = Transformer(c.dim, c.encoder_depth, c.heads, c.mlp_ratio)
+        self.to_code = nn.Linear(c.dim, c.code_dim)
+        self.svq = SVQ(c.codebook_size, c.code_dim, c.temperature)
+        # decoder: n tokens + P patch queries → P patches
+        self.from_code = nn.Linear(c.code_dim, c.dim)
+        self.token_pos = nn.Parameter(torch.randn(c.num_tokens, c.dim) * 0.02)
+        self.patch_query = nn.Parameter(torch.randn(c.dim) * 0.02)
+        self.decoder = Transformer(c.dim, c.decoder_depth, c.heads, c.mlp_ratio)
+        self.to_pixels = nn.Linear(c.dim, patch_pixels)
+
+    # -- the contract ----------------------------------------------------------------------------------
+
+    @property
+    def spec(self) -> TokenSpec:
+        c = self.config
+        return TokenSpec(
+            modality="video",
+            vocab_size=c.codebook_size,
+            num_codebooks=1,
+            max_tokens=c.num_tokens,
+            latent_dim=c.code_dim,
+            input=InputContract(layout=f"B {c.in_channels} T H W", value_range=(0.0, 1.0),
+                                sizes={"T": c.frames, "H": c.image_size, "W": c.image_size}),
+        )
+
+    def lengths_from_budget(self, num_tokens: int | Tensor | None, batch: int, device: torch.device) -> Tensor:
+        """num_tokens: None (all N), an int, or a LongTensor [B] → lengths (B,) in 1..N."""
+        n_max = self.config.num_tokens
+        if num_tokens is None:
+            return torch.full((batch,), n_max, dtype=torch.long, device=device)
+        if isinstance(num_tokens, Tensor):
+            if num_tokens.shape != (batch,) or num_tokens.is_floating_point() or num_tokens.dtype == torch.bool:
+                raise ValueError(f"num_tokens as a tensor must be integer with shape ({batch},), one per clip; "
+                                 f"got {num_tokens.dtype} {tuple(num_tokens.shape)}")
+            lo, hi = int(num_tokens.min()), int(num_tokens.max())
+            if lo < 1 or hi > n_max:
+                raise ValueError(f"num_tokens must lie in [1, {n_max}] for every clip, got values in [{lo}, {hi}]")
+            return num_tokens.to(device=device, dtype=torch.long)
+        n = check_budget(num_tokens, 1, n_max)
+        return torch.full((batch,), n, dtype=torch.long, device=device)
+
+    # -- modelling steps (used by encode/decode and by the training recipe) ------------------------------
+
+    def patchify(self, x: Tensor) -> Tensor:
+        """x: (B, C, T, S, S) → (B, P, C·pt·p·p), patches in (t, h, w) order."""
+        c = self.config
+        return rearrange(x, "b c (t pt) (h p1) (w p2) -> b (t h w) (pt p1 p2 c)",
+                         pt=c.temporal_patch, p1=c.patch_size, p2=c.patch_size)
+
+    def unpatchify(self, patches: Tensor) -> Tensor:
+        """(B, P, C·pt·p·p) → (B, C, T, S, S)."""
+        c = self.config
+        t, h, w = c.grid
+        return rearrange(patches, "b (t h w) (pt p1 p2 c) -> b c (t pt) (h p1) (w p2)",
+                         t=t, h=h, w=w, pt=c.temporal_patch, p1=c.patch_size, p2=c.patch_size)
+
+    def encode_latents(self, x: Tensor, num_tokens: int) -> Tensor:
+        """x: (B, C, T, S, S) in [-1, 1] → pre-quantisation codes (B, n, code_dim) of the first n queries."""
+        c = self.config
+        p = c.num_patches
+        n = num_tokens if c.causal_queries else c.num_tokens  # with full attention every query sees all
+        patches = self.patch_embed(self.patchify(x)) + self.pos  # (B, P, dim)
+        queries = repeat(self.queries[:n], "n d -> b n d", b=x.shape[0])
+        mask = prefix_causal_mask(p, n, x.device) if c.causal_queries else None
+        h = self.encoder(torch.cat([patches, queries], dim=1), mask)
+        return self.to_code(h[:, p:p + num_tokens])
+
+    def quantize(self, x: Tensor, num_tokens: int, sample: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+        """x: (B, C, T, S, S) in [-1, 1] → (codes (B, n, d), ids (B, n), z (B, n, d) normalised).
+
+        Differentiable: codes carry a straight-through gradient to the encoder.
+        """
+        return self.svq(self.encode_latents(x, num_tokens), sample)
+
+    def decode_codes(self, codes: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """codes: (B, n, d) unit vectors; lengths: (B,) kept tokens per clip (None: all n) → (B, C, T, S, S), [-1, 1] units."""
+        c = self.config
+        b, n = codes.shape[:2]
+        tokens = self.from_code(codes) + self.token_pos[:n]  # (B, n, dim)
+        queries = (self.patch_query + self.pos).expand(b, -1, -1)  # (B, P, dim)
+        mask = None
+        if lengths is not None and bool((lengths < n).any()):
+            kept = torch.arange(n, device=codes.device)[None] < lengths[:, None]
+            mask = key_padding_mask(torch.cat([kept, kept.new_ones(b, c.num_patches)], dim=1))
+        h = self.decoder(torch.cat([tokens, queries], dim=1), mask)
+        return self.unpatchify(self.to_pixels(h[:, n:]))
+
+    # -- encode / decode -------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def encode(self, x: Tensor, num_tokens: int | Tensor | None = None, sample: bool = False) -> Tokens:
+        """Encode clips.
+
+        Args:
+            x: (B, 3, T, S, S) float in [0, 1] (the sizes of `spec.input`).
+            num_tokens: tokens per clip, an int in 1..N or a LongTensor [B] (per clip); default N.
+            sample: draw each token from SVQ's softmax over the codebook, as in training (uses the global
+                RNG; seed it with `torch.manual_seed` to repeat). Default False: the argmax, deterministic.
+        Returns:
+            Tokens with ids (B, max n) (zeros past each length), lengths (B,) and latents, the unit
+            codes (B, max n, code_dim) (zeros past each length).
+        """
+        if not isinstance(sample, bool):
+            raise ValueError(f"sample must be True or False, got {sample!r}")
+        x = check_input(x, self.spec.input, "videos").to(self.device)
+        lengths = self.lengths_from_budget(num_tokens, x.shape[0], x.device)
+        codes, ids, _ = self.quantize(x * 2 - 1, int(lengths.max()), sample)
+        keep = torch.arange(ids.shape[1], device=x.device)[None] < lengths[:, None]
+        return Tokens(ids=ids.long() * keep, lengths=lengths, latents=codes * keep[..., None])
+
+    @torch.no_grad()
+    def decode(self, tokens: Tokens) -> Tensor:
+        """Decode tokens (ids (B, n) with lengths; any prefix of an encode is valid) → (B, 3, T, S, S) in [0, 1]."""
+        check_tokens(tokens, self.spec)
+        if tokens.ids is None:
+            raise ValueError("LARP decodes ids (B, n); these tokens carry only latents")
+        c = self.config
+        lengths = tokens.lengths.to(self.device)
+        if int(lengths.min()) < 1:
+            raise ValueError(f"token lengths must lie in [1, {c.num_tokens}], got {tokens.lengths.tolist()}")
+        n = int(lengths.max())
+        ids = tokens.ids[:, :n].to(self.device)
+        ids = ids * (torch.arange(n, device=ids.device)[None] < lengths[:, None])  # padding → a valid id
+        x = self.decode_codes(self.svq.lookup(ids), lengths)
+        return ((x + 1) / 2).clamp(0, 1)
+
+
+# ----------------------------------------------------------------------------------------- the prior (training only)
+
+
+class ARPrior(nn.Module):
+    """The learned autoregressive prior: a small causal transformer over quantised tokens (LARP §3.3).
+
+    It reads unit codes (B, N, d) (with their straight-through gradient, so its loss reaches the
+    encoder), and at position i predicts a unit vector for token i from a learned start token and
+    tokens 0..i-1; logits over the vocabulary are its cosine similarities to the (detached) codebook
+    divided by a temperature. Used only while training (`recipes/larp.py`); never exported.
+    """
+
+    def __init__(self, code_dim: int, max_tokens: int, dim: int = 128, depth: int = 2, heads: int = 4) -> None:
+        super().__init__()
+        self.start = nn.Parameter(torch.randn(dim) * 0.02)
+        self.proj_in = nn.Linear(code_dim, dim)
+        self.pos = nn.Parameter(torch.randn(max_tokens, dim) * 0.02)
+        self.transformer = Transformer(dim, depth, heads)
+        self.proj_out = nn.Linear(dim, code_dim)
+
+    def forward(self, codes: Tensor, codebook: Tensor, temperature: float) -> Tensor:
+        """codes: (B, N, d); codebook: (V, d) unit rows → logits (B, N, V) for tokens 0..N-1."""
+        b, n = codes.shape[:2]
+        inputs = torch.cat([self.start.expand(b, 1, -1), self.proj_in(codes[:, :-1])], dim=1) + self.pos[:n]
+        causal = torch.ones(n, n, dtype=torch.bool, device=codes.device).tril()
+        pred = F.normalize(self.proj_out(self.transformer(inputs, causal)), dim=-1)  # (B, N, d)
+        return pred @ codebook.detach().t() / temperature
+
+
+# ----------------------------------------------------------------------------------------- presets
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # ours, trained here: 16 frames of 32x32, 64 patches of 4x8x8, up to 32 tokens of a 1024 vocabulary
+    "tiny": {},
+    # smaller still, for tests and smoke runs
+    "micro": dict(num_tokens=8, dim=64, encoder_depth=1, decoder_depth=1, heads=2, codebook_size=64, code_dim=8),
+    # shaped like the official tokenizer config (cfgs/larp_tokenizer.yaml): 16x128x128, 1024 tokens
+    "official": dict(frames=16, image_size=128, num_tokens=1024, dim=768, encoder_depth=12, decoder_depth=12, heads=12,
+                     codebook_size=8192, code_dim=16, temperature=0.03, causal_queries=False),
+}
