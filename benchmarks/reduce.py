@@ -1,9 +1,9 @@
 """Token reduction on the host ViT: accuracy and throughput per reducer and keep ratio; VQToken on clips.
 
-    OMP_NUM_THREADS=1 python benchmarks/reduce.py [--part all|host|vq] [--val 1000] [--clips 600]
+    OMP_NUM_THREADS=1 python benchmarks/reduce.py [--part all|host|vq|tokenizers] [--val 1000] [--clips 600]
 
-Writes the `reduce` (host ViT) and `reduce-vq` (clips) sections of BENCHMARKS.md and
-benchmarks/figures/reduce_*.png.
+Writes the `reduce` (host ViT), `reduce-vq` (clips) and `reduce-tokenizers` (the image tokenizers'
+encoder features) sections of BENCHMARKS.md and benchmarks/figures/reduce_*.png.
 """
 
 from __future__ import annotations
@@ -292,9 +292,85 @@ def vq_section(n_train: int, n_val: int) -> tuple[str, list]:
                   "ms per clip"], rows), pts
 
 
+# ----------------------------------------------------------------------------------------- tokenizer encoders
+
+TOKENIZERS = ("flextok-tiny-nat32", "karl-tiny-nat32", "cat-tiny-nat32")
+TOKENIZER_KEEPS = (1.0, 0.5, 0.25)
+
+
+def tokenizer_reducers(dim: int) -> dict[str, Reducer]:
+    return {"random drop": RandomDrop(), "ToMe": ToMe(), "PPT prune/pool (norm importance)": PrunePool("adaptive"),
+            "VQToken k-means": VQToken(VQTokenConfig(dim=dim, max_codes=256, iters=3))}
+
+
+@torch.no_grad()
+def encoder_features(tok: nn.Module, x: Tensor) -> Tensor:
+    """(n, 3, 32, 32) -> (n, N, D): the tokenizer's `encoder_features`, in batches of 250."""
+    return torch.cat([tok.encoder_features(x[i:i + 250]) for i in range(0, len(x), 250)])
+
+
+def tokenizer_section(n_train: int, n_val: int) -> tuple[str, list[str]]:
+    """A probe of kind/colour/count on each image tokenizer's encoder patch features, reduced or not."""
+    import zoo
+
+    train, val = shape_tensors("train", n_train, seed=2), shape_tensors("val", n_val, seed=2)
+    tr_y, va_y = dict(zip(HEADS, train.tensors[1:])), dict(zip(HEADS, val.tensors[1:]))
+    rows, used = [], []
+    for name in TOKENIZERS:
+        if name not in {r["name"] for r in zoo.list_tokenizers()}:
+            print(f"{name}: not shipped, skipped", flush=True)
+            continue
+        tok = zoo.load(name).eval()
+        if not hasattr(tok, "encoder_features"):
+            print(f"{name}: no encoder_features, skipped", flush=True)
+            continue
+        used.append(name)
+        tr_f, va_f = encoder_features(tok, train.tensors[0]), encoder_features(tok, val.tensors[0])
+        n_tok, dim = tr_f.shape[1:]
+        for rname, red in tokenizer_reducers(dim).items():
+            for keep in TOKENIZER_KEEPS:
+                if keep == 1.0 and rname != "random drop":
+                    continue  # every reducer keeps everything at 1.0: one row per tokenizer
+                count = max(1, round(keep * n_tok))
+                t0 = time.perf_counter()
+                tr, va = red(tr_f, keep=count), red(va_f, keep=count)
+                ms = (time.perf_counter() - t0) / (n_train + n_val) * 1000
+                acc = probe_accuracy((tr.x, tr.sizes, tr_y), (va.x, va.sizes, va_y))
+                err = (va.unmerge(va.x) - va_f).pow(2).sum(-1).mean() / va_f.pow(2).sum(-1).mean()
+                label = "all tokens" if keep == 1.0 else rname
+                rows.append([name, label, f"{count}/{n_tok}", f"{acc['all']:.3f}", f"{acc['mean']:.3f}",
+                             f"{float(err):.3f}", f"{ms:.2f}"])
+                print(rows[-1], flush=True)
+    md = table(["tokenizer", "reducer", "tokens kept", "probe acc (all 3)", "probe acc (mean)",
+                "feature error after un-merge", "ms per image"], rows)
+    return md, used
+
+
+def tokenizer_body(args: argparse.Namespace, md: str, used: list[str], seconds: float) -> str:
+    return f"""## Token reduction on the image tokenizers' encoders (`zoo.reduce`)
+
+Features: the patch tokens after the last encoder block of each shipped image tokenizer
+(`tok.encoder_features(x)`; {", ".join(f"`{u}`" for u in used)}), on {args.probe_train} train / {args.probe_val}
+val shape scenes (seed 2). Each reducer runs on those tokens alone (no attention inside the encoder to
+guide it: ToMe matches on the features themselves, prune/pool ranks by feature norm), then a probe (one
+attention-pooling query with log-size bias + linear heads, 400 AdamW steps) is trained on the reduced
+train tokens and scored on the reduced val tokens for the shape's kind, colour and count. "Feature error
+after un-merge" is ||unmerge(reduce(f)) - f||^2 / ||f||^2 on val (1.0 for a dropped token). It says how
+much of what a tokenizer's encoder sees survives the reduction, and is not the tokenizer's own
+reconstruction quality.
+
+{md}
+
+Command: `OMP_NUM_THREADS=1 python benchmarks/reduce.py --part tokenizers --probe-train {args.probe_train} --probe-val {args.probe_val}`
+({seconds / 60:.1f} min). Machine: {machine()}.
+"""
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--part", choices=("all", "host", "vq"), default="all")
+    p.add_argument("--part", choices=("all", "host", "vq", "tokenizers"), default="all")
+    p.add_argument("--probe-train", type=int, default=2000)
+    p.add_argument("--probe-val", type=int, default=500)
     p.add_argument("--val", type=int, default=1000)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--clips", type=int, default=600)
@@ -312,6 +388,10 @@ def main() -> None:
         started = time.time()
         vq_md, _ = vq_section(args.clips, args.val_clips)
         write_section("reduce-vq", vq_body(args, vq_md, time.time() - started))
+    if args.part in ("all", "tokenizers"):
+        started = time.time()
+        md, used = tokenizer_section(args.probe_train, args.probe_val)
+        write_section("reduce-tokenizers", tokenizer_body(args, md, used, time.time() - started))
 
 
 def host_body(args: argparse.Namespace, host_md: str, res: dict, seconds: float) -> str:

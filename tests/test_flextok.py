@@ -74,6 +74,23 @@ def test_a_prefix_of_tokens_decodes_like_a_short_encode(tok: FlexTok, images: to
     torch.testing.assert_close(tok.decode(cut, seed=0), tok.decode(tok.encode(images, num_tokens=3), seed=0))
 
 
+def test_encoder_features_are_the_patch_tokens_of_a_full_encode(tok: FlexTok, images: torch.Tensor) -> None:
+    from einops import repeat
+
+    from zoo.nn.transformer import prefix_causal_mask
+
+    f = tok.encoder_features(images)
+    n, k = tok.config.num_patches, tok.config.num_registers
+    assert f.shape == (len(images), n, tok.config.encoder_dim)
+    with torch.no_grad():
+        seq = torch.cat([tok.enc_patch(images * 2 - 1) + tok.enc_pos,
+                         repeat(tok.registers, "k d -> b k d", b=len(images))], 1)
+        full = tok.encoder(seq, prefix_causal_mask(n, k))
+    torch.testing.assert_close(f, full[:, :n], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError):
+        tok.encoder_features(images[:, :, :8])
+
+
 def test_seeded_decode_is_reproducible(tok: FlexTok, images: torch.Tensor) -> None:
     t = tok.encode(images, num_tokens=4)
     a, b = tok.decode(t, seed=7), tok.decode(t, seed=7)

@@ -202,6 +202,16 @@ class FlexTok(Tokenizer):
         codes, ids = self.fsq(self.to_code(h[:, n:]).float())
         return codes, ids
 
+    @torch.no_grad()
+    def encoder_features(self, x: Tensor) -> Tensor:
+        """x: (B, 3, S, S) in [0, 1] → the encoder's patch tokens after its last block, (B, N, encoder_dim).
+
+        Patches never attend to the registers, so these do not depend on the token budget; they are
+        what `zoo.reduce` reducers can be measured on (benchmarks/reduce.py --part tokenizers).
+        """
+        x = check_input(x, self.spec.input, "images").to(self.device)
+        return self.encoder(self.enc_patch(x * 2 - 1) + self.enc_pos)
+
     def denoise(self, z: Tensor, t: Tensor, codes: Tensor, lengths: Tensor) -> Tensor:
         """Predict the clean image from a noisy one.
 
