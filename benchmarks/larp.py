@@ -160,15 +160,16 @@ def main(directory: Path = hub.REPO_CHECKPOINTS / NAME, n_val: int = 96) -> None
     fig.savefig(FIGURES / "larp_quality.png", dpi=110)
     plt.close(fig)
     pick = [int(np.flatnonzero(val["source"] == s)[0]) for s in range(len(SOURCES))]  # one clip of each source
+    step = max(c.frames // 8, 1)
     strip_figure(videos[pick], {k: v[pick] for k, v in recon.items()}, FIGURES / "larp_strip.png",
-                 tuple(range(0, c.frames, max(c.frames // 8, 1))))
+                 tuple(range(0, c.frames, step)))
     sections.append(
         f"### Quality vs number of tokens ({n_val} val clips, argmax tokens)\n\n"
         + table(["n", "bits", "PSNR dB", "SSIM", *[f"PSNR {s}" for s in SOURCES]], rows)
         + f"\n\nEvery n comes from the same model and the same encode (a prefix of the {c.num_tokens} tokens)."
         "\n\n![quality vs n](benchmarks/figures/larp_quality.png)\n\n"
-        f"Original and reconstructions at n = {', '.join(k[2:] for k in recon)} (every {max(c.frames // 8, 1)}th frame), "
-        "one val clip of each source:\n\n![frames](benchmarks/figures/larp_strip.png)")
+        f"Original and reconstructions at n = {', '.join(k[2:] for k in recon)} (frames t = 0, {step}, ..., "
+        f"{c.frames - step}), one val clip of each source:\n\n![frames](benchmarks/figures/larp_strip.png)")
 
     # -- codebook usage -------------------------------------------------------------------------------
     train = build_video_dataset("train", 4000, c.frames, c.image_size)

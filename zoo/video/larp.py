@@ -25,7 +25,8 @@ What we do beyond the official code (asked for by its users, or needed here):
 
 Layout note for importing the official release later: its tokenizer (cfgs/larp_tokenizer.yaml) takes
 16x128x128 clips in 4x8x8 patches with 1024 queries, an 8192 x 16 L2-normalised codebook and 768-wide,
-12-deep encoder and decoder; preset "official" spells that shape (with `causal_queries=False`).
+12-deep encoder and decoder; presets "larp-l", "larp-b" and "larp-s" spell that shape and its smaller
+siblings (widths and depths from the authors' answer in hywang66/LARP issue #11), with `causal_queries=False`.
 """
 
 from __future__ import annotations
@@ -333,12 +334,17 @@ class ARPrior(nn.Module):
 
 # ----------------------------------------------------------------------------------------- presets
 
+_OFFICIAL = dict(frames=16, image_size=128, num_tokens=1024, dim=768, encoder_depth=12, decoder_depth=12, heads=12,
+                 codebook_size=8192, code_dim=16, temperature=0.03, causal_queries=False)
+
 PRESETS: dict[str, dict[str, Any]] = {
     # ours, trained here: 16 frames of 32x32, 64 patches of 4x8x8, up to 32 tokens of a 1024 vocabulary
     "tiny": {},
     # smaller still, for tests and smoke runs
     "micro": dict(num_tokens=8, dim=64, encoder_depth=1, decoder_depth=1, heads=2, codebook_size=64, code_dim=8),
-    # shaped like the official tokenizer config (cfgs/larp_tokenizer.yaml): 16x128x128, 1024 tokens
-    "official": dict(frames=16, image_size=128, num_tokens=1024, dim=768, encoder_depth=12, decoder_depth=12, heads=12,
-                     codebook_size=8192, code_dim=16, temperature=0.03, causal_queries=False),
+    # shaped like the official tokenizer (cfgs/larp_tokenizer.yaml): 16x128x128, 1024 tokens, full attention among
+    # queries; L, B and S differ only in width/depth/heads (hywang66/LARP issue #11), for importing the releases later
+    "larp-l": _OFFICIAL,
+    "larp-b": {**_OFFICIAL, "encoder_depth": 8, "decoder_depth": 8},
+    "larp-s": {**_OFFICIAL, "dim": 512, "encoder_depth": 6, "decoder_depth": 6, "heads": 8},
 }
