@@ -1,0 +1,207 @@
+"""Training KARL: the paper's two phases per step, upside-down-RL style, with EMA and a cosine LR.
+
+The model (`zoo.image.karl.KARL`) only encodes, halts, quantises and reconstructs; this module owns
+the budgets, the two phases, the losses, the optimiser and the weight average.
+
+Each step, for a batch of images x:
+1. Estimate image complexity (no grad). Draw a random budget T per image (uniform in 1..K), condition
+   the encoder on the ε the halting head currently maps to T, encode, keep T tokens, decode, and
+   measure the error e each image reaches (MSE in [0, 1] units).
+2. Learn to tokenize complexity. Condition the encoder on e (the error achieved becomes the command,
+   as in upside-down RL), keep the first T tokens and train
+   - reconstruction: MSE(decode(first T tokens), x), weight `rec_weight`;
+   - halting: binary cross-entropy of the halting logits at ε = e against "tokens 1..T are needed,
+     T+1..K are not", weight `halt_weight`. So the head learns which tokens an error target needs.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from zoo import metrics
+from zoo.image.karl import KARL, KARLConfig
+
+
+class KARLModule(pl.LightningModule):
+    """Args:
+        preset: a `KARLConfig` preset name; `config` overrides its fields.
+        rec_weight, halt_weight: weights of the reconstruction MSE and of the halting BCE.
+        lr, weight_decay, betas, warmup_steps: AdamW and its linear warmup.
+        budget_seconds: cosine LR decay over whichever ends first, trainer.max_steps or this many seconds.
+        ema_decay: weight average used for validation and export.
+        eval_qualities: target errors ε reported on the card (PSNR and mean tokens at each).
+        eval_tokens: fixed budgets reported on the card (clipped to K).
+        check_images: the card also records PSNR and mean tokens at `check_quality` on the first
+            this-many val images, which the test suite re-measures on the shipped checkpoint.
+    """
+
+    def __init__(self, preset: str = "tiny", config: dict[str, Any] | None = None, rec_weight: float = 1.0,
+                 halt_weight: float = 0.05, lr: float = 1e-3, weight_decay: float = 0.01,
+                 betas: tuple[float, float] = (0.9, 0.99), warmup_steps: int = 100,
+                 budget_seconds: float | None = None, ema_decay: float = 0.999,
+                 eval_qualities: tuple[float, ...] = (0.0005, 0.001, 0.002, 0.004, 0.008, 0.016),
+                 eval_tokens: tuple[int, ...] = (1, 2, 4, 8, 16, 32), check_images: int = 64,
+                 check_quality: float = 0.002) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = KARL(KARLConfig.from_name(preset, **(config or {})))
+        self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
+        self.start_time: float | None = None
+
+    @property
+    def tokenizer(self) -> KARL:
+        """What is validated and exported: the weight average."""
+        return self.ema
+
+    # -- the two phases -------------------------------------------------------------------------------
+
+    def sample_budgets(self, batch: int) -> Tensor:
+        """T: (B,) uniform in 1..K."""
+        return torch.randint(1, self.model.config.num_tokens + 1, (batch,), device=self.device)
+
+    def reconstruct(self, x: Tensor, quality: Tensor, budgets: Tensor) -> tuple[Tensor, Tensor]:
+        """x: (B, C, S, S) in [-1, 1] → (reconstruction in [-1, 1] units, halting curve (B, K))."""
+        z, patch_feats = self.model.encode_latents(x, quality)
+        codes, _ = self.model.quantize(z)
+        return self.model.reconstruct(codes, budgets), self.model.halting_curve(patch_feats)
+
+    def losses(self, images: Tensor) -> dict[str, Tensor]:
+        """images: (B, 3, S, S) in [0, 1] → the losses of one step and what they were conditioned on."""
+        m, hp = self.model, self.hparams
+        x = images * 2 - 1
+        budgets = self.sample_budgets(x.shape[0])
+        # phase 1: the error each image reaches with T tokens (no grad)
+        with torch.no_grad():
+            eps_1 = m.quality_for_lengths(m.halting_curve(m.patch_features(x)), budgets, m.config.halt_threshold)
+            x_hat, _ = self.reconstruct(x, eps_1, budgets)
+            reached = ((x_hat - x) / 2).pow(2).flatten(1).mean(1).clamp_min(1e-6)  # (B,) MSE in [0, 1] units
+        # phase 2: condition on the error reached; reconstruct with T tokens and learn to halt after T
+        x_hat, curve = self.reconstruct(x, reached, budgets)
+        rec = ((x_hat - x) / 2).pow(2).mean()
+        logits = m.halting_logits(curve, reached)  # (B, K)
+        target = (torch.arange(m.config.num_tokens, device=x.device)[None] >= budgets[:, None]).float()
+        halt = F.binary_cross_entropy_with_logits(logits, target)
+        return {"loss": hp.rec_weight * rec + hp.halt_weight * halt, "rec": rec, "halt": halt,
+                "reached_psnr": -10 * reached.log10().mean(), "halt_acc": ((logits > 0).float() == target).float().mean()}
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        out = self.losses(batch["image"])
+        for k, v in out.items():
+            self.log(f"train/{k}", v, prog_bar=k in ("loss", "halt"))
+        return out["loss"]
+
+    # -- EMA, optimiser, schedule ---------------------------------------------------------------------
+
+    def on_fit_start(self) -> None:
+        self.start_time = time.monotonic()
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
+        self.update_ema()  # here, so a checkpoint written by a callback already holds this step's average
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        step = self.global_step
+        decay = min(self.hparams.ema_decay, (1 + step) / (10 + step))
+        for e, p in zip(self.ema.parameters(), self.model.parameters()):
+            e.lerp_(p.detach(), 1 - decay)
+
+    def progress(self) -> float:
+        """Fraction of the budget used: steps or seconds, whichever is further along."""
+        frac = 0.0
+        if self.trainer is not None and self.trainer.max_steps and self.trainer.max_steps > 0:
+            frac = self.global_step / self.trainer.max_steps
+        if self.hparams.budget_seconds and self.start_time is not None:
+            frac = max(frac, (time.monotonic() - self.start_time) / self.hparams.budget_seconds)
+        return min(frac, 1.0)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        named = list(self.model.named_parameters())
+        no_decay = {n for n, p in named if p.ndim < 2 or any(s in n for s in ("pos", "latents", "token", "query"))}
+        opt = torch.optim.AdamW([{"params": [p for n, p in named if n not in no_decay], "weight_decay": hp.weight_decay},
+                                 {"params": [p for n, p in named if n in no_decay], "weight_decay": 0.0}],
+                                lr=hp.lr, betas=tuple(hp.betas))
+
+        def factor(step: int) -> float:
+            warm = min(1.0, (step + 1) / max(1, hp.warmup_steps))
+            return warm * 0.5 * (1 + math.cos(math.pi * self.progress()))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # -- validation and the card ----------------------------------------------------------------------
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        images, tok = batch["image"], self.tokenizer
+        b = images.shape[0]
+        t = tok.encode(images, quality=self.hparams.check_quality)
+        self.log("val/psnr_adaptive", metrics.psnr(tok.decode(t), images).mean(), batch_size=b)
+        self.log("val/tokens_adaptive", t.lengths.float().mean(), batch_size=b)
+        k = min(8, tok.config.num_tokens)
+        self.log(f"val/psnr_k{k}", metrics.psnr(tok.decode(tok.encode(images, num_tokens=k)), images).mean(), batch_size=b)
+
+    @torch.no_grad()
+    def card_metrics(self, datamodule: Any) -> dict[str, float]:
+        """On the mixed val set: PSNR and mean tokens at each ε, PSNR at each fixed budget, and the check numbers."""
+        images = datamodule.val_images().to(self.device)
+        qualities = sorted({float(q) for q in self.hparams.eval_qualities} | {self.tokenizer.config.default_quality})
+        out = evaluate(self.tokenizer.eval(), images, qualities, self.eval_tokens())
+        n, q = self.hparams.check_images, self.hparams.check_quality
+        check = evaluate(self.tokenizer, images[:n], (q,), ())
+        out[f"check_psnr_q{q:g}_first{n}"] = check[f"psnr_q{q:g}"]
+        out[f"check_tokens_q{q:g}_first{n}"] = check[f"tokens_q{q:g}"]
+        out["val_images"] = float(len(images))
+        self.last_card_metrics = out
+        return out
+
+    def eval_tokens(self) -> list[int]:
+        k_max = self.tokenizer.config.num_tokens
+        return sorted({min(k, k_max) for k in self.hparams.eval_tokens} | {k_max})
+
+    def card_summary(self) -> dict[str, Any]:
+        c = self.tokenizer.config
+        vocab = f"an FSQ vocabulary of {c.vocab_size} (levels {list(c.fsq_levels)})" if c.quantizer == "fsq" \
+            else f"continuous {c.latent_dim}-dim tokens"
+        return {
+            "description": (f"KARL: {c.image_size}x{c.image_size} RGB → 1..{c.num_tokens} tokens of {vocab}, as many as "
+                            f"a target error ε (per-image MSE, `encode(x, quality=ε)`) needs; the halting head picks "
+                            f"the count in one pass. Encoder {c.encoder_dim}x{c.encoder_depth}, deterministic decoder "
+                            f"{c.decoder_dim}x{c.decoder_depth}, patch {c.patch_size}; default ε {c.default_quality:g}, "
+                            f"halting threshold {c.halt_threshold:g}."),
+            "tokens": f"1-{c.num_tokens} (adaptive)",
+            "bits": round(c.num_tokens * math.log2(c.vocab_size), 1) if c.vocab_size else 0.0,
+            "headline": self.headline(),
+        }
+
+    def headline(self) -> str:
+        m = getattr(self, "last_card_metrics", {})
+        q = self.tokenizer.config.default_quality
+        if f"psnr_q{q:g}" not in m:
+            return ""
+        return f"PSNR {m[f'psnr_q{q:g}']:.2f} dB with {m[f'tokens_q{q:g}']:.1f} tokens on average at ε={q:g} (mixed val)"
+
+
+@torch.no_grad()
+def evaluate(tok: KARL, images: Tensor, qualities: Any = (), budgets: Any = (), batch_size: int = 64) -> dict[str, float]:
+    """PSNR (dB) and mean tokens at each target ε (`psnr_q{ε}`, `tokens_q{ε}`) and PSNR at each fixed budget (`psnr_k{n}`)."""
+    out: dict[str, float] = {}
+    runs = [(f"q{q:g}", {"quality": float(q)}) for q in qualities] + [(f"k{n}", {"num_tokens": int(n)}) for n in budgets]
+    for name, kwargs in runs:
+        psnr, lengths = [], []
+        for chunk in images.split(batch_size):
+            t = tok.encode(chunk, **kwargs)
+            psnr.append(metrics.psnr(tok.decode(t), chunk))
+            lengths.append(t.lengths.float())
+        out[f"psnr_{name}"] = float(torch.cat(psnr).mean())
+        if name.startswith("q"):
+            out[f"tokens_{name}"] = float(torch.cat(lengths).mean())
+    return out

@@ -1,0 +1,372 @@
+"""KARL: one-pass adaptive image tokenization, halting once a target reconstruction error is met.
+
+Paper: "Single-pass Adaptive Image Tokenization for Minimum Program Search" (Duggal et al., 2025,
+https://arxiv.org/abs/2507.07995). Official code: ShivamDuggal4/karl (read, not copied).
+
+A transformer encoder reads the image patches, an embedding of the desired reconstruction error ε
+and K learned latent tokens; each latent becomes one token (FSQ-quantised,
+https://arxiv.org/abs/2309.15505, or continuous). A halting head says which latent tokens are not
+needed to reach ε; encode keeps the ones before the first halted token. A deterministic transformer
+decoder rebuilds the patches from the kept tokens, every dropped token replaced by a learned mask
+token. Training (recipes/karl.py) follows the paper's two phases per step: estimate the error an
+image reaches under a random budget T, then condition on that error and learn to halt after T tokens
+(upside-down RL: the error achieved becomes the command).
+
+ε is the per-image mean squared error in [0, 1] pixel units, so a target ε means a PSNR of
+-10·log10(ε) dB (ε = 0.001 ↔ 30 dB, 0.01 ↔ 20 dB).
+
+What we do beyond (or differently from) the official code:
+- the halting head reads the patch features only (patches never attend to ε or the latents) and
+  predicts a decreasing curve c_1 > c_2 > ... > c_K of log errors; token j halts when
+  σ(s·(log ε - c_j)) > `halt_threshold`. So for every image a looser ε never keeps more tokens
+  (monotone by construction, not only on average), and the kept tokens are always a prefix;
+- `encode(x, quality=ε)` returns the truncated tokens with per-sample `lengths` (never empty: the
+  first token is always kept); `halt_threshold` is a config field and an encode keyword;
+- `encode(x, num_tokens=n)` (int or LongTensor [B]) also works: the encoder is conditioned on the ε
+  that the halting head maps to n tokens for that image, so a fixed budget sees the conditions
+  training saw;
+- latent tokens are causal (token j sees tokens 0..j only), so a prefix does not depend on what is cut;
+- no printed counts, no `.cuda()`: CPU and CUDA alike.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from einops import repeat
+from torch import Tensor, nn
+from vector_quantize_pytorch import FSQ
+
+from zoo.nn import Patchify, TimestepEmbedding, Transformer, Unpatchify, sincos_pos_embed_2d
+from zoo.nn.transformer import prefix_causal_mask
+from zoo.tokenizer import InputContract, Tokenizer, Tokens, TokenSpec, check_budget, check_input, check_tokens
+
+QUANTIZERS = ("fsq", "none")
+
+
+@dataclass
+class KARLConfig:
+    """Args:
+        image_size: side S of the (square) input; a multiple of `patch_size`.
+        in_channels: C of the input.
+        patch_size: p; the image becomes (S/p)² patch tokens.
+        num_tokens: K, the most tokens an image can have.
+        encoder_dim, encoder_depth, encoder_heads: the encoder transformer.
+        decoder_dim, decoder_depth, decoder_heads: the decoder transformer.
+        mlp_ratio: MLP width / dim in both transformers.
+        quantizer: "fsq" (ids in [0, prod(fsq_levels))) or "none" (continuous tokens of `latent_dim`).
+        fsq_levels: FSQ levels per code dimension (quantizer "fsq").
+        latent_dim: D of a continuous token (quantizer "none"); with "fsq" it is len(fsq_levels).
+        quality_range: (low, high) target errors the ε embedding spans; ε outside is clipped for the
+            embedding (halting still uses the exact ε, so monotonicity holds everywhere).
+        default_quality: the ε `encode` uses when given neither `quality` nor `num_tokens`.
+        halt_threshold: a token halts when its halting probability exceeds this; higher keeps more tokens.
+    """
+
+    image_size: int = 32
+    in_channels: int = 3
+    patch_size: int = 8
+    num_tokens: int = 32
+    encoder_dim: int = 128
+    encoder_depth: int = 4
+    encoder_heads: int = 4
+    decoder_dim: int = 128
+    decoder_depth: int = 4
+    decoder_heads: int = 4
+    mlp_ratio: float = 4.0
+    quantizer: str = "fsq"
+    fsq_levels: tuple[int, ...] = (7, 5, 5, 5, 5)
+    latent_dim: int = 5
+    quality_range: tuple[float, float] = (1e-4, 0.1)
+    default_quality: float = 0.003
+    halt_threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        self.fsq_levels = tuple(int(v) for v in self.fsq_levels)
+        self.quality_range = tuple(float(v) for v in self.quality_range)
+        if self.patch_size < 1 or self.image_size % self.patch_size:
+            raise ValueError(f"image_size={self.image_size} must be a multiple of patch_size={self.patch_size}")
+        if self.num_tokens < 1:
+            raise ValueError(f"num_tokens must be >= 1, got {self.num_tokens}")
+        for name in ("encoder", "decoder"):
+            dim, heads = getattr(self, f"{name}_dim"), getattr(self, f"{name}_heads")
+            if dim % heads or dim % 4:
+                raise ValueError(f"{name}_dim={dim} must be divisible by {name}_heads={heads} and by 4")
+        if self.quantizer not in QUANTIZERS:
+            raise ValueError(f"quantizer must be one of {QUANTIZERS}, got {self.quantizer!r}")
+        if self.quantizer == "fsq":
+            if not self.fsq_levels or min(self.fsq_levels) < 2:
+                raise ValueError(f"fsq_levels must be integers >= 2, got {self.fsq_levels}")
+            self.latent_dim = len(self.fsq_levels)
+        if self.latent_dim < 1:
+            raise ValueError(f"latent_dim must be >= 1, got {self.latent_dim}")
+        lo, hi = self.quality_range
+        if not 0 < lo < hi:
+            raise ValueError(f"quality_range must be (low, high) with 0 < low < high, got {self.quality_range}")
+        if not (math.isfinite(self.default_quality) and self.default_quality > 0):
+            raise ValueError(f"default_quality must be a finite positive error, got {self.default_quality}")
+        if not 0 < self.halt_threshold < 1:
+            raise ValueError(f"halt_threshold must lie in (0, 1), got {self.halt_threshold}")
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        n = self.image_size // self.patch_size
+        return n, n
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+    @property
+    def vocab_size(self) -> int:
+        return math.prod(self.fsq_levels) if self.quantizer == "fsq" else 0
+
+    @classmethod
+    def from_name(cls, name: str, **overrides: Any) -> "KARLConfig":
+        if name not in PRESETS:
+            raise ValueError(f"{name!r} is not a supported config name; known: {sorted(PRESETS)}")
+        return cls(**{**PRESETS[name], **overrides})
+
+
+# ----------------------------------------------------------------------------------------- the tokenizer
+
+
+class KARL(Tokenizer):
+    """KARL. x: (B, 3, S, S) in [0, 1] → 1..K tokens per image, as many as the target error ε needs."""
+
+    family = "karl"
+    config_class = KARLConfig
+
+    def __init__(self, config: KARLConfig) -> None:
+        super().__init__(config)
+        c = config
+        k, de, dd = c.num_tokens, c.encoder_dim, c.decoder_dim
+        # encoder: [N patches; ε token; K causal latents] → K codes of latent_dim
+        self.enc_patch = Patchify(c.in_channels, c.patch_size, de)
+        self.register_buffer("enc_pos", sincos_pos_embed_2d(de, c.grid), persistent=False)
+        self.quality_embed = TimestepEmbedding(de)
+        self.latents = nn.Parameter(torch.randn(k, de) * 0.02)
+        self.patch_to_latent = nn.Parameter(torch.randn(k, c.num_patches) / c.num_patches**0.5)  # token mixing
+        self.encoder = Transformer(de, c.encoder_depth, c.encoder_heads, c.mlp_ratio)
+        self.to_code = nn.Linear(de, c.latent_dim)
+        self.fsq = FSQ(list(c.fsq_levels)) if c.quantizer == "fsq" else None
+        # halting head: pooled patch features → log-error curve c_1 > ... > c_K, and a sharpness s
+        self.halt_head = nn.Sequential(nn.LayerNorm(de), nn.Linear(de, de), nn.GELU(), nn.Linear(de, k))
+        nn.init.zeros_(self.halt_head[-1].weight)
+        with torch.no_grad():  # start at c_1 = log 0.05, falling by ~0.15 per token (to ~5e-4 at K = 32)
+            self.halt_head[-1].bias.fill_(math.log(math.expm1(0.15)))
+            self.halt_head[-1].bias[0] = math.log(0.05)
+        self.halt_log_scale = nn.Parameter(torch.tensor(math.log(4.0)))
+        # decoder: [N patch queries; K token slots (mask token past the length)] → patches
+        self.from_code = nn.Linear(c.latent_dim, dd)
+        self.register_buffer("dec_pos", sincos_pos_embed_2d(dd, c.grid), persistent=False)
+        self.patch_query = nn.Parameter(torch.randn(dd) * 0.02)
+        self.slot_to_patch = nn.Parameter(torch.randn(c.num_patches, k) / k**0.5)  # token mixing
+        self.slot_pos = nn.Parameter(torch.randn(k, dd) * 0.02)
+        self.mask_token = nn.Parameter(torch.randn(dd) * 0.02)
+        self.decoder = Transformer(dd, c.decoder_depth, c.decoder_heads, c.mlp_ratio)
+        self.head = Unpatchify(dd, c.patch_size, c.in_channels)
+
+    # -- the contract ----------------------------------------------------------------------------------
+
+    @property
+    def spec(self) -> TokenSpec:
+        c = self.config
+        s = c.image_size
+        return TokenSpec(
+            modality="image",
+            vocab_size=c.vocab_size,
+            num_codebooks=1,
+            max_tokens=c.num_tokens,
+            latent_dim=c.latent_dim,
+            input=InputContract(layout=f"B {c.in_channels} H W", value_range=(0.0, 1.0), sizes={"H": s, "W": s}),
+        )
+
+    # -- modelling steps (used by encode/decode and by the training recipe) ------------------------------
+
+    def patch_features(self, x: Tensor) -> Tensor:
+        """x: (B, C, S, S) in [-1, 1] → encoder features of the patches (B, N, De).
+
+        Patches attend only to patches, so these equal the patch rows of `encode_latents` at any ε.
+        """
+        return self.encoder(self.enc_patch(x) + self.enc_pos)
+
+    def halting_curve(self, patch_feats: Tensor) -> Tensor:
+        """patch_feats: (B, N, De) → c: (B, K), the predicted log error after each token, strictly decreasing."""
+        raw = self.halt_head(patch_feats.mean(1))  # (B, K)
+        return raw[:, :1] - torch.cat([raw.new_zeros(raw.shape[0], 1), F.softplus(raw[:, 1:]).cumsum(1)], dim=1)
+
+    def halting_logits(self, curve: Tensor, quality: Tensor) -> Tensor:
+        """curve: (B, K); quality: (B,) target ε → logits (B, K) of "token j is not needed", rising with ε and j."""
+        return self.halt_log_scale.exp() * (quality.log()[:, None] - curve)
+
+    def lengths_for_quality(self, curve: Tensor, quality: Tensor, threshold: float) -> Tensor:
+        """Tokens kept (B,) in 1..K: those whose halting probability is at most `threshold` (a prefix)."""
+        p = torch.sigmoid(self.halting_logits(curve, quality))
+        return (p <= threshold).sum(1).clamp(1, self.config.num_tokens)
+
+    def quality_for_lengths(self, curve: Tensor, lengths: Tensor, threshold: float) -> Tensor:
+        """The ε (B,) that `lengths_for_quality` maps to `lengths` (B,): mid-way (in log) inside its interval."""
+        k = self.config.num_tokens
+        curve = torch.cat([curve, curve[:, -1:] - 1.0], dim=1)  # a c_{K+1} one e-fold below c_K
+        idx = (lengths - 1).clamp(0, k - 1)[:, None]
+        mid = (curve.gather(1, idx) + curve.gather(1, idx + 1)).squeeze(1) / 2
+        return (mid + math.log(threshold / (1 - threshold)) / self.halt_log_scale.exp()).exp()
+
+    def encode_latents(self, x: Tensor, quality: Tensor) -> tuple[Tensor, Tensor]:
+        """x: (B, C, S, S) in [-1, 1]; quality: (B,) ε → (pre-quantisation codes (B, K, latent_dim),
+        patch features (B, N, De), which do not depend on ε)."""
+        c = self.config
+        n, k = c.num_patches, c.num_tokens
+        lo, hi = c.quality_range
+        level = (quality.clamp(lo, hi).log() - math.log(lo)) / (math.log(hi) - math.log(lo))  # (B,) in [0, 1]
+        patches = self.enc_patch(x) + self.enc_pos  # (B, N, De)
+        latents = self.latents + torch.einsum("kn,bnd->bkd", self.patch_to_latent, patches)  # (B, K, De)
+        seq = torch.cat([patches, self.quality_embed(level)[:, None], latents], dim=1)
+        h = self.encoder(seq, prefix_causal_mask(n, 1 + k, x.device))
+        return self.to_code(h[:, n + 1:]), h[:, :n]
+
+    def quantize(self, z: Tensor) -> tuple[Tensor, Tensor | None]:
+        """z: (B, K, D) → (codes (B, K, D), ids (B, K) or None). FSQ is straight-through; continuous is tanh."""
+        if self.fsq is None:
+            return torch.tanh(z), None
+        codes, ids = self.fsq(z.float())
+        return codes, ids
+
+    def reconstruct(self, codes: Tensor, lengths: Tensor) -> Tensor:
+        """Rebuild images from tokens.
+
+        Args:
+            codes: (B, k, D), k <= K; positions >= lengths are ignored (replaced by the mask token).
+            lengths: (B,) kept tokens per image in 0..k.
+        Returns:
+            (B, C, S, S) in [-1, 1] units (unclamped).
+        """
+        c = self.config
+        b, k = codes.shape[:2]
+        keep = (torch.arange(k, device=codes.device)[None] < lengths[:, None])[..., None]  # (B, k, 1)
+        slots = torch.where(keep, self.from_code(codes), self.mask_token)  # (B, k, Dd)
+        if k < c.num_tokens:
+            slots = torch.cat([slots, repeat(self.mask_token, "d -> b m d", b=b, m=c.num_tokens - k)], dim=1)
+        slots = slots + self.slot_pos
+        queries = self.patch_query + self.dec_pos + torch.einsum("nk,bkd->bnd", self.slot_to_patch, slots)  # (B, N, Dd)
+        h = self.decoder(torch.cat([queries, slots], dim=1))
+        return self.head(h[:, : c.num_patches], c.grid)
+
+    # -- encode / decode -------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def encode(self, x: Tensor, quality: float | Tensor | None = None, num_tokens: int | Tensor | None = None,
+               halt_threshold: float | None = None) -> Tokens:
+        """Encode images, as many tokens per image as the target error needs.
+
+        Args:
+            x: (B, 3, S, S) float in [0, 1].
+            quality: target ε, the per-image MSE in [0, 1] units (PSNR -10·log10 ε); a positive float or a
+                float tensor [B]. A larger ε (looser target) never keeps more tokens.
+            num_tokens: a fixed budget instead of ε: an int in 1..K or a LongTensor [B].
+            halt_threshold: halting probability above which a token is dropped (default the config's).
+            Give at most one of quality / num_tokens; with neither, ε = `config.default_quality`.
+        Returns:
+            Tokens with lengths (B,) in 1..K, ids (B, max length) for FSQ (zeros past each length) and
+            latents (B, max length, D), the codes (zeros past each length).
+        """
+        c = self.config
+        x = check_input(x, self.spec.input, "images").to(self.device)
+        b = x.shape[0]
+        threshold = self._check_threshold(c.halt_threshold if halt_threshold is None else halt_threshold)
+        if quality is not None and num_tokens is not None:
+            raise ValueError("give quality= (a target error) or num_tokens= (a fixed budget), not both")
+        x = x * 2 - 1
+        if num_tokens is not None:
+            lengths = self._check_num_tokens(num_tokens, b)
+            eps = self.quality_for_lengths(self.halting_curve(self.patch_features(x)), lengths, threshold)
+        else:
+            eps = self._check_quality(c.default_quality if quality is None else quality, b)
+            lengths = self.lengths_for_quality(self.halting_curve(self.patch_features(x)), eps, threshold)
+        width = int(lengths.max())
+        codes, ids = self.quantize(self.encode_latents(x, eps)[0][:, :width])
+        keep = torch.arange(width, device=x.device)[None] < lengths[:, None]  # (B, width)
+        return Tokens(ids=None if ids is None else ids.long() * keep, lengths=lengths, latents=codes * keep[..., None])
+
+    @torch.no_grad()
+    def decode(self, tokens: Tokens) -> Tensor:
+        """Decode tokens (deterministic); positions at or past each sample's length are never read.
+
+        Args:
+            tokens: from `encode`; ids (B, k) (FSQ) or latents (B, k, D) (continuous), k <= K, with lengths.
+        Returns:
+            (B, 3, S, S) float in [0, 1].
+        """
+        c = self.config
+        if self.fsq is None and isinstance(tokens, Tokens):
+            if tokens.latents is None:
+                raise ValueError(f"this continuous KARL decodes latents (B, k, {c.latent_dim}); these tokens carry only ids")
+            tokens = Tokens(ids=None, lengths=tokens.lengths, latents=tokens.latents)  # ids are not read
+        check_tokens(tokens, self.spec)
+        lengths = tokens.lengths.to(self.device)
+        if int(lengths.min()) < 1 or int(lengths.max()) > c.num_tokens:
+            raise ValueError(f"token lengths must lie in [1, {c.num_tokens}], got {tokens.lengths.tolist()}")
+        if tokens.width > c.num_tokens:
+            raise ValueError(f"tokens are {tokens.width} wide, this tokenizer has at most {c.num_tokens}")
+        if self.fsq is not None:
+            if tokens.ids is None:
+                raise ValueError("this KARL is FSQ-quantised and decodes ids (B, k); these tokens carry only latents")
+            ids = tokens.ids.to(self.device) * tokens.mask.to(self.device)  # padding → a valid id
+            codes = self.fsq.indices_to_codes(ids)
+        else:
+            if tokens.latents.shape[-1] != c.latent_dim:
+                raise ValueError(f"this continuous KARL decodes latents (B, k, {c.latent_dim}), got {tuple(tokens.latents.shape)}")
+            codes = tokens.latents.to(self.device, torch.float32)
+        return ((self.reconstruct(codes, lengths) + 1) / 2).clamp(0, 1)
+
+    # -- argument checks ------------------------------------------------------------------------------
+
+    def _check_quality(self, quality: Any, batch: int) -> Tensor:
+        if isinstance(quality, Tensor):
+            if not quality.is_floating_point() or quality.shape not in ((), (batch,)):
+                raise ValueError(f"quality as a tensor must be floating with shape ({batch},), one per image; "
+                                 f"got {quality.dtype} {tuple(quality.shape)}")
+            q = quality.to(self.device, torch.float32).expand(batch)
+        elif isinstance(quality, bool) or not isinstance(quality, (int, float)):
+            raise ValueError(f"quality must be a positive number (target MSE in [0, 1] units), got {quality!r}")
+        else:
+            q = torch.full((batch,), float(quality), device=self.device)
+        if not bool(torch.isfinite(q).all()) or float(q.min()) <= 0:
+            raise ValueError(f"quality must be a finite positive target MSE (e.g. 0.003 ≈ 25 dB), got {quality!r}")
+        return q
+
+    def _check_num_tokens(self, num_tokens: Any, batch: int) -> Tensor:
+        k_max = self.config.num_tokens
+        if isinstance(num_tokens, Tensor):
+            if num_tokens.shape != (batch,) or num_tokens.is_floating_point() or num_tokens.dtype == torch.bool:
+                raise ValueError(f"num_tokens as a tensor must be integer with shape ({batch},), one per image; "
+                                 f"got {num_tokens.dtype} {tuple(num_tokens.shape)}")
+            lo, hi = int(num_tokens.min()), int(num_tokens.max())
+            if lo < 1 or hi > k_max:
+                raise ValueError(f"num_tokens must lie in [1, {k_max}] for every image, got values in [{lo}, {hi}]")
+            return num_tokens.to(self.device, torch.long)
+        return torch.full((batch,), check_budget(num_tokens, 1, k_max), dtype=torch.long, device=self.device)
+
+    @staticmethod
+    def _check_threshold(threshold: Any) -> float:
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold < 1:
+            raise ValueError(f"halt_threshold must be a number in (0, 1), got {threshold!r}")
+        return float(threshold)
+
+
+# ----------------------------------------------------------------------------------------- presets
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # ours, trained here: 32x32 RGB, 16 patches of 8x8, up to 32 tokens of an FSQ vocabulary of 4375
+    "tiny": {},
+    # the same with continuous tokens (8 dims, tanh-bounded)
+    "tiny-continuous": dict(quantizer="none", latent_dim=8),
+    # shaped like the paper's small model (256x256 pixels, patch 16, up to 256 tokens)
+    "small": dict(image_size=256, patch_size=16, num_tokens=256, encoder_dim=512, encoder_depth=8, encoder_heads=8,
+                  decoder_dim=512, decoder_depth=8, decoder_heads=8, fsq_levels=(8, 8, 8, 5, 5, 5)),
+}
