@@ -181,6 +181,8 @@ def test_bad_decode_and_config_arguments(tok: LARP, videos: torch.Tensor) -> Non
         tok.decode(type(t)(ids=t.ids + 100, lengths=t.lengths))
     with pytest.raises(ValueError, match="zoo.Tokens"):
         tok.decode(t.ids)
+    with pytest.raises(ValueError, match="lengths must lie"):  # more tokens than the model has
+        tok.decode(type(t)(ids=torch.zeros(3, N + 2, dtype=torch.long), lengths=torch.full((3,), N + 2)))
     for bad in (dict(frames=10), dict(image_size=20), dict(num_tokens=0), dict(dim=36), dict(temperature=0.0)):
         with pytest.raises(ValueError):
             LARPConfig(**{**MICRO, **bad})

@@ -294,7 +294,7 @@ class LARP(Tokenizer):
             raise ValueError("LARP decodes ids (B, n); these tokens carry only latents")
         c = self.config
         lengths = tokens.lengths.to(self.device)
-        if int(lengths.min()) < 1:
+        if int(lengths.min()) < 1 or int(lengths.max()) > c.num_tokens:
             raise ValueError(f"token lengths must lie in [1, {c.num_tokens}], got {tokens.lengths.tolist()}")
         n = int(lengths.max())
         ids = tokens.ids[:, :n].to(self.device)
