@@ -110,6 +110,8 @@ def test_auto_follows_the_estimator(tok: CAT, images: torch.Tensor) -> None:
     want = torch.tensor(tok.config.ratios)[tok.choose_levels(pred, eps)]
     assert torch.equal(t.meta["ratio"], want)
     assert torch.equal(tok.decode(t), tok.decode(tok.encode(images, ratio=want)))
+    assert torch.equal(t.lengths, tok.encode(images, quality=np.float64(eps)).lengths)  # numpy scalars work too
+    assert torch.equal(tok.encode(images, ratio=np.int64(8)).lengths, torch.full((6,), 4))
 
 
 @needs_shipped
@@ -260,3 +262,35 @@ def test_bad_config() -> None:
     with pytest.raises(ValueError, match="not a supported config name"):
         CATConfig.from_name("huge")
     assert CATConfig.from_name("tiny-kl").quantizer == "kl"
+
+
+def test_the_recipe_runs_both_phases_and_exports(tmp_path) -> None:
+    """A few Lightning steps: phase 1 moves the autoencoder, phase 2 only the estimator; the export loads."""
+    import lightning.pytorch as pl
+
+    from recipes.export import ExportTokenizer
+    from recipes.image_data import ImageDataModule
+
+    torch.manual_seed(0)
+    module = CATModule(config=TINY, warmup_steps=1, ae_fraction=0.5, eval_qualities=(0.01,), check_images=8)
+    phases: list[int] = []
+
+    class Watch(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            phases.append(pl_module.phase)
+            if pl_module.phase == 2 and not hasattr(self, "ae"):
+                self.ae = {n: p.clone() for n, p in pl_module.ema.named_parameters() if not n.startswith("estimator.")}
+                self.est = [p.clone() for p in pl_module.ema.estimator.parameters()]
+
+    watch = Watch()
+    trainer = pl.Trainer(max_steps=8, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, limit_val_batches=0, accelerator="cpu",
+                         callbacks=[watch, ExportTokenizer(str(tmp_path / "cat"), name="cat-test")])
+    trainer.fit(module, ImageDataModule(train_size=64, resolution=16, val_size=16, batch_size=8))
+    assert phases == [1] * 4 + [2] * 4, phases
+    ema = dict(module.ema.named_parameters())
+    assert all(torch.equal(ema[n], p) for n, p in watch.ae.items()), "phase 2 moved the autoencoder"
+    assert any(not torch.equal(a, b) for a, b in zip(watch.est, module.ema.estimator.parameters())), "phase 2 left the estimator"
+    back = hub.load(tmp_path / "cat")
+    card = json.loads((tmp_path / "cat" / "config.json").read_text())["summary"]["metrics"]
+    assert isinstance(back, CAT) and "psnr_r4" in card and "auto_tokens_q0.01" in card

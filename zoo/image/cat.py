@@ -28,6 +28,7 @@ ratio or the same one. `ratio=4` (any configured ratio, or one per image) fixes 
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
@@ -290,10 +291,10 @@ class CAT(Tokenizer):
                 raise ValueError(f"ratio as a tensor must be integer with shape ({batch},), one per image; "
                                  f"got {ratio.dtype} {tuple(ratio.shape)}")
             values = ratio.tolist()
-        elif isinstance(ratio, bool) or not isinstance(ratio, int):
+        elif isinstance(ratio, bool) or not isinstance(ratio, numbers.Integral):
             raise ValueError(f"ratio must be 'auto', one of {ratios}, or a LongTensor [B] of them; got {ratio!r}")
         else:
-            values = [ratio] * batch
+            values = [int(ratio)] * batch
         bad = sorted({v for v in values if v not in ratios})
         if bad:
             raise ValueError(f"ratio {bad} is not one of this model's ratios {ratios}")
@@ -301,7 +302,7 @@ class CAT(Tokenizer):
 
     @staticmethod
     def check_quality(quality: Any) -> float:
-        if isinstance(quality, bool) or not isinstance(quality, (int, float)) or not math.isfinite(quality) \
+        if isinstance(quality, bool) or not isinstance(quality, numbers.Real) or not math.isfinite(quality) \
                 or not 0 < quality <= 1:
             raise ValueError(f"quality is a target mean squared error on [0, 1] pixels, a number in (0, 1] "
                              f"(e.g. 0.001 for 30 dB PSNR); got {quality!r}")
