@@ -17,7 +17,6 @@ from zoo.tokenizer import Tokens
 TINY = dict(image_size=16, channels=(8, 16, 16), ratios=(4, 8, 16), estimator_dim=8)
 TOKENS = {4: 16, 8: 4, 16: 1}  # 16x16 images: grids 4x4, 2x2, 1x1
 SHIPPED = hub.REPO_CHECKPOINTS / "cat-tiny-nat32"
-needs_shipped = pytest.mark.skipif(not (SHIPPED / "config.json").is_file(), reason="cat-tiny-nat32 is not shipped yet")
 
 
 def tiny(quantizer: str) -> CAT:
@@ -114,7 +113,6 @@ def test_auto_follows_the_estimator(tok: CAT, images: torch.Tensor) -> None:
     assert torch.equal(tok.encode(images, ratio=np.int64(8)).lengths, torch.full((6,), 4))
 
 
-@needs_shipped
 def test_looser_quality_never_picks_a_finer_ratio(shipped: CAT) -> None:
     x = images_to_tensor(mixed_val_set()["images"][:48])
     previous = None
@@ -126,7 +124,6 @@ def test_looser_quality_never_picks_a_finer_ratio(shipped: CAT) -> None:
     assert int(previous.max()) == 16, "at 15 dB (eps 0.03) some val image should take the coarsest ratio"
 
 
-@needs_shipped
 def test_auto_picks_coarser_ratios_for_flat_scenes_than_for_textured_ones(shipped: CAT) -> None:
     flat, textured = (images_to_tensor(np.stack([render_scene(10_000 + s, level).image for s in range(16)])) for level in (0, 4))
     ratios = {}
@@ -184,7 +181,6 @@ def test_estimator_learns_the_frozen_autoencoder_psnr(images: torch.Tensor) -> N
 # ----------------------------------------------------------------------------------------- the shipped card
 
 
-@needs_shipped
 def test_shipped_checkpoint_meets_its_card(shipped: CAT) -> None:
     card = json.loads((SHIPPED / "config.json").read_text())["summary"]["metrics"]
     n = int(next(k for k in card if k.startswith("check_auto_psnr_first")).rsplit("first", 1)[1])
@@ -294,3 +290,13 @@ def test_the_recipe_runs_both_phases_and_exports(tmp_path) -> None:
     back = hub.load(tmp_path / "cat")
     card = json.loads((tmp_path / "cat" / "config.json").read_text())["summary"]["metrics"]
     assert isinstance(back, CAT) and "psnr_r4" in card and "auto_tokens_q0.01" in card
+
+
+def test_encoder_features_are_one_token_per_finest_cell(tok: CAT, images: torch.Tensor) -> None:
+    f = tok.encoder_features(images)
+    assert f.shape == (len(images), TOKENS[4], TINY["channels"][-1])
+    with torch.no_grad():
+        grid = tok.features(images * 2 - 1)  # (B, C, 4, 4)
+    torch.testing.assert_close(f[:, 5], grid[:, :, 1, 1])  # row-major: token 5 is cell (1, 1)
+    with pytest.raises(ValueError):
+        tok.encoder_features(images * 3)

@@ -228,6 +228,15 @@ class CAT(Tokenizer):
         """x: (B, C, S, S) in [-1, 1] → trunk features (B, channels[-1], S/r0, S/r0) at the finest grid."""
         return self.enc_trunk(self.stem(x))
 
+    @torch.no_grad()
+    def encoder_features(self, x: Tensor) -> Tensor:
+        """x: (B, 3, S, S) in [0, 1] → the trunk's features at the finest grid as tokens, (B, (S/r0)², channels[-1]).
+
+        What `zoo.reduce` reducers can be measured on (benchmarks/reduce.py --part tokenizers).
+        """
+        x = check_input(x, self.spec.input, "images").to(self.device)
+        return rearrange(self.features(x * 2 - 1), "b d h w -> b (h w) d")
+
     def raw_latents(self, features: Tensor) -> list[Tensor]:
         """Trunk features → the head output at every ratio, finest first: (B, out_dim, g_i, g_i)."""
         out, h = [], features
