@@ -163,10 +163,31 @@ def main(directory: Path = hub.REPO_CHECKPOINTS / NAME, n_val: int = 96) -> None
     step = max(c.frames // 8, 1)
     strip_figure(videos[pick], {k: v[pick] for k, v in recon.items()}, FIGURES / "larp_strip.png",
                  tuple(range(0, c.frames, step)))
+    # what the numbers mean: trivial codes, the tokens of another clip, and SVQ's sampled tokens
+    full = torch.cat([tok.encode(v).ids for v in videos.split(32)])
+    lengths = torch.full((len(videos),), c.num_tokens)
+    shuffled = type(tok.encode(videos[:1]))(ids=full.roll(1, dims=0), lengths=lengths)
+    torch.manual_seed(0)
+    sampled = torch.cat([tok.encode(v, sample=True).ids for v in videos.split(32)])
+    agreement = float((sampled == full).float().mean())
+    with torch.no_grad():
+        z = F.normalize(torch.cat([tok.encode_latents(v * 2 - 1, c.num_tokens) for v in videos.split(32)]), dim=-1)
+        top_cos = (z @ tok.svq.codebook.t()).topk(4, dim=-1).values.mean((0, 1)).tolist()
+    refs = [["the mean val clip (one clip for all)", float(metrics.psnr(videos.mean(0, keepdim=True).expand_as(videos), videos).mean())],
+            ["each clip's own mean colour (3 numbers a clip)", float(metrics.psnr(videos.mean((2, 3, 4), keepdim=True).expand_as(videos), videos).mean())],
+            ["each frame's own mean colour (3·T numbers a clip)", float(metrics.psnr(videos.mean((3, 4), keepdim=True).expand_as(videos), videos).mean())],
+            [f"LARP, the {c.num_tokens} tokens of *another* clip", float(metrics.psnr(tok.decode(shuffled), videos).mean())],
+            [f"LARP, {c.num_tokens} tokens sampled by SVQ (τ={c.temperature:g}) instead of argmax",
+             float(metrics.psnr(tok.decode(type(shuffled)(ids=sampled, lengths=lengths)), videos).mean())]]
     sections.append(
         f"### Quality vs number of tokens ({n_val} val clips, argmax tokens)\n\n"
         + table(["n", "bits", "PSNR dB", "SSIM", *[f"PSNR {s}" for s in SOURCES]], rows)
-        + f"\n\nEvery n comes from the same model and the same encode (a prefix of the {c.num_tokens} tokens)."
+        + f"\n\nEvery n comes from the same model and the same encode (a prefix of the {c.num_tokens} tokens). "
+          "References on the same clips, to read the PSNR against:\n\n"
+        + table(["reconstruction", "PSNR dB"], refs)
+        + f"\n\nSVQ's sampled tokens agree with the argmax on {agreement:.1%} of positions. Mean cosine similarity of an "
+          f"encoder output to its nearest codes, 1st to 4th: {', '.join(f'{v:.3f}' for v in top_cos)}; at τ={c.temperature:g} "
+          f"a gap of 0.01 is a logit gap of {0.01 / c.temperature:.2f}, so the sampling (as in training) picks among those neighbours."
         "\n\n![quality vs n](benchmarks/figures/larp_quality.png)\n\n"
         f"Original and reconstructions at n = {', '.join(k[2:] for k in recon)} (frames t = 0, {step}, ..., "
         f"{c.frames - step}), one val clip of each source:\n\n![frames](benchmarks/figures/larp_strip.png)")
@@ -224,21 +245,22 @@ def main(directory: Path = hub.REPO_CHECKPOINTS / NAME, n_val: int = 96) -> None
             tr, va = tokens_of(m, train_v), tokens_of(m, val_more)
             ar, info = fit_prior(tr, m.config.codebook_size)
             q = measure(m, videos, [m.config.num_tokens, 8])
+            ar_nll, uni = nll(ar, va), unigram_nll(tr, va, m.config.codebook_size)
             rows.append([name, m_log["global_step"], round(m_log["seconds"] / 60, 1), q[f"psnr_n{m.config.num_tokens}"],
-                         q["psnr_n8"], nll(ar, va), nll(ar, va) * m.config.num_tokens / math.log(2),
-                         unigram_nll(tr, va, m.config.codebook_size), metrics.codebook_usage(va, m.config.codebook_size)["perplexity"],
-                         info["best_step"]])
+                         q["psnr_n8"], ar_nll, ar_nll * m.config.num_tokens / math.log(2), uni, uni - ar_nll,
+                         metrics.codebook_usage(va, m.config.codebook_size)["perplexity"], info["best_step"]])
         sections.append(
             "### What the prior buys: the same AR model on each tokenizer's tokens\n\n"
-            "Two tokenizers trained the same way (architecture, data, seed, batch, time budget) except the prior loss: "
+            "Two tokenizers trained the same way (architecture, data, seed, batch, a budget of 400 steps) except the prior loss: "
             "`configs/larp/compare-prior.yaml` vs `configs/larp/compare-noprior.yaml`. Then one AR transformer (2 layers x 128, "
             "the same recipe and seed for both, early-stopped on a tenth of the train tokens) is trained on each one's argmax "
             "tokens of the 4000 train clips and scored on the tokens of 480 val clips. NLL in nats/token; bits/clip = NLL x N / ln 2; "
             "the unigram column is the NLL without context (train histogram), so NLL - unigram is what context buys.\n\n"
             + table(["tokenizer", "steps", "minutes", f"PSNR n={c.num_tokens}", "PSNR n=8", "AR val NLL", "bits/clip",
-                     "unigram NLL", "val perplexity", "AR best step"], rows)
+                     "unigram NLL", "context gain", "val perplexity", "AR best step"], rows)
             + "\n\nRead the NLL together with the codebook perplexity: a tokenizer that uses fewer codes is trivially easier to "
-              "model, so a lower NLL only says the prior helps where the PSNR and usage stay comparable.")
+              "model (its unigram NLL is lower too), so a lower NLL only says the prior helps where the PSNR and usage stay "
+              "comparable; 'context gain' (unigram - AR NLL) is what the AR model gets from the previous tokens.")
     else:
         sections.append("### What the prior buys\n\nNot measured: train `configs/larp/compare-prior.yaml` and "
                         "`configs/larp/compare-noprior.yaml` first.")
