@@ -774,6 +774,7 @@ class MultimodalLM:
         directory.mkdir(parents=True, exist_ok=True)
         model = self.model if dtype is None else copy.deepcopy(self.model).to(dtype)
         save_model(model, str(directory / LM_WEIGHTS))  # handles the tied input/output embeddings
+        os.chmod(directory / LM_WEIGHTS, 0o644)  # safetensors writes 0600; shipped files are world-readable
         self.vocab.save(directory / LM_VOCAB)
         self.text_tokenizer.backend_tokenizer.save(str(directory / LM_TEXT))
         files = {n: hashlib.sha256((directory / n).read_bytes()).hexdigest() for n in (LM_WEIGHTS, LM_VOCAB, LM_TEXT)}
