@@ -256,3 +256,16 @@ def test_shipped_checkpoint_meets_its_card(shipped) -> None:
     assert abs(tokens - card[q.replace("psnr", "tokens")]) <= 0.5
     fixed = tok.encode(x, num_tokens=tok.config.num_tokens)
     assert float(metrics.psnr(tok.decode(fixed), x).mean()) > psnr - 0.5, "all K tokens should do no worse"
+
+
+def test_min_gain_never_keeps_more_tokens(tok: KARL, images: torch.Tensor) -> None:
+    plain = lengths_over_qualities(tok, images, min_gain_db=0.0)
+    assert torch.equal(plain, lengths_over_qualities(tok, images)), "the default (0) is the paper's rule"
+    previous = plain
+    for gain in (0.05, 0.2, 1.0, 5.0):
+        capped = lengths_over_qualities(tok, images, min_gain_db=gain)
+        assert bool((capped <= previous).all()) and bool((capped[1:] <= capped[:-1]).all())
+        previous = capped
+    assert bool((previous < plain).any()) and int(previous.min()) >= 1
+    with pytest.raises(ValueError, match="min_gain_db"):
+        tok.encode(images, min_gain_db=-1.0)
