@@ -269,3 +269,14 @@ def test_min_gain_never_keeps_more_tokens(tok: KARL, images: torch.Tensor) -> No
     assert bool((previous < plain).any()) and int(previous.min()) >= 1
     with pytest.raises(ValueError, match="min_gain_db"):
         tok.encode(images, min_gain_db=-1.0)
+
+
+def test_encoder_features_are_the_patch_tokens_of_a_full_encode(tok: KARL, images: torch.Tensor) -> None:
+    f = tok.encoder_features(images)
+    assert f.shape == (len(images), tok.config.num_patches, tok.config.encoder_dim)
+    for eps in (1e-3, 5e-2):  # patches never see the target error
+        with torch.no_grad():
+            _, patches = tok.encode_latents(images * 2 - 1, torch.full((len(images),), eps))
+        torch.testing.assert_close(f, patches, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError):
+        tok.encoder_features(images[:, :2])

@@ -259,6 +259,16 @@ class KARL(Tokenizer):
         mid = (curve.gather(1, idx) + curve.gather(1, idx + 1)).squeeze(1) / 2
         return (mid + math.log(threshold / (1 - threshold)) / self.halt_log_scale.exp()).exp()
 
+    @torch.no_grad()
+    def encoder_features(self, x: Tensor) -> Tensor:
+        """x: (B, 3, S, S) in [0, 1] → the encoder's patch tokens after its last block, (B, N, encoder_dim).
+
+        Patches attend only to patches, so these depend neither on ε nor on the token budget; they are
+        what `zoo.reduce` reducers can be measured on (benchmarks/reduce.py --part tokenizers).
+        """
+        x = check_input(x, self.spec.input, "images").to(self.device)
+        return self.encoder(self.enc_patch(x * 2 - 1) + self.enc_pos)
+
     def encode_latents(self, x: Tensor, quality: Tensor) -> tuple[Tensor, Tensor]:
         """x: (B, C, S, S) in [-1, 1]; quality: (B,) ε → (pre-quantisation codes (B, K, latent_dim),
         patch features (B, N, De), which do not depend on ε)."""
