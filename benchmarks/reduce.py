@@ -357,7 +357,8 @@ attention-pooling query with log-size bias + linear heads, 400 AdamW steps) is t
 train tokens and scored on the reduced val tokens for the shape's kind, colour and count. "Feature error
 after un-merge" is ||unmerge(reduce(f)) - f||^2 / ||f||^2 on val (1.0 for a dropped token). It says how
 much of what a tokenizer's encoder sees survives the reduction, and is not the tokenizer's own
-reconstruction quality.
+reconstruction quality. When the feature norms are flat (coefficient of variation below 0.5, as they are for
+all three encoders here), PPT's adaptive policy pools instead of pruning, so its rows equal ToMe's.
 
 {md}
 
