@@ -210,7 +210,6 @@ def test_video_files_round_trip(tmp_path: Path) -> None:
         read_input(tmp_path / "junk.mp4", "video")
 
 
-@pytest.mark.skipif(not (SHIPPED / "config.json").is_file(), reason="checkpoint not shipped yet")
 def test_shipped_checkpoint_reaches_its_card() -> None:
     from zoo.data.video import val_clips, videos_to_tensor
 
