@@ -32,6 +32,7 @@ import torch
 from einops import rearrange
 from torch import Tensor
 
+from recipes.schedule import budget_progress, ema_decay, update_average
 from zoo import metrics
 from zoo.image.cat import CAT, CATConfig
 
@@ -80,12 +81,7 @@ class CATModule(pl.LightningModule):
 
     def progress(self) -> float:
         """Fraction of the budget used: steps or seconds, whichever is further along."""
-        frac = 0.0
-        if self.trainer is not None and self.trainer.max_steps and self.trainer.max_steps > 0:
-            frac = self.global_step / self.trainer.max_steps
-        if self.hparams.budget_seconds and self.start_time is not None:
-            frac = max(frac, (time.monotonic() - self.start_time) / self.hparams.budget_seconds)
-        return min(frac, 1.0)
+        return budget_progress(self)
 
     @property
     def phase(self) -> int:
@@ -176,16 +172,14 @@ class CATModule(pl.LightningModule):
     @torch.no_grad()
     def update_ema(self) -> None:
         """Phase 1 averages the autoencoder; phase 2 leaves it frozen and averages the estimator."""
-        step = self.global_step
-        decay = min(self.hparams.ema_decay, (1 + step) / (10 + step))
+        decay = ema_decay(self.hparams.ema_decay, self.global_step)
         if self.phase == 1:
             pairs = [(e, p) for (n, e), p in zip(self.ema.named_parameters(), self.model.parameters())
                      if not n.startswith("estimator.")]
         else:
             pairs = list(zip(self.ema.estimator.parameters(), self.model.estimator.parameters()))
             decay = min(decay, 0.99)  # a short phase: a shorter average
-        for e, p in pairs:
-            e.lerp_(p.detach(), 1 - decay)
+        update_average((e for e, _ in pairs), (p for _, p in pairs), decay)
 
     # -- validation and the card ----------------------------------------------------------------------
 

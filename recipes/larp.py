@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from recipes.schedule import budget_progress, ema_decay, update_average
 from zoo import metrics
 from zoo.video.larp import LARP, ARPrior, LARPConfig
 
@@ -226,19 +227,11 @@ class LARPModule(pl.LightningModule):
 
     @torch.no_grad()
     def update_ema(self) -> None:
-        step = self.batches
-        decay = min(self.hparams.ema_decay, (1 + step) / (10 + step))
-        for e, p in zip(self.ema.parameters(), self.model.parameters()):
-            e.lerp_(p.detach(), 1 - decay)
+        update_average(self.ema.parameters(), self.model.parameters(), ema_decay(self.hparams.ema_decay, self.batches))
 
     def progress(self) -> float:
         """Fraction of the budget used: steps or seconds, whichever is further along."""
-        frac = 0.0
-        if self._trainer is not None and self.trainer.max_steps and self.trainer.max_steps > 0:
-            frac = self.trainer.global_step / self.trainer.max_steps
-        if self.hparams.budget_seconds and self.start_time is not None:
-            frac = max(frac, (time.monotonic() - self.start_time) / self.hparams.budget_seconds)
-        return min(frac, 1.0)
+        return budget_progress(self, self.trainer.global_step if self._trainer is not None else None)
 
     def configure_optimizers(self) -> Any:
         hp = self.hparams

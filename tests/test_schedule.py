@@ -1,0 +1,42 @@
+"""The recipes' shared budget clock and weight average (recipes/schedule.py)."""
+
+import time
+
+import lightning.pytorch as pl
+import pytest
+import torch
+
+from recipes.schedule import budget_progress, ema_decay, update_average
+
+
+class Clocked(pl.LightningModule):
+    def __init__(self, budget_seconds: float | None = None) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.start_time: float | None = None
+
+
+def test_progress_follows_the_clock_when_no_trainer_is_attached() -> None:
+    m = Clocked(budget_seconds=100.0)
+    assert budget_progress(m) == 0.0  # not started
+    m.start_time = time.monotonic() - 25.0
+    assert budget_progress(m) == pytest.approx(0.25, abs=0.01)
+    m.start_time = time.monotonic() - 1000.0
+    assert budget_progress(m) == 1.0  # capped
+    assert budget_progress(Clocked()) == 0.0  # no budget, no trainer
+
+
+def test_progress_takes_the_further_of_steps_and_seconds() -> None:
+    m = Clocked(budget_seconds=100.0)
+    m._trainer = type("T", (), {"max_steps": 200})()
+    m.start_time = time.monotonic() - 10.0
+    assert budget_progress(m, step=100) == pytest.approx(0.5)
+    assert budget_progress(m, step=0) == pytest.approx(0.1, abs=0.01)
+
+
+def test_ema_warms_up_then_caps_and_averages() -> None:
+    assert ema_decay(0.999, 0) == pytest.approx(0.1)
+    assert ema_decay(0.999, 10**6) == 0.999
+    avg, p = [torch.zeros(3)], [torch.ones(3)]
+    update_average(avg, p, 0.75)
+    torch.testing.assert_close(avg[0], torch.full((3,), 0.25))
