@@ -32,7 +32,7 @@ import torch
 from einops import rearrange
 from torch import Tensor
 
-from recipes.schedule import budget_progress, ema_decay, update_average
+from recipes.schedule import budget_progress, ema_decay, update_average, warmup_cosine
 from zoo import metrics
 from zoo.image.cat import CAT, CATConfig
 
@@ -105,14 +105,14 @@ class CATModule(pl.LightningModule):
             if hp.ae_fraction == 0 or self.progress() >= hp.ae_fraction:
                 return 0.0
             p = self.progress() / hp.ae_fraction
-            return min(1.0, (step + 1) / max(1, hp.warmup_steps)) * 0.5 * (1 + math.cos(math.pi * p))
+            return warmup_cosine(step, hp.warmup_steps, p)
 
         def estimator_factor(step: int) -> float:
             p = (self.progress() - hp.ae_fraction) / (1 - hp.ae_fraction)
             if p < 0:
                 return 0.0
             start = first_step.setdefault("estimator", step)
-            return min(1.0, (step - start + 1) / 20) * 0.5 * (1 + math.cos(math.pi * min(p, 1.0)))
+            return warmup_cosine(step - start, 20, min(p, 1.0))
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, [ae_factor, ae_factor, estimator_factor])
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from recipes.schedule import budget_progress, ema_decay, update_average
+from recipes.schedule import budget_progress, ema_decay, update_average, warmup_cosine
 from zoo import metrics
 from zoo.image.karl import KARL, KARLConfig, extend_curve
 
@@ -137,8 +137,7 @@ class KARLModule(pl.LightningModule):
                                 lr=hp.lr, betas=tuple(hp.betas))
 
         def factor(step: int) -> float:
-            warm = min(1.0, (step + 1) / max(1, hp.warmup_steps))
-            return warm * 0.5 * (1 + math.cos(math.pi * self.progress()))
+            return warmup_cosine(step, hp.warmup_steps, self.progress())
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from recipes.schedule import budget_progress, ema_decay, update_average
+from recipes.schedule import budget_progress, ema_decay, update_average, warmup_cosine
 from zoo import metrics
 from zoo.video.larp import LARP, ARPrior, LARPConfig
 
@@ -243,8 +243,7 @@ class LARPModule(pl.LightningModule):
                                 lr=hp.lr, betas=tuple(hp.betas))
 
         def factor(step: int) -> float:
-            warm = min(1.0, (step + 1) / max(1, hp.warmup_steps))
-            return warm * 0.5 * (1 + math.cos(math.pi * self.progress()))
+            return warmup_cosine(step, hp.warmup_steps, self.progress())
 
         opts = [opt]
         if self.discriminator is not None:

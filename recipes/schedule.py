@@ -1,6 +1,6 @@
 """What the gradient-trained recipes share: a budget clock for the LR schedule, and weight averaging.
 
-Each recipe's cosine LR follows `budget_progress`: the fraction of the run done, by steps
+Each recipe's LR factor is `warmup_cosine` over `budget_progress`: the fraction of the run done, by steps
 (`trainer.max_steps`) or by seconds (the module's `hparams.budget_seconds` since `start_time`),
 whichever is further along, so a run cut by the clock on a busy machine still ends its schedule.
 The weight average (EMA) warms up as (1 + step) / (10 + step) before it reaches its decay.
@@ -8,6 +8,7 @@ The weight average (EMA) warms up as (1 + step) / (10 + step) before it reaches 
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Iterable
 
@@ -31,6 +32,12 @@ def budget_progress(module: pl.LightningModule, step: int | None = None) -> floa
     if budget and start is not None:
         frac = max(frac, (time.monotonic() - start) / budget)
     return min(frac, 1.0)
+
+
+def warmup_cosine(step: int, warmup_steps: int, progress: float) -> float:
+    """LR factor: a linear warmup over `warmup_steps` (counted from `step` 0) times a cosine from 1 to 0
+    over `progress` in [0, 1]."""
+    return min(1.0, (step + 1) / max(1, warmup_steps)) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def ema_decay(limit: float, step: int) -> float:

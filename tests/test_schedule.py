@@ -6,7 +6,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
-from recipes.schedule import budget_progress, ema_decay, update_average
+from recipes.schedule import budget_progress, ema_decay, update_average, warmup_cosine
 
 
 class Clocked(pl.LightningModule):
@@ -40,3 +40,11 @@ def test_ema_warms_up_then_caps_and_averages() -> None:
     avg, p = [torch.zeros(3)], [torch.ones(3)]
     update_average(avg, p, 0.75)
     torch.testing.assert_close(avg[0], torch.full((3,), 0.25))
+
+
+def test_warmup_then_cosine() -> None:
+    assert warmup_cosine(0, 10, 0.0) == pytest.approx(0.1)  # first step of the warmup
+    assert warmup_cosine(9, 10, 0.0) == pytest.approx(1.0)
+    assert warmup_cosine(100, 10, 0.5) == pytest.approx(0.5)
+    assert warmup_cosine(100, 10, 1.0) == pytest.approx(0.0)
+    assert warmup_cosine(0, 0, 0.0) == pytest.approx(1.0)  # no warmup
