@@ -273,9 +273,8 @@ def remeasure_card(directory: str, name: str, data: str, recipe: str, notes: str
     keeps the weights and the recorded training time (train_log.json) and replaces the metrics.
     """
     import dataclasses
-    import json
 
-    from recipes.export import write_checkpoint
+    from recipes.export import rewrite_card
     from recipes.image_data import ImageDataModule
     from zoo import hub
 
@@ -284,10 +283,4 @@ def remeasure_card(directory: str, name: str, data: str, recipe: str, notes: str
         tok.config = dataclasses.replace(tok.config, default_quality=default_quality)
     module = CATModule(config=dataclasses.asdict(tok.config), **module_kwargs)
     module.ema = tok
-    log = json.loads((Path(directory) / "train_log.json").read_text())
-    metrics_ = module.card_metrics(ImageDataModule())
-    write_checkpoint(tok, directory, name=name, summary=module.card_summary(), metrics=metrics_, data=data,
-                     recipe=recipe, train_seconds=log["seconds"], notes=notes)
-    log["metrics"] = metrics_
-    (Path(directory) / "train_log.json").write_text(json.dumps(log, indent=1))
-    return metrics_
+    return rewrite_card(module, directory, ImageDataModule(), name=name, data=data, recipe=recipe, notes=notes)

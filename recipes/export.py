@@ -55,6 +55,29 @@ Weights: Apache-2.0, trained by the zoo recipe above on data built offline by `z
     return directory
 
 
+def rewrite_card(module: Any, directory: str | Path, datamodule: Any, *, name: str, data: str, recipe: str,
+                 notes: str = "", log_extra: dict[str, Any] | None = None) -> dict[str, float]:
+    """Measure `module.tokenizer` again and rewrite the checkpoint at `directory` (after a change to decoding
+    or to inference defaults), keeping the training time recorded in its train_log.json.
+
+    Args:
+        module: a recipe's LightningModule whose `tokenizer` holds the saved weights, with `card_metrics`
+            and `card_summary`.
+        datamodule: what `card_metrics` measures on.
+        log_extra: more entries for train_log.json (e.g. how inference defaults were chosen).
+    Returns:
+        The new metrics.
+    """
+    directory = Path(directory)
+    log = json.loads((directory / "train_log.json").read_text())
+    metrics = module.card_metrics(datamodule)
+    write_checkpoint(module.tokenizer, directory, name=name, summary=module.card_summary(), metrics=metrics, data=data,
+                     recipe=recipe, train_seconds=log["seconds"], notes=notes)
+    log.update(metrics=metrics, **(log_extra or {}))
+    (directory / "train_log.json").write_text(json.dumps(log, indent=1))
+    return metrics
+
+
 class ExportTokenizer(pl.Callback):
     """At the end of `fit`, save `pl_module.tokenizer` (EMA weights if averaged) as a checkpoint folder.
 

@@ -197,7 +197,7 @@ def remeasure_card(directory: str, name: str, data: str, recipe: str, notes: str
     import json
     from pathlib import Path
 
-    from recipes.export import write_checkpoint
+    from recipes.export import rewrite_card
     from recipes.image_data import ImageDataModule
     from zoo import hub
 
@@ -205,10 +205,4 @@ def remeasure_card(directory: str, name: str, data: str, recipe: str, notes: str
     saved = json.loads((Path(directory) / "config.json").read_text())
     module = FlexTokModule(config=saved["config"], **module_kwargs)
     module.ema = tok
-    log = json.loads((Path(directory) / "train_log.json").read_text())
-    metrics_ = module.card_metrics(ImageDataModule())
-    write_checkpoint(tok, directory, name=name, summary=module.card_summary(), metrics=metrics_, data=data,
-                     recipe=recipe, train_seconds=log["seconds"], notes=notes)
-    log["metrics"] = metrics_
-    (Path(directory) / "train_log.json").write_text(json.dumps(log, indent=1))
-    return metrics_
+    return rewrite_card(module, directory, ImageDataModule(), name=name, data=data, recipe=recipe, notes=notes)

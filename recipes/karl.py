@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import math
 import time
 from typing import Any
@@ -263,7 +262,7 @@ def remeasure_card(directory: str, name: str, data: str, recipe: str, notes: str
     """
     from pathlib import Path
 
-    from recipes.export import write_checkpoint
+    from recipes.export import rewrite_card
     from recipes.image_data import ImageDataModule
     from zoo import hub
     from zoo.data.images import build_image_dataset, images_to_tensor
@@ -274,13 +273,8 @@ def remeasure_card(directory: str, name: str, data: str, recipe: str, notes: str
     tok.config = dataclasses.replace(tok.config, **defaults)
     module = KARLModule(config=dataclasses.asdict(tok.config), **module_kwargs)
     module.ema = tok
-    log = json.loads((Path(directory) / "train_log.json").read_text())
-    metrics_ = module.card_metrics(ImageDataModule())
-    write_checkpoint(tok, directory, name=name, summary=module.card_summary(), metrics=metrics_, data=data,
-                     recipe=recipe, train_seconds=log["seconds"], notes=notes)
-    log.update(metrics=metrics_, defaults_chosen_on_train=defaults)
-    (Path(directory) / "train_log.json").write_text(json.dumps(log, indent=1))
-    return metrics_
+    return rewrite_card(module, directory, ImageDataModule(), name=name, data=data, recipe=recipe, notes=notes,
+                        log_extra={"defaults_chosen_on_train": defaults})
 
 
 # What the shipped card says besides the measurements (used by `remeasure_card` after training):

@@ -48,3 +48,27 @@ def test_warmup_then_cosine() -> None:
     assert warmup_cosine(100, 10, 0.5) == pytest.approx(0.5)
     assert warmup_cosine(100, 10, 1.0) == pytest.approx(0.0)
     assert warmup_cosine(0, 0, 0.0) == pytest.approx(1.0)  # no warmup
+
+
+def test_rewrite_card_keeps_the_training_time_and_records_the_new_metrics(tmp_path) -> None:
+    import json
+
+    from recipes.export import rewrite_card
+    from zoo.action.baselines import Binning, BinningConfig
+
+    class Module:  # what rewrite_card needs of a recipe's LightningModule
+        tokenizer = Binning(BinningConfig(num_dof=2))
+
+        def card_metrics(self, datamodule: object) -> dict[str, float]:
+            return {"mse": 0.5, "val_items": float(datamodule)}
+
+        def card_summary(self) -> dict[str, str]:
+            return {"description": "a re-measured card"}
+
+    (tmp_path / "train_log.json").write_text(json.dumps({"seconds": 120.0, "metrics": {"mse": 0.9}}))
+    out = rewrite_card(Module(), tmp_path, 7, name="t", data="d", recipe="r", log_extra={"chosen_on": "train"})
+    assert out == {"mse": 0.5, "val_items": 7.0}
+    log = json.loads((tmp_path / "train_log.json").read_text())
+    assert log == {"seconds": 120.0, "metrics": out, "chosen_on": "train"}
+    card = (tmp_path / "README.md").read_text()
+    assert "a re-measured card" in card and "2.0 minutes" in card and "| mse | 0.5 |" in card
