@@ -9,14 +9,13 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import lightning.pytorch as pl
 import torch
-from torch.utils.data import DataLoader
 
+from recipes.datamodule import SplitDataModule
 from zoo.data.images import SOURCES, ImageDataset, mixed_val_set
 
 
-class ImageDataModule(pl.LightningDataModule):
+class ImageDataModule(SplitDataModule):
     """Args:
         train_size: images in the train build (a larger build extends a smaller one).
         resolution: side R in pixels.
@@ -31,27 +30,15 @@ class ImageDataModule(pl.LightningDataModule):
     def __init__(self, train_size: int = 20000, resolution: int = 32, sources: Sequence[str] = SOURCES,
                  seed: int = 0, val_size: int = 256, batch_size: int = 64, num_workers: int = 0,
                  shuffle_seed: int = 0) -> None:
-        super().__init__()
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        super().__init__(batch_size, num_workers, shuffle_seed)
         self.train_size, self.resolution, self.sources, self.seed = train_size, resolution, tuple(sources), seed
-        self.val_size, self.batch_size, self.num_workers, self.shuffle_seed = val_size, batch_size, num_workers, shuffle_seed
-        self.train_set: ImageDataset | None = None
-        self.val_set: ImageDataset | None = None
+        self.val_size = val_size
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None and stage in (None, "fit"):
             self.train_set = ImageDataset("train", self.train_size, self.resolution, self.sources, self.seed)
         if self.val_set is None:
             self.val_set = ImageDataset.from_arrays(mixed_val_set(self.val_size, self.resolution))
-
-    def train_dataloader(self) -> DataLoader:
-        g = torch.Generator().manual_seed(self.shuffle_seed)
-        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, drop_last=True, generator=g,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
-
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers)
 
     def val_images(self, n: int | None = None) -> torch.Tensor:
         """The first n val images as one tensor (B, 3, R, R) in [0, 1] (all when n is None)."""

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-import lightning.pytorch as pl
 import torch
-from torch.utils.data import DataLoader
 
+from recipes.datamodule import SplitDataModule
 from zoo.data.video import SOURCES, VideoDataset, val_clips, videos_to_tensor
 
 
-class VideoDataModule(pl.LightningDataModule):
+class VideoDataModule(SplitDataModule):
     """Args:
         train_size: clips in the train build (a larger build extends a smaller one).
         frames: T, frames per clip.
@@ -34,28 +33,15 @@ class VideoDataModule(pl.LightningDataModule):
     def __init__(self, train_size: int = 4000, frames: int = 16, resolution: int = 32, sources: Sequence[str] = SOURCES,
                  seed: int = 0, val_size: int = 96, batch_size: int = 32, augment: bool = True, num_workers: int = 0,
                  shuffle_seed: int = 0) -> None:
-        super().__init__()
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        super().__init__(batch_size, num_workers, shuffle_seed)
         self.train_size, self.frames, self.resolution, self.sources = train_size, frames, resolution, tuple(sources)
-        self.seed, self.val_size, self.batch_size, self.augment = seed, val_size, batch_size, augment
-        self.num_workers, self.shuffle_seed = num_workers, shuffle_seed
-        self.train_set: VideoDataset | None = None
-        self.val_set: VideoDataset | None = None
+        self.seed, self.val_size, self.augment = seed, val_size, augment
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None and stage in (None, "fit"):
             self.train_set = VideoDataset("train", self.train_size, self.frames, self.resolution, self.sources, self.seed)
         if self.val_set is None:
             self.val_set = VideoDataset.from_arrays(val_clips(self.val_size, self.frames, self.resolution))
-
-    def train_dataloader(self) -> DataLoader:
-        g = torch.Generator().manual_seed(self.shuffle_seed)
-        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, drop_last=True, generator=g,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
-
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers)
 
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
         if self.augment and self.trainer is not None and self.trainer.training:
