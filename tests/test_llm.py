@@ -387,6 +387,26 @@ def test_shipped_demo_lm_reaches_its_card():
         assert got[IMAGE]["metrics"]["image_match"] > got[IMAGE]["metrics"]["image_match_wrong_caption"]
 
 
+def test_judge_trains_on_reconstructions_and_records_both_accuracies(tmp_path):
+    """With a tokenizer, the judge's metadata holds its val accuracy on real scenes and on reconstructions."""
+    from recipes.lm import ShapeJudge, judge_accuracy, load_judge, reconstruct, train_judge
+    from zoo.image.cat import CAT, CATConfig
+
+    torch.manual_seed(0)
+    cat = CAT(CATConfig(channels=(8, 16, 16), estimator_dim=8)).eval()  # untrained: 32x32, ratios 4/8/16
+    x = torch.rand(3, 3, 32, 32)
+    recon = reconstruct(cat, x, {"ratio": 16}, batch_size=2)
+    assert recon.shape == x.shape and 0 <= recon.min() and recon.max() <= 1
+    torch.testing.assert_close(recon, reconstruct(cat, x, {"ratio": 16}))  # batching does not change the result
+    acc = train_judge(tmp_path / "judge.safetensors", levels=(0,), n=32, steps=2, tokenizer=cat,
+                                encode_kwargs={"ratio": 16})
+    assert judge_accuracy(tmp_path / "judge.safetensors") == acc
+    assert {"all", "recon_all", "recon_kind"} <= set(acc) and acc["encode_kwargs"] == {"ratio": 16}
+    assert isinstance(load_judge(tmp_path / "judge.safetensors"), ShapeJudge)
+    plain = train_judge(tmp_path / "plain.safetensors", levels=(0,), n=32, steps=2)
+    assert "recon_all" not in plain
+
+
 def test_demo_writes_a_sheet_per_entry(tmp_path):
     pytest.importorskip("transformers")
     from PIL import Image
