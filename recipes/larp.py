@@ -4,7 +4,9 @@ The model (`zoo.video.larp.LARP`) encodes, quantises and decodes; this module ow
 prior (`zoo.video.larp.ARPrior`, trained jointly and discarded at export), the schedules and an
 optional discriminator. Per step, with x a batch of clips in [-1, 1]:
 
-- SVQ: all N tokens are encoded and *sampled* (softmax over cosine similarities, temperature τ);
+- SVQ: all N tokens are encoded and *sampled* (softmax over cosine similarities, temperature τ) once
+  `argmax_until` of the budget has passed, and take the argmax (nearest code, straight-through) before
+  (ours: sampling from a random codebook feeds the decoder near-random neighbours while it learns);
   q_weight · (codebook_weight · ‖e - sg(z)‖² + commit_weight · ‖sg(e) - z‖²) on the unit vectors, as in
   the official code (weights 0.1, 1, 0.25).
 - reconstruction: the decoder sees a prefix of n tokens, n log-uniform in 1..N for the whole batch
@@ -67,6 +69,8 @@ class LARPModule(pl.LightningModule):
         nested_dropout: decode a random prefix of the tokens each step (so any n works); False keeps N.
         mse_weight, l1_weight: reconstruction losses.
         q_weight, codebook_weight, commit_weight: SVQ losses (official 0.1, 1.0, 0.25).
+        argmax_until: fraction of the budget during which SVQ takes the argmax instead of sampling (0 = sample
+            from the start, as the official code).
         prior_weight: weight of the prior's next-token loss in the tokenizer's objective (official 0.06; 0 = no prior).
         prior_temperature: logits = cos(prediction, code) / this (official 1.0, so the loss stays near log V and acts
             as a bounded pull of each token toward its prediction; smaller sharpens it).
@@ -86,9 +90,9 @@ class LARPModule(pl.LightningModule):
 
     def __init__(self, preset: str = "tiny", config: dict[str, Any] | None = None, nested_dropout: bool = True,
                  mse_weight: float = 1.0, l1_weight: float = 0.2, q_weight: float = 0.1, codebook_weight: float = 1.0,
-                 commit_weight: float = 0.25, prior_weight: float = 0.06, prior_temperature: float = 1.0,
-                 prior_dim: int = 128, prior_depth: int = 2, prior_heads: int = 4, prior_rounds: int = 2,
-                 ss_max_ratio: float = 0.5, ss_peak: float = 0.3, restart_threshold: float = 0.02,
+                 commit_weight: float = 0.25, argmax_until: float = 0.0, prior_weight: float = 0.06,
+                 prior_temperature: float = 1.0, prior_dim: int = 128, prior_depth: int = 2, prior_heads: int = 4,
+                 prior_rounds: int = 2, ss_max_ratio: float = 0.5, ss_peak: float = 0.3, restart_threshold: float = 0.02,
                  restart_decay: float = 0.95, disc_weight: float = 0.0, disc_start: float = 0.5,
                  disc_channels: int = 32, lr: float = 1e-3, weight_decay: float = 0.01,
                  betas: tuple[float, float] = (0.9, 0.99), warmup_steps: int = 100, grad_clip: float = 1.0,
@@ -97,6 +101,8 @@ class LARPModule(pl.LightningModule):
         super().__init__()
         if prior_rounds not in (1, 2):
             raise ValueError(f"prior_rounds must be 1 or 2, got {prior_rounds}")
+        if not 0 <= argmax_until <= 1:
+            raise ValueError(f"argmax_until must be a fraction of the budget in [0, 1], got {argmax_until}")
         if prior_weight < 0 or disc_weight < 0:
             raise ValueError(f"loss weights must be >= 0, got prior_weight={prior_weight}, disc_weight={disc_weight}")
         self.save_hyperparameters()
@@ -149,7 +155,8 @@ class LARPModule(pl.LightningModule):
         hp = self.hparams
         x = video * 2 - 1
         n = self.sample_prefix()
-        codes, ids, z = self.model.quantize(x, self.model.config.num_tokens, sample=True)
+        sample = self.progress() >= hp.argmax_until
+        codes, ids, z = self.model.quantize(x, self.model.config.num_tokens, sample=sample)
         e = self.model.svq.lookup(ids)
         x_hat = self.model.decode_codes(codes[:, :n])
         out = {
@@ -160,7 +167,7 @@ class LARPModule(pl.LightningModule):
         }
         shaped = hp.prior_weight > 0  # otherwise the prior only watches: its loss does not reach the encoder
         out["prior"], accuracy = self.prior_loss(codes if shaped else codes.detach(), ids)
-        logs = {"n": torch.tensor(float(n)), "prior_top1": accuracy, "z": z.detach()}
+        logs = {"n": torch.tensor(float(n)), "prior_top1": accuracy, "z": z.detach(), "sampled": float(sample)}
         return out, x_hat, ids, logs
 
     def total(self, losses: dict[str, Tensor]) -> Tensor:
@@ -200,7 +207,8 @@ class LARPModule(pl.LightningModule):
         psnr = metrics.psnr(((x_hat.detach() + 1) / 2).clamp(0, 1), video).mean()
         self.log_dict({f"train/{k}": v for k, v in losses.items()})
         self.log_dict({"train/total": total, "train/psnr": psnr, "train/prior_top1": logs["prior_top1"],
-                       "train/n": logs["n"], "train/ss_ratio": self.ss_ratio(), "train/perplexity": usage["perplexity"],
+                       "train/sampled": logs["sampled"], "train/n": logs["n"], "train/ss_ratio": self.ss_ratio(),
+                       "train/perplexity": usage["perplexity"],
                        "train/codes_used": usage["used"], "train/restarted": float(restarted)})
         self.log("train/loss", total, prog_bar=True, logger=False)
         return total

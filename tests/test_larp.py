@@ -78,11 +78,11 @@ def test_svq_argmax_is_the_nearest_code_in_angle() -> None:
     assert torch.allclose(zn.norm(dim=-1), torch.ones(2, 5)) and torch.allclose(codes.norm(dim=-1), torch.ones(2, 5))
 
 
-def _module(**kwargs):
+def _module(config: dict | None = None, **kwargs):
     from recipes.larp import LARPModule
 
     torch.manual_seed(0)
-    return LARPModule(config=MICRO, prior_dim=32, prior_depth=1, prior_heads=2, **kwargs)
+    return LARPModule(config=config or MICRO, prior_dim=32, prior_depth=1, prior_heads=2, **kwargs)
 
 
 def test_the_prior_gradient_reaches_the_encoder(videos: torch.Tensor) -> None:
@@ -232,3 +232,47 @@ def test_full_attention_queries_cut_prefixes_from_a_full_encode(videos: torch.Te
     full = tok.encode(videos)
     assert torch.equal(tok.encode(videos, num_tokens=2).ids, full.ids[:, :2])
     assert tok.decode(tok.encode(videos, num_tokens=2)).shape == videos.shape
+
+
+def test_linear_paths_read_only_the_kept_tokens(videos: torch.Tensor) -> None:
+    torch.manual_seed(0)
+    tok = LARP(LARPConfig(**MICRO)).eval()
+    torch.nn.init.normal_(tok.linear_codes.weight, std=0.5)  # zero at init: make the read-out matter
+    full = tok.encode(videos)
+    n = 2
+    kept = type(full)(ids=full.ids[:, :n], lengths=torch.full((3,), n))
+    other = full.ids.clone()
+    other[:, n:] = (other[:, n:] + 1) % MICRO["codebook_size"]  # change every token past the length
+    padded = type(full)(ids=other, lengths=torch.full((3,), n))
+    torch.testing.assert_close(tok.decode(padded), tok.decode(kept))
+    # ...while each kept token does reach the pixels through both the attention and the linear paths
+    changed = full.ids.clone()
+    changed[:, n - 1] = (changed[:, n - 1] + 1) % MICRO["codebook_size"]
+    assert not torch.allclose(tok.decode(type(full)(ids=changed, lengths=torch.full((3,), n))), tok.decode(kept))
+    codes = tok.svq.lookup(full.ids)
+    with torch.no_grad():
+        with_linear = tok.decode_codes(codes)
+        tok.linear_codes.weight.zero_()
+        assert not torch.allclose(tok.decode_codes(codes), with_linear)
+
+
+def test_official_shape_presets_have_no_linear_paths() -> None:
+    c = LARPConfig.from_name("larp-s")
+    assert not c.token_mixing and c.linear_rank == 0 and not c.causal_queries
+    with pytest.raises(ValueError, match="linear_rank"):
+        LARPConfig(linear_rank=-1)
+
+
+def test_svq_takes_the_argmax_until_its_share_of_the_budget(videos: torch.Tensor) -> None:
+    import time
+
+    module = _module(argmax_until=0.5, budget_seconds=100.0, config={**MICRO, "temperature": 5.0})
+    module.start_time = time.monotonic()  # 0% of the budget: argmax, although τ=5 makes sampling near uniform
+    ids = module.losses(videos)[2]
+    nearest = module.model.quantize(videos * 2 - 1, N, sample=False)[1]
+    assert torch.equal(ids, nearest)
+    module.start_time = time.monotonic() - 60  # 60%: sampled
+    torch.manual_seed(0)
+    assert not torch.equal(module.losses(videos)[2], nearest)
+    with pytest.raises(ValueError, match="argmax_until"):
+        _module(argmax_until=1.5)

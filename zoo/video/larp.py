@@ -21,7 +21,14 @@ What we do beyond the official code (asked for by its users, or needed here):
   the official full attention (then a prefix is cut from a full encode);
 - the argmax is the default everywhere outside training, and sampling is the explicit `sample=True`
   of `encode` (the official code samples in eval too unless a flag is set);
-- small presets that train on a CPU, and the codebook usage the recipe logs (perplexity).
+- small presets that train on a CPU, and the codebook usage the recipe logs (perplexity);
+- for a short CPU budget, two linear paths beside attention, as in `zoo.image.karl`: learned token
+  mixing (patches → queries in the encoder, kept tokens → patch queries in the decoder, MLP-Mixer
+  style) and a zero-initialised linear read-out of the kept codes to pixels (rank `linear_rank` per
+  patch). With attention alone a 40-minute run learned only each clip's colour: the same PSNR at 1
+  and at 32 tokens, below the clip's own mean colour. The official-shape presets leave both out;
+- the recipe may take SVQ's argmax for the first part of training before it samples (`argmax_until`
+  in `recipes/larp.py`).
 
 Layout note for importing the official release later: its tokenizer (cfgs/larp_tokenizer.yaml) takes
 16x128x128 clips in 4x8x8 patches with 1024 queries, an 8192 x 16 L2-normalised codebook and 768-wide,
@@ -61,6 +68,10 @@ class LARPConfig:
         temperature: τ of SVQ's sampling softmax over cosine similarities (official: 0.03).
         causal_queries: query i attends to queries 0..i only, so prefixes encode exactly (ours);
             False gives the official full attention among queries.
+        token_mixing: two learned linear paths beside attention (ours, as KARL's): patches → queries
+            in the encoder, kept tokens → patch queries in the decoder.
+        linear_rank: r of the linear read-out of the kept codes straight to pixels (ours): codes
+            (N·d) → r numbers per patch → the patch's pixels; 0 = none.
     """
 
     frames: int = 16
@@ -78,6 +89,8 @@ class LARPConfig:
     code_dim: int = 16
     temperature: float = 0.03
     causal_queries: bool = True
+    token_mixing: bool = True
+    linear_rank: int = 64
 
     def __post_init__(self) -> None:
         if self.temporal_patch < 1 or self.frames % self.temporal_patch:
@@ -92,6 +105,8 @@ class LARPConfig:
             raise ValueError(f"codebook_size must be >= 2 and code_dim >= 1, got {self.codebook_size}, {self.code_dim}")
         if not self.temperature > 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if self.linear_rank < 0:
+            raise ValueError(f"linear_rank must be >= 0 (0 = no linear read-out), got {self.linear_rank}")
 
     @property
     def grid(self) -> tuple[int, int, int]:
@@ -185,6 +200,14 @@ class LARP(Tokenizer):
         self.patch_query = nn.Parameter(torch.randn(c.dim) * 0.02)
         self.decoder = Transformer(c.dim, c.decoder_depth, c.heads, c.mlp_ratio)
         self.to_pixels = nn.Linear(c.dim, patch_pixels)
+        if c.token_mixing:  # learned token mixing (MLP-Mixer style), a linear path beside attention
+            self.patch_to_query = nn.Parameter(torch.randn(c.num_tokens, c.num_patches) / c.num_patches**0.5)
+            self.token_to_patch = nn.Parameter(torch.randn(c.num_patches, c.num_tokens) / c.num_tokens**0.5)
+        if c.linear_rank:  # codes → pixels, zero at init: it learns a PCA-like basis early, attention the rest
+            self.linear_codes = nn.Linear(c.num_tokens * c.code_dim, c.num_patches * c.linear_rank)
+            nn.init.zeros_(self.linear_codes.weight)
+            nn.init.zeros_(self.linear_codes.bias)
+            self.linear_pixels = nn.Linear(c.linear_rank, patch_pixels)
 
     # -- the contract ----------------------------------------------------------------------------------
 
@@ -239,6 +262,8 @@ class LARP(Tokenizer):
         n = num_tokens if c.causal_queries else c.num_tokens  # with full attention every query sees all
         patches = self.patch_embed(self.patchify(x)) + self.pos  # (B, P, dim)
         queries = repeat(self.queries[:n], "n d -> b n d", b=x.shape[0])
+        if c.token_mixing:  # query i mixes patches only, so causality among queries holds
+            queries = queries + torch.einsum("np,bpd->bnd", self.patch_to_query[:n], patches)
         mask = prefix_causal_mask(p, n, x.device) if c.causal_queries else None
         h = self.encoder(torch.cat([patches, queries], dim=1), mask)
         return self.to_code(h[:, p:p + num_tokens])
@@ -254,14 +279,22 @@ class LARP(Tokenizer):
         """codes: (B, n, d) unit vectors; lengths: (B,) kept tokens per clip (None: all n) → (B, C, T, S, S), [-1, 1] units."""
         c = self.config
         b, n = codes.shape[:2]
+        lengths = torch.full((b,), n, device=codes.device) if lengths is None else lengths
+        kept = torch.arange(n, device=codes.device)[None] < lengths[:, None]  # (B, n)
         tokens = self.from_code(codes) + self.token_pos[:n]  # (B, n, dim)
         queries = (self.patch_query + self.pos).expand(b, -1, -1)  # (B, P, dim)
+        if c.token_mixing:  # dropped tokens mix in nothing
+            queries = queries + torch.einsum("pn,bnd->bpd", self.token_to_patch[:, :n], tokens * kept[..., None])
         mask = None
-        if lengths is not None and bool((lengths < n).any()):
-            kept = torch.arange(n, device=codes.device)[None] < lengths[:, None]
+        if bool((lengths < n).any()):
             mask = key_padding_mask(torch.cat([kept, kept.new_ones(b, c.num_patches)], dim=1))
         h = self.decoder(torch.cat([tokens, queries], dim=1), mask)
-        return self.unpatchify(self.to_pixels(h[:, n:]))
+        patches = self.to_pixels(h[:, n:])  # (B, P, C·pt·p·p)
+        if c.linear_rank:
+            kept_codes = F.pad(codes * kept[..., None], (0, 0, 0, c.num_tokens - n))  # (B, N, d), zeros past each length
+            basis = rearrange(self.linear_codes(kept_codes.flatten(1)), "b (p r) -> b p r", r=c.linear_rank)
+            patches = patches + self.linear_pixels(basis)
+        return self.unpatchify(patches)
 
     # -- encode / decode -------------------------------------------------------------------------------
 
@@ -335,7 +368,8 @@ class ARPrior(nn.Module):
 # ----------------------------------------------------------------------------------------- presets
 
 _OFFICIAL = dict(frames=16, image_size=128, num_tokens=1024, dim=768, encoder_depth=12, decoder_depth=12, heads=12,
-                 codebook_size=8192, code_dim=16, temperature=0.03, causal_queries=False)
+                 codebook_size=8192, code_dim=16, temperature=0.03, causal_queries=False, token_mixing=False,
+                 linear_rank=0)
 
 PRESETS: dict[str, dict[str, Any]] = {
     # ours, trained here: 16 frames of 32x32, 64 patches of 4x8x8, up to 32 tokens of a 1024 vocabulary
