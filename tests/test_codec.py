@@ -52,6 +52,22 @@ def test_any_length_round_trips_to_the_same_length(codec, samples):
     assert y.shape == x.shape and bool(torch.isfinite(y).all()) and float(y.abs().max()) <= 1
 
 
+def test_seanet_elu_is_torch_elu_at_inference_and_in_training():
+    """The inference form of ELU equals torch's; with autograd on it is torch's op and gradients flow."""
+    import torch.nn.functional as F
+
+    from zoo.nn.seanet import ELU
+
+    x = torch.linspace(-30, 30, 10001).reshape(1, 1, -1)
+    with torch.no_grad():
+        torch.testing.assert_close(ELU()(x), F.elu(x), atol=2e-7, rtol=0)
+    w = x.clone().requires_grad_(True)
+    ELU()(w).sum().backward()
+    torch.testing.assert_close(w.grad, torch.where(x > 0, 1.0, torch.exp(x)))
+    with torch.no_grad():
+        assert ELU()(x).data_ptr() != x.data_ptr() and torch.equal(x, torch.linspace(-30, 30, 10001).reshape(1, 1, -1))
+
+
 def test_bitrate_and_codebooks_map_onto_each_other():
     c = CodecConfig.from_name("small")
     m = Codec(c)

@@ -9,8 +9,8 @@ transposed convolutions in the decoder. The hop is the product of the strides (2
 
 Our choices: non-causal convolutions with zero "same" padding (so a frame depends only on a finite
 window of samples, the `receptive_field`, which makes chunked encoding exact), weight normalisation
-on every convolution as in EnCodec/DAC, ELU activations, and an optional channel cap so small models
-keep a narrow bottleneck.
+on every convolution as in EnCodec/DAC, ELU activations (computed without torch's CPU kernel at
+inference, see `ELU`), and an optional channel cap so small models keep a narrow bottleneck.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm
 
@@ -56,6 +58,21 @@ def _conv(cin: int, cout: int, kernel: int, stride: int = 1, dilation: int = 1) 
     return weight_norm(nn.Conv1d(cin, cout, kernel, stride=stride, padding=padding, dilation=dilation))
 
 
+class ELU(nn.Module):
+    """ELU (alpha = 1) that computes relu(x) + exp(min(x, 0)) - 1 at inference: the same function to
+    within 1e-7, about 3x faster on CPU.
+
+    Why: torch's CPU ELU evaluates expm1, which is not vectorised, while exp is. On one thread the
+    activations took about 60% of the codec's encode + decode time (torch profiler, 10 s of audio).
+    Training (autograd on) uses `F.elu`, whose backward needs no extra saved tensors.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if torch.is_grad_enabled() and x.requires_grad:
+            return F.elu(x)
+        return torch.exp(x.clamp(max=0)).sub_(1).add_(F.relu(x))
+
+
 class ResidualUnit(nn.Module):
     """x + conv1x1(ELU(dilated conv(ELU(x)))), with a bottleneck of half the channels (EnCodec)."""
 
@@ -63,7 +80,7 @@ class ResidualUnit(nn.Module):
         super().__init__()
         hidden = max(channels // 2, 1)
         self.block = nn.Sequential(
-            nn.ELU(), _conv(channels, hidden, kernel, dilation=dilation), nn.ELU(), _conv(hidden, channels, 1)
+            ELU(), _conv(channels, hidden, kernel, dilation=dilation), ELU(), _conv(hidden, channels, 1)
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -80,8 +97,8 @@ class SEANetEncoder(nn.Module):
         layers: list[nn.Module] = [_conv(1, c.width(0), c.kernel_size)]
         for level, stride in enumerate(c.strides):
             layers += [ResidualUnit(c.width(level), c.residual_kernel_size, d) for d in c.dilations]
-            layers += [nn.ELU(), _conv(c.width(level), c.width(level + 1), 2 * stride, stride=stride)]
-        layers += [nn.ELU(), _conv(c.width(len(c.strides)), c.latent_dim, 3)]
+            layers += [ELU(), _conv(c.width(level), c.width(level + 1), 2 * stride, stride=stride)]
+        layers += [ELU(), _conv(c.width(len(c.strides)), c.latent_dim, 3)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -99,9 +116,9 @@ class SEANetDecoder(nn.Module):
         for level, stride in zip(range(top, 0, -1), reversed(c.strides)):
             up = nn.ConvTranspose1d(c.width(level), c.width(level - 1), 2 * stride, stride=stride,
                                     padding=(stride + 1) // 2, output_padding=stride % 2)
-            layers += [nn.ELU(), weight_norm(up)]
+            layers += [ELU(), weight_norm(up)]
             layers += [ResidualUnit(c.width(level - 1), c.residual_kernel_size, d) for d in c.dilations]
-        layers += [nn.ELU(), _conv(c.width(0), 1, c.kernel_size)]
+        layers += [ELU(), _conv(c.width(0), 1, c.kernel_size)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: Tensor) -> Tensor:
