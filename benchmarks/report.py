@@ -19,8 +19,12 @@ HEADER = "# Benchmarks\n\nWritten by the scripts in `benchmarks/` (`make bench` 
 def machine() -> str:
     import torch
 
-    return (f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} with "
+    text = (f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} with "
             f"{torch.get_num_threads()} threads, python {platform.python_version()}")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    if load > 1.5:  # other jobs shared the cores: timings are slower than on an idle machine
+        text += f"; load average {load:.1f} when measured (shared machine, so timings are pessimistic)"
+    return text
 
 
 def best_time(fn: Callable[[], object], repeat: int = 5, warmup: int = 1) -> float:
