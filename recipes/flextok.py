@@ -45,6 +45,11 @@ class FlexTokModule(pl.LightningModule):
         t_eps: clip of 1 - t in the v-loss.
         eval_tokens: prefix lengths reported on the card (clipped to K).
         eval_steps: Euler steps for validation and the card (default: the config's).
+        check_images: the card also records PSNR at K on the first this many val images (the test re-measures it).
+        readout_weight: weight of an MSE on the model's linear read-out of the kept codes alone (ours), which
+            pushes the codes toward a linear (PCA-like) code of the image early in training.
+        uniform_prefix: fraction of steps whose k is drawn uniformly in 1..K instead of log-uniformly (ours):
+            log-uniform trains the long prefixes rarely (k >= K/2 in one step of six at K = 64).
     """
 
     def __init__(self, preset: str = "tiny", config: dict[str, Any] | None = None, nested_dropout: bool = True,
@@ -52,7 +57,8 @@ class FlexTokModule(pl.LightningModule):
                  betas: tuple[float, float] = (0.9, 0.99), warmup_steps: int = 200,
                  budget_seconds: float | None = None, ema_decay: float = 0.999, t_mean: float = -2.0,
                  t_std: float = 1.0, t_eps: float = 0.25, eval_tokens: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64),
-                 eval_steps: int | None = None, check_images: int = 64) -> None:
+                 eval_steps: int | None = None, check_images: int = 64, readout_weight: float = 0.0,
+                 uniform_prefix: float = 0.0) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.model = FlexTok(FlexTokConfig.from_name(preset, **(config or {})))
@@ -70,31 +76,46 @@ class FlexTokModule(pl.LightningModule):
         k_max = self.model.config.num_registers
         if not self.hparams.nested_dropout:
             return k_max
+        if self.hparams.uniform_prefix > 0 and torch.rand(()).item() < self.hparams.uniform_prefix:
+            return int(torch.randint(1, k_max + 1, ()))
         u = torch.rand(()).item() * math.log(k_max + 1)
         return min(k_max, max(1, int(math.exp(u))))  # log-uniform over 1..K
 
-    def flow_loss(self, images: Tensor, k: int) -> Tensor:
-        """images: (B, 3, S, S) in [0, 1]; k: kept registers → scalar v-loss."""
+    def losses(self, images: Tensor, k: int) -> dict[str, Tensor]:
+        """images: (B, 3, S, S) in [0, 1]; k: kept registers → {"flow", "readout", "loss"} (scalars).
+
+        "flow" is the v-loss; "readout" the MSE of the model's linear read-out of the k codes alone
+        (0 when the model has none); "loss" = flow + readout_weight · readout.
+        """
         hp = self.hparams
         x = images * 2 - 1
         b = x.shape[0]
         codes, _ = self.model.quantize(x, k)
-        lengths = torch.full((b,), k, dtype=torch.long, device=x.device)
-        lengths = torch.where(torch.rand(b, device=x.device) < hp.p_uncond, 0, lengths)
+        full = torch.full((b,), k, dtype=torch.long, device=x.device)
+        lengths = torch.where(torch.rand(b, device=x.device) < hp.p_uncond, 0, full)
         t = torch.sigmoid(torch.randn(b, device=x.device) * hp.t_std + hp.t_mean)
         noise = torch.randn_like(x)
         tt = t[:, None, None, None]
         z = (1 - tt) * noise + tt * x
         x_hat = self.model.denoise(z, t, codes, lengths)
         v_hat = (x_hat - z) / (1 - tt).clamp_min(hp.t_eps)
-        return (v_hat - (x - noise)).pow(2).mean()
+        flow = (v_hat - (x - noise)).pow(2).mean()
+        coarse = self.model.readout(codes, full)
+        readout = (coarse - x).pow(2).mean() if coarse is not None else flow.new_zeros(())
+        return {"flow": flow, "readout": readout, "loss": flow + hp.readout_weight * readout}
+
+    def flow_loss(self, images: Tensor, k: int) -> Tensor:
+        """images: (B, 3, S, S) in [0, 1]; k: kept registers → the scalar training loss."""
+        return self.losses(images, k)["loss"]
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         k = self.sample_prefix()
-        loss = self.flow_loss(batch["image"], k)
-        self.log("train/loss", loss, prog_bar=True)
+        parts = self.losses(batch["image"], k)
+        self.log("train/loss", parts["loss"], prog_bar=True)
+        self.log("train/flow", parts["flow"])
+        self.log("train/readout", parts["readout"])
         self.log("train/k", float(k))
-        return loss
+        return parts["loss"]
 
     # -- EMA, optimiser, schedule ---------------------------------------------------------------------
 
@@ -147,15 +168,17 @@ class FlexTokModule(pl.LightningModule):
 
     @torch.no_grad()
     def card_metrics(self, datamodule: Any) -> dict[str, float]:
-        """PSNR and SSIM on the mixed val set for each k, and the PSNR at K on the first `check_images`."""
+        """PSNR and SSIM on the mixed val set for each k (at `eval_steps` and with 1 Euler step, the decoder's
+        mean estimate), and the PSNR at K on the first `check_images`."""
         images = datamodule.val_images().to(self.device)
         tok = self.tokenizer.eval()
         out: dict[str, float] = {}
         for k in self.eval_tokens():
-            x_hat = torch.cat([tok.decode(tok.encode(chunk, num_tokens=k), steps=self.hparams.eval_steps, seed=0)
-                               for chunk in images.split(64)])
-            out[f"psnr_k{k}"] = float(metrics.psnr(x_hat, images).mean())
-            out[f"ssim_k{k}"] = float(metrics.ssim(x_hat, images).mean())
+            for steps, suffix in ((self.hparams.eval_steps, ""), (1, "_1step")):
+                x_hat = torch.cat([tok.decode(tok.encode(chunk, num_tokens=k), steps=steps, seed=0)
+                                   for chunk in images.split(64)])
+                out[f"psnr_k{k}{suffix}"] = float(metrics.psnr(x_hat, images).mean())
+                out[f"ssim_k{k}{suffix}"] = float(metrics.ssim(x_hat, images).mean())
         k_max = tok.config.num_registers
         out[f"check_psnr_k{k_max}_first{self.hparams.check_images}"] = float(self._psnr(images[: self.hparams.check_images], k_max).mean())
         out["val_images"] = float(len(images))
@@ -182,9 +205,10 @@ class FlexTokModule(pl.LightningModule):
         k_max = self.tokenizer.config.num_registers
         if f"psnr_k{k_max}" not in m:
             return ""
-        text = f"PSNR {m[f'psnr_k{k_max}']:.2f} dB at k={k_max}"
-        if k_max > 8 and "psnr_k8" in m:
-            text += f", {m['psnr_k8']:.2f} dB at k=8"
+        ks = [k_max] + ([8] if k_max > 8 and "psnr_k8" in m else [])
+        text = ", ".join(f"PSNR {m[f'psnr_k{k}']:.2f} dB at k={k}" for k in ks)
+        if all(f"psnr_k{k}_1step" in m for k in ks):
+            text += " (1 Euler step: " + ", ".join(f"{m[f'psnr_k{k}_1step']:.2f}" for k in ks) + ")"
         return text + " (mixed val)"
 
 

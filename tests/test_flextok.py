@@ -74,6 +74,35 @@ def test_a_prefix_of_tokens_decodes_like_a_short_encode(tok: FlexTok, images: to
     torch.testing.assert_close(tok.decode(cut, seed=0), tok.decode(tok.encode(images, num_tokens=3), seed=0))
 
 
+def test_dropped_codes_reach_neither_the_readout_nor_the_decoder(tok: FlexTok) -> None:
+    """Our linear paths (read-out, slot mixing) must treat a code past a sample's length as absent."""
+    g = torch.Generator().manual_seed(2)
+    codes = torch.rand(2, K, 6, generator=g) * 2 - 1
+    other = codes.clone()
+    other[0, 3:] = -other[0, 3:]  # only codes that sample 0 drops
+    lengths = torch.tensor([3, K])
+    z, t = torch.randn(2, 3, 16, 16, generator=g), torch.tensor([0.0, 0.5])
+    with torch.no_grad():
+        torch.testing.assert_close(tok.readout(other, lengths), tok.readout(codes, lengths))
+        torch.testing.assert_close(tok.denoise(z, t, other, lengths), tok.denoise(z, t, codes, lengths))
+        assert not torch.allclose(tok.readout(other, lengths.fill_(K)), tok.readout(codes, lengths))
+        assert not torch.allclose(tok.denoise(z, t, other, lengths), tok.denoise(z, t, codes, lengths))
+    fresh = FlexTok(FlexTokConfig(**TINY))
+    with torch.no_grad():  # zero-init: the read-out starts as a constant image, whatever the codes
+        r = fresh.readout(codes, torch.tensor([3, K]))
+    torch.testing.assert_close(r[0], r[1])
+
+
+def test_official_presets_have_none_of_our_additions() -> None:
+    for name in ("d12-d12", "d18-d18"):
+        c = FlexTokConfig.from_name(name)
+        assert not (c.pooled_condition or c.token_mixing or c.linear_readout or c.code_norm), name
+    plain = FlexTok(FlexTokConfig(**TINY, pooled_condition=False, token_mixing=False, linear_readout=False, code_norm=False))
+    assert plain.readout(torch.zeros(1, 2, 6), torch.tensor([2])) is None
+    names = {n.split(".")[0] for n, _ in plain.named_parameters()}
+    assert not names & {"patch_to_register", "slot_to_patch", "linear_head", "coarse_patch", "code_norm", "pool_proj"}
+
+
 def test_encoder_features_are_the_patch_tokens_of_a_full_encode(tok: FlexTok, images: torch.Tensor) -> None:
     from einops import repeat
 
@@ -194,6 +223,23 @@ def test_loss_falls_when_overfitting_a_tiny_batch() -> None:
     assert after < 0.5 * before, (before, after)
 
 
+def test_loss_parts_and_readout_weight() -> None:
+    from recipes.flextok import FlexTokModule
+
+    images = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    parts = {}
+    for w in (0.0, 2.0):
+        torch.manual_seed(0)
+        module = FlexTokModule(config=TINY, readout_weight=w)
+        with torch.no_grad():
+            torch.manual_seed(1)
+            parts[w] = module.losses(images, 3)
+    assert float(parts[0.0]["readout"]) > 0
+    torch.testing.assert_close(parts[0.0]["loss"], parts[0.0]["flow"])
+    torch.testing.assert_close(parts[2.0]["loss"], parts[2.0]["flow"] + 2.0 * parts[2.0]["readout"])
+    torch.testing.assert_close(parts[2.0]["flow"], parts[0.0]["flow"])
+
+
 def test_shared_blocks() -> None:
     from zoo.nn import Patchify, Unpatchify, prefix_causal_mask
 
@@ -220,6 +266,10 @@ def test_prefix_sampling_covers_every_k() -> None:
     seen = {module.sample_prefix() for _ in range(2000)}
     assert seen == set(range(1, K + 1))
     assert {FlexTokModule(config=TINY, nested_dropout=False).sample_prefix() for _ in range(20)} == {K}
+    big = dict(TINY, num_registers=64)
+    modules = {u: FlexTokModule(config=big, uniform_prefix=u) for u in (0.0, 1.0)}
+    mean = {u: sum(m.sample_prefix() for _ in range(3000)) / 3000 for u, m in modules.items()}
+    assert abs(mean[1.0] - 32.5) < 2 and mean[0.0] < 20, mean  # uniform vs log-uniform over 1..64
 
 
 @pytest.mark.skipif(not (SHIPPED / "config.json").is_file(), reason="checkpoint not shipped yet")

@@ -23,6 +23,23 @@ What we do beyond the official code:
 - an explicit `seed=` for decoding, so a decode is reproducible and independent of global RNG state;
 - plain `scaled_dot_product_attention` masks, no flex_attention: CPU and CUDA alike.
 
+What we add to the method (ours) so that a tiny model learns on a CPU budget (config fields, all on
+in the "tiny" preset and off in the presets shaped like the official release). With attention alone,
+40 CPU-minutes gave tokens that carried only the global colour (14.3 dB at every k, 8 steps); the
+same paths made KARL (zoo/image/karl.py) learn:
+- `token_mixing`: learned linear token mixing beside attention (MLP-Mixer style): each register
+  starts as its learned embedding plus a learned mix of the patch embeddings, and each decoder patch
+  token gets a learned mix of the K register slots (a dropped slot counts as the mask token). The
+  decoder still attends to only k registers, so its cost still falls with k;
+- `linear_readout`: a zero-init linear map of the kept codes (dropped ones = 0) to a coarse image,
+  which is added to the predicted clean image and patch-embedded into the decoder's patch tokens, so
+  the flow transformer refines a PCA-like linear reconstruction instead of building it from scratch
+  (the recipe can also put a loss on the read-out alone, `readout_weight`);
+- `code_norm`: a LayerNorm on the code before FSQ, to keep codes spread over the levels: the
+  unmodified model used a few hundred distinct ids (of 64000) over 128 val images x 64 registers.
+The recipe also draws k uniformly in half of the steps (`uniform_prefix`), since log-uniform prefixes
+alone rarely train the long ones.
+
 Layout note for importing the official d12-d18 release later: it runs on the 16-channel latents of
 its VAE (patch size 2, K=256); `in_channels`, `patch_size`, `image_size` (the latent grid) and the
 encoder/decoder widths and depths here express that shape (presets "d12-d12", "d18-d18"); an
@@ -36,7 +53,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from einops import repeat
+import torch.nn.functional as F
+from einops import rearrange, repeat
 from torch import Tensor, nn
 from vector_quantize_pytorch import FSQ
 
@@ -59,6 +77,13 @@ class FlexTokConfig:
         pooled_condition: also add the mean of the kept registers to the time embedding that drives
             every block's adaLN (ours; the official decoder conditions in context only). It gives the
             global content of the tokens a direct path, which the in-context path takes long to learn.
+        token_mixing: learned linear token mixing beside attention (ours, MLP-Mixer style, as in KARL):
+            patches → register slots in the encoder, register slots → patch tokens in the decoder.
+        linear_readout: a zero-init linear map of the kept codes (dropped ones = 0) to a coarse image
+            (ours, as in KARL), which is added to the predicted clean image and patch-embedded into
+            the decoder's patch tokens, so the transformer refines it.
+        code_norm: a LayerNorm on the len(levels)-dim code before FSQ (ours), which spreads codes over
+            the levels instead of collapsing onto a few.
         fsq_levels: FSQ levels per code dimension; vocab = prod(levels).
         steps: default Euler steps of `decode`.
         guidance: default classifier-free guidance scale of `decode` (1 = none).
@@ -79,6 +104,9 @@ class FlexTokConfig:
     mlp_ratio: float = 4.0
     qk_norm: bool = False
     pooled_condition: bool = True
+    token_mixing: bool = True
+    linear_readout: bool = True
+    code_norm: bool = True
     fsq_levels: tuple[int, ...] = (8, 8, 8, 5, 5, 5)
     steps: int = 8
     guidance: float = 1.0
@@ -140,8 +168,10 @@ class FlexTok(Tokenizer):
         self.enc_patch = Patchify(c.in_channels, c.patch_size, c.encoder_dim)
         self.register_buffer("enc_pos", sincos_pos_embed_2d(c.encoder_dim, c.grid), persistent=False)
         self.registers = nn.Parameter(torch.randn(k, c.encoder_dim) * 0.02)
+        self.patch_to_register = nn.Parameter(torch.randn(k, n) / n**0.5) if c.token_mixing else None
         self.encoder = Transformer(c.encoder_dim, c.encoder_depth, c.encoder_heads, c.mlp_ratio, c.qk_norm)
         self.to_code = nn.Linear(c.encoder_dim, len(c.fsq_levels))
+        self.code_norm = nn.LayerNorm(len(c.fsq_levels)) if c.code_norm else nn.Identity()
         self.fsq = FSQ(list(c.fsq_levels))
         # decoder: noisy patches + 1 mask token + k registers, conditioned on the flow time
         self.from_code = nn.Linear(len(c.fsq_levels), c.decoder_dim)
@@ -151,10 +181,16 @@ class FlexTok(Tokenizer):
         self.mask_token = nn.Parameter(torch.randn(c.decoder_dim) * 0.02)
         self.time_embed = TimestepEmbedding(c.decoder_dim)
         self.pool_proj = nn.Linear(c.decoder_dim, c.decoder_dim) if c.pooled_condition else None
+        self.slot_to_patch = nn.Parameter(torch.randn(n, k) / k**0.5) if c.token_mixing else None
         self.decoder = AdaLNTransformer(c.decoder_dim, c.decoder_depth, c.decoder_heads, c.mlp_ratio, c.qk_norm)
         self.head = Unpatchify(c.decoder_dim, c.patch_size, c.in_channels)
         nn.init.zeros_(self.head.proj.weight)
         nn.init.zeros_(self.head.proj.bias)
+        self.linear_head = None
+        if c.linear_readout:
+            self.linear_head = nn.Linear(k * len(c.fsq_levels), c.in_channels * c.image_size**2)
+            nn.init.zeros_(self.linear_head.weight)
+            self.coarse_patch = Patchify(c.in_channels, c.patch_size, c.decoder_dim)
 
     # -- the contract ----------------------------------------------------------------------------------
 
@@ -198,8 +234,10 @@ class FlexTok(Tokenizer):
         n = self.config.num_patches
         patches = self.enc_patch(x) + self.enc_pos  # (B, N, De)
         regs = repeat(self.registers[:num_registers], "k d -> b k d", b=x.shape[0])
+        if self.patch_to_register is not None:
+            regs = regs + torch.einsum("kn,bnd->bkd", self.patch_to_register[:num_registers], patches)
         h = self.encoder(torch.cat([patches, regs], dim=1), prefix_causal_mask(n, num_registers, x.device))
-        codes, ids = self.fsq(self.to_code(h[:, n:]).float())
+        codes, ids = self.fsq(self.code_norm(self.to_code(h[:, n:])).float())
         return codes, ids
 
     @torch.no_grad()
@@ -211,6 +249,19 @@ class FlexTok(Tokenizer):
         """
         x = check_input(x, self.spec.input, "images").to(self.device)
         return self.encoder(self.enc_patch(x * 2 - 1) + self.enc_pos)
+
+    def readout(self, codes: Tensor, lengths: Tensor) -> Tensor | None:
+        """The linear read-out of the kept codes: codes (B, k, len(levels)), lengths (B,) → (B, C, S, S), or None.
+
+        Dropped codes count as zeros, so with k = 0 it is a constant image (the learned bias).
+        """
+        if self.linear_head is None:
+            return None
+        c = self.config
+        k = codes.shape[1]
+        kept = torch.arange(k, device=codes.device)[None] < lengths[:, None]  # (B, k)
+        kept_codes = F.pad(codes * kept[..., None], (0, 0, 0, c.num_registers - k))  # (B, K, D), zeros past each length
+        return rearrange(self.linear_head(kept_codes.flatten(1)), "b (ch h w) -> b ch h w", ch=c.in_channels, h=c.image_size)
 
     def denoise(self, z: Tensor, t: Tensor, codes: Tensor, lengths: Tensor) -> Tensor:
         """Predict the clean image from a noisy one.
@@ -225,22 +276,31 @@ class FlexTok(Tokenizer):
         """
         c = self.config
         b, k = codes.shape[:2]
+        kept = torch.arange(k, device=z.device)[None] < lengths[:, None]  # (B, k)
         patches = self.dec_patch(z) + self.dec_pos  # (B, N, Dd)
         mask_tok = (self.mask_token + self.register_pos[lengths])[:, None]  # (B, 1, Dd): slot of the first dropped
         regs = self.from_code(codes) + self.register_pos[:k]  # (B, k, Dd)
+        coarse = self.readout(codes, lengths)  # (B, C, S, S) or None
+        if coarse is not None:
+            patches = patches + self.coarse_patch(coarse)
+        if self.slot_to_patch is not None:
+            # every one of the K slots (dropped ones = the mask token) mixed linearly into every patch
+            slots = torch.where(kept[..., None], regs, self.mask_token + self.register_pos[:k])  # (B, k, Dd)
+            rest = self.slot_to_patch[:, k:] @ (self.mask_token + self.register_pos[k:-1])  # (N, Dd): slots k..K-1
+            patches = patches + torch.einsum("nk,bkd->bnd", self.slot_to_patch[:, :k], slots) + rest
         seq = torch.cat([patches, mask_tok, regs], dim=1)
         mask = None
         if bool((lengths < k).any()):
-            kept = torch.arange(k, device=z.device)[None] < lengths[:, None]
             valid = torch.cat([kept.new_ones(b, c.num_patches + 1), kept], dim=1)
             mask = key_padding_mask(valid)
         cond = self.time_embed(t)
         if self.pool_proj is not None:
-            kept = (torch.arange(k, device=z.device)[None] < lengths[:, None]).to(regs.dtype)[..., None]  # (B, k, 1)
-            pooled = (regs * kept).sum(1) / kept.sum(1).clamp_min(1)  # (B, Dd); zeros when k = 0
+            w = kept.to(regs.dtype)[..., None]  # (B, k, 1)
+            pooled = (regs * w).sum(1) / w.sum(1).clamp_min(1)  # (B, Dd); zeros when k = 0
             cond = cond + self.pool_proj(pooled)
         h = self.decoder(seq, cond, mask)
-        return self.head(h[:, : c.num_patches], c.grid)
+        x_hat = self.head(h[:, : c.num_patches], c.grid)
+        return x_hat if coarse is None else x_hat + coarse
 
     # -- encode / decode -------------------------------------------------------------------------------
 
@@ -336,12 +396,15 @@ class FlexTok(Tokenizer):
 
 # ----------------------------------------------------------------------------------------- presets
 
+# the official architecture has none of our additions
+OFFICIAL = dict(pooled_condition=False, token_mixing=False, linear_readout=False, code_norm=False)
+
 PRESETS: dict[str, dict[str, Any]] = {
     # ours, trained here: 32x32 RGB pixels, 16 patches of 8x8, up to 64 tokens
     "tiny": {},
     # shaped like the official release (over the 16-channel VAE latents of a 256x256 image, patch 2)
     "d12-d12": dict(image_size=32, in_channels=16, patch_size=2, num_registers=256, encoder_dim=768, encoder_depth=12,
-                    encoder_heads=12, decoder_dim=768, decoder_depth=12, decoder_heads=12, qk_norm=True, steps=25),
+                    encoder_heads=12, decoder_dim=768, decoder_depth=12, decoder_heads=12, qk_norm=True, steps=25, **OFFICIAL),
     "d18-d18": dict(image_size=32, in_channels=16, patch_size=2, num_registers=256, encoder_dim=1152, encoder_depth=18,
-                    encoder_heads=18, decoder_dim=1152, decoder_depth=18, decoder_heads=18, qk_norm=True, steps=25),
+                    encoder_heads=18, decoder_dim=1152, decoder_depth=18, decoder_heads=18, qk_norm=True, steps=25, **OFFICIAL),
 }
