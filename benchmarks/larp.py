@@ -101,6 +101,21 @@ def unigram_nll(train: Tensor, val: Tensor, vocab: int) -> float:
     return float(-logp[val.reshape(-1)].mean())
 
 
+def pca_psnr(train: Tensor, val: Tensor, ranks: tuple[int, ...], clips: int = 2000, seed: int = 0) -> dict[int, float]:
+    """PSNR on val clips (B, 3, T, S, S) of their projection onto the top-k principal components of `clips` train
+    clips, for each k in ranks: what k continuous numbers a clip give a linear code (a reference, not a tokenizer)."""
+    torch.manual_seed(seed)  # svd_lowrank's random projection
+    x = train[:clips].flatten(1)
+    mean = x.mean(0)
+    _, _, v = torch.svd_lowrank(x - mean, q=max(ranks) + 8, niter=2)
+    out = {}
+    for k in ranks:
+        basis = v[:, :k]  # (pixels, k)
+        y = ((val.flatten(1) - mean) @ basis @ basis.t() + mean).clamp(0, 1).view_as(val)
+        out[k] = float(metrics.psnr(y, val).mean())
+    return out
+
+
 def tokens_of(tok, videos: Tensor, chunk: int = 64) -> Tensor:
     return torch.cat([tok.encode(v).ids for v in videos.split(chunk)])
 
@@ -173,9 +188,12 @@ def main(directory: Path = hub.REPO_CHECKPOINTS / NAME, n_val: int = 96) -> None
     with torch.no_grad():
         z = F.normalize(torch.cat([tok.encode_latents(v * 2 - 1, c.num_tokens) for v in videos.split(32)]), dim=-1)
         top_cos = (z @ tok.svq.codebook.t()).topk(4, dim=-1).values.mean((0, 1)).tolist()
+    train = build_video_dataset("train", 4000, c.frames, c.image_size)
+    pca = pca_psnr(videos_to_tensor(train["videos"][:2000]), videos, (4, 16, 32))
     refs = [["the mean val clip (one clip for all)", float(metrics.psnr(videos.mean(0, keepdim=True).expand_as(videos), videos).mean())],
             ["each clip's own mean colour (3 numbers a clip)", float(metrics.psnr(videos.mean((2, 3, 4), keepdim=True).expand_as(videos), videos).mean())],
             ["each frame's own mean colour (3·T numbers a clip)", float(metrics.psnr(videos.mean((3, 4), keepdim=True).expand_as(videos), videos).mean())],
+            *[[f"linear PCA of 2000 train clips, {k} continuous numbers a clip (not a tokenizer)", v] for k, v in pca.items()],
             [f"LARP, the {c.num_tokens} tokens of *another* clip", float(metrics.psnr(tok.decode(shuffled), videos).mean())],
             [f"LARP, {c.num_tokens} tokens sampled by SVQ (τ={c.temperature:g}) instead of argmax",
              float(metrics.psnr(tok.decode(type(shuffled)(ids=sampled, lengths=lengths)), videos).mean())]]
@@ -193,7 +211,6 @@ def main(directory: Path = hub.REPO_CHECKPOINTS / NAME, n_val: int = 96) -> None
         f"{c.frames - step}), one val clip of each source:\n\n![frames](benchmarks/figures/larp_strip.png)")
 
     # -- codebook usage -------------------------------------------------------------------------------
-    train = build_video_dataset("train", 4000, c.frames, c.image_size)
     train_ids = tokens_of(tok, videos_to_tensor(train["videos"]))
     val_ids = tokens_of(tok, videos)
     use_train = metrics.codebook_usage(train_ids, c.codebook_size)

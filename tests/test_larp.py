@@ -276,3 +276,13 @@ def test_svq_takes_the_argmax_until_its_share_of_the_budget(videos: torch.Tensor
     assert not torch.equal(module.losses(videos)[2], nearest)
     with pytest.raises(ValueError, match="argmax_until"):
         _module(argmax_until=1.5)
+
+
+def test_benchmark_pca_reference_rises_with_its_rank() -> None:
+    from benchmarks.larp import pca_psnr
+
+    g = torch.Generator().manual_seed(0)
+    basis = torch.rand(6, 3 * 4 * 8 * 8, generator=g)  # clips built from 6 patterns: rank 6 reconstructs them
+    clips = (torch.rand(40, 6, generator=g) @ basis / 6).view(40, 3, 4, 8, 8)
+    got = pca_psnr(clips[:30], clips[30:], (1, 3, 6))
+    assert got[1] < got[3] < got[6] and got[6] > 60, got
