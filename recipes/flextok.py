@@ -206,9 +206,9 @@ class FlexTokModule(pl.LightningModule):
         if f"psnr_k{k_max}" not in m:
             return ""
         ks = [k_max] + ([8] if k_max > 8 and "psnr_k8" in m else [])
-        text = ", ".join(f"PSNR {m[f'psnr_k{k}']:.2f} dB at k={k}" for k in ks)
+        text = "PSNR " + ", ".join(f"{m[f'psnr_k{k}']:.2f} dB at k={k}" for k in ks)
         if all(f"psnr_k{k}_1step" in m for k in ks):
-            text += " (1 Euler step: " + ", ".join(f"{m[f'psnr_k{k}_1step']:.2f}" for k in ks) + ")"
+            text += f" ({int(m.get('decode_steps', 0))} Euler steps; " + " and ".join(f"{m[f'psnr_k{k}_1step']:.2f}" for k in ks) + " with 1)"
         return text + " (mixed val)"
 
 

@@ -186,7 +186,7 @@ class FlexTok(Tokenizer):
         self.head = Unpatchify(c.decoder_dim, c.patch_size, c.in_channels)
         nn.init.zeros_(self.head.proj.weight)
         nn.init.zeros_(self.head.proj.bias)
-        self.linear_head = None
+        self.linear_head = self.coarse_patch = None
         if c.linear_readout:
             self.linear_head = nn.Linear(k * len(c.fsq_levels), c.in_channels * c.image_size**2)
             nn.init.zeros_(self.linear_head.weight)
