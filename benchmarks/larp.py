@@ -268,7 +268,7 @@ def main(directory: Path = hub.REPO_CHECKPOINTS / NAME, n_val: int = 96) -> None
                          metrics.codebook_usage(va, m.config.codebook_size)["perplexity"], info["best_step"]])
         sections.append(
             "### What the prior buys: the same AR model on each tokenizer's tokens\n\n"
-            "Two tokenizers trained the same way (architecture, data, seed, batch, a budget of 400 steps) except the prior loss: "
+            f"Two tokenizers trained the same way (architecture, data, seed, batch, a budget of {rows[0][1]} steps) except the prior loss: "
             "`configs/larp/compare-prior.yaml` vs `configs/larp/compare-noprior.yaml`. Then one AR transformer (2 layers x 128, "
             "the same recipe and seed for both, early-stopped on a tenth of the train tokens) is trained on each one's argmax "
             "tokens of the 4000 train clips and scored on the tokens of 480 val clips. NLL in nats/token; bits/clip = NLL x N / ln 2; "
