@@ -113,7 +113,7 @@ def kmeans(x: Tensor, valid: Tensor, k: Tensor, iters: int, init: str = "farthes
         seeds = torch.searchsorted(valid.long().cumsum(1), (rank + 1).clamp(max=n)).clamp(max=n - 1)
     else:
         seeds = farthest_points(u, valid, k_max)
-    cent = u.gather(1, repeat(seeds, "b k -> b k d", d=u.shape[-1]))  # (B, K, D)
+    cent = u[torch.arange(b, device=x.device)[:, None], seeds]  # (B, K, D); indexing is cheaper than gather here
     for _ in range(iters):
         sim = (u @ cent.transpose(1, 2)).masked_fill(~live[:, None], float("-inf"))  # (B, N, K)
         labels = sim.argmax(-1)
@@ -134,20 +134,21 @@ def farthest_points(u: Tensor, valid: Tensor, k: int) -> Tensor:
     u: (B, N, D) unit vectors. For N <= `GRAM_MAX` the (B, N, N) similarities are computed once, so
     each of the k sequential steps touches (B, N) numbers only.
     """
-    d = u.shape[-1]
     gram = u @ u.transpose(1, 2) if u.shape[1] <= GRAM_MAX else None
+
+    rows = torch.arange(u.shape[0], device=u.device)
 
     def sim_to(i: Tensor) -> Tensor:  # (B,) token index -> (B, N) similarity of every token to it
         if gram is not None:
-            return gram.gather(1, repeat(i, "b -> b 1 n", n=u.shape[1])).squeeze(1)
-        return (u * u.gather(1, repeat(i, "b -> b 1 d", d=d))).sum(-1)
+            return gram[rows, i]
+        return (u * u[rows, i][:, None]).sum(-1)
 
     mean_dir = F.normalize((u * valid[..., None]).sum(1), dim=-1)
     first = ((u * mean_dir[:, None]).sum(-1)).masked_fill(~valid, float("-inf")).argmax(1)
     idx = [first]
-    best = sim_to(first)  # (B, N) similarity to the nearest seed
+    best = sim_to(first).masked_fill(~valid, float("inf"))  # (B, N) similarity to the nearest seed; never pick invalid
     for _ in range(1, k):
-        nxt = best.masked_fill(~valid, float("inf")).argmin(1)
+        nxt = best.argmin(1)
         idx.append(nxt)
         best = torch.maximum(best, sim_to(nxt))
     return torch.stack(idx, 1)
