@@ -53,12 +53,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import Tensor, nn
 from vector_quantize_pytorch import FSQ
 
-from zoo.nn import AdaLNTransformer, Patchify, TimestepEmbedding, Transformer, Unpatchify, sincos_pos_embed_2d
+from zoo.nn import (AdaLNTransformer, Patchify, TimestepEmbedding, Transformer, Unpatchify, kept_codes,
+                    sincos_pos_embed_2d)
 from zoo.nn.transformer import key_padding_mask, prefix_causal_mask
 from zoo.tokenizer import InputContract, Tokenizer, Tokens, TokenSpec, check_budget, check_input, check_tokens
 
@@ -258,10 +258,8 @@ class FlexTok(Tokenizer):
         if self.linear_head is None:
             return None
         c = self.config
-        k = codes.shape[1]
-        kept = torch.arange(k, device=codes.device)[None] < lengths[:, None]  # (B, k)
-        kept_codes = F.pad(codes * kept[..., None], (0, 0, 0, c.num_registers - k))  # (B, K, D), zeros past each length
-        return rearrange(self.linear_head(kept_codes.flatten(1)), "b (ch h w) -> b ch h w", ch=c.in_channels, h=c.image_size)
+        flat = self.linear_head(kept_codes(codes, lengths, c.num_registers))  # (B, C·S·S)
+        return rearrange(flat, "b (ch h w) -> b ch h w", ch=c.in_channels, h=c.image_size)
 
     def denoise(self, z: Tensor, t: Tensor, codes: Tensor, lengths: Tensor) -> Tensor:
         """Predict the clean image from a noisy one.

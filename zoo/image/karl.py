@@ -50,7 +50,7 @@ from einops import rearrange, repeat
 from torch import Tensor, nn
 from vector_quantize_pytorch import FSQ
 
-from zoo.nn import Patchify, TimestepEmbedding, Transformer, Unpatchify, sincos_pos_embed_2d
+from zoo.nn import Patchify, TimestepEmbedding, Transformer, Unpatchify, kept_codes, sincos_pos_embed_2d
 from zoo.nn.transformer import prefix_causal_mask
 from zoo.tokenizer import InputContract, Tokenizer, Tokens, TokenSpec, check_budget, check_input, check_tokens
 
@@ -307,9 +307,8 @@ class KARL(Tokenizer):
         slots = slots + self.slot_pos
         queries = self.patch_query + self.dec_pos + torch.einsum("nk,bkd->bnd", self.slot_to_patch, slots)  # (B, N, Dd)
         h = self.decoder(torch.cat([queries, slots], dim=1))
-        kept_codes = F.pad(codes * keep, (0, 0, 0, c.num_tokens - k))  # (B, K, D), zeros past the length
-        linear = rearrange(self.linear_head(kept_codes.flatten(1)), "b (ch h w) -> b ch h w", ch=c.in_channels,
-                           h=c.image_size)
+        linear = rearrange(self.linear_head(kept_codes(codes, lengths, c.num_tokens)), "b (ch h w) -> b ch h w",
+                           ch=c.in_channels, h=c.image_size)
         return self.head(h[:, : c.num_patches], c.grid) + linear
 
     # -- encode / decode -------------------------------------------------------------------------------

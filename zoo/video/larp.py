@@ -48,7 +48,7 @@ from einops import rearrange, repeat
 from torch import Tensor, nn
 from vector_quantize_pytorch.vector_quantize_pytorch import gumbel_sample
 
-from zoo.nn import Transformer, sincos_pos_embed_2d
+from zoo.nn import Transformer, kept_codes, sincos_pos_embed_2d
 from zoo.nn.transformer import key_padding_mask, prefix_causal_mask
 from zoo.tokenizer import InputContract, Tokenizer, Tokens, TokenSpec, check_budget, check_input, check_tokens
 
@@ -291,8 +291,8 @@ class LARP(Tokenizer):
         h = self.decoder(torch.cat([tokens, queries], dim=1), mask)
         patches = self.to_pixels(h[:, n:])  # (B, P, C·pt·p·p)
         if c.linear_rank:
-            kept_codes = F.pad(codes * kept[..., None], (0, 0, 0, c.num_tokens - n))  # (B, N, d), zeros past each length
-            basis = rearrange(self.linear_codes(kept_codes.flatten(1)), "b (p r) -> b p r", r=c.linear_rank)
+            basis = rearrange(self.linear_codes(kept_codes(codes, lengths, c.num_tokens)), "b (p r) -> b p r",
+                              r=c.linear_rank)
             patches = patches + self.linear_pixels(basis)
         return self.unpatchify(patches)
 
