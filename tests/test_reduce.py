@@ -243,6 +243,25 @@ def test_vqtoken_seedings_find_well_separated_clusters(init):
         VQTokenConfig(init="random")
 
 
+def test_vqtoken_zero_iterations_keeps_the_farthest_point_seeds():
+    from zoo.reduce.vq import farthest_points, kmeans
+
+    x = clustered()
+    valid = torch.ones(x.shape[:2], dtype=torch.bool)
+    valid[1, -7:] = False  # padding never joins a code
+    k = torch.tensor([5, 3])
+    labels, _ = kmeans(x, valid, k, iters=0)
+    u = torch.nn.functional.normalize(x, dim=-1)
+    seeds = farthest_points(u, valid, 5)
+    for b in range(2):
+        sim = u[b] @ u[b, seeds[b, :int(k[b])]].T  # every valid token joins its most similar seed
+        assert torch.equal(labels[b][valid[b]], sim.argmax(1)[valid[b]])
+    assert bool((labels[1, -7:] == -1).all())
+    assert len(set(seeds[0].tolist())) == 5  # distinct seeds
+    with pytest.raises(ValueError, match="iters"):
+        VQTokenConfig(iters=-1)
+
+
 def test_vqtoken_budget_and_bad_input():
     vq = VQToken(VQTokenConfig(dim=8, max_codes=12))
     t = vq.encode(clustered(), num_tokens=3)

