@@ -4,7 +4,8 @@
 
 Samples from the LM, decodes with the tokenizers its vocabulary names, and measures (see
 `recipes/lm.py`): image captions matched by the shape judge, action shape names matched by the nearest
-demonstration. Also sweeps the sampling temperature, times generation, and draws the picture grids
+demonstration. Also sweeps the classifier-free guidance scale and the sampling temperature, times
+generation, and draws the picture grids
 benchmarks/figures/llm_images.png and llm_actions.png. Writes the "llm" section of BENCHMARKS.md.
 """
 
@@ -78,6 +79,50 @@ def plot_images(result: dict, path: Path, rows: int = 12) -> None:
     plt.close(fig)
 
 
+GUIDANCE = (1.0, 2.0, 3.0, 4.0)
+
+
+def guidance_sweep(lm: MultimodalLM, results: dict, judge: object, protocol: dict) -> list[str]:
+    """The card's prompts and seed at every guidance scale in GUIDANCE: a markdown subsection."""
+    from recipes.lm_data import shape_scenes
+
+    names = [e.name for e in lm.vocab.entries]
+    rows = []
+    if ACTION in names:
+        from zoo.data.actions import load_lasa
+
+        beast = lm.vocab.load_tokenizer(ACTION)
+        x, shapes = load_lasa("train", beast.config.num_steps)
+    if IMAGE in names:
+        scenes = shape_scenes("val", protocol["image_prompts"], protocol["image_levels"])
+        tok = lm.vocab.load_tokenizer(IMAGE)
+    for g in GUIDANCE:
+        row = [g]
+        if IMAGE in names:
+            m = results[IMAGE]["metrics"] if g == protocol["guidance"] else evaluate_images(
+                lm, tok, judge, scenes, n=protocol["image_prompts"], temperature=protocol["temperature"],
+                seed=protocol["seed"], guidance=g)["metrics"]
+            row += [f"{m[k]:.1%}" for k in ("image_match", "image_kind", "image_colour", "image_count",
+                                            "image_match_wrong_caption")]
+        if ACTION in names:
+            a = results[ACTION]["metrics"] if g == protocol["guidance"] else evaluate_actions(
+                lm, beast, x, shapes, samples=protocol["action_samples"], temperature=protocol["temperature"],
+                seed=protocol["seed"], scale=False, guidance=g)["metrics"]
+            row += [f"{a['action_shape_match_dtw']:.1%}", a["action_dtw_to_named_mm"]]
+        rows.append(row)
+    header = ["guidance"]
+    if IMAGE in names:
+        header += ["image match (all three)", "kind", "colour", "count", "match vs wrong caption"]
+    if ACTION in names:
+        header += ["action shape match (DTW)", "DTW to nearest named-shape demo (mm)"]
+    return ["", "### Classifier-free guidance",
+            "Sampling logits `uncond + s * (cond - uncond)`, with uncond the LM's next-id logits after the empty "
+            "prompt `<bos> <|entry:begin|>` that condition dropout trained (`zoo.llm.MultimodalLM.generate(..., "
+            f"guidance=s)`); the same prompts and seed as above, temperature {protocol['temperature']}. "
+            f"The card's scale, {protocol['guidance']}, was picked on these val prompts.",
+            "", table(header, rows)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default=str(ROOT / "checkpoints" / DEMO_LM))
@@ -92,14 +137,16 @@ def main() -> None:
     names = [e.name for e in lm.vocab.entries]
     start = time.time()
     judge = load_judge(Path(args.checkpoint) / JUDGE)
-    results = measure(lm, judge=judge, **{k: protocol[k] for k in ("action_samples", "image_prompts", "image_levels", "temperature", "seed")
-                             if k in protocol})
+    protocol.setdefault("guidance", 1.0)
+    keys = ("action_samples", "image_prompts", "image_levels", "temperature", "seed", "guidance")
+    results = measure(lm, judge=judge, **{k: protocol[k] for k in keys if k in protocol})
     FIGURES.mkdir(parents=True, exist_ok=True)
     md = [f"Command: `OMP_NUM_THREADS=1 python benchmarks/llm.py`. Machine: {machine()}.",
           f"Checkpoint: `checkpoints/{Path(args.checkpoint).name}` — {lm.summary.get('description', '')}",
           f"Trained {lm.summary.get('train_seconds', 0) / 60:.0f} min ({lm.summary.get('global_step', '?')} steps); "
           f"{lm.summary.get('params', 0) / 1e6:.2f} M parameters. Sampling: temperature {protocol['temperature']}, "
-          f"seed {protocol['seed']}, constrained to the vocabulary's grammar (`zoo.llm.ConstrainedLogits`)."]
+          f"seed {protocol['seed']}, classifier-free guidance scale {protocol['guidance']}, constrained to the vocabulary's "
+          "grammar (`zoo.llm.ConstrainedLogits`)."]
 
     if ACTION in names:
         from zoo.data.actions import load_lasa
@@ -112,7 +159,7 @@ def main() -> None:
         for t in (0.5, 0.7, 1.0):
             m = a if t == protocol["temperature"] else evaluate_actions(
                 lm, beast, x, shapes, samples=protocol["action_samples"], temperature=t, seed=protocol["seed"],
-                scale=False)["metrics"]
+                scale=False, guidance=protocol["guidance"])["metrics"]
             sweep.append([t, f"{m['action_shape_match_dtw']:.1%}", f"{m['action_shape_match_mse']:.1%}",
                           m["action_dtw_to_named_mm"], m["action_dtw_to_other_mm"]])
         md += ["", "### Actions: LASA shape name → BEAST tokens",
@@ -139,13 +186,14 @@ def main() -> None:
         extra = []
         for t in (0.5, 0.7, 1.0):
             r = im if t == protocol["temperature"] else evaluate_images(
-                lm, tok, judge, scenes, n=protocol["image_prompts"], temperature=t, seed=protocol["seed"])
+                lm, tok, judge, scenes, n=protocol["image_prompts"], temperature=t, seed=protocol["seed"],
+                guidance=protocol["guidance"])
             mm = r["metrics"]
             sweep.append([t, f"{mm['image_match']:.1%}", f"{mm['image_kind']:.1%}", f"{mm['image_colour']:.1%}",
                           f"{mm['image_count']:.1%}", f"{mm['image_match_wrong_caption']:.1%}"])
         for s in (1, 2, 3):
             extra.append(evaluate_images(lm, tok, judge, scenes, n=12, temperature=protocol["temperature"],
-                                         seed=protocol["seed"] + s)["images"])
+                                         seed=protocol["seed"] + s, guidance=protocol["guidance"])["images"])
         im["extra"] = extra
         plot_images(im, FIGURES / "llm_images.png")
         e = lm.vocab.entry(IMAGE)
@@ -156,6 +204,7 @@ def main() -> None:
                f"`{JUDGE}` (beside the LM: a small CNN trained on train-seed scenes; its val accuracy: "
                f"{describe_judge(lm.summary.get('judge', {}).get('val_accuracy', {}))}). Match = kind, colour and count all right. 'wrong caption' scores the same "
                "samples against the previous caption's labels: what an LM that ignored its prompt would get.",
+               "", f"At guidance {protocol['guidance']}:",
                "", table(["temperature", "match (all three)", "kind", "colour", "count", "match vs wrong caption"], sweep),
                "", table(["the judge on", "all three right"],
                          [["the real val images", f"{m['judge_on_real']:.1%}"],
@@ -172,6 +221,8 @@ def main() -> None:
                   if m['judge_on_reconstructions'] - m['image_match'] > 0.2 else
                   "The LM's samples come close to that ceiling."),
                "", "![LM image samples](benchmarks/figures/llm_images.png)"]
+
+    md += guidance_sweep(lm, results, judge, protocol)
 
     entry = ACTION if ACTION in names else IMAGE
     texts = ["Angle"] * 16 if entry == ACTION else ["a red circle on a black background"] * 16

@@ -48,11 +48,15 @@ class InterleavedLM(pl.LightningModule):
             at `budget_seconds` of training if that comes first (set `trainer.max_time` to match), so a
             run cut by the clock on a busy machine still ends its schedule.
         threads: torch CPU threads (None: leave as is).
+        init_from: start from the weights of a saved LM (a folder, or the name of one under checkpoints/,
+            e.g. "lm-tiny-interleaved") to continue its training; its vocabulary, text tokenizer and
+            architecture must be the ones this run builds (ValueError otherwise).
     """
 
     def __init__(self, n_layer: int = 4, n_embd: int = 256, n_head: int = 4, n_positions: int = 160,
                  dropout: float = 0.1, lr: float = 1e-3, weight_decay: float = 0.1, warmup_steps: int = 100,
-                 min_lr_ratio: float = 0.1, budget_seconds: float | None = None, threads: int | None = 1) -> None:
+                 min_lr_ratio: float = 0.1, budget_seconds: float | None = None, threads: int | None = 1,
+                 init_from: str | None = None) -> None:
         super().__init__()
         if threads:
             torch.set_num_threads(threads)  # the machines are shared: one thread per training by default
@@ -75,6 +79,8 @@ class InterleavedLM(pl.LightningModule):
             raise ValueError(f"sequences reach {dm.max_length} ids but n_positions={h.n_positions}; raise it")
         self.lm = MultimodalLM.build(dm.vocab, dm.text_tokenizer, n_layer=h.n_layer, n_embd=h.n_embd, n_head=h.n_head,
                                      n_positions=h.n_positions, dropout=h.dropout)
+        if h.init_from:
+            self.lm.model.load_state_dict(initial_weights(h.init_from, self.lm), strict=True)
         self.model = self.lm.model.train()  # a submodule, so Lightning moves and optimises it
 
     def losses(self, ids: Tensor) -> dict[str, Tensor]:
@@ -123,16 +129,39 @@ class InterleavedLM(pl.LightningModule):
                                                    "interval": "step"}}
 
 
+def initial_weights(source: str | Path, lm: MultimodalLM) -> dict[str, Tensor]:
+    """The state dict of the saved LM `source` (folder or checkpoints/ name), checked to fit `lm`."""
+    from zoo.hub import REPO_CHECKPOINTS
+
+    path = Path(source) if Path(source).is_dir() else REPO_CHECKPOINTS / str(source)
+    if not path.is_dir():
+        raise ValueError(f"init_from={str(source)!r} is neither a folder nor a checkpoint under {REPO_CHECKPOINTS}")
+    saved = MultimodalLM.from_pretrained(path)
+    if saved.vocab.to_dict() != lm.vocab.to_dict():
+        raise ValueError(f"init_from={str(source)!r} has the vocabulary {saved.vocab.ranges()}, this run builds "
+                         f"{lm.vocab.ranges()}: the same vocabulary is required to continue training")
+    if saved.text_tokenizer.get_vocab() != lm.text_tokenizer.get_vocab():
+        raise ValueError(f"init_from={str(source)!r} has another text tokenizer ({len(saved.text_tokenizer)} words, "
+                         f"this run {len(lm.text_tokenizer)}): the same one is required")
+    keys = ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head")
+    want, got = ({k: getattr(m.model.config, k) for k in keys} for m in (lm, saved))
+    if want != got:
+        raise ValueError(f"init_from={str(source)!r} is a GPT-2 with {got}, this run builds {want}")
+    return saved.model.state_dict()
+
+
 # ----------------------------------------------------------------------------------------- measuring
 
 
 def evaluate_actions(lm: MultimodalLM, beast: Any, demos: np.ndarray, names: list[str], *, samples: int = 4,
-                     temperature: float = 1.0, seed: int = 0, dtw_steps: int = 50, scale: bool = True) -> dict[str, Any]:
+                     temperature: float = 1.0, seed: int = 0, dtw_steps: int = 50, scale: bool = True,
+                     guidance: float = 1.0) -> dict[str, Any]:
     """Sample `samples` trajectories per shape name and find the nearest demonstration.
 
     Args:
         demos: (n, T, 2) every demonstration of the shapes (the reference set); names: their shapes.
         scale: also measure the demonstrations' own spread (each one's DTW to its nearest sibling).
+        guidance: the classifier-free guidance scale of `MultimodalLM.generate`.
     Returns:
         metrics (accuracy by DTW and by MSE, mean DTW to the named shape's nearest demo and the
         same for a held-in demo, for scale) and "trajectories" (shapes x samples, T, 2), "prompts".
@@ -141,7 +170,7 @@ def evaluate_actions(lm: MultimodalLM, beast: Any, demos: np.ndarray, names: lis
 
     shapes = sorted(set(names))
     prompts = [s for s in shapes for _ in range(samples)]
-    segments = lm.generate(prompts, ACTION, temperature=temperature, seed=seed)
+    segments = lm.generate(prompts, ACTION, temperature=temperature, seed=seed, guidance=guidance)
     complete = [s.complete for s in segments]
     tokens = Tokens(ids=torch.stack([s.ids for s in segments]), lengths=torch.tensor([len(s.ids) for s in segments]))
     gen = beast.decode(tokens, num_steps=demos.shape[1]).float()  # (P, T, 2)
@@ -178,7 +207,7 @@ def evaluate_actions(lm: MultimodalLM, beast: Any, demos: np.ndarray, names: lis
 
 
 def evaluate_images(lm: MultimodalLM, image_tok: Any, judge: Any, scenes: dict[str, np.ndarray], *, n: int = 128,
-                    temperature: float = 1.0, seed: int = 0, decode_seed: int = 0) -> dict[str, Any]:
+                    temperature: float = 1.0, seed: int = 0, decode_seed: int = 0, guidance: float = 1.0) -> dict[str, Any]:
     """Sample an image for each of the first `n` val captions, decode it, and ask the judge.
 
     Returns:
@@ -193,7 +222,7 @@ def evaluate_images(lm: MultimodalLM, image_tok: Any, judge: Any, scenes: dict[s
     captions = [str(c) for c in scenes["captions"][:n]]
     labels = {"kind": torch.from_numpy(scenes["label_kind"][:n]), "colour": torch.from_numpy(scenes["label_colour"][:n]),
               "count": torch.from_numpy(scenes["label_count"][:n]) + 1}
-    segments = lm.generate(captions, IMAGE, temperature=temperature, seed=seed)
+    segments = lm.generate(captions, IMAGE, temperature=temperature, seed=seed, guidance=guidance)
     ids = torch.stack([s.ids for s in segments])
     tokens = Tokens(ids=ids, lengths=torch.full((len(ids),), ids.shape[1]))
     with torch.no_grad():
@@ -365,18 +394,20 @@ def load_judge(path: str | Path | None = None) -> Any:
 
 
 def measure(lm: MultimodalLM, *, action_samples: int = 4, image_prompts: int = 128, image_levels: Any = (0,),
-            temperature: float = 1.0, seed: int = 0, judge: Any = None, scale: bool = True) -> dict[str, Any]:
+            temperature: float = 1.0, seed: int = 0, judge: Any = None, scale: bool = True,
+            guidance: float = 1.0) -> dict[str, Any]:
     """Every card number of the LM, from samples decoded by the tokenizers its vocabulary names.
 
     The protocol (these arguments) is stored in the card's summary, so a test can measure again.
 
     Args:
         judge: the image judge (`load_judge(...)`); default the shared host ViT.
+        guidance: the classifier-free guidance scale every sample is drawn with (1.0: none).
     """
     from recipes.lm_data import shape_scenes
 
     protocol = {"action_samples": action_samples, "image_prompts": image_prompts, "image_levels": list(image_levels),
-                "temperature": temperature, "seed": seed}
+                "temperature": temperature, "seed": seed, "guidance": guidance}
     out: dict[str, Any] = {"protocol": protocol}
     names = [e.name for e in lm.vocab.entries]
     if ACTION in names:
@@ -385,11 +416,11 @@ def measure(lm: MultimodalLM, *, action_samples: int = 4, image_prompts: int = 1
         beast = lm.vocab.load_tokenizer(ACTION)
         x, shapes = load_lasa("train", beast.config.num_steps)
         out[ACTION] = evaluate_actions(lm, beast, x, shapes, samples=action_samples, temperature=temperature, seed=seed,
-                                       scale=scale)
+                                       scale=scale, guidance=guidance)
     if IMAGE in names:
         scenes = shape_scenes("val", image_prompts, image_levels)
         out[IMAGE] = evaluate_images(lm, lm.vocab.load_tokenizer(IMAGE), judge or load_judge(), scenes, n=image_prompts,
-                                     temperature=temperature, seed=seed)
+                                     temperature=temperature, seed=seed, guidance=guidance)
     return out
 
 
@@ -400,8 +431,9 @@ class ExportLM(pl.Callback):
     """At the end of `fit`, measure the LM by sampling and write it (weights, vocabulary, text tokenizer, card)."""
 
     def __init__(self, directory: str, name: str, recipe: str = "", action_samples: int = 4,
-                 image_prompts: int = 128, judge: str | None = None, judge_steps: int = 800) -> None:
-        self.directory, self.name, self.recipe = directory, name, recipe
+                 image_prompts: int = 128, judge: str | None = None, judge_steps: int = 800,
+                 guidance: float = 1.0) -> None:
+        self.directory, self.name, self.recipe, self.guidance = directory, name, recipe, guidance
         self.action_samples, self.image_prompts = action_samples, image_prompts
         self.judge, self.judge_steps = judge, judge_steps
         self.start = time.time()
@@ -416,13 +448,14 @@ class ExportLM(pl.Callback):
         export_lm(pl_module.lm, self.directory, name=self.name, dm=trainer.datamodule, recipe=self.recipe,
                   seconds=time.time() - self.start, global_step=trainer.global_step, val=val,
                   action_samples=self.action_samples, image_prompts=self.image_prompts, judge=self.judge,
-                  judge_steps=self.judge_steps)
+                  judge_steps=self.judge_steps, guidance=self.guidance)
 
 
 def export_lm(lm: MultimodalLM, directory: str | Path, *, name: str, dm: InterleavedData, recipe: str, seconds: float,
               global_step: int, val: dict[str, float], action_samples: int = 4, image_prompts: int = 128,
-              judge: str | None = None, judge_steps: int = 800) -> dict[str, Any]:
-    """Save `lm` in float16, measure the saved weights by sampling, and write the card; returns the summary."""
+              judge: str | None = None, judge_steps: int = 800, guidance: float = 1.0) -> dict[str, Any]:
+    """Save `lm` in float16, measure the saved weights by sampling (at classifier-free guidance scale
+    `guidance`), and write the card; returns the summary."""
     lm.save_pretrained(directory, dtype=torch.float16)
     lm = MultimodalLM.from_pretrained(directory)
     judge_model, judge_acc = None, {}
@@ -437,7 +470,7 @@ def export_lm(lm: MultimodalLM, directory: str | Path, *, name: str, dm: Interle
                         encode_kwargs=entry.encode_kwargs or {"num_tokens": entry.max_tokens})
         judge_model, judge_acc = load_judge(path), judge_accuracy(path)
     results = measure(lm, action_samples=action_samples, image_prompts=image_prompts,
-                      image_levels=dm.h.image_levels, judge=judge_model)
+                      image_levels=dm.h.image_levels, judge=judge_model, guidance=guidance)
     metrics = {f"val_{k}": v for k, v in val.items()}
     for key in (ACTION, IMAGE):
         if key in results:
@@ -479,10 +512,10 @@ It is not in `zoo list`; load it with `zoo.llm.MultimodalLM.from_pretrained("che
 {dm.describe()}
 
 ## Recipe
-`{recipe}`; {seconds / 60:.1f} minutes, {summary['global_step']} steps on {platform.machine()} CPU
+{recipe if "`" in recipe else f"`{recipe}`"}; {seconds / 60:.1f} minutes, {summary['global_step']} steps on {platform.machine()} CPU
 ({torch.get_num_threads()} thread(s)), torch {torch.__version__}; {summary['params'] / 1e6:.2f} M parameters.
 
-## Measured (sampling at temperature {summary['protocol']['temperature']}, seed {summary['protocol']['seed']})
+## Measured (sampling at temperature {summary['protocol']['temperature']}, seed {summary['protocol']['seed']}, classifier-free guidance {summary['protocol'].get('guidance', 1.0)})
 Actions: {summary['protocol']['action_samples']} samples per training-shape name, decoded by BEAST; the shape
 matches when the nearest of all 168 training demonstrations (DTW over 50 resampled steps, or MSE) is of
 the named shape (chance 1/24). Images: one sample per val-seed caption, decoded by the image tokenizer and
@@ -498,11 +531,12 @@ Weights: Apache-2.0, trained by the zoo recipe above on data built offline by `z
 """
 
 
-def remeasure(config: str | Path, judge_steps: int = 800) -> dict[str, Any]:
+def remeasure(config: str | Path, judge_steps: int = 800, keep_judge: bool = False) -> dict[str, Any]:
     """Measure an LM trained by `config` again (a new judge, the current protocol) without training it.
 
     The LM, its training time and its validation losses are read from the checkpoint directory that the
-    config's ExportLM callback wrote; the judge beside it is trained afresh.
+    config's ExportLM callback wrote; the judge beside it is trained afresh unless `keep_judge`. Samples
+    are drawn at the ExportLM's `guidance` scale.
     """
     import yaml
 
@@ -511,12 +545,13 @@ def remeasure(config: str | Path, judge_steps: int = 800) -> dict[str, Any]:
     directory = Path(export["directory"])
     log = json.loads((directory / "train_log.json").read_text())
     val = {k[len("val_"):]: v for k, v in log["metrics"].items() if k.startswith("val_")}
-    (directory / JUDGE).unlink(missing_ok=True)
+    if not keep_judge:
+        (directory / JUDGE).unlink(missing_ok=True)
     return export_lm(MultimodalLM.from_pretrained(directory), directory, name=export["name"],
                      dm=InterleavedData(**cfg["data"]["init_args"]), recipe=export.get("recipe", ""),
                      seconds=log["seconds"], global_step=log["global_step"], val=val,
                      action_samples=export.get("action_samples", 4), image_prompts=export.get("image_prompts", 128),
-                     judge_steps=judge_steps)
+                     judge_steps=judge_steps, guidance=export.get("guidance", 1.0))
 
 
 if __name__ == "__main__":
@@ -525,5 +560,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Measure a trained LM again (new judge) without training it.")
     parser.add_argument("config", help="the LM's training config, e.g. configs/lm/tiny-interleaved.yaml")
     parser.add_argument("--judge-steps", type=int, default=800)
+    parser.add_argument("--keep-judge", action="store_true", help="keep the judge beside the LM (do not retrain it)")
     args = parser.parse_args()
-    print(json.dumps(remeasure(args.config, args.judge_steps)["metrics"], indent=1))
+    print(json.dumps(remeasure(args.config, args.judge_steps, args.keep_judge)["metrics"], indent=1))

@@ -5,6 +5,11 @@ Two kinds of sequence, both `<bos> text <|entry:begin|> codes <|entry:end|> <eos
   then the scene's tokens from an image tokenizer (FlexTok: a fixed-length prefix, written in digits);
 - actions: the name of a LASA shape, then one demonstration's BEAST tokens.
 
+Condition dropout (`cond_dropout=p`, for classifier-free guidance): each training sequence, each time
+it is drawn, loses its text with probability p and reads `<bos> <|entry:begin|> codes <|entry:end|> <eos>`,
+the empty prompt that `MultimodalLM.generate(..., guidance=s)` conditions its unconditional half on. The
+draws come from a generator seeded by `seed`, so a run is reproducible; val sequences keep their text.
+
 Train and val are disjoint: val scenes come from the val seed range, and val actions are one held-out
 demonstration per shape (the LM is asked for the training shapes by name, so the shapes are shared).
 Token ids are computed once per (tokenizer checkpoint, data) and cached with `zoo.data.cache`.
@@ -115,19 +120,23 @@ class InterleavedData(pl.LightningDataModule):
         action_repeat: how often each training demonstration appears per epoch (there are only 144).
         val_demo: the index (0..6) of the demonstration of each shape held out for validation.
         batch_size: sequences per batch.
-        seed: scene seed.
+        seed: scene seed, and the seed of the condition-dropout draws.
+        cond_dropout: probability that a training sequence is drawn with its text dropped (the empty
+            prompt), so the LM also learns the unconditional distribution that guidance needs.
     """
 
     def __init__(self, image_tokenizer: str | None = "flextok-tiny-nat32", image_tokens: int = 16,
                  image_budget: dict[str, Any] | None = None, image_digits: tuple[int, ...] = (512, 125), image_levels: tuple[int, ...] = (0,),
                  num_images: int = 20000, val_images: int = 256, action_tokenizer: str | None = "beast-lasa",
                  action_tokens: int = 20, action_repeat: int = 40, val_demo: int = 6, batch_size: int = 32,
-                 seed: int = 0) -> None:
+                 seed: int = 0, cond_dropout: float = 0.0) -> None:
         super().__init__()
         if image_tokenizer is None and action_tokenizer is None:
             raise ValueError("give at least one of image_tokenizer and action_tokenizer")
         if not 0 <= val_demo < 7:
             raise ValueError(f"val_demo must index one of LASA's 7 demonstrations (0..6), got {val_demo}")
+        if not 0.0 <= cond_dropout < 1.0:
+            raise ValueError(f"cond_dropout is a probability in [0, 1), got {cond_dropout}")
         self.save_hyperparameters()
         self.h = self.hparams
         self.tokenizers: dict[str, Any] = {}
@@ -145,7 +154,10 @@ class InterleavedData(pl.LightningDataModule):
         if h.action_tokenizer:
             parts.append(f"the 24 LASA training shapes by name, 6 of 7 demonstrations each (x{h.action_repeat}), "
                          f"tokenized by `{h.action_tokenizer}` ({h.action_tokens} tokens)")
-        return "; ".join(parts) + f"; val: {h.val_images} val-seed scenes and the held-out demonstration {h.val_demo}."
+        dropout = (f"; condition dropout: {h.cond_dropout:.0%} of training sequences drop their text "
+                   f"(the empty prompt of classifier-free guidance)") if h.cond_dropout else ""
+        return ("; ".join(parts) + dropout +
+                f"; val: {h.val_images} val-seed scenes and the held-out demonstration {h.val_demo}.")
 
     def setup(self, stage: str | None = None) -> None:
         if self.vocab is not None:
@@ -190,6 +202,7 @@ class InterleavedData(pl.LightningDataModule):
             self.val_rows += [r for r, d in zip(rows, demo) if d == h.val_demo]
             self.lasa, self.lasa_names = x, names
         self.max_length = max(len(r) for r in self.train_rows + self.val_rows)
+        self.dropout_rng = torch.Generator().manual_seed(h.seed)
 
     def _rows(self, entry: str, texts: list[str], ids: Tensor) -> list[list[int]]:
         segments = self.vocab.to_llm(Tokens(ids=ids, lengths=torch.full((len(ids),), ids.shape[1])), entry)
@@ -202,9 +215,17 @@ class InterleavedData(pl.LightningDataModule):
             out[i, : len(r)] = torch.tensor(r)
         return out
 
+    def drop_condition(self, rows: list[list[int]]) -> list[list[int]]:
+        """Each row loses its text (keeps `<bos>` and what follows the text) with probability `cond_dropout`."""
+        if not self.h.cond_dropout:
+            return rows
+        drop = torch.rand(len(rows), generator=self.dropout_rng) < self.h.cond_dropout
+        text = self.vocab.text_size
+        return [[r[0], *r[next(k for k in range(1, len(r)) if r[k] >= text):]] if d else r for r, d in zip(rows, drop)]
+
     def train_dataloader(self) -> DataLoader:
         return DataLoader(self.train_rows, batch_size=self.h.batch_size, shuffle=True, drop_last=True,
-                          collate_fn=self.collate)
+                          collate_fn=lambda rows: self.collate(self.drop_condition(rows)))
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.val_rows, batch_size=self.h.batch_size * 2, shuffle=False, collate_fn=self.collate)

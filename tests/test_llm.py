@@ -379,7 +379,7 @@ def test_shipped_demo_lm_reaches_its_card():
     names = [e.name for e in lm.vocab.entries]
     judge = load_judge(SHIPPED / JUDGE) if IMAGE in names else None
     got = measure(lm, action_samples=p["action_samples"], image_prompts=32, image_levels=p["image_levels"],
-                  temperature=p["temperature"], seed=p["seed"], judge=judge, scale=False)
+                  temperature=p["temperature"], seed=p["seed"], judge=judge, scale=False, guidance=p.get("guidance", 1.0))
     if ACTION in names:  # the same prompts and seed as the card: only float noise may differ
         assert got[ACTION]["metrics"]["action_shape_match_dtw"] >= card["action_shape_match_dtw"] - 0.05
     if IMAGE in names:  # a 32-caption subset of the card's 128: sampling noise, hence the margin
@@ -417,3 +417,114 @@ def test_demo_writes_a_sheet_per_entry(tmp_path):
     sheets = sorted(tmp_path.glob("llm_*.png"))
     assert sheets and all(Image.open(p).size[0] == 2 * 96 for p in sheets)
     assert "measured (card)" in report
+
+
+# ----------------------------------------------------------------------------------------- classifier-free guidance
+
+
+def test_guidance_one_is_plain_sampling_and_the_guided_loop_samples_as_transformers_does(tmp_path):
+    lm, _ = small_lm(tmp_path)
+    prompts = ["Angle", "Snake", "Angle Snake", "Snake"]
+    plain = lm.generate(prompts, "action", seed=5)
+    one = lm.generate(prompts, "action", seed=5, guidance=1.0)
+    assert all(torch.equal(a.ids, b.ids) for a, b in zip(plain, one))
+    # the KV-cache loop that guidance > 1 runs, at scale 1, draws what transformers' generate draws
+    x = torch.tensor([lm.sequence("Angle", entry="action")] * 3)
+    torch.manual_seed(7)
+    ref = lm.model.generate(x, attention_mask=torch.ones_like(x), do_sample=True, top_k=0, max_new_tokens=13,
+                            logits_processor=[ConstrainedLogits(lm.vocab, "action")],
+                            eos_token_id=lm.vocab.range("action").end, pad_token_id=lm.vocab.pad)
+    torch.manual_seed(7)
+    ours = lm._sample_guided(x, "action", 1.0, temperature=1.0, top_k=None, max_new_tokens=13)
+    assert torch.equal(ref, ours)
+
+
+def test_guided_logits_follow_the_formula_with_the_empty_prompt(tmp_path, monkeypatch):
+    """Every step's (cond, uncond) from the batched KV-cache pass equals a fresh full pass over the
+    prompted and the empty-prompt sequences, and the sampled logits are uncond + s * (cond - uncond)."""
+    import zoo.llm as llm
+
+    lm, _ = small_lm(tmp_path)
+    seen, formula = [], llm.guided_logits
+
+    def spy(cond, uncond, scale):
+        out = formula(cond, uncond, scale)
+        seen.append((cond.clone(), uncond.clone(), out.clone()))
+        return out
+
+    monkeypatch.setattr(llm, "guided_logits", spy)
+    prompts = ["Angle Snake", "Snake Angle"]
+    segs = lm.generate(prompts, "action", seed=1, guidance=3.0)
+    assert all(s.complete for s in segs) and len(seen) == 13  # 12 codes and the end marker
+    cond_rows = torch.tensor([lm.sequence(p, entry="action") for p in prompts])
+    empty = torch.tensor([lm.sequence("", entry="action")] * 2)
+    assert empty.tolist()[0] == [lm.text_tokenizer.bos_token_id, lm.vocab.range("action").begin]
+    codes = torch.stack([s.ids for s in segs]) + lm.vocab.range("action").codes  # (2, 12): the sampled LLM ids
+    for t, (cond, uncond, out) in enumerate(seen):
+        with torch.no_grad():
+            full_c = lm.model(torch.cat([cond_rows, codes[:, :t]], 1)).logits[:, -1]
+            full_u = lm.model(torch.cat([empty, codes[:, :t]], 1)).logits[:, -1]
+        torch.testing.assert_close(cond, full_c, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(uncond, full_u, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(out, uncond + 3.0 * (cond - uncond))
+    assert not torch.allclose(seen[0][2], seen[0][0])  # guidance moved the logits
+
+
+@pytest.mark.parametrize("bad", [-0.5, float("nan"), float("inf")])
+def test_bad_guidance_raises(tmp_path, bad):
+    lm, _ = small_lm(tmp_path)
+    with pytest.raises(ValueError, match="guidance must be"):
+        lm.generate(["Angle"], "action", guidance=bad)
+
+
+def lasa_data(**kwargs):
+    from recipes.lm_data import InterleavedData
+
+    dm = InterleavedData(image_tokenizer=None, action_tokenizer="beast-lasa", action_repeat=1, batch_size=8, **kwargs)
+    dm.setup()
+    return dm
+
+
+def test_condition_dropout_rate_is_honoured_seeded_and_keeps_the_segment():
+    pytest.importorskip("transformers")
+    p = 0.25
+    dm = lasa_data(cond_dropout=p)
+    rows = dm.train_rows * 20  # 2880 draws
+    out = dm.drop_condition(rows)
+    text = dm.vocab.text_size
+    dropped = [a != b for a, b in zip(rows, out)]
+    rate = sum(dropped) / len(rows)
+    assert abs(rate - p) < 4 * (p * (1 - p) / len(rows)) ** 0.5  # within 4 binomial standard deviations
+    for a, b, d in zip(rows, out, dropped):
+        if d:  # <bos> then the segment: the empty prompt generate(..., guidance=s) contrasts with
+            assert b[0] == a[0] and b[1] == dm.vocab.range("action").begin and b[1:] == a[-len(b) + 1:]
+            assert all(i >= text for i in b[1:-1])
+    again = lasa_data(cond_dropout=p)
+    assert again.drop_condition(rows) == out  # seeded
+    assert lasa_data().drop_condition(rows) == rows  # off by default
+    batch = next(iter(dm.train_dataloader()))
+    assert (batch[:, 0] == dm.text_tokenizer.bos_token_id).all()
+    with pytest.raises(ValueError, match="cond_dropout"):
+        lasa_data(cond_dropout=1.0)
+
+
+def test_init_from_loads_the_weights_and_rejects_another_vocabulary_or_shape(tmp_path):
+    pytest.importorskip("transformers")
+    from recipes.lm import InterleavedLM
+
+    dm = lasa_data()
+    arch = dict(n_layer=1, n_embd=32, n_head=2, n_positions=64, dropout=0.0, threads=None)
+    base = InterleavedLM(**arch)
+    base.build(dm)
+    base.lm.save_pretrained(tmp_path / "base")
+    cont = InterleavedLM(**arch, init_from=str(tmp_path / "base"))
+    cont.build(dm)
+    assert all(torch.equal(a, b) for a, b in zip(base.model.state_dict().values(), cont.model.state_dict().values()))
+    with pytest.raises(ValueError, match="n_layer"):
+        InterleavedLM(**{**arch, "n_layer": 2}, init_from=str(tmp_path / "base")).build(dm)
+    other, _ = small_lm(tmp_path)  # two words and a 16-code BEAST: another vocabulary
+    other.save_pretrained(tmp_path / "other")
+    with pytest.raises(ValueError, match="same vocabulary"):
+        InterleavedLM(**arch, init_from=str(tmp_path / "other")).build(dm)
+    with pytest.raises(ValueError, match="neither a folder"):
+        InterleavedLM(**arch, init_from="no-such-lm").build(dm)

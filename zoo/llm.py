@@ -665,6 +665,14 @@ def sequence_ids(text_tokenizer: Any, vocab: Vocabulary, text: str, segment: Ten
     return ids + [vocab.range(entry).begin] if entry is not None else ids
 
 
+def guided_logits(cond: Tensor, uncond: Tensor, scale: float) -> Tensor:
+    """Classifier-free guidance: `uncond + scale * (cond - uncond)`; cond, uncond: (B, V) next-id logits.
+
+    On raw logits this equals guidance on log-probabilities (the two differ by a per-row constant, which
+    softmax ignores). Apply the grammar mask after, so -inf never meets -inf. Scale 1 returns `cond` itself."""
+    return cond if scale == 1.0 else uncond + scale * (cond - uncond)
+
+
 class MultimodalLM:
     """A causal LM over a joint vocabulary: a transformers GPT-2, the `Vocabulary` and the text tokenizer.
 
@@ -713,7 +721,7 @@ class MultimodalLM:
 
     @torch.no_grad()
     def generate(self, prompts: Sequence[str], entry: str, *, temperature: float = 1.0, top_k: int | None = None,
-                 seed: int = 0, batch_size: int = 64) -> list[Segment]:
+                 seed: int = 0, batch_size: int = 64, guidance: float = 1.0) -> list[Segment]:
         """Sample one `entry` segment after each text prompt.
 
         Args:
@@ -721,11 +729,18 @@ class MultimodalLM:
             entry: the entry to generate.
             temperature, top_k: sampling; the grammar mask applies first.
             seed: sampling is reproducible for a given seed, batch composition and device.
+            guidance: classifier-free guidance scale s (Ho & Salimans 2022, as in Parti and LlamaGen):
+                next-id logits `uncond + s * (cond - uncond)`, where uncond conditions on the empty prompt
+                `<bos> <|entry:begin|>` that condition dropout trains (`recipes.lm_data.InterleavedData`).
+                1.0 is plain conditional sampling (transformers' `generate`, one pass); other values run
+                the prompted and the empty-prompt rows as one batch with a KV cache.
         Returns:
             One Segment per prompt (`complete=False` if the model's budget ran out first).
         """
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
+        if not math.isfinite(guidance) or guidance < 0:
+            raise ValueError(f"guidance must be a finite scale >= 0 (1.0: no guidance), got {guidance}")
         e, r = self.vocab.entry(entry), self.vocab.range(entry)
         frame = len(e.slots)
         budget = e.max_tokens * frame + (e.max_tokens - 1) // (e.sep_every or 10**9) + 1
@@ -744,14 +759,57 @@ class MultimodalLM:
                 for chunk in range(0, len(idx), batch_size):
                     part = idx[chunk:chunk + batch_size]
                     x = torch.tensor([rows[i] for i in part], device=device)
-                    y = self.model.generate(
-                        x, attention_mask=torch.ones_like(x), do_sample=True, temperature=temperature, top_k=top_k or 0,
-                        max_new_tokens=budget, logits_processor=[ConstrainedLogits(self.vocab, entry)],
-                        eos_token_id=r.end, pad_token_id=self.vocab.pad)
+                    if guidance == 1.0:
+                        y = self.model.generate(
+                            x, attention_mask=torch.ones_like(x), do_sample=True, temperature=temperature,
+                            top_k=top_k or 0, max_new_tokens=budget, logits_processor=[ConstrainedLogits(self.vocab, entry)],
+                            eos_token_id=r.end, pad_token_id=self.vocab.pad)
+                    else:
+                        y = self._sample_guided(x, entry, guidance, temperature=temperature, top_k=top_k,
+                                                max_new_tokens=budget)
                     for i, seq in zip(part, y):
                         segs = [s for s in self.vocab.from_llm(seq[length - 1:]) if s.name == entry]
                         out[i] = segs[0]
         return out  # type: ignore[return-value]
+
+    def _sample_guided(self, x: Tensor, entry: str, guidance: float, *, temperature: float, top_k: int | None,
+                       max_new_tokens: int) -> Tensor:
+        """x: (B, L) prompts `<bos> text <|entry:begin|>` → (B, L + n) with the sampled ids, as `generate`.
+
+        The B prompted rows and B empty-prompt rows `<bos> <|entry:begin|>` (left-padded to L, with
+        matching position ids) go through the model as one (2B, .) batch; each step feeds the sampled id
+        to both halves through the KV cache. The grammar mask, temperature and top-k apply to the guided
+        logits, in that order, as transformers' sampling does.
+        """
+        b, n = x.shape
+        pad, end = self.vocab.pad, self.vocab.range(entry).end
+        empty = torch.tensor(self.sequence("", entry=entry), device=x.device)  # the unconditional prompt
+        uncond = torch.full_like(x, pad)
+        uncond[:, n - len(empty):] = empty
+        ids = torch.cat([x, uncond])  # (2B, L)
+        mask = torch.cat([torch.ones_like(x), (uncond != pad).long()])
+        positions = (mask.cumsum(1) - 1).clamp(min=0)
+        grammar = ConstrainedLogits(self.vocab, entry)
+        out, done, past = x, torch.zeros(b, dtype=torch.bool, device=x.device), None
+        for _ in range(max_new_tokens):
+            step = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=past,
+                              use_cache=True)
+            past = step.past_key_values
+            logits = step.logits[:, -1].float()  # (2B, V)
+            scores = grammar(out, guided_logits(logits[:b], logits[b:], guidance)) / temperature
+            if top_k:
+                kth = scores.topk(min(top_k, scores.shape[-1])).values[:, -1:]
+                scores = scores.masked_fill(scores < kth, float("-inf"))
+            nxt = torch.multinomial(scores.softmax(-1), 1).squeeze(1)  # (B,)
+            nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
+            out = torch.cat([out, nxt[:, None]], 1)
+            done |= nxt == end
+            if done.all():
+                break
+            ids = nxt.repeat(2)[:, None]  # (2B, 1): the same id continues both halves
+            mask = torch.cat([mask, torch.ones_like(ids)], 1)
+            positions = positions[:, -1:] + 1
+        return out
 
     # -- files -------------------------------------------------------------------------------------------
 
@@ -857,7 +915,8 @@ def demo(out_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = None
         if not prompts:
             continue
         tok = lm.vocab.load_tokenizer(e.name)
-        segments = lm.generate([p for p in prompts for _ in range(samples)], e.name, seed=0)
+        segments = lm.generate([p for p in prompts for _ in range(samples)], e.name, seed=0,
+                               guidance=lm.summary.get("protocol", {}).get("guidance", 1.0))  # as the card measured
         tokens = Tokens(ids=torch.stack([s.ids for s in segments]), lengths=torch.tensor([len(s.ids) for s in segments]))
         x = tok.decode(tokens)
         sheet = Image.new("RGB", (cell * samples, cell * len(prompts)), "white")
