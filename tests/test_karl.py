@@ -180,6 +180,11 @@ def test_loss_falls_when_overfitting_a_batch() -> None:
     (dict(num_tokens=torch.tensor([0, 1, 2, 3, 4, 5])), r"\[1, 8\]"),
     (dict(halt_threshold=0.0), r"halt_threshold"),
     (dict(halt_threshold=1.0), r"halt_threshold"),
+    (dict(search=True, num_tokens=4), "not num_tokens"),
+    (dict(search=[]), "non-empty sequence"),
+    (dict(search="all"), "non-empty sequence"),
+    (dict(search=[0, 4]), "search budget"),
+    (dict(search=[K + 1]), "search budget"),
 ])
 def test_bad_budgets(tok: KARL, images: torch.Tensor, kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
@@ -280,3 +285,44 @@ def test_encoder_features_are_the_patch_tokens_of_a_full_encode(tok: KARL, image
         torch.testing.assert_close(f, patches, atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError):
         tok.encoder_features(images[:, :2])
+
+
+def test_search_keeps_measured_budgets(tok: KARL, images: torch.Tensor) -> None:
+    from zoo.image.budget import image_mse
+
+    t = tok.encode(images, search=True, quality=1e-3, min_gain_db=0.3)
+    assert t.lengths.min() >= 1 and t.lengths.max() <= K
+    fixed = [tok.encode(images, num_tokens=n) for n in range(1, K + 1)]
+    per_budget = torch.stack([image_mse(tok.decode(f), images) for f in fixed], 1)
+    psnr = -10 * torch.log10(per_budget)
+    n = torch.arange(1, K + 1)
+    for i in range(len(images)):  # each image: the tokens of a fixed budget of its length, and the rule's choice
+        length = int(t.lengths[i])
+        assert torch.equal(fixed[length - 1].ids[i], t.ids[i, :length])
+        rd = int((psnr[i] - 0.3 * n).argmax()) + 1
+        reach = (per_budget[i] <= 1e-3).nonzero()
+        until = int(reach[0]) + 1 if len(reach) else int(per_budget[i].argmin()) + 1
+        assert length == min(rd, until)
+    # a subset of budgets is honoured, and a larger λ never keeps more tokens
+    sub = tok.encode(images, search=[2, 5], quality=1e-6, min_gain_db=0.01)
+    assert set(sub.lengths.tolist()) <= {2, 5}
+    loose = tok.encode(images, search=[1, 2, 4, 8], quality=1e-6, min_gain_db=1.0)
+    tight = tok.encode(images, search=[1, 2, 4, 8], quality=1e-6, min_gain_db=0.01)
+    assert bool((loose.lengths <= tight.lengths).all())
+
+
+def test_choose_measured_rules() -> None:
+    from zoo.image.budget import choose_measured
+
+    mse = torch.tensor([[0.02, 0.01, 0.005, 0.0049],   # reaches 0.006 at the 3rd budget; the 4th buys ~0.01 dB
+                        [0.05, 0.04, 0.045, 0.06]])   # never reaches 0.006: lowest error is the 2nd budget
+    tokens = torch.tensor([1.0, 2.0, 4.0, 8.0])
+    eps = torch.full((2,), 0.006)
+    assert choose_measured(mse, tokens, eps).tolist() == [2, 1]
+    assert choose_measured(mse, tokens, None, min_gain_db=0.5).tolist() == [2, 1]
+    assert choose_measured(mse, tokens, None, min_gain_db=5.0).tolist() == [0, 0]
+    assert choose_measured(mse, tokens, eps, min_gain_db=5.0).tolist() == [0, 0]  # the fewer of the two rules
+    shuffled = choose_measured(mse[:, [3, 1, 0, 2]], tokens[[3, 1, 0, 2]], eps)  # candidates in any order
+    assert shuffled.tolist() == [3, 1]
+    with pytest.raises(ValueError, match="quality"):
+        choose_measured(mse, tokens)

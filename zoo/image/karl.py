@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -50,6 +51,7 @@ from einops import rearrange, repeat
 from torch import Tensor, nn
 from vector_quantize_pytorch import FSQ
 
+from zoo.image.budget import choose_measured, image_mse
 from zoo.nn import Patchify, TimestepEmbedding, Transformer, Unpatchify, kept_codes, sincos_pos_embed_2d
 from zoo.nn.transformer import prefix_causal_mask
 from zoo.tokenizer import InputContract, Tokenizer, Tokens, TokenSpec, check_budget, check_input, check_tokens
@@ -315,7 +317,8 @@ class KARL(Tokenizer):
 
     @torch.no_grad()
     def encode(self, x: Tensor, quality: float | Tensor | None = None, num_tokens: int | Tensor | None = None,
-               halt_threshold: float | None = None, min_gain_db: float | None = None) -> Tokens:
+               halt_threshold: float | None = None, min_gain_db: float | None = None,
+               search: bool | Sequence[int] = False) -> Tokens:
         """Encode images, as many tokens per image as the target error needs.
 
         Args:
@@ -326,6 +329,10 @@ class KARL(Tokenizer):
             halt_threshold: halting probability above which a token is dropped (default the config's).
             min_gain_db: with `quality`, also stop where further tokens are predicted to buy less than
                 this many dB each (default the config's; 0 = tokens until ε, the paper's rule).
+            search: measure instead of predict (`zoo.image.budget`): encode and decode every budget
+                1..K (or the budgets given as a sequence) and keep, per image, the fewest tokens whose
+                measured error meets ε, or fewer where a token buys less than `min_gain_db` dB on the
+                image's measured curve. One encode and decode per candidate; not with num_tokens.
             Give at most one of quality / num_tokens; with neither, ε = `config.default_quality`.
         Returns:
             Tokens with lengths (B,) in 1..K, ids (B, max length) for FSQ (zeros past each length) and
@@ -340,6 +347,11 @@ class KARL(Tokenizer):
             raise ValueError(f"min_gain_db must be a finite number >= 0 (dB per token), got {min_gain!r}")
         if quality is not None and num_tokens is not None:
             raise ValueError("give quality= (a target error) or num_tokens= (a fixed budget), not both")
+        if search is not False:
+            if num_tokens is not None:
+                raise ValueError("search= picks each image's budget; give quality= / min_gain_db=, not num_tokens=")
+            eps = self._check_quality(c.default_quality if quality is None else quality, b)
+            return self._search(x, eps, float(min_gain), threshold, self._check_candidates(search))
         x = x * 2 - 1
         if num_tokens is not None:
             lengths = self._check_num_tokens(num_tokens, b)
@@ -356,6 +368,42 @@ class KARL(Tokenizer):
         codes, ids = self.quantize(self.encode_latents(x, eps)[0][:, :width])
         keep = torch.arange(width, device=x.device)[None] < lengths[:, None]  # (B, width)
         return Tokens(ids=None if ids is None else ids.long() * keep, lengths=lengths, latents=codes * keep[..., None])
+
+    def _search(self, x: Tensor, eps: Tensor, min_gain: float, threshold: float, candidates: list[int]) -> Tokens:
+        """encode(search=...): x in [0, 1]; every candidate budget encoded, decoded and measured."""
+        b = x.shape[0]
+        scaled = x * 2 - 1
+        curve = self.halting_curve(self.patch_features(scaled))
+        found, mse = [], []
+        for n in candidates:  # the tokens encode(x, num_tokens=n) gives: the same ε conditioning
+            lengths = torch.full((b,), n, dtype=torch.long, device=x.device)
+            codes, ids = self.quantize(self.encode_latents(scaled, self.quality_for_lengths(curve, lengths, threshold))[0][:, :n])
+            tokens = Tokens(ids=None if ids is None else ids.long(), lengths=lengths, latents=codes)
+            found.append(tokens)
+            mse.append(image_mse(self.decode(tokens), x))
+        pick = choose_measured(torch.stack(mse, 1), torch.tensor(candidates, dtype=torch.float32), eps, min_gain)
+        lengths = torch.tensor(candidates, device=x.device)[pick]
+        width = int(lengths.max())
+        latents = x.new_zeros(b, width, found[0].latents.shape[-1])
+        ids = None if found[0].ids is None else torch.zeros(b, width, dtype=torch.long, device=x.device)
+        for i, tokens in enumerate(found):
+            rows = (pick == i).nonzero().squeeze(1)
+            if not len(rows):
+                continue
+            n = candidates[i]
+            latents[rows, :n] = tokens.latents[rows]
+            if ids is not None:
+                ids[rows, :n] = tokens.ids[rows]
+        return Tokens(ids=ids, lengths=lengths, latents=latents)
+
+    def _check_candidates(self, search: Any) -> list[int]:
+        k = self.config.num_tokens
+        if search is True:
+            return list(range(1, k + 1))
+        if isinstance(search, (bool, str)) or not isinstance(search, Sequence) or not search:
+            raise ValueError(f"search must be True (budgets 1..{k}) or a non-empty sequence of budgets, got {search!r}")
+        budgets = sorted({check_budget(n, 1, k, "search budget") for n in search})
+        return budgets
 
     @torch.no_grad()
     def decode(self, tokens: Tokens) -> Tensor:
