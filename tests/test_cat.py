@@ -113,6 +113,25 @@ def test_auto_follows_the_estimator(tok: CAT, images: torch.Tensor) -> None:
     assert torch.equal(tok.encode(images, ratio=np.int64(8)).lengths, torch.full((6,), 4))
 
 
+def test_search_keeps_the_ratio_the_measured_errors_call_for(tok: CAT, images: torch.Tensor) -> None:
+    from zoo.image.budget import image_mse
+
+    ratios = tok.config.ratios
+    mse = torch.stack([image_mse(tok.decode(tok.encode(images, ratio=r)), images) for r in ratios], 1)  # finest first
+    eps = float(mse[:, 1].median())  # about half the images meet it at the medium ratio
+    t = tok.encode(images, ratio="search", quality=eps)
+    for i in range(len(images)):
+        meets = [j for j in range(len(ratios)) if mse[i, j] <= eps]
+        want = max(meets) if meets else int(mse[i].argmin())  # the coarsest that meets eps, else the lowest error
+        assert int(t.meta["ratio"][i]) == ratios[want]
+    assert torch.equal(tok.decode(t), tok.decode(tok.encode(images, ratio=t.meta["ratio"])))
+    tokens = torch.tensor([float(tok.config.num_tokens(r)) for r in ratios])
+    for lam in (0.01, 1.0):  # rate-distortion: the ratio maximising PSNR - λ·tokens
+        t = tok.encode(images, ratio="search", quality=1e-9, min_gain_db=lam)
+        want = (-10 * torch.log10(mse) - lam * tokens).argmax(1)
+        assert torch.equal(t.meta["ratio"], torch.tensor(ratios)[want])
+
+
 def test_looser_quality_never_picks_a_finer_ratio(shipped: CAT) -> None:
     x = images_to_tensor(mixed_val_set()["images"][:48])
     previous = None
@@ -218,7 +237,10 @@ def test_bad_images(tok: CAT, bad: torch.Tensor, match: str) -> None:
     (dict(ratio=torch.tensor([4, 8])), "one per image"),
     (dict(ratio=torch.full((6,), 4.0)), "one per image"),
     (dict(ratio=torch.tensor([4, 8, 3, 4, 4, 4])), r"ratio \[3\] is not one of"),
-    (dict(ratio=8, quality=1e-3), "applies to ratio='auto' only"),
+    (dict(ratio=8, quality=1e-3), "applies to ratio='auto' or 'search' only"),
+    (dict(ratio="search", min_gain_db=-0.1), "min_gain_db"),
+    (dict(ratio="auto", min_gain_db=0.1), "min_gain_db"),
+    (dict(ratio="search", min_gain_db=float("inf")), "min_gain_db"),
     (dict(quality=0.0), "quality is a target mean squared error"),
     (dict(quality=-1e-3), "quality is a target mean squared error"),
     (dict(quality=2.0), "quality is a target mean squared error"),

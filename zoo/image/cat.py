@@ -38,6 +38,7 @@ from einops import rearrange
 from torch import Tensor, nn
 from vector_quantize_pytorch import FSQ
 
+from zoo.image.budget import choose_measured, image_mse
 from zoo.tokenizer import InputContract, Tokenizer, Tokens, TokenSpec, check_input, check_tokens
 
 QUANTIZERS = ("fsq", "kl")
@@ -290,11 +291,11 @@ class CAT(Tokenizer):
         if ratio is None:
             ratio = "auto"
         if isinstance(ratio, str):
-            if ratio != "auto":
-                raise ValueError(f"ratio must be 'auto', one of {ratios}, or a LongTensor [B] of them; got {ratio!r}")
+            if ratio not in ("auto", "search"):
+                raise ValueError(f"ratio must be 'auto', 'search', one of {ratios}, or a LongTensor [B] of them; got {ratio!r}")
             return None
         if quality is not None:
-            raise ValueError(f"quality= applies to ratio='auto' only; got ratio={ratio!r} with quality={quality!r}")
+            raise ValueError(f"quality= applies to ratio='auto' or 'search' only; got ratio={ratio!r} with quality={quality!r}")
         if isinstance(ratio, Tensor):
             if ratio.shape != (batch,) or ratio.is_floating_point() or ratio.dtype == torch.bool:
                 raise ValueError(f"ratio as a tensor must be integer with shape ({batch},), one per image; "
@@ -318,15 +319,20 @@ class CAT(Tokenizer):
         return float(quality)
 
     @torch.no_grad()
-    def encode(self, x: Tensor, ratio: int | str | Tensor | None = None, quality: float | None = None) -> Tokens:
+    def encode(self, x: Tensor, ratio: int | str | Tensor | None = None, quality: float | None = None,
+               min_gain_db: float = 0.0) -> Tokens:
         """Encode images at a fixed or an adaptive compression ratio.
 
         Args:
             x: (B, 3, S, S) float in [0, 1].
             ratio: "auto" (default): per image, the coarsest ratio whose predicted error meets `quality`;
                 or one of `config.ratios` for every image; or a LongTensor [B] of them, one per image.
-            quality: with "auto", the target mean squared error on [0, 1] pixels (PSNR = -10·log10 of
-                it); larger is looser and never picks a finer ratio. Default `config.default_quality`.
+                "search": measure instead of predict (`zoo.image.budget`): decode every ratio and keep, per
+                image, the coarsest whose measured error meets `quality` (the lowest-error one when none
+                does), or coarser where the finer ratio buys less than `min_gain_db` dB per extra token.
+            quality: with "auto" or "search", the target mean squared error on [0, 1] pixels (PSNR = -10·log10
+                of it); larger is looser and never picks a finer ratio. Default `config.default_quality`.
+            min_gain_db: with "search", the rate-distortion stop λ (dB per token); 0 (default) = off.
         Returns:
             Tokens with lengths (B,) = (S/r)² of each image's ratio r, meta["ratio"] (B,) = r, and
             "fsq": ids (B, L) + latents, the FSQ codes (B, L, len(levels)); "kl": latents (B, L, latent_dim),
@@ -336,8 +342,18 @@ class CAT(Tokenizer):
         x = check_input(x, self.spec.input, "images").to(self.device)
         b = x.shape[0]
         levels = self.levels_from_budget(ratio, quality, b, x.device)
+        if isinstance(min_gain_db, bool) or not isinstance(min_gain_db, numbers.Real) or not math.isfinite(min_gain_db) \
+                or min_gain_db < 0 or (min_gain_db > 0 and ratio != "search"):
+            raise ValueError(f"min_gain_db is a finite number >= 0 (dB per token) for ratio='search'; "
+                             f"got {min_gain_db!r} with ratio={ratio!r}")
         features = self.features(x * 2 - 1)
-        if levels is None:
+        if ratio == "search":
+            eps = self.check_quality(c.default_quality if quality is None else quality)
+            mse = torch.stack([image_mse(((self.decode_latent(self.latent(raw)[0], i) + 1) / 2).clamp(0, 1), x)
+                               for i, raw in enumerate(self.raw_latents(features))], 1)  # (B, R): what decode gives
+            tokens = torch.tensor([float(c.num_tokens(r)) for r in c.ratios])
+            levels = choose_measured(mse, tokens, torch.full((b,), eps), float(min_gain_db))
+        elif levels is None:
             quality = self.check_quality(c.default_quality if quality is None else quality)
             levels = self.choose_levels(self.estimator(features), quality)
         raws = self.raw_latents(features)
