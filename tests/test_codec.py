@@ -68,6 +68,75 @@ def test_seanet_elu_is_torch_elu_at_inference_and_in_training():
         assert ELU()(x).data_ptr() != x.data_ptr() and torch.equal(x, torch.linspace(-30, 30, 10001).reshape(1, 1, -1))
 
 
+def _training_layers(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A SEANet stack as trained: weight-norm parametrizations, torch's convolutions and ELU."""
+    with torch.enable_grad():
+        return net(x).detach()
+
+
+@pytest.mark.parametrize("preset, tile", [("tiny", 16384), ("small", 16384), ("small", 5), ("tiny", 1)])
+def test_seanet_inference_path_equals_the_training_layers(preset, tile):
+    """Without autograd SEANet runs folded weights, per-tap products and time windows (`tile` samples,
+    here also tiny ones so that windows meet the edges): the same function."""
+    from zoo.nn.seanet import inference_plan
+
+    torch.manual_seed(0)
+    m = Codec(CodecConfig.from_name(preset)).eval()
+    x = harmonic(3, 320 * 7)
+    z = _training_layers(m.encoder.net, x)
+    with torch.no_grad():
+        for net, v, want in ((m.encoder.net, x, z), (m.decoder.net, z, _training_layers(m.decoder.net, z))):
+            for stage in inference_plan(net, tile):
+                v = stage(v)
+            torch.testing.assert_close(v, want, atol=1e-5, rtol=0)
+
+
+def test_inference_path_gives_the_training_layers_ids_and_audio(codec, monkeypatch):
+    from zoo.nn.seanet import _SEANet
+
+    x = harmonic(2, 16000)
+    fast = codec.encode(x)
+    y = codec.decode(fast)
+    monkeypatch.setattr(_SEANet, "forward", lambda self, v: _training_layers(self.net, v))
+    slow = codec.encode(x)
+    assert torch.equal(fast.ids, slow.ids)
+    torch.testing.assert_close(y, codec.decode(slow), atol=1e-5, rtol=0)
+
+
+def test_inference_weights_follow_the_parameters():
+    """The folded weights are a cache: loading other weights or an optimiser step must refresh it."""
+    torch.manual_seed(0)
+    a, b = Codec(CodecConfig.from_name("tiny")).eval(), Codec(CodecConfig.from_name("tiny")).eval()
+    x = harmonic(1, 3200)
+    with torch.no_grad():
+        a.encoder(x)  # builds a's cache
+        a.load_state_dict(b.state_dict())
+        torch.testing.assert_close(a.encoder(x), b.encoder(x), atol=1e-6, rtol=0)
+    a.train()
+    torch.optim.SGD(a.parameters(), lr=0.1).zero_grad()
+    loss = a(x).audio.square().mean() + a(x).latents.square().mean()
+    loss.backward()
+    torch.optim.SGD(a.parameters(), lr=0.1).step()
+    a.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(a.encoder(x), _training_layers(a.encoder.net, x), atol=1e-5, rtol=0)
+        assert not torch.allclose(a.encoder(x), b.encoder(x))
+
+
+@pytest.mark.parametrize("cin, cout, k, dilation, padding, batch", [
+    (1, 16, 7, 1, 3, 2), (16, 1, 7, 1, 3, 1), (16, 8, 3, 3, 3, 3), (5, 4, 3, 2, 0, 2), (1, 3, 5, 2, 1, 1),
+])
+def test_conv_by_taps_is_conv1d(cin, cout, k, dilation, padding, batch):
+    import torch.nn.functional as F
+
+    from zoo.nn.seanet import conv_by_taps
+
+    g = torch.Generator().manual_seed(0)
+    x, w, b = torch.randn(batch, cin, 101, generator=g), torch.randn(cout, cin, k, generator=g), torch.randn(cout, generator=g)
+    torch.testing.assert_close(conv_by_taps(x, w, b, padding, dilation),
+                               F.conv1d(x, w, b, padding=padding, dilation=dilation), atol=1e-5, rtol=0)
+
+
 def test_bitrate_and_codebooks_map_onto_each_other():
     c = CodecConfig.from_name("small")
     m = Codec(c)

@@ -11,12 +11,20 @@ Our choices: non-causal convolutions with zero "same" padding (so a frame depend
 window of samples, the `receptive_field`, which makes chunked encoding exact), weight normalisation
 on every convolution as in EnCodec/DAC, ELU activations (computed without torch's CPU kernel at
 inference, see `ELU`), and an optional channel cap so small models keep a narrow bottleneck.
+
+Inference (autograd off) runs the same layers as an `inference_plan`: weight norm folded into plain
+weights once (cached until a parameter changes; recomputing it per call also defeats oneDNN's fast path),
+the narrow full-rate convolutions as one matrix product per tap (`conv_by_taps`), and each run of
+stride-1 layers window by window (`Tiled`) so activations stay in cache. Outputs equal the training
+path's to float rounding (tested).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -59,8 +67,8 @@ def _conv(cin: int, cout: int, kernel: int, stride: int = 1, dilation: int = 1) 
 
 
 class ELU(nn.Module):
-    """ELU (alpha = 1) that computes relu(x) + exp(min(x, 0)) - 1 at inference: the same function to
-    within 1e-7, about 3x faster on CPU.
+    """ELU (alpha = 1) that computes `elu` at inference: the same function to within 1e-7, over 10x
+    faster on CPU.
 
     Why: torch's CPU ELU evaluates expm1, which is not vectorised, while exp is. On one thread the
     activations took about 60% of the codec's encode + decode time (torch profiler, 10 s of audio).
@@ -70,7 +78,20 @@ class ELU(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if torch.is_grad_enabled() and x.requires_grad:
             return F.elu(x)
-        return torch.exp(x.clamp(max=0)).sub_(1).add_(F.relu(x))
+        return elu(x)
+
+
+def elu(x: Tensor) -> Tensor:
+    """ELU without autograd: max(x, 2^(min(x, 0) · log2 e) - 1), as exp(x) - 1 >= x; one buffer.
+
+    torch's vectorised exp2 is 2.5x faster than its exp on this CPU; the result is as close to the exact
+    ELU as torch's own (within 7e-8 on [-30, 30]).
+    """
+    y = x.clamp(max=0).mul_(_LOG2_E).exp2_().sub_(1)
+    return torch.maximum(y, x, out=y)
+
+
+_LOG2_E = 1 / math.log(2)
 
 
 class ResidualUnit(nn.Module):
@@ -88,7 +109,36 @@ class ResidualUnit(nn.Module):
         return x + self.block(x)
 
 
-class SEANetEncoder(nn.Module):
+class _SEANet(nn.Module):
+    """What the encoder and decoder share: `net` trains (weight norm, autograd); without autograd the
+    same layers run as an `inference_plan`, rebuilt whenever a parameter changes (optimiser step, load)."""
+
+    net: nn.Sequential
+
+    def forward(self, x: Tensor) -> Tensor:
+        if torch.is_grad_enabled():
+            return self.net(x)
+        for stage in self._inference_plan():
+            x = stage(x)
+        return x
+
+    def _inference_plan(self) -> list["Tiled"]:
+        key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in self.parameters())
+        if self.__dict__.get("_cache_key") != key:
+            self._cache = inference_plan(self.net)
+            self._cache_key = key
+        return self._cache
+
+    def train(self, mode: bool = True) -> "_SEANet":
+        self.__dict__.pop("_cache_key", None)  # drop the folded weights while training
+        self.__dict__.pop("_cache", None)
+        return super().train(mode)
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k not in ("_cache", "_cache_key")}  # rebuilt, not copied
+
+
+class SEANetEncoder(_SEANet):
     """Waveform (B, 1, S) -> latents (B, D, S / hop); S must be a multiple of the hop."""
 
     def __init__(self, config: SEANetConfig) -> None:
@@ -101,11 +151,8 @@ class SEANetEncoder(nn.Module):
         layers += [ELU(), _conv(c.width(len(c.strides)), c.latent_dim, 3)]
         self.net = nn.Sequential(*layers)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
 
-
-class SEANetDecoder(nn.Module):
+class SEANetDecoder(_SEANet):
     """Latents (B, D, T) -> waveform (B, 1, T · hop), unbounded (the caller clamps)."""
 
     def __init__(self, config: SEANetConfig) -> None:
@@ -121,8 +168,164 @@ class SEANetDecoder(nn.Module):
         layers += [ELU(), _conv(c.width(0), 1, c.kernel_size)]
         self.net = nn.Sequential(*layers)
 
-    def forward(self, z: Tensor) -> Tensor:
-        return self.net(z)
+
+# ----------------------------------------------------------------------------------------- inference
+
+
+def inference_plan(net: nn.Sequential, tile: int = 16384) -> list["Tiled"]:
+    """`net` as `Tiled` stages without autograd, weight norm folded: a stage is a transposed conv (if
+    any), the stride-1 layers after it, and the strided conv that ends them (if any)."""
+    stages: list[Tiled] = []
+    up, run = None, []
+    for module in net:
+        layer = valid_layer(module)
+        if layer is not None:
+            run.append(layer)
+        elif isinstance(module, nn.ConvTranspose1d):
+            if up is not None or run:
+                stages.append(Tiled(run, tile, up=up))
+            up, run = Resample(module), []
+        else:
+            stages.append(Tiled(run, tile, up=up, down=Resample(module)))
+            up, run = None, []
+    if up is not None or run:
+        stages.append(Tiled(run, tile, up=up))
+    return stages
+
+
+def valid_layer(module: nn.Module) -> tuple[Callable[[Tensor], Tensor], int] | None:
+    """A stride-1 layer as (f, reach): f maps a window (B, C, L) to its L - 2·reach central outputs (no
+    padding: `Tiled` supplies it); None for the strided and transposed convolutions."""
+    if isinstance(module, ELU):
+        return elu, 0
+    if isinstance(module, ResidualUnit):
+        block = [valid_layer(m) for m in module.block]
+        reach = sum(r for _, r in block)
+
+        def residual(x: Tensor) -> Tensor:
+            y = x
+            for f, _ in block:
+                y = f(y)
+            return y.add_(x[..., reach:x.shape[-1] - reach])
+
+        return residual, reach
+    if isinstance(module, nn.Conv1d) and module.stride[0] == 1:
+        (k,), (dilation,) = module.kernel_size, module.dilation
+        reach = dilation * (k - 1) // 2
+        assert module.padding[0] == reach, "SEANet's stride-1 convolutions are 'same' convolutions"
+        weight, bias = _folded(module)
+        if k > 1 and max(module.in_channels, module.out_channels) <= 16:
+            return partial(conv_by_taps, weight=weight, bias=bias, dilation=dilation), reach
+        return partial(F.conv1d, weight=weight, bias=bias, dilation=dilation), reach
+    if isinstance(module, (nn.Conv1d, nn.ConvTranspose1d)):
+        return None
+    raise TypeError(f"no inference path for {type(module).__name__}")
+
+
+def _folded(conv: nn.Module) -> tuple[Tensor, Tensor]:
+    """Plain copies of a convolution's weight (weight norm applied) and bias."""
+    return conv.weight.detach().clone(), conv.bias.detach().clone()
+
+
+class Resample:
+    """A strided conv (kernel k, stride s: downsampling) or transposed conv (upsampling) without padding:
+    `Tiled` feeds it windows and keeps track of where their outputs lie."""
+
+    def __init__(self, conv: nn.Conv1d | nn.ConvTranspose1d) -> None:
+        (self.kernel,), (self.stride,), (self.padding,) = conv.kernel_size, conv.stride, conv.padding
+        self.weight, self.bias = _folded(conv)
+        self.conv = F.conv_transpose1d if isinstance(conv, nn.ConvTranspose1d) else F.conv1d
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return self.conv(x, self.weight, self.bias, self.stride)
+
+
+class Tiled:
+    """A stage of the inference plan run window by window along time, each window with the context its
+    layers reach: [transposed conv ->] stride-1 layers [-> strided conv].
+
+    Why: run whole, every full-rate activation is a fresh 10 MB per 10 s of audio (16 channels): each
+    layer streams through memory, and fresh pages fault in (a quarter of the time on this machine).
+    Windows of `tile` samples stay in cache and reuse freed memory. Exact: outside [0, length) every
+    activation is reset to zero, the padding the next layer would have seen.
+    """
+
+    def __init__(self, layers: list[tuple[Callable[[Tensor], Tensor], int]], tile: int,
+                 up: Resample | None = None, down: Resample | None = None) -> None:
+        self.layers, self.tile, self.up, self.down = layers, tile, up, down
+        self.reach = sum(r for _, r in layers)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        """x: (B, C, N) -> (B, C', N · up / down)."""
+        up = self.up.stride if self.up else 1
+        down = self.down.stride if self.down else 1
+        size = x.shape[-1] * up  # length at the rate of the stride-1 layers
+        out = None
+        step = max(self.tile // down, 1)
+        for start in range(0, size // down, step):
+            stop = min(start + step, size // down)
+            lo, hi = start, stop  # samples of the stride-1 layers' output that this window needs
+            if self.down:
+                d = self.down
+                lo, hi = start * down - d.padding, (stop - 1) * down - d.padding + d.kernel
+            h, lo = self._window(x, lo - self.reach, hi + self.reach, size)
+            for f, reach in self.layers:  # lo: the time of h's first sample
+                h, lo = _zero_outside(f(h), lo + reach, size)
+            if self.down:
+                h = self.down(h)
+            if out is None:
+                out = h.new_empty(*h.shape[:-1], size // down)
+            out[..., start:stop] = h
+        return out
+
+    def _window(self, x: Tensor, lo: int, hi: int, size: int) -> tuple[Tensor, int]:
+        """Samples [lo, hi) of the stage's input at the stride-1 layers' rate (upsampled if `up`), zero
+        outside [0, size)."""
+        if self.up is None:
+            h = x[..., max(lo, 0):hi]
+            if lo < 0 or hi > size:
+                h = F.pad(h, (max(-lo, 0), max(hi - size, 0)))
+            return h, lo
+        u = self.up  # output n = i·s - p + j (j < kernel) for input frame i: take every frame reaching [lo, hi)
+        first = max((lo + u.padding - u.kernel) // u.stride + 1, 0)
+        last = min((hi - 1 + u.padding) // u.stride + 1, x.shape[-1])
+        h = u(x[..., first:last])  # starts at sample first · s - p
+        begin = first * u.stride - u.padding
+        h = F.pad(h, (begin - lo, hi - begin - h.shape[-1]))  # negative padding crops
+        return _zero_outside(h, lo, size)
+
+
+def _zero_outside(h: Tensor, lo: int, size: int) -> tuple[Tensor, int]:
+    """Zero the samples of h (its first at time lo) that lie outside [0, size)."""
+    if lo < 0:
+        h[..., :-lo] = 0
+    if lo + h.shape[-1] > size:
+        h[..., max(size - lo, 0):] = 0
+    return h, lo
+
+
+def conv_by_taps(x: Tensor, weight: Tensor, bias: Tensor, padding: int = 0, dilation: int = 1) -> Tensor:
+    """Stride-1 conv1d as y = b + sum_t W[:, :, t] @ x_padded[:, t·d : t·d + S'] (a batched product per tap).
+
+    Why: on one CPU thread torch's conv1d (oneDNN) runs narrow, long convolutions (at most 16 channels
+    over 160 000 samples) well below the GEMM rate; this is 1.2-2x faster for 16 -> 8 channels, 2-4x for
+    16 -> 1. A single input channel takes one product over its (small) im2col matrix.
+
+    Args:
+        x: (B, C, S); weight: (C', C, K); bias: (C',).
+    Returns:
+        (B, C', S + 2·padding - dilation·(K - 1)).
+    """
+    b, k = x.shape[0], weight.shape[-1]
+    xp = F.pad(x, (padding, padding)) if padding else x  # (B, C, S + 2p)
+    length = xp.shape[-1] - dilation * (k - 1)
+    if x.shape[1] == 1:  # im2col: (B, S', K) @ (K, C')
+        cols = xp[:, 0].unfold(-1, dilation * (k - 1) + 1, 1)[..., ::dilation]  # (B, S', K)
+        return torch.matmul(weight[:, 0], cols.transpose(1, 2)).add_(bias[:, None])
+    y = torch.baddbmm(bias[:, None], weight[..., 0].expand(b, -1, -1), xp[..., :length])
+    for t in range(1, k):
+        y.baddbmm_(weight[..., t].expand(b, -1, -1), xp[..., t * dilation:t * dilation + length])
+    return y
 
 
 def receptive_field(module: nn.Module, input_rate: int = 1) -> int:
