@@ -494,6 +494,16 @@ def describe_lm(lm: MultimodalLM) -> str:
             f"{lm.vocab.size} ids: {lm.vocab.text_size} words and " + ", ".join(parts) + ".")
 
 
+def guidance_note(protocol: dict[str, Any]) -> str:
+    """The card's sentence on classifier-free guidance ('' when the samples were drawn without it)."""
+    s = protocol.get("guidance", 1.0)
+    if s == 1.0:
+        return ""
+    return (f"\nEvery sample is drawn with classifier-free guidance at scale {s} (`MultimodalLM.generate(..., "
+            f"guidance={s})`, against the empty prompt that condition dropout trained), the scale picked on these "
+            "val prompts; `python benchmarks/llm.py` measures the other scales (BENCHMARKS.md).")
+
+
 def lm_card(name: str, lm: MultimodalLM, dm: InterleavedData, summary: dict[str, Any], recipe: str, seconds: float) -> str:
     rows = "\n".join(f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"
                      for k, v in summary["metrics"].items())
@@ -520,7 +530,7 @@ Actions: {summary['protocol']['action_samples']} samples per training-shape name
 matches when the nearest of all 168 training demonstrations (DTW over 50 resampled steps, or MSE) is of
 the named shape (chance 1/24). Images: one sample per val-seed caption, decoded by the image tokenizer and
 judged by `judge.safetensors` (a small CNN trained on train-seed shape scenes; val accuracy
-{describe_judge(summary.get('judge', {}).get('val_accuracy', {}))}); a match needs kind, colour and count all right.
+{describe_judge(summary.get('judge', {}).get('val_accuracy', {}))}); a match needs kind, colour and count all right.{guidance_note(summary['protocol'])}
 
 | metric | value |
 |---|---|
