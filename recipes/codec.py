@@ -13,6 +13,7 @@ Loss weights are set by name (`weights`); a zero-weight loss is still logged.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -99,20 +100,28 @@ class CodecModule(pl.LightningModule):
         disc_channels: width of the STFT discriminators.
         grad_clip: gradient norm clip of both models.
         val_codebooks: numbers of codebooks with which validation reconstructs.
+        init_from: a codec checkpoint folder (e.g. checkpoints/codec-small-speech16k) whose weights and
+            codebooks the run continues from; its config replaces `preset`/`config`. Optimiser states and
+            the discriminator start fresh (use trainer `--ckpt_path` to resume a Lightning checkpoint).
     """
 
     def __init__(self, preset: str = "small", config: dict[str, Any] | None = None,
                  weights: dict[str, float] | None = None, lr: float = 1e-3, betas: tuple[float, float] = (0.8, 0.99),
                  lr_min_ratio: float = 0.1, decay_steps: int = 10000, warmup_steps: int = 100,
                  adversarial_start: int = 1000, disc_channels: int = 16, grad_clip: float = 1.0,
-                 val_codebooks: tuple[int, ...] = (3, 8)) -> None:
+                 val_codebooks: tuple[int, ...] = (3, 8), init_from: str | None = None) -> None:
         super().__init__()
         unknown = sorted(set(weights or {}) - set(DEFAULT_WEIGHTS))
         if unknown:
             raise ValueError(f"unknown loss weight(s) {unknown}; known: {sorted(DEFAULT_WEIGHTS)}")
         self.save_hyperparameters()
         self.automatic_optimization = False
-        self.tokenizer = Codec(CodecConfig.from_name(preset, **(config or {})))
+        if init_from:
+            from zoo import hub
+
+            self.tokenizer = hub.load_dir(Path(init_from), family="codec").train()
+        else:
+            self.tokenizer = Codec(CodecConfig.from_name(preset, **(config or {})))
         self.discriminator = MultiScaleSTFTDiscriminator(channels=disc_channels)
         self.weights = {**DEFAULT_WEIGHTS, **(weights or {})}
 

@@ -74,7 +74,7 @@ def _training_layers(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
         return net(x).detach()
 
 
-@pytest.mark.parametrize("preset, tile", [("tiny", 16384), ("small", 16384), ("small", 5), ("tiny", 1)])
+@pytest.mark.parametrize("preset, tile", [("tiny", 16384), ("small", 16384), ("small", 97), ("tiny", 10)])
 def test_seanet_inference_path_equals_the_training_layers(preset, tile):
     """Without autograd SEANet runs folded weights, per-tap products and time windows (`tile` samples,
     here also tiny ones so that windows meet the edges): the same function."""
@@ -265,6 +265,16 @@ def test_reconstruction_loss_falls_when_overfitting_one_batch():
         opt.step()
         losses.append(float(loss.detach()))
     assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5]), losses[::10]
+
+
+def test_recipe_continues_from_a_checkpoint(codec, tmp_path):
+    """`init_from` (how codec-small-speech16k was continued) starts from the saved weights and codebooks."""
+    from recipes.codec import CodecModule
+
+    module = CodecModule(init_from=str(codec.save_pretrained(tmp_path / "codec")))
+    assert module.tokenizer.training and module.tokenizer.config == codec.config
+    state = codec.state_dict()
+    assert all(torch.equal(v, state[k]) for k, v in module.tokenizer.state_dict().items())
 
 
 def test_discriminator_losses():

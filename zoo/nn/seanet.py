@@ -125,7 +125,8 @@ class _SEANet(nn.Module):
     def _inference_plan(self) -> list["Tiled"]:
         key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in self.parameters())
         if self.__dict__.get("_cache_key") != key:
-            self._cache = inference_plan(self.net)
+            on_cpu = next(self.parameters()).device.type == "cpu"  # windows help CPU caches, not GPUs
+            self._cache = inference_plan(self.net, tile=16384 if on_cpu else 2**62)
             self._cache_key = key
         return self._cache
 
@@ -172,7 +173,7 @@ class SEANetDecoder(_SEANet):
 # ----------------------------------------------------------------------------------------- inference
 
 
-def inference_plan(net: nn.Sequential, tile: int = 16384) -> list["Tiled"]:
+def inference_plan(net: nn.Sequential, tile: int) -> list["Tiled"]:
     """`net` as `Tiled` stages without autograd, weight norm folded: a stage is a transposed conv (if
     any), the stride-1 layers after it, and the strided conv that ends them (if any)."""
     stages: list[Tiled] = []
