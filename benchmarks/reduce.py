@@ -425,8 +425,8 @@ shapes with text):
 {res['levels']}
 
 Goal at 50% tokens: >= 98% of full accuracy and >= 1.7x throughput. A reduction in block 0 of 6 leaves
-55% of the linear-layer tokens, so 1.82x is the most any reducer can gain there (1.62x over blocks 0-2);
-measured ratios above that bound are timing noise from the shared machine.
+55% of the linear-layer tokens, so the linear layers alone allow 1.82x there (1.62x over blocks 0-2); the
+attention products shrink quadratically with the tokens, so a cheap reducer can measure a little above that.
 {verdict}
 
 {host_md}
