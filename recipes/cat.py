@@ -233,8 +233,7 @@ def true_psnr(tok: CAT, images: Tensor) -> Tensor:
     raws = tok.raw_latents(tok.features(images * 2 - 1))
     cols = []
     for level, raw in enumerate(raws):
-        x_hat = ((tok.decode_latent(tok.latent(raw)[0], level) + 1) / 2).clamp(0, 1)
-        cols.append(metrics.psnr(x_hat, images))
+        cols.append(metrics.psnr(tok.pixels(tok.latent(raw)[0], level), images))
     return torch.stack(cols, dim=1)
 
 

@@ -114,7 +114,7 @@ def test_auto_follows_the_estimator(tok: CAT, images: torch.Tensor) -> None:
 
 
 def test_search_keeps_the_ratio_the_measured_errors_call_for(tok: CAT, images: torch.Tensor) -> None:
-    from zoo.image.budget import image_mse
+    from zoo.metrics import mse as image_mse
 
     ratios = tok.config.ratios
     mse = torch.stack([image_mse(tok.decode(tok.encode(images, ratio=r)), images) for r in ratios], 1)  # finest first

@@ -288,7 +288,7 @@ def test_encoder_features_are_the_patch_tokens_of_a_full_encode(tok: KARL, image
 
 
 def test_search_keeps_measured_budgets(tok: KARL, images: torch.Tensor) -> None:
-    from zoo.image.budget import image_mse
+    from zoo.metrics import mse as image_mse
 
     t = tok.encode(images, search=True, quality=1e-3, min_gain_db=0.3)
     assert t.lengths.min() >= 1 and t.lengths.max() <= K

@@ -36,28 +36,22 @@ def choose_measured(mse: Tensor, tokens: Tensor, quality: Tensor | None = None, 
     """
     if mse.ndim != 2:
         raise ValueError(f"mse must be (B, C), got {tuple(mse.shape)}")
-    b, c = mse.shape
-    tokens = tokens.to(mse.device, mse.dtype).expand(b, c)
     if quality is None and min_gain_db <= 0:
         raise ValueError("give a target error (quality) or a rate-distortion stop (min_gain_db > 0)")
+    if not math.isfinite(min_gain_db):
+        raise ValueError(f"min_gain_db must be finite, got {min_gain_db}")
+    b, c = mse.shape
+    tokens = tokens.to(mse.device, mse.dtype).expand(b, c)
     # candidates in order of cost, so "first" means "fewest tokens"
     order = tokens.argsort(dim=1, stable=True)
     mse_o, tok_o = mse.gather(1, order), tokens.gather(1, order)
-    psnr = -10 * torch.log10(mse_o.clamp(min=1e-10))
-    big = torch.full((b,), c - 1, dtype=torch.long, device=mse.device)
-    pick = big
+    picks = []
     if quality is not None:
         ok = mse_o <= quality.to(mse.device, mse.dtype)[:, None]
-        best = mse_o.argmin(1)  # first minimum: the fewest tokens among equal errors
-        pick = torch.where(ok.any(1), ok.float().argmax(1), best)
+        lowest = mse_o.argmin(1)  # first minimum: the fewest tokens among equal errors
+        picks.append(torch.where(ok.any(1), ok.float().argmax(1), lowest))
     if min_gain_db > 0:
-        if not math.isfinite(min_gain_db):
-            raise ValueError(f"min_gain_db must be finite, got {min_gain_db}")
-        rd = (psnr - min_gain_db * tok_o).argmax(1)  # argmax returns the first maximum
-        pick = rd if quality is None else torch.minimum(pick, rd)
+        psnr = -10 * torch.log10(mse_o.clamp(min=1e-10))
+        picks.append((psnr - min_gain_db * tok_o).argmax(1))  # argmax returns the first maximum
+    pick = picks[0] if len(picks) == 1 else torch.minimum(*picks)
     return order.gather(1, pick[:, None]).squeeze(1)
-
-
-def image_mse(a: Tensor, b: Tensor) -> Tensor:
-    """(B,) mean squared error per image of two (B, C, H, W) batches."""
-    return ((a.float() - b.float()) ** 2).flatten(1).mean(1)

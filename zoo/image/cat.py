@@ -38,7 +38,8 @@ from einops import rearrange
 from torch import Tensor, nn
 from vector_quantize_pytorch import FSQ
 
-from zoo.image.budget import choose_measured, image_mse
+from zoo.image.budget import choose_measured
+from zoo.metrics import mse as image_mse
 from zoo.tokenizer import InputContract, Tokenizer, Tokens, TokenSpec, check_input, check_tokens
 
 QUANTIZERS = ("fsq", "kl")
@@ -270,6 +271,10 @@ class CAT(Tokenizer):
             h = self.dec_nest[i](h)
         return self.dec_trunk(h)
 
+    def pixels(self, z: Tensor, level: int) -> Tensor:
+        """`decode_latent` brought to the decoder's output range: (B, C, S, S) in [0, 1]."""
+        return ((self.decode_latent(z, level) + 1) / 2).clamp(0, 1)
+
     @torch.no_grad()
     def predict_psnr(self, x: Tensor) -> Tensor:
         """The estimator's PSNR (B, R) in dB for each ratio of `config.ratios` (finest first). x in [0, 1]."""
@@ -347,16 +352,16 @@ class CAT(Tokenizer):
             raise ValueError(f"min_gain_db is a finite number >= 0 (dB per token) for ratio='search'; "
                              f"got {min_gain_db!r} with ratio={ratio!r}")
         features = self.features(x * 2 - 1)
+        raws = self.raw_latents(features)
         if ratio == "search":
             eps = self.check_quality(c.default_quality if quality is None else quality)
-            mse = torch.stack([image_mse(((self.decode_latent(self.latent(raw)[0], i) + 1) / 2).clamp(0, 1), x)
-                               for i, raw in enumerate(self.raw_latents(features))], 1)  # (B, R): what decode gives
+            mse = torch.stack([image_mse(self.pixels(self.latent(raw)[0], i), x)
+                               for i, raw in enumerate(raws)], 1)  # (B, R): what decode gives
             tokens = torch.tensor([float(c.num_tokens(r)) for r in c.ratios])
             levels = choose_measured(mse, tokens, torch.full((b,), eps), float(min_gain_db))
         elif levels is None:
             quality = self.check_quality(c.default_quality if quality is None else quality)
             levels = self.choose_levels(self.estimator(features), quality)
-        raws = self.raw_latents(features)
         lengths = torch.tensor([c.num_tokens(c.ratios[i]) for i in levels.tolist()], dtype=torch.long, device=x.device)
         width = int(lengths.max())
         latents = x.new_zeros(b, width, c.code_dim)
@@ -416,8 +421,8 @@ class CAT(Tokenizer):
                 z = self.fsq.indices_to_codes(tokens.ids.to(self.device)[rows, :n])
             else:
                 z = tokens.latents.to(self.device, torch.float32)[rows, :n]
-            out[rows] = self.decode_latent(z, level)
-        return ((out + 1) / 2).clamp(0, 1)
+            out[rows] = self.pixels(z, level)
+        return out
 
 
 # ----------------------------------------------------------------------------------------- presets

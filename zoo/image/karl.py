@@ -51,7 +51,8 @@ from einops import rearrange, repeat
 from torch import Tensor, nn
 from vector_quantize_pytorch import FSQ
 
-from zoo.image.budget import choose_measured, image_mse
+from zoo.image.budget import choose_measured
+from zoo.metrics import mse as image_mse
 from zoo.nn import Patchify, TimestepEmbedding, Transformer, Unpatchify, kept_codes, sincos_pos_embed_2d
 from zoo.nn.transformer import prefix_causal_mask
 from zoo.tokenizer import InputContract, Tokenizer, Tokens, TokenSpec, check_budget, check_input, check_tokens
@@ -364,9 +365,14 @@ class KARL(Tokenizer):
                 cut = self.lengths_for_gain(curve, min_gain)
                 eps = torch.where(cut < lengths, self.quality_for_lengths(curve, cut, threshold), eps)  # what they reach
                 lengths = torch.minimum(lengths, cut)
-        width = int(lengths.max())
-        codes, ids = self.quantize(self.encode_latents(x, eps)[0][:, :width])
-        keep = torch.arange(width, device=x.device)[None] < lengths[:, None]  # (B, width)
+        return self._tokens_at(x, eps, lengths)
+
+    def _tokens_at(self, scaled: Tensor, eps: Tensor, lengths: Tensor, width: int | None = None) -> Tokens:
+        """Tokens of images in [-1, 1] under the ε conditioning `eps` (B,), kept to `lengths` (B,) and zeroed
+        past them; `width` (default the longest length) is the padded width."""
+        width = int(lengths.max()) if width is None else width
+        codes, ids = self.quantize(self.encode_latents(scaled, eps)[0][:, :width])
+        keep = torch.arange(width, device=scaled.device)[None] < lengths[:, None]  # (B, width)
         return Tokens(ids=None if ids is None else ids.long() * keep, lengths=lengths, latents=codes * keep[..., None])
 
     def _search(self, x: Tensor, eps: Tensor, min_gain: float, threshold: float, candidates: list[int]) -> Tokens:
@@ -377,23 +383,14 @@ class KARL(Tokenizer):
         found, mse = [], []
         for n in candidates:  # the tokens encode(x, num_tokens=n) gives: the same ε conditioning
             lengths = torch.full((b,), n, dtype=torch.long, device=x.device)
-            codes, ids = self.quantize(self.encode_latents(scaled, self.quality_for_lengths(curve, lengths, threshold))[0][:, :n])
-            tokens = Tokens(ids=None if ids is None else ids.long(), lengths=lengths, latents=codes)
+            tokens = self._tokens_at(scaled, self.quality_for_lengths(curve, lengths, threshold), lengths, candidates[-1])
             found.append(tokens)
             mse.append(image_mse(self.decode(tokens), x))
         pick = choose_measured(torch.stack(mse, 1), torch.tensor(candidates, dtype=torch.float32), eps, min_gain)
         lengths = torch.tensor(candidates, device=x.device)[pick]
-        width = int(lengths.max())
-        latents = x.new_zeros(b, width, found[0].latents.shape[-1])
-        ids = None if found[0].ids is None else torch.zeros(b, width, dtype=torch.long, device=x.device)
-        for i, tokens in enumerate(found):
-            rows = (pick == i).nonzero().squeeze(1)
-            if not len(rows):
-                continue
-            n = candidates[i]
-            latents[rows, :n] = tokens.latents[rows]
-            if ids is not None:
-                ids[rows, :n] = tokens.ids[rows]
+        rows, width = torch.arange(b, device=x.device), int(lengths.max())
+        ids = None if found[0].ids is None else torch.stack([t.ids for t in found])[pick, rows, :width]
+        latents = torch.stack([t.latents for t in found])[pick, rows, :width]
         return Tokens(ids=ids, lengths=lengths, latents=latents)
 
     def _check_candidates(self, search: Any) -> list[int]:
@@ -402,8 +399,7 @@ class KARL(Tokenizer):
             return list(range(1, k + 1))
         if isinstance(search, (bool, str)) or not isinstance(search, Sequence) or not search:
             raise ValueError(f"search must be True (budgets 1..{k}) or a non-empty sequence of budgets, got {search!r}")
-        budgets = sorted({check_budget(n, 1, k, "search budget") for n in search})
-        return budgets
+        return sorted({check_budget(n, 1, k, "search budget") for n in search})
 
     @torch.no_grad()
     def decode(self, tokens: Tokens) -> Tensor:

@@ -100,7 +100,7 @@ def kmeans(x: Tensor, valid: Tensor, k: Tensor, iters: int, init: str = "farthes
         x: (B, N, D) features; valid: (B, N) bool; k: (B,) long, clusters per sample (<= valid tokens).
         iters: Lloyd iterations (0: the seeds are the centroids).
         init: "farthest" (farthest-point seeding, K sequential steps) or "strided" (K tokens evenly
-            spaced along the sequence, one step: like SLIC's grid seeds, for patch tokens inside a ViT).
+            spaced along the sequence, one step: like SLIC's grid seeds; cheaper, but see `VQTokenConfig.init`).
 
     Returns:
         labels: (B, N) long in [0, k_b) (-1 on invalid tokens); distortion: (B,) mean 1 - cosine
