@@ -30,11 +30,14 @@ def harmonic(batch: int, samples: int, seed: int = 0) -> torch.Tensor:
     return (0.8 * x / x.abs().amax(-1, keepdim=True))[:, None]
 
 
-@pytest.fixture(scope="module")
-def codec() -> Codec:
-    """A tiny codec whose codebooks were k-means-initialised by one training pass (so codes vary)."""
+TINY_ISTFT = dict(decoder="istft", decoder_dim=16, decoder_blocks=(1, 1))
+
+
+@pytest.fixture(scope="module", params=["seanet", "istft"])
+def codec(request) -> Codec:
+    """A tiny codec (each decoder) whose codebooks were k-means-initialised by one training pass (so codes vary)."""
     torch.manual_seed(0)
-    m = Codec(CodecConfig.from_name("tiny", dilations=(1, 3, 9)))
+    m = Codec(CodecConfig.from_name("tiny", dilations=(1, 3, 9), **(TINY_ISTFT if request.param == "istft" else {})))
     m.train()
     m(harmonic(8, 3200, seed=1))
     return m.eval()
@@ -94,6 +97,8 @@ def test_seanet_inference_path_equals_the_training_layers(preset, tile):
 def test_inference_path_gives_the_training_layers_ids_and_audio(codec, monkeypatch):
     from zoo.nn.seanet import _SEANet
 
+    if codec.config.decoder != "seanet":
+        pytest.skip("the encoder is the seanet case's; an istft decoder has no separate inference path")
     x = harmonic(2, 16000)
     fast = codec.encode(x)
     y = codec.decode(fast)
@@ -101,6 +106,42 @@ def test_inference_path_gives_the_training_layers_ids_and_audio(codec, monkeypat
     slow = codec.encode(x)
     assert torch.equal(fast.ids, slow.ids)
     torch.testing.assert_close(y, codec.decode(slow), atol=1e-5, rtol=0)
+
+
+def test_overlap_add_inverts_a_stft():
+    """The inverse-STFT head's overlap-add gives a signal back from its own STFT frames (windowed once
+    by the STFT, once by overlap_add, divided by the squared window's envelope)."""
+    from zoo.nn.istft import overlap_add
+
+    hop, n = 80, 320
+    x = harmonic(2, 40 * hop)[:, 0]
+    window = torch.hann_window(n)
+    spec = torch.stft(x, n, hop, window=window, center=True, return_complex=True)  # frame t centred on t·hop
+    frames = torch.fft.irfft(spec.transpose(1, 2), n=n)[:, :40]  # (B, 40, n)
+    y = overlap_add(frames, window, hop)  # centres frame t on t·hop + hop/2: x delayed by hop/2
+    assert y.shape == (2, 40 * hop)
+    torch.testing.assert_close(y[:, n:-n], x[:, n - hop // 2:-n - hop // 2], atol=1e-4, rtol=0)
+
+
+def test_istft_decoder_lengths_reach_and_config():
+    from zoo.nn.istft import ISTFTDecoder
+
+    d = ISTFTDecoder(8, 320, dim=16, blocks=(1, 1), upsample=2).eval()
+    z = torch.randn(2, 8, 7)
+    with torch.no_grad():
+        y = d(z)
+        assert y.shape == (2, 1, 7 * 320) and bool(torch.isfinite(y).all())
+        # a change to the last frame moves only samples within the decoder's declared reach of it
+        z2 = z.clone()
+        z2[..., -1] += 1
+        moved = (d(z2) - y).abs()[0, 0] > 1e-7
+    m = Codec(CodecConfig.from_name("tiny", **TINY_ISTFT))
+    first = int(moved.nonzero()[0])
+    assert first >= 7 * 320 - 160 - m.decoder_context * 320
+    with pytest.raises(ValueError, match="multiple of 2·upsample"):
+        ISTFTDecoder(8, 320, upsample=3)
+    with pytest.raises(ValueError, match="decoder="):
+        CodecConfig(decoder="wavenet")
 
 
 def test_inference_weights_follow_the_parameters():
@@ -248,11 +289,12 @@ def test_save_and_load_round_trip(codec, tmp_path):
     assert torch.equal(again.encode(x).ids, codec.encode(x).ids)
 
 
-def test_reconstruction_loss_falls_when_overfitting_one_batch():
+@pytest.mark.parametrize("decoder", [{}, TINY_ISTFT])
+def test_reconstruction_loss_falls_when_overfitting_one_batch(decoder):
     from recipes.codec import CodecModule
 
     torch.manual_seed(0)
-    module = CodecModule(preset="tiny", config={"dilations": (1, 3)})
+    module = CodecModule(preset="tiny", config={"dilations": (1, 3), **decoder})
     module.tokenizer.train()
     x = harmonic(4, 3200, seed=5)
     opt = torch.optim.AdamW(module.tokenizer.parameters(), lr=3e-3)

@@ -30,8 +30,12 @@ from einops import rearrange
 from torch import Tensor
 from vector_quantize_pytorch import ResidualVQ
 
+from zoo.nn.istft import ISTFTDecoder
 from zoo.nn.seanet import SEANetConfig, SEANetDecoder, SEANetEncoder, receptive_field
 from zoo.tokenizer import InputContract, Tokenizer, Tokens, TokenSpec, check_budget, check_input, check_tokens
+
+
+DECODERS = ("seanet", "istft")
 
 
 @dataclass
@@ -49,6 +53,10 @@ class CodecConfig:
         dead_code_threshold: codes used less than this (EMA count) are replaced by batch vectors.
         chunk_seconds: audio longer than this is encoded/decoded chunk by chunk.
         max_seconds: longest input `encode` accepts.
+        decoder: "seanet" (the encoder's mirror, transposed convolutions up to the sample rate) or
+            "istft" (ConvNeXt blocks at the frame rate and an inverse-STFT head, `zoo.nn.istft`).
+        decoder_dim / decoder_blocks / decoder_upsample: the "istft" decoder's width, blocks (at the
+            frame rate, after upsampling) and STFT frames per latent frame.
     """
 
     sample_rate: int = 16000
@@ -63,9 +71,16 @@ class CodecConfig:
     dead_code_threshold: float = 2.0
     chunk_seconds: float = 10.0
     max_seconds: float = 3600.0
+    decoder: str = "seanet"
+    decoder_dim: int = 256
+    decoder_blocks: tuple[int, int] = (3, 3)
+    decoder_upsample: int = 2
 
     def __post_init__(self) -> None:
         self.strides, self.dilations = tuple(self.strides), tuple(self.dilations)
+        self.decoder_blocks = tuple(self.decoder_blocks)
+        if self.decoder not in DECODERS:
+            raise ValueError(f"decoder={self.decoder!r} is not supported; use one of {DECODERS}")
         if self.sample_rate < 1000:
             raise ValueError(f"sample_rate must be >= 1000 Hz, got {self.sample_rate}")
         if not self.strides or any(s < 1 for s in self.strides):
@@ -139,7 +154,10 @@ class Codec(Tokenizer):
         super().__init__(config)
         c = config
         self.encoder = SEANetEncoder(c.seanet())
-        self.decoder = SEANetDecoder(c.seanet())
+        if c.decoder == "istft":
+            self.decoder = ISTFTDecoder(c.latent_dim, c.hop, c.decoder_dim, c.decoder_blocks, c.decoder_upsample)
+        else:
+            self.decoder = SEANetDecoder(c.seanet())
         self.quantizer = ResidualVQ(
             dim=c.latent_dim, num_quantizers=c.num_codebooks, codebook_size=c.codebook_size,
             decay=c.codebook_decay, kmeans_init=True, threshold_ema_dead_code=c.dead_code_threshold,
@@ -147,7 +165,8 @@ class Codec(Tokenizer):
         )
         # context (in frames) each chunk needs on both sides so its central frames are exact
         self.encoder_context = math.ceil(receptive_field(self.encoder, input_rate=1) / c.hop) + 1
-        self.decoder_context = math.ceil(receptive_field(self.decoder, input_rate=c.hop) / c.hop) + 1
+        decoder_reach = receptive_field(self.decoder, input_rate=c.hop) + getattr(self.decoder, "output_reach", 0)
+        self.decoder_context = math.ceil(decoder_reach / c.hop) + 1
 
     # -- the contract ----------------------------------------------------------------------------------
 
@@ -310,6 +329,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     # ~1.2 M parameters; 50 Hz, 8 x 1024 codes (0.5 to 4 kbps); trains on one CPU thread
     "small": dict(channels=16, max_channels=256, latent_dim=64, strides=(4, 4, 4, 5), dilations=(1, 3),
                   num_codebooks=8, codebook_size=1024),
+    # the SEANet encoder (one residual unit a level) and a frame-rate decoder with an inverse-STFT head
+    "small-istft": dict(channels=16, max_channels=256, latent_dim=64, strides=(4, 4, 4, 5), dilations=(1,),
+                        num_codebooks=8, codebook_size=1024, decoder="istft", decoder_dim=192,
+                        decoder_blocks=(3, 3), decoder_upsample=2),
     # for tests: the same structure, a few thousand parameters
     "tiny": dict(channels=4, max_channels=16, latent_dim=8, strides=(4, 4, 4, 5), dilations=(1,),
                  num_codebooks=4, codebook_size=64),
