@@ -17,7 +17,6 @@ normalised by the window's squared envelope, cropped to the samples every kept f
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from timm.layers import Mlp
 from torch import Tensor, nn
 
@@ -72,19 +71,31 @@ class ISTFTDecoder(nn.Module):
         h = self.up(self.coarse(self.input(z)))  # (B, C, T · upsample)
         h = self.head(self.norm(self.fine(h).transpose(1, 2)))  # (B, T', n_fft + 2)
         log_magnitude, phase = h.chunk(2, dim=-1)
-        spectrum = torch.polar(log_magnitude.clamp(max=6.0).exp(), phase)  # |X| <= e^6, as Vocos clips at 1e2
+        magnitude = log_magnitude.clamp(max=6.0).exp()  # |X| <= e^6, as Vocos clips at 1e2
+        spectrum = torch.complex(magnitude * phase.cos(), magnitude * phase.sin())  # torch.polar: 2x slower on CPU
         frames = torch.fft.irfft(spectrum, n=self.n_fft)  # (B, T', n_fft)
         return overlap_add(frames, self.window, self.stft_hop)[:, None]
 
 
 def overlap_add(frames: Tensor, window: Tensor, hop: int) -> Tensor:
-    """Windowed overlap-add of frames (B, T, N), frame t centred on samples [t·hop, (t+1)·hop), divided by
-    the squared window's envelope -> (B, T · hop). N - hop must be even; the envelope is positive on
-    every kept sample when N <= 4·hop with a Hann window."""
+    """Windowed overlap-add of frames (B, T, N), N = k·hop, frame t centred on samples [t·hop, (t+1)·hop),
+    divided by the squared window's envelope -> (B, T · hop). With a Hann window and k >= 2 the envelope
+    is positive on every kept sample (the head uses k = 4).
+
+    Computed as k shifted sums of hop-long blocks (one add per block of every frame), not `F.fold`.
+    """
     b, t, n = frames.shape
-    length = (t - 1) * hop + n
-    fold = dict(output_size=(1, length), kernel_size=(1, n), stride=(1, hop))
-    y = F.fold((frames * window).transpose(1, 2), **fold)[:, 0, 0]  # (B, length)
-    envelope = F.fold(window.square()[None, :, None].expand(1, n, t), **fold)[0, 0, 0]
-    kept = slice((n - hop) // 2, (n - hop) // 2 + t * hop)  # crop before dividing: the ends' envelope is 0
+    k = n // hop
+    if k * hop != n or (n - hop) % 2:
+        raise ValueError(f"frame length {n} must be a multiple of the hop {hop} with (length - hop) even")
+
+    def add_shifted(blocks: Tensor) -> Tensor:  # (B, T, k, hop) -> (B, (T + k - 1) · hop)
+        out = blocks.new_zeros(blocks.shape[0], t + k - 1, hop)
+        for j in range(k):
+            out[:, j:j + t] += blocks[:, :, j]
+        return out.flatten(1)
+
+    y = add_shifted((frames * window).view(b, t, k, hop))
+    envelope = add_shifted(window.square().expand(1, t, n).reshape(1, t, k, hop))[0]
+    kept = slice((n - hop) // 2, (n - hop) // 2 + t * hop)  # the ends' envelope falls to 0: crop, then divide
     return y[:, kept] / envelope[kept]
