@@ -29,6 +29,7 @@ from zoo import metrics
 from zoo.audio.codec import Codec, CodecConfig
 
 DEFAULT_WEIGHTS = {"mel": 15.0, "l1": 1.0, "complex": 0.0, "commitment": 0.25, "adversarial": 1.0, "feature": 2.0}
+DECODER_NAMES = {"seanet": "SEANet", "istft": "inverse-STFT (ConvNeXt at the frame rate)"}
 COMPLEX_FFTS = (320, 640, 1280)  # 20, 40, 80 ms windows at 16 kHz
 
 
@@ -229,7 +230,8 @@ class CodecModule(pl.LightningModule):
             # the held-out set the card's metrics were measured on, so a test can measure it again
             "val_set": {"n_clips": h.get("val_speech_clips"), "clip_seconds": h.get("clip_seconds"),
                         "val_seconds": h.get("val_seconds"), "seed": h.get("seed")},
-            "description": f"Neural audio codec (SEANet + residual VQ) for {c.sample_rate // 1000} kHz mono speech "
+            "description": f"Neural audio codec (SEANet encoder, {DECODER_NAMES[c.decoder]} decoder, residual VQ) for "
+                           f"{c.sample_rate // 1000} kHz mono speech "
                            f"(and music); {c.frame_rate} frames/s, {c.num_codebooks} codebooks of {c.codebook_size}, "
                            f"{c.bitrates[0]:g}-{c.bitrates[-1]:g} kbps from one model. Loss weights: "
                            + ", ".join(f"{k} {v:g}" for k, v in self.weights.items())
