@@ -286,3 +286,36 @@ def test_benchmark_pca_reference_rises_with_its_rank() -> None:
     clips = (torch.rand(40, 6, generator=g) @ basis / 6).view(40, 3, 4, 8, 8)
     got = pca_psnr(clips[:30], clips[30:], (1, 3, 6))
     assert got[1] < got[3] < got[6] and got[6] > 60, got
+
+
+def test_conv_front_and_back_end_keep_any_prefix_and_start_as_the_linear_decoder(videos: torch.Tensor) -> None:
+    torch.manual_seed(0)
+    tok = LARP(LARPConfig(**{**MICRO, "conv_channels": 8})).eval()
+    assert not any("conv" in k for k in LARP(LARPConfig(**MICRO)).state_dict())  # off by default: old checkpoints load
+    full = tok.encode(videos)
+    for n in (1, N):
+        t = tok.encode(videos, num_tokens=n)
+        assert torch.equal(t.ids, full.ids[:, :n]) and tok.decode(t).shape == videos.shape
+    features = torch.randn(3, 8, MICRO["frames"], 8, 8)  # (B, c, T, S/2, S/2)
+    assert tok.conv_out(features).shape == videos.shape and not tok.conv_out(features).any()  # a new back-end adds 0
+    # the reconstruction's gradient reaches the conv front-end and the back-end
+    tok.train()
+    x = videos * 2 - 1
+    loss = torch.nn.functional.mse_loss(tok.decode_codes(tok.quantize(x, N)[0]), x)
+    loss.backward()
+    assert float(tok.conv_in.net[0].weight.grad.abs().sum()) > 0
+    assert float(tok.conv_out.net[-1].weight.grad.abs().sum()) > 0
+    with pytest.raises(ValueError, match="conv_channels"):
+        LARPConfig(conv_channels=3)
+    with pytest.raises(ValueError, match="patch_size"):
+        LARPConfig(conv_channels=8, image_size=30, patch_size=5)
+
+
+def test_full_prefix_sets_the_share_of_steps_that_decode_every_token() -> None:
+    torch.manual_seed(0)
+    assert {_module(full_prefix=1.0).sample_prefix() for _ in range(20)} == {N}
+    half = _module(full_prefix=0.5)
+    draws = [half.sample_prefix() for _ in range(200)]
+    assert 0.4 < sum(n == N for n in draws) / len(draws) < 0.75 and min(draws) < N
+    with pytest.raises(ValueError, match="full_prefix"):
+        _module(full_prefix=1.5)

@@ -72,6 +72,9 @@ class LARPConfig:
             in the encoder, kept tokens → patch queries in the decoder.
         linear_rank: r of the linear read-out of the kept codes straight to pixels (ours): codes
             (N·d) → r numbers per patch → the patch's pixels; 0 = none.
+        conv_channels: c of a small per-frame conv front-end and back-end around the transformers (ours):
+            the encoder patches c conv features at half resolution instead of raw pixels, and the decoder adds
+            a conv upsampler's output to its linear patch read-out; 0 = none (raw linear patches).
     """
 
     frames: int = 16
@@ -91,6 +94,7 @@ class LARPConfig:
     causal_queries: bool = True
     token_mixing: bool = True
     linear_rank: int = 64
+    conv_channels: int = 0
 
     def __post_init__(self) -> None:
         if self.temporal_patch < 1 or self.frames % self.temporal_patch:
@@ -107,6 +111,10 @@ class LARPConfig:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         if self.linear_rank < 0:
             raise ValueError(f"linear_rank must be >= 0 (0 = no linear read-out), got {self.linear_rank}")
+        if self.conv_channels < 0 or self.conv_channels % 2:
+            raise ValueError(f"conv_channels must be 0 (no conv) or a positive even number, got {self.conv_channels}")
+        if self.conv_channels and self.patch_size % 2:
+            raise ValueError(f"the conv front-end halves the frames: patch_size={self.patch_size} must be even")
 
     @property
     def grid(self) -> tuple[int, int, int]:
@@ -174,6 +182,34 @@ class SVQ(nn.Module):
         return z + (codes - z).detach(), ids, z
 
 
+class FrameConv(nn.Module):
+    """2D convs applied to every frame of a clip: (B, C, T, H, W) → (B, C', T, H', W')."""
+
+    def __init__(self, *layers: nn.Module) -> None:
+        super().__init__()
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.net(rearrange(x, "b c t h w -> (b t) c h w"))
+        return rearrange(y, "(b t) c h w -> b c t h w", b=x.shape[0])
+
+
+def conv_front_end(in_channels: int, channels: int) -> FrameConv:
+    """Pixels (B, C, T, S, S) → c features at half resolution (B, c, T, S/2, S/2), for the patch embedding."""
+    return FrameConv(nn.Conv2d(in_channels, channels, 3, padding=1), nn.GELU(),
+                     nn.Conv2d(channels, channels, 4, stride=2, padding=1), nn.GELU(),
+                     nn.Conv2d(channels, channels, 3, padding=1))
+
+
+def conv_back_end(channels: int, out_channels: int) -> FrameConv:
+    """Features (B, c, T, S/2, S/2) → pixels (B, C, T, S, S); the last conv starts at zero, so a new back-end adds nothing."""
+    last = nn.Conv2d(channels // 2, out_channels, 3, padding=1)
+    nn.init.zeros_(last.weight)
+    nn.init.zeros_(last.bias)
+    return FrameConv(nn.GELU(), nn.Conv2d(channels, channels, 3, padding=1), nn.GELU(),
+                     nn.ConvTranspose2d(channels, channels // 2, 4, stride=2, padding=1), nn.GELU(), last)
+
+
 # ----------------------------------------------------------------------------------------- the tokenizer
 
 
@@ -188,8 +224,13 @@ class LARP(Tokenizer):
         c = config
         patch_pixels = c.in_channels * c.temporal_patch * c.patch_size**2
         self.register_buffer("pos", sincos_pos_embed_3d(c.dim, c.grid), persistent=False)  # (P, dim)
-        # encoder: patches + N queries → N codes
-        self.patch_embed = nn.Linear(patch_pixels, c.dim)
+        # encoder: patches (of pixels, or of conv features at half resolution) + N queries → N codes
+        patch_features = c.conv_channels * c.temporal_patch * (c.patch_size // 2) ** 2 if c.conv_channels else patch_pixels
+        if c.conv_channels:
+            self.conv_in = conv_front_end(c.in_channels, c.conv_channels)
+            self.conv_out = conv_back_end(c.conv_channels, c.in_channels)
+            self.to_features = nn.Linear(c.dim, patch_features)
+        self.patch_embed = nn.Linear(patch_features, c.dim)
         self.queries = nn.Parameter(torch.randn(c.num_tokens, c.dim) * 0.02)
         self.encoder = Transformer(c.dim, c.encoder_depth, c.heads, c.mlp_ratio)
         self.to_code = nn.Linear(c.dim, c.code_dim)
@@ -243,23 +284,27 @@ class LARP(Tokenizer):
     # -- modelling steps (used by encode/decode and by the training recipe) ------------------------------
 
     def patchify(self, x: Tensor) -> Tensor:
-        """x: (B, C, T, S, S) → (B, P, C·pt·p·p), patches in (t, h, w) order."""
+        """x: (B, C, T, S', S'), pixels or conv features → (B, P, C·pt·p'·p') on the (t, h, w) grid, p' = S'/grid."""
         c = self.config
-        return rearrange(x, "b c (t pt) (h p1) (w p2) -> b (t h w) (pt p1 p2 c)",
-                         pt=c.temporal_patch, p1=c.patch_size, p2=c.patch_size)
+        p = x.shape[-1] // c.grid[2]
+        return rearrange(x, "b c (t pt) (h p1) (w p2) -> b (t h w) (pt p1 p2 c)", pt=c.temporal_patch, p1=p, p2=p)
 
-    def unpatchify(self, patches: Tensor) -> Tensor:
-        """(B, P, C·pt·p·p) → (B, C, T, S, S)."""
+    def unpatchify(self, patches: Tensor, channels: int | None = None) -> Tensor:
+        """(B, P, C·pt·p'·p') → (B, C, T, S', S'); C is the input's channels unless given."""
         c = self.config
         t, h, w = c.grid
+        channels = channels or c.in_channels
+        p = math.isqrt(patches.shape[-1] // (channels * c.temporal_patch))
         return rearrange(patches, "b (t h w) (pt p1 p2 c) -> b c (t pt) (h p1) (w p2)",
-                         t=t, h=h, w=w, pt=c.temporal_patch, p1=c.patch_size, p2=c.patch_size)
+                         t=t, h=h, w=w, pt=c.temporal_patch, p1=p, p2=p)
 
     def encode_latents(self, x: Tensor, num_tokens: int) -> Tensor:
         """x: (B, C, T, S, S) in [-1, 1] → pre-quantisation codes (B, n, code_dim) of the first n queries."""
         c = self.config
         p = c.num_patches
         n = num_tokens if c.causal_queries else c.num_tokens  # with full attention every query sees all
+        if c.conv_channels:
+            x = self.conv_in(x)  # (B, c, T, S/2, S/2)
         patches = self.patch_embed(self.patchify(x)) + self.pos  # (B, P, dim)
         queries = repeat(self.queries[:n], "n d -> b n d", b=x.shape[0])
         if c.token_mixing:  # query i mixes patches only, so causality among queries holds
@@ -294,7 +339,10 @@ class LARP(Tokenizer):
             basis = rearrange(self.linear_codes(kept_codes(codes, lengths, c.num_tokens)), "b (p r) -> b p r",
                               r=c.linear_rank)
             patches = patches + self.linear_pixels(basis)
-        return self.unpatchify(patches)
+        x = self.unpatchify(patches)  # (B, C, T, S, S)
+        if c.conv_channels:
+            x = x + self.conv_out(self.unpatchify(self.to_features(h[:, n:]), c.conv_channels))
+        return x
 
     # -- encode / decode -------------------------------------------------------------------------------
 
