@@ -140,6 +140,8 @@ def test_istft_decoder_lengths_reach_and_config():
     assert first >= 7 * 320 - 160 - m.decoder_context * 320
     with pytest.raises(ValueError, match="multiple of 2·upsample"):
         ISTFTDecoder(8, 320, upsample=3)
+    for upsample in (1, 3, 4):  # odd and even: T · hop samples
+        assert ISTFTDecoder(8, 480, dim=16, blocks=(0, 1), upsample=upsample)(z).shape == (2, 1, 7 * 480)
     with pytest.raises(ValueError, match="decoder="):
         CodecConfig(decoder="wavenet")
 

@@ -51,14 +51,15 @@ class ISTFTDecoder(nn.Module):
     def __init__(self, latent_dim: int, hop: int, dim: int = 256, blocks: tuple[int, int] = (3, 3),
                  upsample: int = 2, mlp_ratio: float = 3.0) -> None:
         super().__init__()
-        if hop % upsample or (hop // upsample) % 2:
+        if upsample < 1 or hop % upsample or (hop // upsample) % 2:
             raise ValueError(f"hop {hop} must be a multiple of 2·upsample (upsample={upsample})")
         fine = dim // 2
         self.hop, self.stft_hop = hop, hop // upsample
         self.n_fft = 4 * self.stft_hop
         self.input = nn.Conv1d(latent_dim, dim, 7, padding=3)
         self.coarse = nn.Sequential(*(ConvNeXt1d(dim, mlp_ratio) for _ in range(blocks[0])))
-        self.up = (nn.ConvTranspose1d(dim, fine, 2 * upsample, stride=upsample, padding=upsample // 2)
+        self.up = (nn.ConvTranspose1d(dim, fine, 2 * upsample, stride=upsample, padding=(upsample + 1) // 2,
+                                      output_padding=upsample % 2)  # exactly T · upsample frames, as SEANet's
                    if upsample > 1 else nn.Conv1d(dim, fine, 1))
         self.fine = nn.Sequential(*(ConvNeXt1d(fine, mlp_ratio) for _ in range(blocks[1])))
         self.norm = nn.LayerNorm(fine)
