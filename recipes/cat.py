@@ -49,7 +49,7 @@ class CATModule(pl.LightningModule):
         max_psnr: clip of the estimator's PSNR targets.
         eval_qualities: the eps (MSE) reported on the card for ratio='auto'.
         check_images: the card also reports PSNR on the first `check_images` val images (tests use it).
-        init_from: a CAT checkpoint folder to start from (its config replaces `preset`/`config`); with
+        init_from: a CAT checkpoint to start from (a folder, or anything `zoo.load` accepts; its config replaces `preset`/`config`); with
             `ae_fraction=0` the run only (re)trains the estimator on that frozen autoencoder.
     """
 
@@ -66,7 +66,7 @@ class CATModule(pl.LightningModule):
         if init_from:
             from zoo import hub
 
-            self.model = hub.load_dir(Path(init_from), family="cat").train()
+            self.model = hub.load_dir(hub.locate(init_from), family="cat").train()
         else:
             self.model = CAT(CATConfig.from_name(preset, **(config or {})))
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()

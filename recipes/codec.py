@@ -15,7 +15,6 @@ spectral one, which costs three STFTs and is computed only with a weight).
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -122,8 +121,8 @@ class CodecModule(pl.LightningModule):
         disc_channels: width of the STFT discriminators.
         grad_clip: gradient norm clip of both models.
         val_codebooks: numbers of codebooks with which validation reconstructs.
-        init_from: a codec checkpoint folder (e.g. checkpoints/codec-small-speech16k) whose weights and
-            codebooks the run continues from; its config replaces `preset`/`config`. Optimiser states and
+        init_from: a codec checkpoint (a folder, or anything `zoo.load` accepts: "codec-small-speech16k")
+            whose weights and codebooks the run continues from; its config replaces `preset`/`config`. Optimiser states and
             the discriminator start fresh (use trainer `--ckpt_path` to resume a Lightning checkpoint).
     """
 
@@ -141,7 +140,7 @@ class CodecModule(pl.LightningModule):
         if init_from:
             from zoo import hub
 
-            self.tokenizer = hub.load_dir(Path(init_from), family="codec").train()
+            self.tokenizer = hub.load_dir(hub.locate(init_from), family="codec").train()
         else:
             self.tokenizer = Codec(CodecConfig.from_name(preset, **(config or {})))
         self.discriminator = MultiScaleSTFTDiscriminator(channels=disc_channels)

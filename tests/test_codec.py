@@ -419,3 +419,13 @@ def test_recipe_trains_with_the_complex_spectral_loss():
     assert float(parts["complex"]) > 0
     (5 * parts["complex"]).backward()
     assert all(bool(torch.isfinite(p.grad).all()) for p in module.tokenizer.decoder.parameters() if p.grad is not None)
+
+
+@needs_shipped
+def test_recipe_continues_from_a_registered_name():
+    from recipes.codec import CodecModule
+
+    module = CodecModule(init_from="codec-small-speech16k")
+    assert module.tokenizer.config == zoo.load("codec-small-speech16k").config
+    with pytest.raises(ValueError, match="not a registered tokenizer name"):
+        CodecModule(init_from="codec-nonexistent")
