@@ -37,7 +37,7 @@ from zoo.nn import Transformer
 
 NAME = "larp-tiny-motion32"
 COMPARE = ROOT / "out" / "larp-compare"
-NS = (1, 2, 4, 8, 16, 32)
+NS = (1, 2, 4, 8, 16, 32, 64, 128)  # those up to the checkpoint's N
 COMMAND = "OMP_NUM_THREADS=1 python -m benchmarks.larp"
 
 
@@ -163,7 +163,7 @@ def main(directory: Path = hub.REPO_CHECKPOINTS / NAME, n_val: int = 96) -> None
         rows.append([n, round(n * math.log2(c.codebook_size)), float(psnr.mean()), float(ssim.mean()), *by_source])
         curves["psnr"].append(float(psnr.mean()))
         curves["ssim"].append(float(ssim.mean()))
-        if n in (c.num_tokens, 8, 2):
+        if n in (c.num_tokens, 32, 8, 2):
             recon[f"n={n}"] = y
     fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
     for ax, key, label in zip(axes, ("psnr", "ssim"), ("PSNR (dB)", "SSIM (mean over frames)")):
@@ -189,7 +189,7 @@ def main(directory: Path = hub.REPO_CHECKPOINTS / NAME, n_val: int = 96) -> None
         z = F.normalize(torch.cat([tok.encode_latents(v * 2 - 1, c.num_tokens) for v in videos.split(32)]), dim=-1)
         top_cos = (z @ tok.svq.codebook.t()).topk(4, dim=-1).values.mean((0, 1)).tolist()
     train = build_video_dataset("train", 4000, c.frames, c.image_size)
-    pca = pca_psnr(videos_to_tensor(train["videos"][:2000]), videos, (4, 16, 32))
+    pca = pca_psnr(videos_to_tensor(train["videos"][:2000]), videos, tuple(sorted({4, 16, 32, c.num_tokens})))
     refs = [["the mean val clip (one clip for all)", float(metrics.psnr(videos.mean(0, keepdim=True).expand_as(videos), videos).mean())],
             ["each clip's own mean colour (3 numbers a clip)", float(metrics.psnr(videos.mean((2, 3, 4), keepdim=True).expand_as(videos), videos).mean())],
             ["each frame's own mean colour (3·T numbers a clip)", float(metrics.psnr(videos.mean((3, 4), keepdim=True).expand_as(videos), videos).mean())],
@@ -263,21 +263,24 @@ def main(directory: Path = hub.REPO_CHECKPOINTS / NAME, n_val: int = 96) -> None
             ar, info = fit_prior(tr, m.config.codebook_size)
             q = measure(m, videos, [m.config.num_tokens, 8])
             ar_nll, uni = nll(ar, va), unigram_nll(tr, va, m.config.codebook_size)
-            rows.append([name, m_log["global_step"], round(m_log["seconds"] / 60, 1), q[f"psnr_n{m.config.num_tokens}"],
+            rows.append([name, m.config.num_tokens, m_log["global_step"], round(m_log["seconds"] / 60, 1), q[f"psnr_n{m.config.num_tokens}"],
                          q["psnr_n8"], ar_nll, ar_nll * m.config.num_tokens / math.log(2), uni, uni - ar_nll,
                          metrics.codebook_usage(va, m.config.codebook_size)["perplexity"], info["best_step"]])
         sections.append(
             "### What the prior buys: the same AR model on each tokenizer's tokens\n\n"
-            f"Two tokenizers trained the same way (architecture, data, seed, batch, a budget of {rows[0][1]} steps) except the prior loss: "
+            f"Two tokenizers trained the same way (architecture, data, seed, batch, a budget of {rows[0][2]} steps) except the prior loss: "
             "`configs/larp/compare-prior.yaml` vs `configs/larp/compare-noprior.yaml`. Then one AR transformer (2 layers x 128, "
             "the same recipe and seed for both, early-stopped on a tenth of the train tokens) is trained on each one's argmax "
             "tokens of the 4000 train clips and scored on the tokens of 480 val clips. NLL in nats/token; bits/clip = NLL x N / ln 2; "
             "the unigram column is the NLL without context (train histogram), so NLL - unigram is what context buys.\n\n"
-            + table(["tokenizer", "steps", "minutes", f"PSNR n={c.num_tokens}", "PSNR n=8", "AR val NLL", "bits/clip",
+            + table(["tokenizer", "N", "steps", "minutes", "PSNR n=N", "PSNR n=8", "AR val NLL", "bits/clip",
                      "unigram NLL", "context gain", "val perplexity", "AR best step"], rows)
             + "\n\nRead the NLL together with the codebook perplexity: a tokenizer that uses fewer codes is trivially easier to "
               "model (its unigram NLL is lower too), so a lower NLL only says the prior helps where the PSNR and usage stay "
-              "comparable; 'context gain' (unigram - AR NLL) is what the AR model gets from the previous tokens.")
+              "comparable; 'context gain' (unigram - AR NLL) is what the AR model gets from the previous tokens."
+            + ("" if all(r[1] == c.num_tokens for r in rows) else
+               f" These two runs keep the architecture of their configs (N = {rows[0][1]} tokens), not the shipped "
+               f"checkpoint's (N = {c.num_tokens}); they were not re-run for it."))
     else:
         sections.append("### What the prior buys\n\nNot measured: train `configs/larp/compare-prior.yaml` and "
                         "`configs/larp/compare-noprior.yaml` first.")
