@@ -54,7 +54,7 @@ class ISTFTDecoder(nn.Module):
         if upsample < 1 or hop % upsample or (hop // upsample) % 2:
             raise ValueError(f"hop {hop} must be a multiple of 2·upsample (upsample={upsample})")
         fine = dim // 2
-        self.hop, self.stft_hop = hop, hop // upsample
+        self.stft_hop = hop // upsample
         self.n_fft = 4 * self.stft_hop
         self.input = nn.Conv1d(latent_dim, dim, 7, padding=3)
         self.coarse = nn.Sequential(*(ConvNeXt1d(dim, mlp_ratio) for _ in range(blocks[0])))
