@@ -47,8 +47,9 @@ class AudioDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         h = self.hparams
-        train = [self._build(k, "train", n, h.segment_seconds) for k, n in (("speech", h.speech_clips), ("music", h.music_clips))]
-        self.train_set = ConcatDataset([d for d in train if d is not None])
+        if stage in (None, "fit"):
+            train = [self._build(k, "train", n, h.segment_seconds) for k, n in (("speech", h.speech_clips), ("music", h.music_clips))]
+            self.train_set = ConcatDataset([d for d in train if d is not None])
         self.val_sets = {k: d for k, n in (("speech", h.val_speech_clips), ("music", h.val_music_clips))
                          if (d := self._build(k, "val", n, h.val_seconds)) is not None}
 

@@ -220,11 +220,13 @@ class CodecModule(pl.LightningModule):
     def card_metrics(self, datamodule: Any) -> dict[str, float]:
         """Quality per bitrate on held-out speech (STOI, PESQ, SI-SDR, mel) and music (SI-SDR, mel)."""
         self._card_metrics = measure(self.tokenizer, {k: datamodule.val_batch(k) for k in datamodule.val_sets})
+        self._card_data = dict(datamodule.hparams)  # for card_summary when no trainer holds the data (`remeasure`)
         return self._card_metrics
 
     def card_summary(self) -> dict[str, Any]:
         c = self.tokenizer.config
-        h = self.trainer.datamodule.hparams if self._trainer is not None and self.trainer.datamodule else {}
+        h = (self.trainer.datamodule.hparams if self._trainer is not None and self.trainer.datamodule
+             else getattr(self, "_card_data", {}))
         return {
             # the held-out set the card's metrics were measured on, so a test can measure it again
             "val_set": {"n_clips": h.get("val_speech_clips"), "clip_seconds": h.get("clip_seconds"),
@@ -234,8 +236,9 @@ class CodecModule(pl.LightningModule):
                            f"(and music); {c.frame_rate} frames/s, {c.num_codebooks} codebooks of {c.codebook_size}, "
                            f"{c.bitrates[0]:g}-{c.bitrates[-1]:g} kbps from one model. Loss weights: "
                            + ", ".join(f"{k} {v:g}" for k, v in self.weights.items())
-                           + f"; adversarial losses from batch {self.hparams.adversarial_start}, "
-                           f"trained for {self.global_step // 2} batches.",
+                           + (f"; adversarial losses from batch {self.hparams.adversarial_start}"
+                              if self.weights["adversarial"] > 0 or self.weights["feature"] > 0 else "; no adversarial losses")
+                           + (f"; trained for {self.global_step // 2} batches." if self.global_step else "."),
             "tokens": f"{c.frame_rate}/s x 1-{c.num_codebooks} codebooks",
             "bits": f"{c.kbps(1):g} kbps per codebook",
             **({"headline": f"STOI {m['speech_stoi_1.5kbps']:.3f} at 1.5 kbps (held-out speech)"}

@@ -16,9 +16,13 @@ from zoo import hub
 
 def write_checkpoint(tokenizer: Any, directory: str | Path, *, name: str, summary: dict[str, Any],
                      metrics: dict[str, float], data: str, recipe: str, train_seconds: float,
-                     notes: str = "", index: bool = True) -> Path:
-    """Save `tokenizer` with a model card; re-index checkpoints/ when the folder lives there."""
+                     notes: str = "", index: bool = True, hardware: str | None = None) -> Path:
+    """Save `tokenizer` with a model card; re-index checkpoints/ when the folder lives there.
+
+    `hardware` names what trained it (`hardware_name()` of the training device); default: this machine's CPU.
+    """
     directory = Path(directory)
+    hardware = hardware or hardware_name(torch.device("cpu"))
     rows = "\n".join(f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items())
     card = f"""# {name}
 
@@ -36,7 +40,7 @@ def write_checkpoint(tokenizer: Any, directory: str | Path, *, name: str, summar
 {data}
 
 ## Recipe
-`{recipe}`; {train_seconds / 60:.1f} minutes on {platform.machine()} CPU ({torch.get_num_threads()} threads), torch {torch.__version__}.
+`{recipe}`; {train_seconds / 60:.1f} minutes on {hardware}.
 
 ## Measured (held-out validation data)
 | metric | value |
@@ -53,6 +57,15 @@ Weights: Apache-2.0, trained by the zoo recipe above on data built offline by `z
     if index and directory.resolve().parent == hub.REPO_CHECKPOINTS:
         hub.index_checkpoints()
     return directory
+
+
+def hardware_name(device: torch.device) -> str:
+    """What a card says trained a checkpoint: the GPU's name, or the CPU and its threads; and the torch version."""
+    if device.type == "cuda":
+        what = f"1 {torch.cuda.get_device_name(device)} GPU"
+    else:
+        what = f"{platform.machine()} {device.type.upper()} ({torch.get_num_threads()} threads)"
+    return f"{what}, torch {torch.__version__}"
 
 
 def rewrite_card(module: Any, directory: str | Path, datamodule: Any, *, name: str, data: str, recipe: str,
@@ -72,7 +85,7 @@ def rewrite_card(module: Any, directory: str | Path, datamodule: Any, *, name: s
     log = json.loads((directory / "train_log.json").read_text())
     metrics = module.card_metrics(datamodule)
     write_checkpoint(module.tokenizer, directory, name=name, summary=module.card_summary(), metrics=metrics, data=data,
-                     recipe=recipe, train_seconds=log["seconds"], notes=notes)
+                     recipe=recipe, train_seconds=log["seconds"], notes=notes, hardware=log.get("hardware"))
     log.update(metrics=metrics, **(log_extra or {}))
     (directory / "train_log.json").write_text(json.dumps(log, indent=1))
     return metrics
@@ -85,8 +98,10 @@ class ExportTokenizer(pl.Callback):
     and `card_summary() -> dict` (tokens, bits, description) for the card and `zoo list`.
     """
 
-    def __init__(self, directory: str, name: str, data: str = "", recipe: str = "", notes: str = "") -> None:
+    def __init__(self, directory: str, name: str, data: str = "", recipe: str = "", notes: str = "",
+                 measure: bool = True) -> None:
         self.directory, self.name, self.data, self.recipe, self.notes = directory, name, data, recipe, notes
+        self.measure = measure
         self.start = time.time()
         self.earlier_seconds = 0.0  # training time of the runs this one resumed (restored from the checkpoint)
 
@@ -104,10 +119,44 @@ class ExportTokenizer(pl.Callback):
             return
         seconds = self.earlier_seconds + time.time() - self.start
         pl_module.eval()
-        metrics = pl_module.card_metrics(trainer.datamodule) if hasattr(pl_module, "card_metrics") else {}
+        measure = self.measure and hasattr(pl_module, "card_metrics")
+        metrics = pl_module.card_metrics(trainer.datamodule) if measure else {}
         summary = pl_module.card_summary() if hasattr(pl_module, "card_summary") else {}
+        hardware = hardware_name(trainer.strategy.root_device)  # the module is back on the CPU by now
         Path(self.directory).mkdir(parents=True, exist_ok=True)
         (Path(self.directory) / "train_log.json").write_text(json.dumps(
-            {"seconds": seconds, "global_step": trainer.global_step, "metrics": metrics}, indent=1))
+            {"seconds": seconds, "global_step": trainer.global_step, "hardware": hardware, "metrics": metrics}, indent=1))
         write_checkpoint(pl_module.tokenizer, self.directory, name=self.name, summary=summary, metrics=metrics,
-                         data=self.data, recipe=self.recipe, train_seconds=seconds, notes=self.notes)
+                         data=self.data, recipe=self.recipe, train_seconds=seconds, notes=self.notes, hardware=hardware)
+
+
+def remeasure(config: str | Path) -> dict[str, float]:
+    """Measure the checkpoint that `config`'s ExportTokenizer wrote again and rewrite its card.
+
+    For a run exported with `measure: false` (trained where the metric packages are missing, e.g. a GPU
+    machine without pesq) or after a change to decoding: builds the config's module and data, loads the
+    saved tokenizer's weights into `module.tokenizer`, and calls `rewrite_card` (the training time and
+    hardware recorded at export are kept).
+
+        python -c "from recipes.export import remeasure; remeasure('configs/larp/tiny-motion32.yaml')"
+    """
+    import importlib
+
+    import yaml
+
+    def build(spec: dict[str, Any]) -> Any:
+        module, _, cls = spec["class_path"].rpartition(".")
+        return getattr(importlib.import_module(module), cls)(**spec.get("init_args", {}))
+
+    cfg = yaml.safe_load(Path(config).read_text())
+    exports = [c["init_args"] for c in cfg.get("trainer", {}).get("callbacks", [])
+               if c.get("class_path", "").rpartition(".")[2] == "ExportTokenizer"]
+    if len(exports) != 1:
+        raise ValueError(f"{config}: expected one ExportTokenizer callback in trainer.callbacks, found {len(exports)}")
+    export = exports[0]
+    module, datamodule = build(cfg["model"]), build(cfg["data"])
+    datamodule.setup("validate")
+    module.tokenizer.load_state_dict(hub.load_dir(Path(export["directory"])).state_dict())
+    module.eval()
+    return rewrite_card(module, export["directory"], datamodule, name=export["name"], data=export.get("data", ""),
+                        recipe=export.get("recipe", ""), notes=export.get("notes", ""))

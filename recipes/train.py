@@ -33,7 +33,10 @@ def main(argv: list[str] | None = None) -> None:
     if "fit" in config:
         run_fit(config)
         return
+    import torch
     from lightning.pytorch.cli import LightningCLI
+
+    torch.set_float32_matmul_precision("high")  # TF32 matrix products on GPUs that have them; no effect on a CPU
 
     # with no logger, Lightning writes the resolved config.yaml into default_root_dir: keep it out of the repo root
     from recipes.resilience import RNGState

@@ -165,7 +165,7 @@ def read_config(directory: Path, expected_sha: str | None = None) -> dict[str, A
     return config
 
 
-def load_dir(directory: Path, *, family: str | None = None, sha256: dict[str, str] | None = None,
+def load_dir(directory: str | Path, *, family: str | None = None, sha256: dict[str, str] | None = None,
              device: Any = None) -> "Tokenizer":
     """Build a tokenizer from a checkpoint directory, checking hashes and keys strictly."""
     from safetensors import SafetensorError
@@ -173,6 +173,7 @@ def load_dir(directory: Path, *, family: str | None = None, sha256: dict[str, st
 
     from zoo.tokenizer import config_from_dict
 
+    directory = Path(directory)
     sha256 = sha256 or {}
     config = read_config(directory, sha256.get(CONFIG))
     if family is not None and config["family"] != family:

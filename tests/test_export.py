@@ -1,0 +1,70 @@
+"""Exporting a trained tokenizer without measuring it (a GPU machine without the metric packages), then measuring
+it again elsewhere from the training config (`recipes.export.remeasure`)."""
+
+from __future__ import annotations
+
+import json
+
+import lightning.pytorch as pl
+import pytest
+import torch
+import yaml
+
+from recipes.export import ExportTokenizer, hardware_name, remeasure
+from zoo import hub
+
+
+def _config(directory: str) -> dict:
+    export = {"class_path": "recipes.export.ExportTokenizer",
+              "init_args": {"directory": directory, "name": "larp-export-test", "data": "eight clips",
+                            "recipe": "a test", "notes": "## Notes\n- a note", "measure": False}}
+    return {"trainer": {"callbacks": [export]},
+            "model": {"class_path": "recipes.larp.LARPModule",
+                      "init_args": {"preset": "micro", "eval_tokens": [1, 8], "check_clips": 4, "warmup_steps": 1}},
+            "data": {"class_path": "recipes.video_data.VideoDataModule",
+                     "init_args": {"train_size": 8, "val_size": 8, "batch_size": 4}}}
+
+
+def test_export_without_measuring_then_remeasure_from_the_config(tmp_path) -> None:
+    from recipes.larp import LARPModule
+    from recipes.video_data import VideoDataModule
+
+    directory = tmp_path / "larp"
+    cfg = _config(str(directory))
+    export = ExportTokenizer(**cfg["trainer"]["callbacks"][0]["init_args"])
+    torch.manual_seed(0)
+    trainer = pl.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, callbacks=[export])
+    trainer.fit(LARPModule(**cfg["model"]["init_args"]), datamodule=VideoDataModule(**cfg["data"]["init_args"]))
+
+    log = json.loads((directory / "train_log.json").read_text())
+    assert log["metrics"] == {} and log["hardware"] == hardware_name(torch.device("cpu"))
+    assert "psnr_n8" not in (directory / "README.md").read_text()
+    trained = hub.load_dir(str(directory))  # a str path is accepted as well as a Path
+
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    metrics = remeasure(path)
+    assert set(metrics) >= {"psnr_n1", "psnr_n8", "ssim_n8", "codebook_perplexity", "val_clips"}
+    assert metrics["val_clips"] == 8 and metrics["psnr_n8"] > 0
+    after = json.loads((directory / "train_log.json").read_text())
+    assert after["seconds"] == log["seconds"] and after["hardware"] == log["hardware"] and after["metrics"] == metrics
+    card = (directory / "README.md").read_text()
+    assert f"| psnr_n8 | {metrics['psnr_n8']:.4g} |" in card and log["hardware"] in card and "- a note" in card
+    again = hub.load_dir(directory)  # the weights are the trained ones, not the fresh module's
+    for (k, a), b in zip(trained.state_dict().items(), again.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+def test_remeasure_needs_exactly_one_export_callback(tmp_path) -> None:
+    cfg = _config(str(tmp_path / "larp"))
+    cfg["trainer"]["callbacks"] = []
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(ValueError, match="one ExportTokenizer"):
+        remeasure(path)
+
+
+def test_hardware_name_names_the_cpu_and_torch() -> None:
+    name = hardware_name(torch.device("cpu"))
+    assert "CPU" in name and f"({torch.get_num_threads()} threads)" in name and torch.__version__ in name
