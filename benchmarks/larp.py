@@ -287,7 +287,7 @@ def main(directory: Path = hub.REPO_CHECKPOINTS / NAME, n_val: int = 96) -> None
 
     summary = config.get("summary", {})
     head = (f"`{NAME}`: {summary.get('description', '')} Trained {log['global_step']} steps in {log['seconds'] / 60:.0f} "
-            f"minutes. Command: `{COMMAND}`. Machine: {machine()}; shared with other jobs, so absolute times drift. "
+            f"minutes on {log.get('hardware', 'a CPU')}. Measured with: `{COMMAND}`. Machine: {machine()}; shared with other jobs, so absolute times drift. "
             f"Data: `zoo.data.video.val_clips({n_val})` (val photos, val faces, val scene seeds).")
     write_section("larp", "## LARP\n\n" + head + "\n\n" + "\n\n".join(sections))
 
