@@ -140,13 +140,9 @@ def remeasure(config: str | Path) -> dict[str, float]:
 
         python -c "from recipes.export import remeasure; remeasure('configs/larp/tiny-motion32.yaml')"
     """
-    import importlib
-
     import yaml
 
-    def build(spec: dict[str, Any]) -> Any:
-        module, _, cls = spec["class_path"].rpartition(".")
-        return getattr(importlib.import_module(module), cls)(**spec.get("init_args", {}))
+    from recipes.train import instantiate
 
     cfg = yaml.safe_load(Path(config).read_text())
     exports = [c["init_args"] for c in cfg.get("trainer", {}).get("callbacks", [])
@@ -154,9 +150,9 @@ def remeasure(config: str | Path) -> dict[str, float]:
     if len(exports) != 1:
         raise ValueError(f"{config}: expected one ExportTokenizer callback in trainer.callbacks, found {len(exports)}")
     export = exports[0]
-    module, datamodule = build(cfg["model"]), build(cfg["data"])
+    module, datamodule = instantiate(cfg["model"]), instantiate(cfg["data"])
     datamodule.setup("validate")
-    module.tokenizer.load_state_dict(hub.load_dir(Path(export["directory"])).state_dict())
+    module.tokenizer.load_state_dict(hub.load_dir(export["directory"]).state_dict())
     module.eval()
     return rewrite_card(module, export["directory"], datamodule, name=export["name"], data=export.get("data", ""),
                         recipe=export.get("recipe", ""), notes=export.get("notes", ""))

@@ -16,10 +16,14 @@ from pathlib import Path
 import yaml
 
 
+def instantiate(spec: dict) -> object:
+    """Call a config entry's `class_path` (a class or function, "package.module.Name") with its `init_args`."""
+    module, _, name = spec["class_path"].rpartition(".")
+    return getattr(importlib.import_module(module), name)(**spec.get("init_args", {}))
+
+
 def run_fit(config: dict) -> object:
-    target = config["fit"]
-    module, _, fn = target["class_path"].rpartition(".")
-    return getattr(importlib.import_module(module), fn)(**target.get("init_args", {}))
+    return instantiate(config["fit"])
 
 
 def main(argv: list[str] | None = None) -> None:
