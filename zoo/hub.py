@@ -38,6 +38,7 @@ _FAMILIES: dict[str, str] = {
     "binning": "zoo.action.baselines:Binning",
     "dct-bpe": "zoo.action.baselines:DCTBPE",
     "flextok": "zoo.image.flextok:FlexTok",
+    "flextok-release": "zoo.image.flextok_release:FlexTokRelease",
     "karl": "zoo.image.karl:KARL",
     "cat": "zoo.image.cat:CAT",
     "larp": "zoo.video.larp:LARP",
