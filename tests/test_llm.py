@@ -411,7 +411,7 @@ def test_demo_writes_a_sheet_per_entry(tmp_path):
     pytest.importorskip("transformers")
     from PIL import Image
 
-    from zoo.llm import demo
+    from zoo.demo import lm_demo as demo
 
     report = demo(tmp_path, SHIPPED, samples=2)
     sheets = sorted(tmp_path.glob("llm_*.png"))
@@ -442,7 +442,7 @@ def test_guidance_one_is_plain_sampling_and_the_guided_loop_samples_as_transform
 def test_guided_logits_follow_the_formula_with_the_empty_prompt(tmp_path, monkeypatch):
     """Every step's (cond, uncond) from the batched KV-cache pass equals a fresh full pass over the
     prompted and the empty-prompt sequences, and the sampled logits are uncond + s * (cond - uncond)."""
-    import zoo.llm as llm
+    import zoo.llm.model as llm
 
     lm, _ = small_lm(tmp_path)
     seen, formula = [], llm.guided_logits

@@ -53,7 +53,7 @@ class AdaLNBlock(nn.Module):
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qk_norm: bool = False) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
-        self.attn = Attention(dim, num_heads, qkv_bias=True, qk_norm=qk_norm)
+        self.attn = Attention(dim, num_heads, qkv_bias=True, qk_norm=qk_norm, norm_layer=nn.LayerNorm)
         self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=lambda: nn.GELU(approximate="tanh"))
         self.table = nn.Parameter(torch.zeros(6, dim))

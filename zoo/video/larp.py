@@ -8,8 +8,8 @@ queries; each query's output is projected to a small code vector and quantised b
 stochastic vector quantiser of the paper: code and codebook are L2-normalised, and the token is
 *sampled* from softmax(cos(z, e_v) / τ) while training, or taken as the argmax (the nearest code)
 otherwise. The decoder is a transformer over the kept tokens and one query per output patch, which
-it maps back to pixels. During training (see `recipes/larp.py`) a small autoregressive transformer
-(`ARPrior`, below) reads the quantised tokens and predicts each next token; its loss flows back into
+it maps back to pixels. During training a small autoregressive transformer
+(`recipes.larp.ARPrior`) reads the quantised tokens and predicts each next token; its loss flows back into
 the encoder, so the tokens become easier to model. The prior is not part of `LARP`: it is discarded
 after training and never exported.
 
@@ -476,35 +476,6 @@ class LARP(Tokenizer):
         ids = ids * (torch.arange(n, device=ids.device)[None] < lengths[:, None])  # padding → a valid id
         x = self.decode_codes(self.svq.lookup(ids), lengths)
         return ((x + 1) / 2 if c.signed_pixels else x).clamp(0, 1)
-
-
-# ----------------------------------------------------------------------------------------- the prior (training only)
-
-
-class ARPrior(nn.Module):
-    """The learned autoregressive prior: a small causal transformer over quantised tokens (LARP §3.3).
-
-    It reads unit codes (B, N, d) (with their straight-through gradient, so its loss reaches the
-    encoder), and at position i predicts a unit vector for token i from a learned start token and
-    tokens 0..i-1; logits over the vocabulary are its cosine similarities to the (detached) codebook
-    divided by a temperature. Used only while training (`recipes/larp.py`); never exported.
-    """
-
-    def __init__(self, code_dim: int, max_tokens: int, dim: int = 128, depth: int = 2, heads: int = 4) -> None:
-        super().__init__()
-        self.start = nn.Parameter(torch.randn(dim) * 0.02)
-        self.proj_in = nn.Linear(code_dim, dim)
-        self.pos = nn.Parameter(torch.randn(max_tokens, dim) * 0.02)
-        self.transformer = Transformer(dim, depth, heads)
-        self.proj_out = nn.Linear(dim, code_dim)
-
-    def forward(self, codes: Tensor, codebook: Tensor, temperature: float) -> Tensor:
-        """codes: (B, N, d); codebook: (V, d) unit rows → logits (B, N, V) for tokens 0..N-1."""
-        b, n = codes.shape[:2]
-        inputs = torch.cat([self.start.expand(b, 1, -1), self.proj_in(codes[:, :-1])], dim=1) + self.pos[:n]
-        causal = torch.ones(n, n, dtype=torch.bool, device=codes.device).tril()
-        pred = F.normalize(self.proj_out(self.transformer(inputs, causal)), dim=-1)  # (B, N, d)
-        return pred @ codebook.detach().t() / temperature
 
 
 # ----------------------------------------------------------------------------------------- checkpoint conversion
