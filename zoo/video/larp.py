@@ -50,6 +50,7 @@ from vector_quantize_pytorch.vector_quantize_pytorch import gumbel_sample
 
 from zoo.nn import Transformer, kept_codes, sincos_pos_embed_2d
 from zoo.nn.transformer import key_padding_mask, prefix_causal_mask
+from zoo.hub import register_family
 from zoo.tokenizer import InputContract, Tokenizer, Tokens, TokenSpec, check_budget, check_input, check_tokens
 
 
@@ -430,3 +431,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "larp-b": {**_OFFICIAL, "encoder_depth": 8, "decoder_depth": 8},
     "larp-s": {**_OFFICIAL, "dim": 512, "encoder_depth": 6, "decoder_depth": 6, "heads": 8},
 }
+
+
+# ----------------------------------------------------------------------------------------- registration
+
+register_family(LARP, presets=PRESETS)
