@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.report import FIGURES, ROOT, best_time, machine, table, write_section  # noqa: E402
 from recipes.lm import (ACTION, IMAGE, JUDGE, describe_judge, evaluate_actions, evaluate_images,  # noqa: E402
                         load_judge, measure)
-from zoo.llm import DEMO_LM, MultimodalLM  # noqa: E402
+from zoo.demo import DEMO_LM  # noqa: E402
+from zoo.llm import MultimodalLM  # noqa: E402
 
 
 def plot_actions(result: dict, demos: np.ndarray, names: list[str], path: Path) -> None:

@@ -1,7 +1,7 @@
 """Training LARP: reconstruction, SVQ and learned-prior losses, nested token dropout, EMA, cosine LR.
 
 The model (`zoo.video.larp.LARP`) encodes, quantises and decodes; this module owns the losses, the
-prior (`zoo.video.larp.ARPrior`, trained jointly and discarded at export), the schedules and an
+prior (`ARPrior`, below, trained jointly and discarded at export), the schedules and an
 optional discriminator. Per step, with x a batch of clips in [-1, 1]:
 
 - SVQ: all N tokens are encoded and *sampled* (softmax over cosine similarities, temperature τ) once
@@ -45,7 +45,34 @@ from torch import Tensor, nn
 
 from recipes.schedule import budget_progress, ema_decay, update_average, warmup_cosine
 from zoo import metrics
-from zoo.video.larp import LARP, ARPrior, LARPConfig
+from zoo.nn import Transformer
+from zoo.video.larp import LARP, LARPConfig
+
+
+class ARPrior(nn.Module):
+    """The learned autoregressive prior: a small causal transformer over quantised tokens (LARP §3.3).
+
+    It reads unit codes (B, N, d) (with their straight-through gradient, so its loss reaches the
+    encoder), and at position i predicts a unit vector for token i from a learned start token and
+    tokens 0..i-1; logits over the vocabulary are its cosine similarities to the (detached) codebook
+    divided by a temperature. Trained jointly with the tokenizer and discarded at export.
+    """
+
+    def __init__(self, code_dim: int, max_tokens: int, dim: int = 128, depth: int = 2, heads: int = 4) -> None:
+        super().__init__()
+        self.start = nn.Parameter(torch.randn(dim) * 0.02)
+        self.proj_in = nn.Linear(code_dim, dim)
+        self.pos = nn.Parameter(torch.randn(max_tokens, dim) * 0.02)
+        self.transformer = Transformer(dim, depth, heads)
+        self.proj_out = nn.Linear(dim, code_dim)
+
+    def forward(self, codes: Tensor, codebook: Tensor, temperature: float) -> Tensor:
+        """codes: (B, N, d); codebook: (V, d) unit rows → logits (B, N, V) for tokens 0..N-1."""
+        b, n = codes.shape[:2]
+        inputs = torch.cat([self.start.expand(b, 1, -1), self.proj_in(codes[:, :-1])], dim=1) + self.pos[:n]
+        causal = torch.ones(n, n, dtype=torch.bool, device=codes.device).tril()
+        pred = F.normalize(self.proj_out(self.transformer(inputs, causal)), dim=-1)  # (B, N, d)
+        return pred @ codebook.detach().t() / temperature
 
 
 class VideoDiscriminator(nn.Module):

@@ -26,9 +26,10 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+import zoo
 from zoo.data import images as img_data
 from zoo.data.cache import cached_arrays
-from zoo.llm import Entry, Vocabulary, extend_hf_tokenizer, load_tokenizer, sequence_ids, tokenizer_dir
+from zoo.llm import Entry, Vocabulary, extend_hf_tokenizer, sequence_ids
 from zoo.tokenizer import Tokens
 
 TEXT_SPECIALS = ("<unk>", "<bos>", "<eos>")
@@ -89,7 +90,7 @@ def checkpoint_sha(name: str) -> str:
     """A short fingerprint of a tokenizer checkpoint (its config.json), so cached tokens follow retraining."""
     from zoo import hub
 
-    return hashlib.sha256((tokenizer_dir(name) / hub.CONFIG).read_bytes()).hexdigest()[:16]
+    return hashlib.sha256((hub.locate(name) / hub.CONFIG).read_bytes()).hexdigest()[:16]
 
 
 def encode_cached(name: str, tok: Any, x: Tensor, tag: str, batch_size: int = 256, **budget: Any) -> np.ndarray:
@@ -167,12 +168,12 @@ class InterleavedData(pl.LightningDataModule):
         h = self.h
         entries = []
         if h.image_tokenizer:
-            self.tokenizers[IMAGE] = tok = load_tokenizer(h.image_tokenizer)
+            self.tokenizers[IMAGE] = tok = zoo.load(h.image_tokenizer)
             entries.append(Entry.from_tokenizer(IMAGE, tok, h.image_tokenizer, num_tokens=h.image_tokens,
                                                 fixed_length=True, digits=tuple(h.image_digits or ()),
                                                 encode_kwargs=self.image_budget))
         if h.action_tokenizer:
-            self.tokenizers[ACTION] = tok = load_tokenizer(h.action_tokenizer)
+            self.tokenizers[ACTION] = tok = zoo.load(h.action_tokenizer)
             entries.append(Entry.from_tokenizer(ACTION, tok, h.action_tokenizer, num_tokens=h.action_tokens,
                                                 fixed_length=True))
         self.text_tokenizer = word_tokenizer(caption_words() + lasa_shapes())
