@@ -370,7 +370,7 @@ SHIPPED = Path(__file__).resolve().parent.parent / "checkpoints" / "lm-tiny-inte
 def test_shipped_demo_lm_reaches_its_card():
     """Sample again with the card's protocol (actions: all of it; images: the first 32 captions)."""
     pytest.importorskip("transformers")
-    from recipes.lm import ACTION, IMAGE, JUDGE, load_judge, measure
+    from zoo.llm.evaluate import ACTION, IMAGE, JUDGE, load_judge, measure
     from zoo.llm import MultimodalLM
 
     lm = MultimodalLM.from_pretrained(SHIPPED)
@@ -389,7 +389,8 @@ def test_shipped_demo_lm_reaches_its_card():
 
 def test_judge_trains_on_reconstructions_and_records_both_accuracies(tmp_path):
     """With a tokenizer, the judge's metadata holds its val accuracy on real scenes and on reconstructions."""
-    from recipes.lm import ShapeJudge, judge_accuracy, load_judge, reconstruct, train_judge
+    from recipes.lm import train_judge
+    from zoo.llm.evaluate import ShapeJudge, judge_accuracy, load_judge, reconstruct
     from zoo.image.cat import CAT, CATConfig
 
     torch.manual_seed(0)
@@ -647,3 +648,13 @@ def test_a_codec_at_fewer_codebooks_than_the_model_has(tmp_path):
     d["entries"][0]["encode_kwargs"] = {}
     with pytest.raises(ValueError, match="built for another tokenizer"):
         Vocabulary.from_dict(d).load_tokenizer("audio")
+
+
+def test_the_library_side_imports_neither_recipes_nor_transformers():
+    import subprocess
+    import sys
+
+    code = ("import sys, zoo.llm, zoo.llm.evaluate, zoo.evaluate, zoo.demo, zoo.metrics; "
+            "print(sorted(m for m in ('recipes', 'transformers', 'lightning') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
