@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
+import textwrap
 import warnings
 from pathlib import Path
 
@@ -12,7 +16,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from zoo import hub
-from zoo.image.flextok_release import PRESETS, RELEASES, FlexTokRelease, FlexTokReleaseConfig, LicenceNotice
+from tests.fakehub import serve
+from zoo.image.flextok_release import (PRESETS, RELEASES, VAE_FILES, VAE_REPO, FlexTokRelease, FlexTokReleaseConfig,
+                                       LicenceNotice)
 from zoo.tokenizer import Tokens
 
 FIXTURE = Path(__file__).parent / "fixtures" / "flextok_release"  # scripts/make_flextok_fixture.py, apple/ml-flextok@87d00cc
@@ -73,15 +79,50 @@ def test_vae_inside_the_release_file(tmp_path: Path, tok: FlexTokRelease) -> Non
         assert torch.equal(a, b), k
 
 
-def test_licence_is_announced_and_carried(tmp_path: Path, tok: FlexTokRelease) -> None:
+def test_licence_is_announced_and_carried() -> None:
     with pytest.warns(LicenceNotice, match="non-commercial"):
         FlexTokRelease.from_release(FIXTURE)
-    tok.save_pretrained(tmp_path / "ckpt")
-    with pytest.warns(LicenceNotice):
-        back = hub.load(tmp_path / "ckpt")
-    assert isinstance(back, FlexTokRelease) and back.config == tok.config
-    for entry in RELEASES.values():
-        assert entry["non_commercial"] and "non-commercial" in entry["card"] and entry["vae"]["hf_repo"] == "EPFL-VILAB/flextok_vae_c16"
+    for name, entry in RELEASES.items():
+        assert entry["non_commercial"] and "non-commercial" in entry["card"], name
+        registered = hub._names()[name].release
+        assert registered.non_commercial and registered.hf_repo == entry["hf_repo"] and registered.files == entry["files"]
+
+
+def _run(code: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                          env={**os.environ, **env}, cwd=Path(__file__).parents[1], timeout=300)
+
+
+def test_download_convert_load_against_a_loopback_hub(tmp_path: Path, io: dict) -> None:
+    """`zoo.load(name)` fetches the release and, from its own repo, the VAE; converts once; loads offline after."""
+    routes = {f"/org/flextok-test/resolve/main/{f}": (FIXTURE / f).read_bytes() for f in ("config.json", "model.safetensors")}
+    routes.update({f"/{VAE_REPO}/resolve/main/{f}": (FIXTURE / "vae" / f).read_bytes() for f in VAE_FILES})
+    code = """
+        import warnings, torch, zoo
+        from zoo import hub
+        from zoo.image.flextok_release import LICENCE, LICENCE_URL
+        hub.register_release("flextok-test", "flextok-release", hf_repo="org/flextok-test",
+                             files=("config.json", "model.safetensors"), license=LICENCE, license_url=LICENCE_URL,
+                             non_commercial=True)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            tok = zoo.load("flextok-test")
+        print(type(tok).__name__, any("commercial" in str(w.message) for w in caught))
+        images = torch.load(IMAGES)
+        print(tok.encode(images).ids.flatten().tolist())
+    """.replace("IMAGES", repr(str(tmp_path / "images.pt")))
+    torch.save((io["images"] + 1) / 2, tmp_path / "images.pt")
+    env = {"ZOO_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "0"}
+    with serve(routes, hf=True) as (base, requests):
+        out = _run(code, {**env, "HF_ENDPOINT": base})
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert any(VAE_REPO in r for r in requests)
+    lines = out.stdout.splitlines()
+    assert lines[0] == "FlexTokRelease True"
+    assert lines[1] == str(io["ids"].flatten().tolist())
+    out = _run(code, {**env, "HF_HUB_OFFLINE": "1"})  # the hub is gone: the converted checkpoint loads from the cache
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.splitlines()[1] == lines[1]
 
 
 def test_is_release() -> None:

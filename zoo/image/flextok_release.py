@@ -50,14 +50,14 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from zoo.hub import register_family
+from zoo.hub import register_family, register_release
 from zoo.image.flextok import budget_lengths, seeded_noise
 from zoo.nn.patch import Patchify, Unpatchify, sincos_pos_embed_2d
 from zoo.nn.timestep import TimestepEmbedding
 from zoo.nn.transformer import prefix_causal_mask
 from zoo.tokenizer import InputContract, Tokenizer, Tokens, TokenSpec, check_budget, check_input, check_tokens
 
-LICENCE = "AMLR"  # Apple Machine Learning Research Model licence (not an SPDX id; 'apple-amlr' on the hub)
+LICENCE = "LicenseRef-apple-amlr"  # Apple Machine Learning Research Model licence ('apple-amlr' on the hub)
 LICENCE_URL = "https://github.com/apple/ml-flextok/blob/main/LICENSE_WEIGHTS"
 LICENCE_NOTICE = ("FlexTok weights (EPFL-VILAB) are under the Apple Machine Learning Research Model licence: "
                   f"research use only, non-commercial ({LICENCE_URL}).")
@@ -68,6 +68,10 @@ VAE_C16: dict[str, Any] = dict(
     down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4, layers_per_block=2,
     norm_num_groups=32, act_fn="silu", sample_size=1024, scaling_factor=None,  # the factor comes with the release
 )
+
+
+VAE_REPO, VAE_REVISION = "EPFL-VILAB/flextok_vae_c16", None  # not pinned: the hub is unreachable from here
+VAE_FILES = ("config.json", "diffusion_pytorch_model.safetensors")
 
 
 class LicenceNotice(UserWarning):
@@ -93,7 +97,6 @@ class FlexTokReleaseConfig:
         max_timestep: the time embedding sees t · 1000 / max_timestep (1.0: t in [0, 1]).
         norm_eps: eps of every LayerNorm.
         steps, guidance, apg: defaults of `decode` (the official example: 20 steps, guidance 7.5 with APG).
-        licence: the weights' licence notice, warned on construction when set (converted releases).
     """
 
     image_size: int = 256
@@ -116,7 +119,6 @@ class FlexTokReleaseConfig:
     steps: int = 20
     guidance: float = 7.5
     apg: bool = True
-    licence: str = ""
 
     def __post_init__(self) -> None:
         self.fsq_levels = tuple(int(v) for v in self.fsq_levels)
@@ -244,8 +246,6 @@ class FlexTokRelease(Tokenizer):
 
         super().__init__(config)
         c = config
-        if c.licence:
-            warnings.warn(c.licence, LicenceNotice, stacklevel=2)
         ch, k = c.latent_channels, c.num_registers
         self.vae = AutoencoderKL.from_config(c.vae)
         # encoder
@@ -450,6 +450,7 @@ class FlexTokRelease(Tokenizer):
         elif vae is not None:
             vae_config = json.loads((Path(vae) / "config.json").read_text())
         config = release_config(tree, vae_config, vae_state)
+        warnings.warn(LICENCE_NOTICE, LicenceNotice, stacklevel=2)
         tok = cls(config)
         converted = release_state_dict(state, tree, config)
         converted.update({f"vae.{k}": v for k, v in vae_state.items()})
@@ -541,11 +542,15 @@ def _vae_folder(folder: Path, tree: dict) -> Path:
     local = folder / "vae"
     if (local / "config.json").is_file():
         return local
-    named = tree.get("vae", {}).get("hf_hub_path")
-    if named and (Path(named) / "config.json").is_file():
+    named = tree.get("vae", {}).get("hf_hub_path") or VAE_REPO
+    if (Path(named) / "config.json").is_file():
         return Path(named)
-    raise ValueError(f"{folder}/model.safetensors holds no VAE weights and no VAE folder was given: download "
-                     f"{named or 'EPFL-VILAB/flextok_vae_c16'} and pass its folder as vae=")
+    if named != VAE_REPO:
+        raise ValueError(f"the release's VAE is {named!r}, not {VAE_REPO}; pass its folder as vae=")
+    from zoo import hub
+
+    paths = [hub._hf_download(VAE_REPO, f, VAE_REVISION) for f in VAE_FILES]  # offline: a clear ValueError
+    return paths[0].parent
 
 
 def release_config(tree: dict, vae_config: dict | None, vae_state: dict[str, Tensor]) -> FlexTokReleaseConfig:
@@ -614,7 +619,7 @@ def release_config(tree: dict, vae_config: dict | None, vae_state: dict[str, Ten
         decoder_depth=int(dec_tf.get("depth", 12)), head_dim=int(enc_tf.get("head_dim", 64)),
         fsq_levels=tuple(fsq["levels"]), adaln_expansion=int(expansion), head_adaln=head_adaln,
         null_single_token=bool(null.get("replace_with_single_token", False)),
-        max_timestep=float(temb.get("max_timestep", 1000.0)), licence=LICENCE_NOTICE)
+        max_timestep=float(temb.get("max_timestep", 1000.0)))
 
 
 def _posemb_side(modules: dict[str, dict], part: str) -> int:
@@ -705,21 +710,17 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 # ----------------------------------------------------------------------------------------- released weights
-# Kept together at the bottom until zoo.hub's release API lands; the hub converts with
-# `FlexTokRelease.from_release(folder, vae=vae_folder)`, fetching the VAE from its own repository.
-
-_VAE_RELEASE = dict(hf_repo="EPFL-VILAB/flextok_vae_c16", revision=None,
-                    files=("config.json", "diffusion_pytorch_model.safetensors"))
+# `zoo.load(name)` downloads config.json + model.safetensors, converts once with `FlexTokRelease.from_release`
+# (which fetches the VAE from its own repo, EPFL-VILAB/flextok_vae_c16) and caches our checkpoint.
 
 
 def _release(repo: str, preset: str, data: str) -> dict[str, Any]:
     return dict(
         family="flextok-release", hf_repo=f"EPFL-VILAB/{repo}", revision=None,  # not pinned: the hub is unreachable here
-        files=("config.json", "model.safetensors"), vae=_VAE_RELEASE, preset=preset,
-        license=LICENCE, license_url=LICENCE_URL, non_commercial=True,
+        files=("config.json", "model.safetensors"), license=LICENCE, license_url=LICENCE_URL, non_commercial=True,
         card=(f"FlexTok {preset} trained on {data} (Bachmann et al., ICML 2025), converted from EPFL-VILAB/{repo} "
-              "over the VAE EPFL-VILAB/flextok_vae_c16: 256x256 images -> 1..256 tokens of a 64000-id FSQ vocabulary, "
-              f"decoded by a rectified flow. {LICENCE_NOTICE}"),
+              f"over the VAE {VAE_REPO}: 256x256 images -> 1..256 tokens of a 64000-id FSQ vocabulary, decoded by a "
+              f"rectified flow. {LICENCE_NOTICE}"),
     )
 
 
@@ -731,4 +732,10 @@ RELEASES: dict[str, dict[str, Any]] = {
 }
 
 
-register_family(FlexTokRelease.family, FlexTokRelease)
+# ----------------------------------------------------------------------------------------- registration
+
+register_family(FlexTokRelease, presets=PRESETS)
+for _name, _release_entry in RELEASES.items():
+    register_release(_name, **{k: v for k, v in _release_entry.items() if k != "card"},
+                     summary={"modality": "image", "tokens": "1-256", "max_tokens": 256, "vocab": 64000,
+                              "description": _release_entry["card"]})
