@@ -34,9 +34,9 @@ import torch
 from einops import rearrange
 from torch import Tensor
 
+from zoo.hub import register_family
 from zoo.nn.istft import ISTFTDecoder
 from zoo.nn.seanet import SEANetConfig, SEANetDecoder, SEANetEncoder, receptive_field
-from zoo.hub import register_family
 from zoo.nn.threads import map_threads, small_ops
 from zoo.tokenizer import InputContract, Tokenizer, Tokens, TokenSpec, check_budget, check_input, check_tokens
 
