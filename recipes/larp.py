@@ -45,6 +45,7 @@ from torch import Tensor, nn
 
 from recipes.schedule import budget_progress, ema_decay, update_average, warmup_cosine
 from zoo import metrics
+from zoo.evaluate import budget_metrics
 from zoo.nn import Transformer
 from zoo.video.larp import LARP, LARPConfig
 
@@ -309,9 +310,9 @@ class LARPModule(pl.LightningModule):
     def card_metrics(self, datamodule: Any) -> dict[str, float]:
         """PSNR and SSIM on the val clips for each n, codebook usage at N, and the PSNR at N on the first `check_clips`."""
         videos = datamodule.val_videos().to(self.device)
-        out = measure(self.tokenizer.eval(), videos, self.eval_tokens())
+        out = budget_metrics(self.tokenizer.eval(), videos, self.eval_tokens())
         n_max = self.tokenizer.config.num_tokens
-        out[f"check_psnr_n{n_max}_first{self.hparams.check_clips}"] = measure(
+        out[f"check_psnr_n{n_max}_first{self.hparams.check_clips}"] = budget_metrics(
             self.tokenizer, videos[: self.hparams.check_clips], [n_max])[f"psnr_n{n_max}"]
         out["val_clips"] = float(len(videos))
         self.last_card_metrics = out
@@ -345,22 +346,3 @@ class LARPModule(pl.LightningModule):
         return text + " (val clips)"
 
 
-def ssim_video(x: Tensor, y: Tensor) -> Tensor:
-    """Mean SSIM over the frames of each clip; x, y: (B, C, T, H, W) → (B,)."""
-    t = x.shape[2]
-    frames = metrics.ssim(rearrange(x, "b c t h w -> (b t) c h w"), rearrange(y, "b c t h w -> (b t) c h w"))
-    return rearrange(frames, "(b t) -> b t", t=t).mean(1)
-
-
-@torch.no_grad()
-def measure(tok: LARP, videos: Tensor, token_counts: list[int], chunk: int = 32) -> dict[str, float]:
-    """PSNR/SSIM per number of tokens, and codebook usage of the full encode, on clips (B, 3, T, S, S)."""
-    out: dict[str, float] = {}
-    for n in token_counts:
-        y = torch.cat([tok.decode(tok.encode(v, num_tokens=n)) for v in videos.split(chunk)])
-        out[f"psnr_n{n}"] = float(metrics.psnr(y, videos).mean())
-        out[f"ssim_n{n}"] = float(ssim_video(y, videos).mean())
-    ids = torch.cat([tok.encode(v).ids for v in videos.split(chunk)])
-    usage = metrics.codebook_usage(ids, tok.config.codebook_size)
-    out["codebook_perplexity"], out["codebook_used"] = usage["perplexity"], usage["used"]
-    return out

@@ -34,11 +34,13 @@ over the next id, so sampling never leaves it (`ConstrainedLogits` plugs it into
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import json
 import math
 import os
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
@@ -57,6 +59,52 @@ K_TEXT, K_PAD, K_BEGIN, K_END, K_SEP, K_CODE = range(6)
 KIND_NAMES = ("text", "pad", "begin", "end", "sep", "code")
 FORMAT_VERSION = 1
 TEXT = "text"
+# bounds checked before anything is allocated (the per-id tables of a Vocabulary hold `size` entries each);
+# raise them here for a giant model
+MAX_IDS = 2**22  # ids in the whole vocabulary (text + every entry)
+MAX_CODEBOOKS = 1024
+MAX_TOKENS = 2**20  # frames per segment
+
+
+def config_hash(tokenizer: "Tokenizer") -> str:
+    """sha256 of a tokenizer's config (canonical JSON): what a vocabulary records to recognise it."""
+    text = json.dumps(tokenizer.config_dict(), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _codebooks(tokenizer: "Tokenizer", num_codebooks: int | None, bitrate: float | None) -> int:
+    """The q codebooks (of the tokenizer's Q) that `num_codebooks=` or `bitrate=` (kbit/s) asks for."""
+    spec = tokenizer.spec
+    if num_codebooks is not None and bitrate is not None:
+        raise ValueError(f"pass num_codebooks= or bitrate=, not both (got {num_codebooks} and {bitrate})")
+    knobs = getattr(tokenizer, "encode_knobs", None) or inspect.signature(tokenizer.encode).parameters
+    if "num_codebooks" not in knobs:
+        raise ValueError(f"{type(tokenizer).__name__} encodes all {spec.num_codebooks} codebooks at once "
+                         "(its encode takes no num_codebooks=); leave num_codebooks and bitrate unset")
+    if bitrate is not None:
+        frame_rate = getattr(tokenizer, "frame_rate", None) or getattr(tokenizer.config, "frame_rate", None)
+        if not frame_rate:
+            raise ValueError(f"{type(tokenizer).__name__} has no frame_rate to turn a bitrate into codebooks; "
+                             "pass num_codebooks=")
+        per_codebook = frame_rate * math.log2(spec.vocab_size) / 1000  # kbit/s
+        q = bitrate / per_codebook
+        if isinstance(bitrate, bool) or abs(q - round(q)) > 1e-6 or not 1 <= round(q) <= spec.num_codebooks:
+            raise ValueError(f"bitrate={bitrate!r} kbit/s is not a whole number of codebooks of {per_codebook:g} "
+                             f"kbit/s in 1..{spec.num_codebooks}")
+        return round(q)
+    if isinstance(num_codebooks, bool) or not isinstance(num_codebooks, int) \
+            or not 1 <= num_codebooks <= spec.num_codebooks:
+        raise ValueError(f"num_codebooks must be an int in [1, {spec.num_codebooks}], got {num_codebooks!r}")
+    return num_codebooks
+
+
+def _check_fields(owner: str, values: dict[str, Any], types: dict[str, type | tuple[type, ...]]) -> None:
+    """One-line ValueErrors for JSON of the wrong type (bool is not an int here)."""
+    for key, want in types.items():
+        v = values[key]
+        if not isinstance(v, want) or (isinstance(v, bool) and bool not in (want if isinstance(want, tuple) else (want,))):
+            names = " or ".join(t.__name__ for t in (want if isinstance(want, tuple) else (want,)))
+            raise ValueError(f"{owner}: {key} must be {names}, got {type(v).__name__} {str(v)[:40]!r}")
 
 
 # ----------------------------------------------------------------------------------------- entries
@@ -79,7 +127,10 @@ class Entry:
         tokenizer: where the tokenizer lives: a registered name, or a path relative to the vocabulary
             JSON (so the two can be moved together); "" when unknown.
         encode_kwargs: the budget the segments were encoded with (e.g. {"num_tokens": 16} for FlexTok
-            or KARL, {"ratio": 8} for CAT), so the same tokens can be made again; {} when not recorded.
+            or KARL, {"ratio": 8} for CAT, {"num_codebooks": 8} for an audio codec at 8 of its codebooks), so
+            the same tokens can be made again; {} when not recorded.
+        family: the tokenizer's family ("beast", "cat", ...), checked when the tokenizer is loaded.
+        config_hash: `config_hash(tokenizer)`, checked when the tokenizer is loaded; "" when not recorded.
     """
 
     name: str
@@ -92,8 +143,26 @@ class Entry:
     sep_every: int | None = None
     tokenizer: str = ""
     encode_kwargs: dict[str, Any] = field(default_factory=dict)
+    family: str = ""
+    config_hash: str = ""
 
     def __post_init__(self) -> None:
+        _check_fields(f"entry {str(self.name)[:40]!r}", vars(self), {
+            "name": str, "modality": str, "vocab_size": int, "num_codebooks": int, "digits": (list, tuple),
+            "max_tokens": int, "min_tokens": int, "sep_every": (int, type(None)), "tokenizer": str,
+            "encode_kwargs": dict, "family": str, "config_hash": str})
+        if any(not isinstance(k, str) or not isinstance(v, (str, int, float, bool, type(None)))
+               for k, v in self.encode_kwargs.items()):
+            raise ValueError(f"entry {self.name!r}: encode_kwargs must map names to numbers or strings, "
+                             f"got {str(self.encode_kwargs)[:80]}")
+        if self.vocab_size > MAX_IDS or self.num_codebooks > MAX_CODEBOOKS or self.max_tokens > MAX_TOKENS \
+                or len(self.digits) > 16:
+            raise ValueError(f"entry {self.name!r}: need vocab_size <= {MAX_IDS}, num_codebooks <= {MAX_CODEBOOKS}, "
+                             f"max_tokens <= {MAX_TOKENS} and at most 16 digits, got vocab_size="
+                             f"{self.vocab_size}, num_codebooks={self.num_codebooks}, max_tokens={self.max_tokens}, "
+                             f"{len(self.digits)} digits (zoo.llm.vocabulary.MAX_* raise the bounds)")
+        if not all(isinstance(d, int) and not isinstance(d, bool) for d in self.digits):
+            raise ValueError(f"entry {self.name!r}: digits must be integers, got {str(self.digits)[:60]}")
         if not self.name or self.name == TEXT or any(c in self.name for c in ":|<> "):
             raise ValueError(f"entry name {self.name!r} must be non-empty, not {TEXT!r}, and free of ':|<> '")
         if self.modality not in MODALITIES:
@@ -113,15 +182,19 @@ class Entry:
 
     @classmethod
     def from_tokenizer(cls, name: str, tokenizer: "Tokenizer", source: str = "", *, num_tokens: int | None = None,
-                       fixed_length: bool = False, sep_every: int | None = None,
-                       digits: Sequence[int] = (), encode_kwargs: dict[str, Any] | None = None) -> "Entry":
+                       num_codebooks: int | None = None, bitrate: float | None = None, fixed_length: bool = False,
+                       sep_every: int | None = None, digits: Sequence[int] = (),
+                       encode_kwargs: dict[str, Any] | None = None) -> "Entry":
         """An entry sized from a tokenizer's spec.
 
         Args:
             name: the entry's name in sequences.
             tokenizer: a zoo Tokenizer with discrete ids.
-            source: its registered name or checkpoint path, recorded for reloading.
+            source: its registered name, or a folder relative to the vocabulary JSON, recorded for reloading.
             num_tokens: the most frames a segment holds (default: the spec's max_tokens).
+            num_codebooks: hold the first q codebooks of a residual-VQ tokenizer (an audio codec) instead
+                of all Q; segments are encoded with `encode(..., num_codebooks=q)` (recorded in encode_kwargs).
+            bitrate: the same as a bitrate in kbit/s: q = bitrate / (frame_rate · log2(vocab_size) / 1000).
             fixed_length: every segment holds exactly `num_tokens` frames (BEAST at a fixed budget,
                 FlexTok at full length); generation may then only end a segment there.
             sep_every: a separator every this many frames.
@@ -134,9 +207,15 @@ class Entry:
         max_tokens = spec.max_tokens if num_tokens is None else int(num_tokens)
         if not 1 <= max_tokens <= spec.max_tokens:
             raise ValueError(f"num_tokens must lie in [1, {spec.max_tokens}] for this tokenizer, got {num_tokens}")
-        return cls(name=name, modality=spec.modality, vocab_size=spec.vocab_size, num_codebooks=spec.num_codebooks,
+        budget = dict(encode_kwargs or {})
+        q = spec.num_codebooks
+        if num_codebooks is not None or bitrate is not None:
+            q = _codebooks(tokenizer, num_codebooks, bitrate)
+            budget.update({"bitrate": bitrate} if bitrate is not None else {"num_codebooks": q})
+        return cls(name=name, modality=spec.modality, vocab_size=spec.vocab_size, num_codebooks=q,
                    digits=tuple(digits), max_tokens=max_tokens, min_tokens=max_tokens if fixed_length else 1,
-                   sep_every=sep_every, tokenizer=source, encode_kwargs=dict(encode_kwargs or {}))
+                   sep_every=sep_every, tokenizer=source, encode_kwargs=budget, family=tokenizer.family,
+                   config_hash=config_hash(tokenizer))
 
     @property
     def num_specials(self) -> int:
@@ -222,9 +301,17 @@ class Vocabulary:
     root: Path | None = field(default=None, init=False, repr=False, compare=False)  # the JSON's folder, once loaded
 
     def __post_init__(self) -> None:
+        _check_fields("vocabulary", vars(self), {"text_size": int, "entries": (list, tuple),
+                                                 "pad_id": (int, type(None)), "text_tokenizer": str})
         self.entries = tuple(self.entries)
-        if self.text_size < 0:
-            raise ValueError(f"text_size must be >= 0, got {self.text_size}")
+        if not all(isinstance(e, Entry) for e in self.entries):
+            raise ValueError(f"entries must be Entry objects, got {[type(e).__name__ for e in self.entries]}")
+        if not 0 <= self.text_size <= MAX_IDS:
+            raise ValueError(f"text_size must lie in [0, {MAX_IDS}], got {self.text_size}")
+        total = self.text_size + 1 + sum(e.size for e in self.entries)
+        if total > MAX_IDS:
+            raise ValueError(f"the vocabulary would hold {total} ids, more than MAX_IDS={MAX_IDS} "
+                             "(zoo.llm.vocabulary.MAX_IDS raises the bound)")
         names = [e.name for e in self.entries]
         if len(set(names)) != len(names):
             raise ValueError(f"entry names must be distinct, got {names}")
@@ -492,25 +579,32 @@ class Vocabulary:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], source: str = "dict") -> "Vocabulary":
-        if d.get("format") != FORMAT:
-            raise ValueError(f"{source} is not a zoo vocabulary (format {d.get('format')!r}, expected {FORMAT!r})")
-        if d.get("format_version", FORMAT_VERSION) > FORMAT_VERSION:
-            raise ValueError(f"{source} has format_version {d['format_version']}; upgrade zoo to read it")
+    def from_dict(cls, d: Any, source: str = "dict") -> "Vocabulary":
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            what = f"format {d.get('format')!r}" if isinstance(d, dict) else f"a JSON {type(d).__name__}"
+            raise ValueError(f"{source} is not a zoo vocabulary ({what}, expected an object with format {FORMAT!r})")
+        version = d.get("format_version", FORMAT_VERSION)
+        if not isinstance(version, int) or isinstance(version, bool) or version > FORMAT_VERSION:
+            raise ValueError(f"{source} has format_version {version!r}; this zoo reads up to {FORMAT_VERSION}")
+        entries = d.get("entries")
+        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+            raise ValueError(f"{source}: entries must be a list of objects, got {str(entries)[:60]}")
         try:
-            entries = [Entry(**e) for e in d["entries"]]
-            vocab = cls(text_size=d["text_size"], entries=entries, pad_id=d.get("pad_id"),
+            vocab = cls(text_size=d.get("text_size"), entries=[Entry(**e) for e in entries], pad_id=d.get("pad_id"),
                         text_tokenizer=d.get("text_tokenizer", ""))
-        except (KeyError, TypeError) as e:
+        except TypeError as e:
             raise ValueError(f"{source} is not a valid vocabulary: {e}") from e
-        stored = {k: tuple(v) for k, v in d.get("ranges", {}).items()}
+        ranges = d.get("ranges", {})
+        if not isinstance(ranges, dict) or not all(isinstance(v, list) for v in ranges.values()):
+            raise ValueError(f"{source}: ranges must map names to [start, stop] lists")
+        stored = {k: tuple(v) for k, v in ranges.items()}
         if stored and stored != vocab.ranges() or d.get("size", vocab.size) != vocab.size:
             raise ValueError(f"{source}: the stored id ranges do not match its entries (the file was edited by hand?)")
         return vocab
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the vocabulary as JSON (next to the tokenizers it names, so relative paths resolve)."""
-        from zoo.data.cache import atomic_write_bytes
+        from zoo.files import atomic_write_bytes
 
         path = Path(path)
         atomic_write_bytes(path, (json.dumps(self.to_dict(), indent=2) + "\n").encode())
@@ -523,46 +617,47 @@ class Vocabulary:
             raise ValueError(f"no vocabulary file at {str(path)!r}")
         try:
             d = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"{path} is not valid JSON: {e}") from e
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+            raise ValueError(f"{path} is not valid JSON: {str(e)[:100]}") from e
         vocab = cls.from_dict(d, source=str(path))
         vocab.root = path.parent
         return vocab
 
     def load_tokenizer(self, name: str, device: Any = None) -> "Tokenizer":
-        """Load the tokenizer an entry names (a path relative to the JSON, or a registered name) and check it fits."""
+        """Load the tokenizer an entry names and check it is the one the vocabulary was built for.
+
+        `entry.tokenizer` resolves only to a folder inside the vocabulary JSON's own folder or to a
+        registered name (never an absolute path, `..`, `hf-hub:` or a URL); the tokenizer's family and
+        config hash must match the entry's (when recorded), and its spec must fit.
+        """
+        from zoo import hub
+
         e = self.entry(name)
-        if not e.tokenizer:
+        src = e.tokenizer
+        if not src:
             raise ValueError(f"entry {name!r} records no tokenizer; load it yourself")
-        local = (self.root or Path(".")) / e.tokenizer
-        tok = load_tokenizer(local if local.is_dir() else e.tokenizer, device=device)
+        parts = PurePosixPath(src).parts
+        if src.startswith("/") or "\\" in src or ":" in src or ".." in parts or "~" in src:
+            raise ValueError(f"entry {name!r}: tokenizer {src!r} must be a registered name or a folder inside the "
+                             "vocabulary's own folder (no absolute path, '..', '~', hf-hub: or URL)")
+        local = self.root / src if self.root is not None else None
+        if local is not None and local.is_dir():
+            if not local.resolve().is_relative_to(self.root.resolve()):
+                raise ValueError(f"entry {name!r}: {str(local)!r} leads outside the vocabulary's folder")
+            tok = hub.load_dir(local, device=device)
+        elif src in {t["name"] for t in hub.list_tokenizers()}:
+            tok = hub.load(src, device=device)
+        else:
+            raise ValueError(f"entry {name!r}: tokenizer {src!r} is neither a folder beside the vocabulary "
+                             f"({self.root}) nor a registered name")
+        if e.family and tok.family != e.family or e.config_hash and config_hash(tok) != e.config_hash:
+            raise ValueError(f"entry {name!r} was built for a {e.family!r} tokenizer with config hash "
+                             f"{e.config_hash[:12]}; {src!r} is a {tok.family!r} one with {config_hash(tok)[:12]}")
         spec = tok.spec
-        if (spec.vocab_size, spec.num_codebooks) != (e.vocab_size, e.num_codebooks) or spec.max_tokens < e.max_tokens:
-            raise ValueError(f"{e.tokenizer!r} emits {spec.num_codebooks} x {spec.vocab_size} codes, up to "
+        fits = spec.num_codebooks == e.num_codebooks or (
+            spec.num_codebooks > e.num_codebooks and e.encode_kwargs.keys() & {"num_codebooks", "bitrate"})
+        if spec.vocab_size != e.vocab_size or not fits or spec.max_tokens < e.max_tokens:
+            raise ValueError(f"{src!r} emits {spec.num_codebooks} x {spec.vocab_size} codes, up to "
                              f"{spec.max_tokens} tokens; entry {name!r} expects {e.num_codebooks} x {e.vocab_size}, "
                              f"up to {e.max_tokens}: the vocabulary was built for another tokenizer")
         return tok
-
-
-def tokenizer_dir(source: str | os.PathLike) -> Path:
-    """The checkpoint folder of a tokenizer: `zoo.hub.locate`, or this repo's checkpoints/<name> for a
-    shipped folder that is not (yet) in zoo/registry.json."""
-    from zoo import hub
-
-    try:
-        return hub.locate(source)
-    except ValueError:
-        shipped = hub.REPO_CHECKPOINTS / os.fspath(source)
-        if (shipped / hub.CONFIG).is_file():
-            return shipped
-        raise
-
-
-def load_tokenizer(source: str | os.PathLike, device: Any = None) -> "Tokenizer":
-    """`zoo.load(source)`, also finding a shipped checkpoints/<name> folder missing from the registry."""
-    from zoo import hub
-
-    try:
-        return hub.load(source, device=device)
-    except ValueError:
-        return hub.load_dir(tokenizer_dir(source), device=device)
