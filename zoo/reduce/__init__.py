@@ -3,6 +3,7 @@
     from zoo.reduce import reduce, patch_timm, ToMe
     red = reduce(x, keep=0.5, method="tome")      # x: (B, N, D) -> Reduced(x (B, M, D), sizes, source)
     patch_timm(vit, ToMe(), keep=0.5)             # reduce inside a timm VisionTransformer
+    patch_timm(vit, ToMe(), r=8)                  # or official ToMe's schedule: 8 tokens merged per block
 
 Reducers: ToMe (merge.py), PrunePool and RandomDrop (prune.py), VQToken (vq.py, also a Tokenizer),
 LearnedSelector (select.py, trained by recipes/selector.py). The host ViT they are measured on is in
