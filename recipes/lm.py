@@ -12,7 +12,6 @@ trains its image judge) and writes the checkpoint with its card.
 from __future__ import annotations
 
 import json
-import math
 import platform
 import time
 from pathlib import Path
@@ -24,21 +23,23 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from recipes.base import Recipe
+from recipes.export import announce, run_folder
 from recipes.lm_data import InterleavedData
 from zoo.llm import MultimodalLM
 from zoo.llm.evaluate import (ACTION, IMAGE, JUDGE, ShapeJudge, describe_judge, judge_accuracy, load_judge, measure,
                               reconstruct)
 
 
-class InterleavedLM(pl.LightningModule):
+class InterleavedLM(Recipe):
     """Next-id training of a `MultimodalLM` built (at setup) for the datamodule's vocabulary.
 
     Args:
         n_layer, n_embd, n_head, n_positions, dropout: the GPT-2 config.
-        lr: peak learning rate; weight_decay on weight matrices only.
-        warmup_steps: linear warm-up, then cosine decay to `min_lr_ratio * lr` at `trainer.max_steps`, or
+        lr, betas: AdamW's peak learning rate and betas; weight_decay on weight matrices only (not the embeddings).
+        warmup_steps: linear warm-up, times a cosine decay to `min_lr_ratio * lr` at `trainer.max_steps`, or
             at `budget_seconds` of training if that comes first (set `trainer.max_time` to match), so a
-            run cut by the clock on a busy machine still ends its schedule.
+            run cut by the clock on a busy machine still ends its schedule (`recipes.base.warmup_cosine`).
         threads: torch CPU threads (None: leave as is).
         init_from: start from the weights of a saved LM (a folder, or the name of one under checkpoints/,
             e.g. "lm-tiny-interleaved") to continue its training; its vocabulary, text tokenizer and
@@ -48,16 +49,15 @@ class InterleavedLM(pl.LightningModule):
     def __init__(self, n_layer: int = 4, n_embd: int = 256, n_head: int = 4, n_positions: int = 160,
                  dropout: float = 0.1, lr: float = 1e-3, weight_decay: float = 0.1, warmup_steps: int = 100,
                  min_lr_ratio: float = 0.1, budget_seconds: float | None = None, threads: int | None = 1,
-                 init_from: str | None = None) -> None:
+                 init_from: str | None = None, betas: tuple[float, float] = (0.9, 0.95)) -> None:
         super().__init__()
         if threads:
             torch.set_num_threads(threads)  # the machines are shared: one thread per training by default
         self.save_hyperparameters()
         self.lm: MultimodalLM | None = None
-        self.fit_start = time.time()
+        self.start_time: float | None = None
 
-    def on_train_start(self) -> None:
-        self.fit_start = time.time()
+    no_decay_keys = ("wte", "wpe")
 
     def setup(self, stage: str) -> None:
         if self.lm is None:
@@ -73,7 +73,7 @@ class InterleavedLM(pl.LightningModule):
                                      n_positions=h.n_positions, dropout=h.dropout)
         if h.init_from:
             self.lm.model.load_state_dict(initial_weights(h.init_from, self.lm), strict=True)
-        self.model = self.lm.model.train()  # a submodule, so Lightning moves and optimises it
+        self.init_model(self.lm.model.train(), ema=False)  # a submodule, so Lightning moves and optimises it
 
     def losses(self, ids: Tensor) -> dict[str, Tensor]:
         """ids: (B, N) right-padded sequences → mean next-id loss overall and on each entry's codes."""
@@ -99,26 +99,6 @@ class InterleavedLM(pl.LightningModule):
     def validation_step(self, ids: Tensor, batch_idx: int) -> None:
         losses = self.losses(ids)
         self.log_dict({f"val/{k}": v for k, v in losses.items()}, batch_size=len(ids))
-
-    def configure_optimizers(self) -> Any:
-        h = self.hparams
-        decay = [p for n, p in self.model.named_parameters() if p.ndim >= 2 and "wte" not in n and "wpe" not in n]
-        rest = [p for n, p in self.model.named_parameters() if not (p.ndim >= 2 and "wte" not in n and "wpe" not in n)]
-        opt = torch.optim.AdamW([{"params": decay, "weight_decay": h.weight_decay}, {"params": rest, "weight_decay": 0.0}],
-                                lr=h.lr, betas=(0.9, 0.95))
-        total = max(self.trainer.max_steps, h.warmup_steps + 1)
-
-        def factor(step: int) -> float:
-            if step < h.warmup_steps:
-                return (step + 1) / h.warmup_steps
-            t = (step - h.warmup_steps) / (total - h.warmup_steps)
-            if h.budget_seconds:
-                t = max(t, (time.time() - self.fit_start) / h.budget_seconds)
-            t = min(t, 1.0)
-            return h.min_lr_ratio + (1 - h.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
-
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.LambdaLR(opt, factor),
-                                                   "interval": "step"}}
 
 
 def initial_weights(source: str | Path, lm: MultimodalLM) -> dict[str, Tensor]:
@@ -205,9 +185,10 @@ def train_judge(path: str | Path, levels: Any = (0, 1), n: int = 20000, steps: i
 
 
 class ExportLM(pl.Callback):
-    """At the end of `fit`, measure the LM by sampling and write it (weights, vocabulary, text tokenizer, card)."""
+    """At the end of `fit`, measure the LM by sampling and write it (weights, vocabulary, text tokenizer, card)
+    into `directory`, or the run folder (`trainer.default_root_dir`: runs/<name>/ under `zoo train`)."""
 
-    def __init__(self, directory: str, name: str, recipe: str = "", action_samples: int = 4,
+    def __init__(self, directory: str | None = None, name: str = "lm", recipe: str = "", action_samples: int = 4,
                  image_prompts: int = 128, judge: str | None = None, judge_steps: int = 800,
                  guidance: float = 1.0) -> None:
         self.directory, self.name, self.recipe, self.guidance = directory, name, recipe, guidance
@@ -222,10 +203,12 @@ class ExportLM(pl.Callback):
         if not trainer.is_global_zero:
             return
         val = {k.split("/", 1)[1]: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-        export_lm(pl_module.lm, self.directory, name=self.name, dm=trainer.datamodule, recipe=self.recipe,
+        directory = run_folder(self.directory or trainer.default_root_dir)
+        export_lm(pl_module.lm, directory, name=self.name, dm=trainer.datamodule, recipe=self.recipe,
                   seconds=time.time() - self.start, global_step=trainer.global_step, val=val,
                   action_samples=self.action_samples, image_prompts=self.image_prompts, judge=self.judge,
                   judge_steps=self.judge_steps, guidance=self.guidance)
+        announce(directory, "zoo.llm.MultimodalLM.from_pretrained")
 
 
 def export_lm(lm: MultimodalLM, directory: str | Path, *, name: str, dm: InterleavedData, recipe: str, seconds: float,
@@ -318,7 +301,8 @@ Weights: Apache-2.0, trained by the zoo recipe above on data built offline by `z
 """
 
 
-def remeasure(config: str | Path, judge_steps: int = 800, keep_judge: bool = False) -> dict[str, Any]:
+def remeasure(config: str | Path, judge_steps: int = 800, keep_judge: bool = False,
+              directory: str | Path | None = None) -> dict[str, Any]:
     """Measure an LM trained by `config` again (a new judge, the current protocol) without training it.
 
     The LM, its training time and its validation losses are read from the checkpoint directory that the
@@ -327,9 +311,11 @@ def remeasure(config: str | Path, judge_steps: int = 800, keep_judge: bool = Fal
     """
     import yaml
 
+    from recipes.train import RUNS
+
     cfg = yaml.safe_load(Path(config).read_text())
     export = next(cb["init_args"] for cb in cfg["trainer"]["callbacks"] if cb["class_path"].endswith("ExportLM"))
-    directory = Path(export["directory"])
+    directory = Path(directory or export.get("directory") or RUNS / export["name"])
     log = json.loads((directory / "train_log.json").read_text())
     val = {k[len("val_"):]: v for k, v in log["metrics"].items() if k.startswith("val_")}
     if not keep_judge:
