@@ -227,7 +227,7 @@ def evaluate_images(lm: MultimodalLM, image_tok: Any, judge: Any, scenes: dict[s
     tokens = Tokens(ids=ids, lengths=torch.full((len(ids),), ids.shape[1]))
     with torch.no_grad():
         # flow decoders (FlexTok) take a seed; deterministic decoders (KARL, CAT) do not
-        seeded = {"seed": decode_seed} if "seed" in inspect.signature(image_tok.decode).parameters else {}
+        seeded = {"seed": decode_seed} if "seed" in image_tok.decode_options else {}
         gen = image_tok.decode(tokens, **seeded).clamp(0, 1)
         real = images_to_tensor(scenes["images"][:n])
         recon = reconstruct(image_tok, real, e.encode_kwargs or {"num_tokens": e.max_tokens}, seed=decode_seed)
@@ -350,7 +350,7 @@ def reconstruct(tokenizer: Any, images: Tensor, encode_kwargs: dict[str, Any] | 
 
     Flow decoders (FlexTok) get `seed`, so a reconstruction is reproducible; deterministic decoders
     (KARL, CAT) take none."""
-    seeded = {"seed": seed} if "seed" in inspect.signature(tokenizer.decode).parameters else {}
+    seeded = {"seed": seed} if "seed" in tokenizer.decode_options else {}
     return torch.cat([tokenizer.decode(tokenizer.encode(images[i:i + batch_size], **(encode_kwargs or {})),
                                        **seeded).clamp(0, 1)
                       for i in range(0, len(images), batch_size)])

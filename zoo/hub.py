@@ -212,7 +212,9 @@ def load(source: str | os.PathLike, *, device: Any = None, sha256: str | None = 
         revision: for the hub, a branch, tag or commit.
     """
     directory, family, expected = resolve(source, sha256=sha256, revision=revision)
-    return load_dir(directory, family=family, sha256=expected, device=device)
+    tok = load_dir(directory, family=family, sha256=expected, device=device)
+    tok.name = os.fspath(source)  # recorded in the provenance of the tokens it makes
+    return tok
 
 
 def locate(source: str | os.PathLike, **kwargs: Any) -> Path:

@@ -114,7 +114,7 @@ class Entry:
             raise ValueError(f"entry {self.name!r}: sep_every must be >= 1 or None, got {self.sep_every}")
 
     @classmethod
-    def from_tokenizer(cls, name: str, tokenizer: "Tokenizer", source: str = "", *, num_tokens: int | None = None,
+    def from_tokenizer(cls, name: str, tokenizer: "Tokenizer", source: str = "", *, max_tokens: int | None = None,
                        fixed_length: bool = False, sep_every: int | None = None,
                        digits: Sequence[int] = (), encode_kwargs: dict[str, Any] | None = None) -> "Entry":
         """An entry sized from a tokenizer's spec.
@@ -123,8 +123,8 @@ class Entry:
             name: the entry's name in sequences.
             tokenizer: a zoo Tokenizer with discrete ids.
             source: its registered name or checkpoint path, recorded for reloading.
-            num_tokens: the most frames a segment holds (default: the spec's max_tokens).
-            fixed_length: every segment holds exactly `num_tokens` frames (BEAST at a fixed budget,
+            max_tokens: the most frames a segment holds (default: the spec's max_tokens).
+            fixed_length: every segment holds exactly `max_tokens` frames (BEAST at a fixed budget,
                 FlexTok at full length); generation may then only end a segment there.
             sep_every: a separator every this many frames.
             digits: write each code as these mixed-radix digits (see the class docstring).
@@ -133,9 +133,10 @@ class Entry:
         spec = tokenizer.spec
         if spec.vocab_size < 1:
             raise ValueError(f"{type(tokenizer).__name__} is continuous-only (vocab_size 0); it has no ids to place")
-        max_tokens = spec.max_tokens if num_tokens is None else int(num_tokens)
+        given = max_tokens
+        max_tokens = spec.max_tokens if given is None else int(given)
         if not 1 <= max_tokens <= spec.max_tokens:
-            raise ValueError(f"num_tokens must lie in [1, {spec.max_tokens}] for this tokenizer, got {num_tokens}")
+            raise ValueError(f"max_tokens must lie in [1, {spec.max_tokens}] for this tokenizer, got {given}")
         return cls(name=name, modality=spec.modality, vocab_size=spec.vocab_size, num_codebooks=spec.num_codebooks,
                    digits=tuple(digits), max_tokens=max_tokens, min_tokens=max_tokens if fixed_length else 1,
                    sep_every=sep_every, tokenizer=source, encode_kwargs=dict(encode_kwargs or {}))

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -60,7 +60,7 @@ class LARPConfig:
         image_size: side S of the (square) frames; a multiple of `patch_size`.
         in_channels: C of the input (3 for RGB).
         temporal_patch, patch_size: a patch is temporal_patch x patch_size x patch_size pixels.
-        num_tokens: N, the most tokens a clip can have (one per learned query).
+        max_tokens: N, the most tokens a clip can have (one per learned query).
         dim, encoder_depth, decoder_depth, heads: the two transformers (same width).
         mlp_ratio: MLP width / dim.
         codebook_size: V, the vocabulary.
@@ -82,7 +82,7 @@ class LARPConfig:
     in_channels: int = 3
     temporal_patch: int = 4
     patch_size: int = 8
-    num_tokens: int = 32
+    max_tokens: int = 32
     dim: int = 128
     encoder_depth: int = 4
     decoder_depth: int = 4
@@ -96,13 +96,15 @@ class LARPConfig:
     linear_rank: int = 64
     conv_channels: int = 0
 
+    renamed_fields: ClassVar[dict[str, str]] = {"num_tokens": "max_tokens"}  # checkpoints before the budget contract
+
     def __post_init__(self) -> None:
         if self.temporal_patch < 1 or self.frames % self.temporal_patch:
             raise ValueError(f"frames={self.frames} must be a multiple of temporal_patch={self.temporal_patch}")
         if self.patch_size < 1 or self.image_size % self.patch_size:
             raise ValueError(f"image_size={self.image_size} must be a multiple of patch_size={self.patch_size}")
-        if self.num_tokens < 1:
-            raise ValueError(f"num_tokens must be >= 1, got {self.num_tokens}")
+        if self.max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
         if self.dim % self.heads or self.dim % 8:
             raise ValueError(f"dim={self.dim} must be divisible by heads={self.heads} and by 8 (3D sin-cos positions)")
         if self.codebook_size < 2 or self.code_dim < 1:
@@ -218,6 +220,8 @@ class LARP(Tokenizer):
 
     family = "larp"
     config_class = LARPConfig
+    encode_knobs = ("num_tokens", "sample")
+    decode_options = ()
 
     def __init__(self, config: LARPConfig) -> None:
         super().__init__(config)
@@ -231,21 +235,21 @@ class LARP(Tokenizer):
             self.conv_out = conv_back_end(c.conv_channels, c.in_channels)
             self.to_features = nn.Linear(c.dim, patch_features)
         self.patch_embed = nn.Linear(patch_features, c.dim)
-        self.queries = nn.Parameter(torch.randn(c.num_tokens, c.dim) * 0.02)
+        self.queries = nn.Parameter(torch.randn(c.max_tokens, c.dim) * 0.02)
         self.encoder = Transformer(c.dim, c.encoder_depth, c.heads, c.mlp_ratio)
         self.to_code = nn.Linear(c.dim, c.code_dim)
         self.svq = SVQ(c.codebook_size, c.code_dim, c.temperature)
         # decoder: n tokens + P patch queries → P patches
         self.from_code = nn.Linear(c.code_dim, c.dim)
-        self.token_pos = nn.Parameter(torch.randn(c.num_tokens, c.dim) * 0.02)
+        self.token_pos = nn.Parameter(torch.randn(c.max_tokens, c.dim) * 0.02)
         self.patch_query = nn.Parameter(torch.randn(c.dim) * 0.02)
         self.decoder = Transformer(c.dim, c.decoder_depth, c.heads, c.mlp_ratio)
         self.to_pixels = nn.Linear(c.dim, patch_pixels)
         if c.token_mixing:  # learned token mixing (MLP-Mixer style), a linear path beside attention
-            self.patch_to_query = nn.Parameter(torch.randn(c.num_tokens, c.num_patches) / c.num_patches**0.5)
-            self.token_to_patch = nn.Parameter(torch.randn(c.num_patches, c.num_tokens) / c.num_tokens**0.5)
+            self.patch_to_query = nn.Parameter(torch.randn(c.max_tokens, c.num_patches) / c.num_patches**0.5)
+            self.token_to_patch = nn.Parameter(torch.randn(c.num_patches, c.max_tokens) / c.max_tokens**0.5)
         if c.linear_rank:  # codes → pixels, zero at init: it learns a PCA-like basis early, attention the rest
-            self.linear_codes = nn.Linear(c.num_tokens * c.code_dim, c.num_patches * c.linear_rank)
+            self.linear_codes = nn.Linear(c.max_tokens * c.code_dim, c.num_patches * c.linear_rank)
             nn.init.zeros_(self.linear_codes.weight)
             nn.init.zeros_(self.linear_codes.bias)
             self.linear_pixels = nn.Linear(c.linear_rank, patch_pixels)
@@ -259,7 +263,7 @@ class LARP(Tokenizer):
             modality="video",
             vocab_size=c.codebook_size,
             num_codebooks=1,
-            max_tokens=c.num_tokens,
+            max_tokens=c.max_tokens,
             latent_dim=c.code_dim,
             input=InputContract(layout=f"B {c.in_channels} T H W", value_range=(0.0, 1.0),
                                 sizes={"T": c.frames, "H": c.image_size, "W": c.image_size}),
@@ -267,7 +271,7 @@ class LARP(Tokenizer):
 
     def lengths_from_budget(self, num_tokens: int | Tensor | None, batch: int, device: torch.device) -> Tensor:
         """num_tokens: None (all N), an int, or a LongTensor [B] → lengths (B,) in 1..N."""
-        n_max = self.config.num_tokens
+        n_max = self.config.max_tokens
         if num_tokens is None:
             return torch.full((batch,), n_max, dtype=torch.long, device=device)
         if isinstance(num_tokens, Tensor):
@@ -302,7 +306,7 @@ class LARP(Tokenizer):
         """x: (B, C, T, S, S) in [-1, 1] → pre-quantisation codes (B, n, code_dim) of the first n queries."""
         c = self.config
         p = c.num_patches
-        n = num_tokens if c.causal_queries else c.num_tokens  # with full attention every query sees all
+        n = num_tokens if c.causal_queries else c.max_tokens  # with full attention every query sees all
         if c.conv_channels:
             x = self.conv_in(x)  # (B, c, T, S/2, S/2)
         patches = self.patch_embed(self.patchify(x)) + self.pos  # (B, P, dim)
@@ -336,7 +340,7 @@ class LARP(Tokenizer):
         h = self.decoder(torch.cat([tokens, queries], dim=1), mask)
         patches = self.to_pixels(h[:, n:])  # (B, P, C·pt·p·p)
         if c.linear_rank:
-            basis = rearrange(self.linear_codes(kept_codes(codes, lengths, c.num_tokens)), "b (p r) -> b p r",
+            basis = rearrange(self.linear_codes(kept_codes(codes, lengths, c.max_tokens)), "b (p r) -> b p r",
                               r=c.linear_rank)
             patches = patches + self.linear_pixels(basis)
         x = self.unpatchify(patches)  # (B, C, T, S, S)
@@ -347,7 +351,7 @@ class LARP(Tokenizer):
     # -- encode / decode -------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def encode(self, x: Tensor, num_tokens: int | Tensor | None = None, sample: bool = False) -> Tokens:
+    def encode(self, x: Tensor, *, num_tokens: int | Tensor | None = None, sample: bool = False) -> Tokens:
         """Encode clips.
 
         Args:
@@ -375,8 +379,8 @@ class LARP(Tokenizer):
             raise ValueError("LARP decodes ids (B, n); these tokens carry only latents")
         c = self.config
         lengths = tokens.lengths.to(self.device)
-        if int(lengths.min()) < 1 or int(lengths.max()) > c.num_tokens:
-            raise ValueError(f"token lengths must lie in [1, {c.num_tokens}], got {tokens.lengths.tolist()}")
+        if int(lengths.min()) < 1 or int(lengths.max()) > c.max_tokens:
+            raise ValueError(f"token lengths must lie in [1, {c.max_tokens}], got {tokens.lengths.tolist()}")
         n = int(lengths.max())
         ids = tokens.ids[:, :n].to(self.device)
         ids = ids * (torch.arange(n, device=ids.device)[None] < lengths[:, None])  # padding → a valid id
@@ -415,7 +419,7 @@ class ARPrior(nn.Module):
 
 # ----------------------------------------------------------------------------------------- presets
 
-_OFFICIAL = dict(frames=16, image_size=128, num_tokens=1024, dim=768, encoder_depth=12, decoder_depth=12, heads=12,
+_OFFICIAL = dict(frames=16, image_size=128, max_tokens=1024, dim=768, encoder_depth=12, decoder_depth=12, heads=12,
                  codebook_size=8192, code_dim=16, temperature=0.03, causal_queries=False, token_mixing=False,
                  linear_rank=0)
 
@@ -423,7 +427,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # ours, trained here: 16 frames of 32x32, 64 patches of 4x8x8, up to 32 tokens of a 1024 vocabulary
     "tiny": {},
     # smaller still, for tests and smoke runs
-    "micro": dict(num_tokens=8, dim=64, encoder_depth=1, decoder_depth=1, heads=2, codebook_size=64, code_dim=8),
+    "micro": dict(max_tokens=8, dim=64, encoder_depth=1, decoder_depth=1, heads=2, codebook_size=64, code_dim=8),
     # shaped like the official tokenizer (cfgs/larp_tokenizer.yaml): 16x128x128, 1024 tokens, full attention among
     # queries; L, B and S differ only in width/depth/heads (hywang66/LARP issue #11), for importing the releases later
     "larp-l": _OFFICIAL,
