@@ -355,7 +355,7 @@ def test_official_release_converts_to_identical_ids_and_decodes(tmp_path: Path) 
 def test_release_decodes_from_all_tokens_only() -> None:
     tok = LARP.from_release(RELEASE)
     io = _release_io()
-    n = tok.config.num_tokens
+    n = tok.config.max_tokens
     with pytest.raises(ValueError, match=f"all {n} tokens only"):
         tok.encode(io["videos"], num_tokens=n // 2)
     with pytest.raises(ValueError, match="without nested token dropout"):

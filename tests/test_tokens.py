@@ -135,7 +135,7 @@ import zoo  # noqa: E402
 from zoo import hub  # noqa: E402
 from zoo.tokenizer import Provenance, Tokenizer, keyword_names  # noqa: E402
 
-FAMILIES = sorted(hub._FAMILIES)
+FAMILIES = sorted(f for f, info in hub._families().items() if info["tokenizer"])
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -147,8 +147,7 @@ def test_declared_knobs_are_exactly_the_keyword_arguments(family):
         assert sorted(keyword_names(fn)) == sorted(declared)
         positional = [p.name for p in inspect.signature(fn).parameters.values()
                       if p.kind is not inspect.Parameter.KEYWORD_ONLY]
-        assert positional == ["self", "x" if method == "encode" else "tokens"] or \
-            positional == ["self", "wav" if method == "encode" else "tokens"]
+        assert len(positional) == 2, f"{cls.__name__}.{method} takes one input, then keywords; got {positional}"
 
 
 def test_a_family_that_lies_about_its_knobs_is_refused_at_definition():
