@@ -2,7 +2,7 @@
 
 Training writes into its run folder (`runs/<name>/` by default, see `recipes.train`), never into the
 shipped `checkpoints/` or `zoo/registry.json`: a maintainer copies a reviewed run folder there and
-re-indexes (`zoo.hub.index_checkpoints()`).
+re-indexes (`zoo.hub.write_index()`).
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def write_checkpoint(tokenizer: Any, directory: str | Path, *, name: str, summar
 Weights: Apache-2.0, trained by the zoo recipe above on data built offline by `zoo.data`.
 """
     summary = {**summary, "metrics": metrics}
-    hub.save_checkpoint(tokenizer, directory, card=card, summary=summary)
+    hub.save_module(tokenizer, directory, card=card, summary=summary)
     return directory
 
 
@@ -110,7 +110,7 @@ def rewrite_card(module: Any, directory: str | Path, datamodule: Any, *, name: s
 
 class ExportTokenizer(pl.Callback):
     """At the end of `fit`, save `pl_module.tokenizer` (EMA weights if averaged) as a checkpoint folder:
-    `directory`, or the run folder (`trainer.default_root_dir`, which `zoo train` sets to runs/<name>/).
+    `directory` (`zoo train` sets it to the run folder, runs/<name>/), else `<trainer.default_root_dir>/<name>`.
 
     The LightningModule may define `card_metrics(datamodule) -> dict` (measured on validation data)
     and `card_summary() -> dict` (tokens, bits, description) for the card and `zoo list`.
@@ -143,7 +143,7 @@ class ExportTokenizer(pl.Callback):
         metrics = pl_module.card_metrics(trainer.datamodule) if measure else {}
         summary = pl_module.card_summary() if hasattr(pl_module, "card_summary") else {}
         hardware = hardware_name(trainer.strategy.root_device)  # the module is back on the CPU by now
-        directory = run_folder(self.directory or trainer.default_root_dir)
+        directory = run_folder(self.directory or Path(trainer.default_root_dir) / self.name)
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "train_log.json").write_text(json.dumps(
             {"seconds": seconds, "global_step": trainer.global_step, "hardware": hardware, "metrics": metrics}, indent=1))

@@ -41,8 +41,8 @@ class InterleavedLM(Recipe):
             at `budget_seconds` of training if that comes first (set `trainer.max_time` to match), so a
             run cut by the clock on a busy machine still ends its schedule (`recipes.base.warmup_cosine`).
         threads: torch CPU threads (None: leave as is).
-        init_from: start from the weights of a saved LM (a folder, or the name of one under checkpoints/,
-            e.g. "lm-tiny-interleaved") to continue its training; its vocabulary, text tokenizer and
+        init_from: start from the weights of a saved LM (anything `zoo.load` takes: a run folder such as
+            "runs/lm-tiny-interleaved-base", or a registered name such as "lm-tiny-interleaved") to continue its training; its vocabulary, text tokenizer and
             architecture must be the ones this run builds (ValueError otherwise).
     """
 
@@ -102,13 +102,9 @@ class InterleavedLM(Recipe):
 
 
 def initial_weights(source: str | Path, lm: MultimodalLM) -> dict[str, Tensor]:
-    """The state dict of the saved LM `source` (folder or checkpoints/ name), checked to fit `lm`."""
-    from zoo.hub import REPO_CHECKPOINTS
-
-    path = Path(source) if Path(source).is_dir() else REPO_CHECKPOINTS / str(source)
-    if not path.is_dir():
-        raise ValueError(f"init_from={str(source)!r} is neither a folder nor a checkpoint under {REPO_CHECKPOINTS}")
-    saved = MultimodalLM.from_pretrained(path)
+    """The state dict of the saved LM `source` (anything `zoo.load` takes: a run folder, a registered name),
+    checked to fit `lm`."""
+    saved = MultimodalLM.from_pretrained(source)
     if saved.vocab.to_dict() != lm.vocab.to_dict():
         raise ValueError(f"init_from={str(source)!r} has the vocabulary {saved.vocab.ranges()}, this run builds "
                          f"{lm.vocab.ranges()}: the same vocabulary is required to continue training")
@@ -186,7 +182,7 @@ def train_judge(path: str | Path, levels: Any = (0, 1), n: int = 20000, steps: i
 
 class ExportLM(pl.Callback):
     """At the end of `fit`, measure the LM by sampling and write it (weights, vocabulary, text tokenizer, card)
-    into `directory`, or the run folder (`trainer.default_root_dir`: runs/<name>/ under `zoo train`)."""
+    into `directory` (`zoo train` sets it to the run folder, runs/<name>/), else `<trainer.default_root_dir>/<name>`."""
 
     def __init__(self, directory: str | None = None, name: str = "lm", recipe: str = "", action_samples: int = 4,
                  image_prompts: int = 128, judge: str | None = None, judge_steps: int = 800,
@@ -203,12 +199,12 @@ class ExportLM(pl.Callback):
         if not trainer.is_global_zero:
             return
         val = {k.split("/", 1)[1]: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-        directory = run_folder(self.directory or trainer.default_root_dir)
+        directory = run_folder(self.directory or Path(trainer.default_root_dir) / self.name)
         export_lm(pl_module.lm, directory, name=self.name, dm=trainer.datamodule, recipe=self.recipe,
                   seconds=time.time() - self.start, global_step=trainer.global_step, val=val,
                   action_samples=self.action_samples, image_prompts=self.image_prompts, judge=self.judge,
                   judge_steps=self.judge_steps, guidance=self.guidance)
-        announce(directory, "zoo.llm.MultimodalLM.from_pretrained")
+        announce(directory)
 
 
 def export_lm(lm: MultimodalLM, directory: str | Path, *, name: str, dm: InterleavedData, recipe: str, seconds: float,
@@ -239,8 +235,9 @@ def export_lm(lm: MultimodalLM, directory: str | Path, *, name: str, dm: Interle
                "judge": {"file": JUDGE, "val_accuracy": judge_acc} if judge_acc else {},
                "train_seconds": seconds, "global_step": global_step, "protocol": results["protocol"],
                "metrics": metrics}
+    judge_file = Path(directory) / JUDGE
     lm.save_pretrained(directory, card=lm_card(name, lm, dm, summary, recipe, seconds), summary=summary,
-                       dtype=torch.float16)
+                       dtype=torch.float16, files={JUDGE: judge_file.read_bytes()} if judge_file.is_file() else None)
     (Path(directory) / "train_log.json").write_text(json.dumps(
         {"seconds": seconds, "global_step": global_step, "metrics": metrics}, indent=1))
     return summary
@@ -271,7 +268,7 @@ def lm_card(name: str, lm: MultimodalLM, dm: InterleavedData, summary: dict[str,
     return f"""# {name}
 
 {summary['description']} Not a tokenizer: a demonstration that the zoo's tokens plug into an LLM.
-It is not in `zoo list`; load it with `zoo.llm.MultimodalLM.from_pretrained("checkpoints/{name}")`.
+It is not in `zoo list`; load it with `zoo.load("{name}")` once shipped (a `zoo.llm.MultimodalLM`).
 
 ## Vocabulary (`vocabulary.json`)
 | range | ids |

@@ -26,10 +26,10 @@ from torch.utils.data import TensorDataset
 
 from recipes.export import announce, run_folder
 from recipes.vit_host import ShapesDataModule, augment, evaluate_host  # noqa: F401  (the data module of the config)
-from zoo.reduce.checkpoint import save_module
+from zoo.hub import save_module
 from zoo.reduce.host import load_host_classifier
 from zoo.reduce.patch import patch_timm
-from zoo.reduce.select import KIND, LearnedSelector, SelectorConfig
+from zoo.reduce.select import LearnedSelector, SelectorConfig
 
 CARD_KEEPS = (0.75, 0.5, 0.3, 0.1)
 
@@ -97,16 +97,16 @@ class SelectorModule(pl.LightningModule):
         return evaluate_host(host, dataset)
 
     def on_fit_end(self) -> None:
-        if not self.trainer.is_global_zero:
+        if self.hparams.export_dir is None or not self.trainer.is_global_zero:
             return
-        directory = run_folder(self.hparams.export_dir or self.trainer.default_root_dir)  # zoo train: runs/<name>/
+        directory = run_folder(self.hparams.export_dir)
         minutes = (time.time() - self.start) / 60
         self.selector.eval()
         val = self.trainer.datamodule.val_set
         acc = {str(k): self.accuracy_with_selector(val, k) for k in CARD_KEEPS}
         summary = {"val_accuracy_at_keep": acc, "val_size": len(val), "host": self.hparams.host,
                    "train_minutes": minutes, "global_step": self.trainer.global_step}
-        save_module(self.selector, directory, kind=KIND, summary=summary,
+        save_module(self.selector, directory, summary=summary,
                     card=selector_card(self.selector.config, acc, len(val), minutes, self.trainer.global_step,
                                        self.hparams))
         announce(directory, "zoo.reduce.select.load_selector")

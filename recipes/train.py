@@ -8,10 +8,11 @@ Two kinds of config:
 - fitting configs (`fit: {class_path: ..., init_args: ...}`) call a function that fits a tokenizer
   from data without gradient training (BEAST bounds, BPE merges). They take `--output` and nothing else.
 
-A run writes one checkpoint, into `runs/<name>/` by default (`--output DIR` elsewhere; for Lightning
-configs this is also `trainer.default_root_dir`, where its logs go), never into the shipped
-`checkpoints/` folders or `zoo/registry.json`; it ends by printing the folder and the `zoo.load(...)` line
-that loads it. A flag a config cannot take is refused (exit code 2).
+A run writes one checkpoint, into `runs/<name>/` by default (`--output DIR` elsewhere), never into the
+shipped `checkpoints/` folders or `zoo/registry.json`; it ends by printing the folder and the `zoo.load(...)`
+line that loads it. Lightning's own files (logs, `last.ckpt` unless a callback names its dirpath) go beside
+it, in `<folder>.lightning/` (`trainer.default_root_dir`), since a checkpoint folder is swapped in whole
+when written. A flag a config cannot take is refused (exit code 2).
 """
 
 from __future__ import annotations
@@ -103,6 +104,14 @@ def main(argv: list[str] | None = None) -> None:
         raise _usage("use --output DIR, not --trainer.default_root_dir (a run's logs and checkpoint share one folder)")
     name = (export or {}).get("name") or paths[-1].stem
     root = str(output or (export or {}).get("directory") or RUNS / name)
+    stages = [a for p in paths for a in ("--config", str(p))]
+    if export is not None:  # the export callback writes the run folder: one more config stage says where
+        import tempfile
+
+        export["directory"] = root
+        stage = Path(tempfile.mkdtemp(prefix="zoo-train-")) / "output.yaml"
+        stage.write_text(yaml.safe_dump({"trainer": {"callbacks": config["trainer"]["callbacks"]}}))
+        stages += ["--config", str(stage)]
 
     import torch
     from lightning.pytorch.cli import LightningCLI
@@ -110,8 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     from recipes.resilience import RNGState
 
     torch.set_float32_matmul_precision("high")  # TF32 matrix products on GPUs that have them; no effect on a CPU
-    configs = [a for p in paths for a in ("--config", str(p))]
-    LightningCLI(args=["fit", *configs, *rest, f"--trainer.default_root_dir={root}"],
+    LightningCLI(args=["fit", *stages, *rest, f"--trainer.default_root_dir={root.rstrip('/')}.lightning"],
                  save_config_kwargs={"overwrite": True}, trainer_defaults={"callbacks": [RNGState()]})
 
 

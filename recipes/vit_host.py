@@ -24,8 +24,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from recipes.base import Recipe
 from recipes.export import announce, run_folder
 from zoo.data.images import build_image_dataset, images_to_tensor
-from zoo.reduce.checkpoint import save_module
-from zoo.reduce.host import HEADS, KIND, HostClassifier, HostConfig, host_accuracy
+from zoo.hub import save_module
+from zoo.reduce.host import HEADS, HostClassifier, HostConfig, host_accuracy
 
 
 def shape_tensors(split: str, n: int, seed: int = 0, resolution: int = 32) -> TensorDataset:
@@ -128,15 +128,15 @@ class HostModule(Recipe):
         return evaluate_host(self.host, dataset)
 
     def on_fit_end(self) -> None:
-        if not self.trainer.is_global_zero:
+        if self.hparams.export_dir is None or not self.trainer.is_global_zero:
             return
-        directory = run_folder(self.hparams.export_dir or self.trainer.default_root_dir)  # zoo train: runs/<name>/
+        directory = run_folder(self.hparams.export_dir)
         minutes = (time.time() - self.start) / 60
         dm = self.trainer.datamodule
         acc = self.evaluate(dm.val_set)
         summary = {"val_accuracy": acc, "val_size": len(dm.val_set), "train_minutes": minutes,
                    "global_step": self.trainer.global_step}
-        save_module(self.host, directory, kind=KIND, summary=summary,
+        save_module(self.host, directory, summary=summary,
                     card=host_card(self.host.config, acc, len(dm.val_set), dm.hparams, minutes, self.trainer.global_step))
         announce(directory, "zoo.reduce.host.load_host_classifier")
 

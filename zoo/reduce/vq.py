@@ -35,6 +35,7 @@ from einops import repeat
 from torch import Tensor
 
 from zoo.reduce.base import Reducer
+from zoo.hub import register_family
 from zoo.tokenizer import InputContract, Tokenizer, Tokens, TokenSpec, check_budget, check_ids, check_input
 
 CRITERIA = ("elbow", "tolerance")
@@ -196,6 +197,8 @@ class VQToken(Tokenizer, Reducer):
 
     family = "vqtoken"
     config_class = VQTokenConfig
+    encode_knobs = ("num_tokens",)
+    decode_options = ()
 
     @property
     def spec(self) -> TokenSpec:
@@ -214,7 +217,7 @@ class VQToken(Tokenizer, Reducer):
         return _relabel(labels)
 
     def assign(self, x: Tensor, sizes: Tensor, counts: Tensor, *, metric: Tensor,
-               importance: Tensor | None) -> Tensor:
+               importance: Tensor | None, offset: int = 0) -> Tensor:
         valid = sizes > 0
         labels = self.cluster(metric, valid, counts)
         n = x.shape[1]
@@ -225,7 +228,7 @@ class VQToken(Tokenizer, Reducer):
 
     # -- tokenizer ----------------------------------------------------------------------------
 
-    def encode(self, x: Tensor, num_tokens: int | None = None) -> Tokens:
+    def encode(self, x: Tensor, *, num_tokens: int | None = None) -> Tokens:
         """x: (B, N, D) features (a clip: flatten frames first, 'b t n d -> b (t n) d').
 
         Args:
@@ -282,3 +285,8 @@ def _relabel(labels: Tensor) -> Tensor:
     order = first.argsort(dim=1)
     rank = torch.empty_like(order).scatter_(1, order, torch.arange(width, device=labels.device).expand(b, width))
     return rank.gather(1, labels + 1) - 1
+
+
+# ----------------------------------------------------------------------------------------- registration
+
+register_family(VQToken)
