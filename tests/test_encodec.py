@@ -232,3 +232,55 @@ def test_preset_sizes_match_the_releases():
         ours = EnCodec(EncodecConfig.from_name(name))
         assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in ref.parameters()) - sum(
             p.numel() for n, p in ref.named_parameters() if "weight_g" in n)
+
+
+def test_load_of_a_downloaded_release_converts_it(tmp_path, monkeypatch):
+    """zoo.load(path) of a release file or folder a user downloaded converts it once into the cache."""
+    import zoo
+
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "cache"))
+    ref = official_model(False, seed=6)
+    torch.save(ref.state_dict(), tmp_path / "encodec_24khz-d7cc33bc.th")
+    tok = zoo.load(tmp_path / "encodec_24khz-d7cc33bc.th")
+    assert isinstance(tok, EnCodec)
+    x = audio(1, 3000)
+    assert torch.equal(tok.encode(x, bitrate=3.0).ids, official_codes(ref, x, 3.0)[0])
+    assert zoo.load(tmp_path).family == "encodec"  # the folder holding it
+
+
+def test_registered_release_downloads_converts_and_loads_from_a_fake_hub(tmp_path):
+    """`zoo.load("encodec-24khz")` against a loopback hub serving a small transformers folder: it downloads,
+    converts once and loads strictly; the second load converts nothing."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    from tests.fakehub import serve
+
+    ref = hf_model(False, seed=7)
+    ref.save_pretrained(tmp_path / "hf")
+    x = audio(1, 4000)
+    torch.save({"x": x, "ids": EnCodec.from_release(tmp_path / "hf").encode(x, bitrate=3.0).ids}, tmp_path / "io.pt")
+    routes = {f"/facebook/encodec_24khz/resolve/main/{p.name}": p.read_bytes() for p in (tmp_path / "hf").iterdir()}
+    code = textwrap.dedent(f"""
+        import torch, zoo
+        io = torch.load({str(tmp_path / 'io.pt')!r})
+        tok = zoo.load("encodec-24khz")
+        print(torch.equal(tok.encode(io["x"], bitrate=3.0).ids, io["ids"]), tok.family)
+        print(sorted(p.name for p in (zoo.hub.cache_root() / "checkpoints" / "encodec-24khz").iterdir()))
+    """)
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "ZOO_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "0",
+           "PYTHONPATH": f"{root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    with serve(routes, hf=True) as (base, requests):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=300,
+                             env={**env, "HF_ENDPOINT": base})
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert out.stdout.splitlines()[0] == "True encodec"
+        assert "model.safetensors" in out.stdout and "config.json" in out.stdout
+        assert any("model.safetensors" in r for r in requests)
+    again = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=300,
+                           env={**env, "HF_HUB_OFFLINE": "1"})  # the hub is gone: the converted copy loads
+    assert again.returncode == 0 and again.stdout.splitlines()[0] == "True encodec", again.stderr[-3000:]

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -36,6 +36,7 @@ from torch import Tensor, nn
 
 from zoo.audio.rvq import rvq_decode, rvq_encode
 from zoo.audio.streaming import Conv, ConvTranspose, ResBlock, SkipLSTM, Stack
+from zoo.hub import register_family, register_release
 from zoo.nn.seanet import ELU
 from zoo.tokenizer import InputContract, Tokenizer, Tokens, TokenSpec, check_budget, check_input, check_tokens
 
@@ -352,9 +353,7 @@ class EnCodec(Tokenizer):
     def is_release(path: str | Path) -> bool:
         """An official torch-hub `.th` state dict, or a transformers `EncodecModel` folder (config.json)."""
         path = Path(path)
-        if path.is_file():
-            return path.suffix == ".th" and path.name.startswith("encodec_") and "_lm_" not in path.name
-        return _hf_config(path, "encodec") is not None
+        return _official_file(path) is not None or _hf_config(path, "encodec") is not None
 
     @classmethod
     def from_release(cls, path: str | Path) -> "EnCodec":
@@ -364,8 +363,8 @@ class EnCodec(Tokenizer):
         hf = _hf_config(path, "encodec")
         if hf is not None:
             config, state = _config_from_hf(hf), _read_safetensors(path)
-        elif path.is_file() and path.suffix == ".th":
-            state = {_official_to_hf(k): v for k, v in torch.load(path, map_location="cpu", weights_only=True).items()}
+        elif (file := _official_file(path)) is not None:
+            state = {_official_to_hf(k): v for k, v in torch.load(file, map_location="cpu", weights_only=True).items()}
             config = _config_from_weights(state)
         else:
             raise ValueError(f"{str(path)!r} is not an EnCodec release: expected an official encodec_*.th file or "
@@ -448,6 +447,17 @@ def _hf_config(path: Path, model_type: str) -> dict[str, Any] | None:
     except (json.JSONDecodeError, UnicodeDecodeError):
         return None
     return config if isinstance(config, dict) and config.get("model_type") == model_type else None
+
+
+def _official_file(path: Path) -> Path | None:
+    """The official torch-hub state dict `path` is, or the one file of that name in the folder `path`."""
+    def official(p: Path) -> bool:
+        return p.suffix == ".th" and p.name.startswith("encodec_") and "_lm_" not in p.name and p.is_file()
+
+    if path.is_dir():
+        found = [p for p in path.glob("encodec_*.th") if official(p)]
+        return found[0] if len(found) == 1 else None
+    return path if official(path) else None
 
 
 def _read_safetensors(folder: Path) -> dict[str, Tensor]:
@@ -543,34 +553,40 @@ def _config_from_weights(state: dict[str, Tensor]) -> EncodecConfig:
 
 RELEASED_KBPS = {24000: [1.5, 3.0, 6.0, 12.0, 24.0], 48000: [3.0, 6.0, 12.0, 24.0]}
 
-# ----------------------------------------------------------------------------------------- registrations
-# Kept together at the bottom; adapted to the hub's release API when it lands.
+# ----------------------------------------------------------------------------------------- released weights
+# `zoo.load(name)` downloads these files, converts them once with `EnCodec.from_release` and caches our checkpoint.
+# The official torch-hub files (https://dl.fbaipublicfiles.com/encodec/v0/encodec_24khz-d7cc33bc.th and
+# encodec_48khz-7e698e3e.th; the name carries the first 8 hex digits of their sha256) convert too, by path.
 
-LICENCE_CARD = (
-    "Code: MIT (facebookresearch/encodec, relicensed from CC-BY-NC 4.0 on 2023-04-26, commit 349b729). "
-    "Weights: the licence of the released checkpoints is an open question upstream "
-    "(https://github.com/facebookresearch/encodec/issues/69 and /issues/49 ask and are unanswered); "
-    "audiocraft ships its EnCodec-based weights under CC-BY-NC 4.0. Check before commercial use."
+_LICENCE = (
+    "Code: MIT (facebookresearch/encodec, relicensed from CC-BY-NC 4.0 on 2023-04-26, commit 349b729). Weights: "
+    "their licence is an open question upstream (facebookresearch/encodec issues #49 and #69 ask and are unanswered; "
+    "audiocraft ships its EnCodec-based weights under CC-BY-NC 4.0); check before commercial use."
 )
 
 RELEASES: dict[str, dict[str, Any]] = {
     "encodec-24khz": dict(
-        family="encodec", preset="24khz", hf_repo="facebook/encodec_24khz", files=["config.json", "model.safetensors"],
-        official_url="https://dl.fbaipublicfiles.com/encodec/v0/encodec_24khz-d7cc33bc.th",
-        official_sha256_prefix="d7cc33bc", licence="MIT (code); weights unclear", licence_card=LICENCE_CARD,
+        family="encodec", hf_repo="facebook/encodec_24khz", revision=None,  # not pinned: the hub is out of reach here
+        files=("config.json", "model.safetensors"), license="MIT",
+        license_url="https://github.com/facebookresearch/encodec/blob/main/LICENSE", non_commercial=False,
+        summary=dict(modality="audio", tokens="75 frames/s x 2-32 codebooks (bitrate=1.5-24)", vocab="1024 x 32",
+                     description="EnCodec 24 kHz mono, causal and streaming (Défossez et al. 2022); 14.9 M "
+                                 "parameters; 1.5/3/6/12/24 kbps. " + _LICENCE),
     ),
     "encodec-48khz": dict(
-        family="encodec", preset="48khz", hf_repo="facebook/encodec_48khz", files=["config.json", "model.safetensors"],
-        official_url="https://dl.fbaipublicfiles.com/encodec/v0/encodec_48khz-7e698e3e.th",
-        official_sha256_prefix="7e698e3e", licence="MIT (code); weights unclear", licence_card=LICENCE_CARD,
+        family="encodec", hf_repo="facebook/encodec_48khz", revision=None,
+        files=("config.json", "model.safetensors"), license="MIT",
+        license_url="https://github.com/facebookresearch/encodec/blob/main/LICENSE", non_commercial=False,
+        summary=dict(modality="audio", tokens="150 frames/s x 2-16 codebooks (bitrate=3-24), 1 s segments",
+                     vocab="1024 x 16",
+                     description="EnCodec 48 kHz stereo, non-causal, 1 s segments with their own RMS scale "
+                                 "(Défossez et al. 2022); 18.9 M parameters; 3/6/12/24 kbps. " + _LICENCE),
     ),
 }
 
 
-def _register() -> None:
-    from zoo import hub
+# ----------------------------------------------------------------------------------------- registration
 
-    hub.register_family("encodec", EnCodec)
-
-
-_register()
+register_family(EnCodec, presets=PRESETS)
+for _name, _release in RELEASES.items():
+    register_release(_name, **_release)
