@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from zoo.reduce import PrunePool, RandomDrop, ToMe, VQToken, VQTokenConfig, patch_timm, reduce, unpatch_timm
 from zoo.reduce.base import resolve_keep
-from zoo.reduce.checkpoint import read_config, resolve
+from zoo.hub import locate, read_config
 from zoo.reduce.host import HEADS, HostClassifier, HostConfig, host_accuracy
 from zoo.reduce.select import LearnedSelector, SelectorConfig
 
@@ -335,7 +335,7 @@ TOLERANCE = 0.06  # the card is measured on 1000 val scenes; a 300-scene batch d
 
 def shipped(name: str) -> bool:
     try:
-        resolve(name)
+        locate(name)
         return True
     except ValueError:
         return False
@@ -357,7 +357,7 @@ def test_shipped_host_reaches_its_card(val_batch):
     x, labels = val_batch
     with torch.no_grad():
         acc = host_accuracy(host(x), labels)
-    card = read_config("vit-host-shapes32")["summary"]["val_accuracy"]
+    card = read_config(locate("vit-host-shapes32"))["summary"]["val_accuracy"]
     for key in ("all", "mean"):
         assert acc[key] >= card[key] - TOLERANCE, (key, acc[key], card[key])
     pred = host.predict(x[:4])
@@ -372,7 +372,7 @@ def test_shipped_selector_reaches_its_card(val_batch):
     from zoo.reduce.select import load_selector
 
     host, sel = load_host_classifier(), load_selector()
-    card = read_config("selector-vit-host-shapes32")["summary"]["val_accuracy_at_keep"]
+    card = read_config(locate("selector-vit-host-shapes32"))["summary"]["val_accuracy_at_keep"]
     patch_timm(host.vit, sel, keep=0.5, layers=(sel.config.layer,), proportional=False)
     x, labels = val_batch
     with torch.no_grad():

@@ -37,6 +37,7 @@ from vector_quantize_pytorch import ResidualVQ
 
 from zoo.nn.istft import ISTFTDecoder
 from zoo.nn.seanet import SEANetConfig, SEANetDecoder, SEANetEncoder, receptive_field
+from zoo.hub import register_family
 from zoo.tokenizer import InputContract, Tokenizer, Tokens, TokenSpec, check_budget, check_input, check_tokens
 
 
@@ -342,3 +343,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(channels=4, max_channels=16, latent_dim=8, strides=(4, 4, 4, 5), dilations=(1,),
                  num_codebooks=4, codebook_size=64),
 }
+
+
+# ----------------------------------------------------------------------------------------- registration
+
+register_family(Codec, presets=PRESETS)

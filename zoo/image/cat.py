@@ -40,6 +40,7 @@ from vector_quantize_pytorch import FSQ
 
 from zoo.image.budget import choose_measured
 from zoo.metrics import mse as image_mse
+from zoo.hub import register_family
 from zoo.tokenizer import InputContract, Tokenizer, Tokens, TokenSpec, check_input, check_tokens
 
 QUANTIZERS = ("fsq", "kl")
@@ -436,3 +437,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "base-256": dict(image_size=256, channels=(128, 128, 256, 512), ratios=(8, 16, 32), blocks=2,
                      quantizer="kl", latent_dim=16, estimator_dim=128),
 }
+
+
+# ----------------------------------------------------------------------------------------- registration
+
+register_family(CAT, presets=PRESETS)
