@@ -9,13 +9,19 @@ transformers folder with weight norm folded (descript/dac_*) and one with weight
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.fakehub import checkpoint_routes, serve
 from zoo.audio.dac import DAC, DACConfig, fold_weight_norm
 from zoo.tokenizer import Tokens
 
@@ -288,3 +294,68 @@ def test_save_and_load_round_trip(dac, tmp_path):
     loaded = hub.load(tmp_path / "ckpt")
     x = signal(1, 900)
     assert isinstance(loaded, DAC) and torch.equal(loaded.encode(x).ids, dac.encode(x).ids)
+
+
+# ----------------------------------------------------------------------------------------- download, convert, load
+
+
+def _run(code: str, env: dict) -> subprocess.CompletedProcess:
+    root = Path(__file__).resolve().parents[1]
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, **env}, cwd=root, timeout=300)
+
+
+PROBE = """
+import torch, zoo
+tok = zoo.load({name!r})
+x = torch.rand(1, 1, 600, generator=torch.Generator().manual_seed(0)) - 0.5
+print(type(tok).__name__, tok.encode(x).ids.flatten().tolist())
+"""
+
+
+def test_registered_release_downloads_converts_and_loads_from_a_fake_hub(releases, tmp_path):
+    """`zoo.load("dac-16khz")` against a loopback Hugging Face hub holding the (small) release files: converted
+    once into the cache with the licence on its card, then loaded offline without converting again."""
+    from zoo import hub
+
+    _, root = releases
+    entry = hub._names()["dac-16khz"]
+    prefix = f"/{entry.release.hf_repo}/resolve/{entry.release.revision}"
+    routes = checkpoint_routes(root / "hf", prefix)
+    cache = str(tmp_path / "cache")
+    expected = DAC.from_release(root / "hf")
+    g = torch.Generator().manual_seed(0)
+    want = expected.encode(torch.rand(1, 1, 600, generator=g) - 0.5).ids.flatten().tolist()
+    with serve(routes, hf=True) as (base, requests):
+        out = _run(PROBE.format(name="dac-16khz"), {"HF_ENDPOINT": base, "ZOO_CACHE": cache, "HF_HUB_OFFLINE": "0"})
+        assert out.returncode == 0, out.stderr
+        assert any(r.endswith("/model.safetensors") for r in requests)
+    name, ids = out.stdout.split(" ", 1)
+    assert name == "DAC" and json.loads(ids) == want
+    converted = Path(cache) / "checkpoints" / "dac-16khz"
+    config = json.loads((converted / "config.json").read_text())
+    assert config["family"] == "dac" and config["license"]["spdx"] == "MIT"
+    assert "MIT" in (converted / "README.md").read_text()
+    # no hub now: the converted copy loads; so does the official pickle of the same weights, by path
+    probes = PROBE.format(name="dac-16khz") + PROBE.format(name=str(root / "weights.pth"))
+    out = _run(probes, {"HF_HUB_OFFLINE": "1", "ZOO_CACHE": cache})
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert len(lines) == 2 and all(json.loads(line.split(" ", 1)[1]) == want for line in lines)
+
+
+def test_official_pickle_from_a_loopback_url(releases, tmp_path):
+    """A release registered by URL: the official .pth, sha256 checked, converted on first load."""
+    _, root = releases
+    data = (root / "weights.pth").read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    g = torch.Generator().manual_seed(0)
+    want = DAC.from_release(root / "weights.pth").encode(torch.rand(1, 1, 600, generator=g) - 0.5).ids.flatten().tolist()
+    cache = str(tmp_path / "cache")
+    with serve({"/dac/weights_16khz.pth": data}) as (base, _):
+        register = (f'import zoo.hub as hub\nhub.register_release("dac-by-url", "dac", files=("weights_16khz.pth",), '
+                    f'url={base + "/dac"!r}, sha256={{"weights_16khz.pth": {sha!r}}}, license="MIT", license_url="https://x")\n')
+        out = _run(register + PROBE.format(name="dac-by-url"), {"ZOO_CACHE": cache})
+        assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.split(" ", 1)[1]) == want
+    assert (Path(cache) / "checkpoints" / "dac-by-url" / "config.json").is_file()

@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from zoo.hub import register_family, register_release
 from zoo.nn.seanet import Resample, Tiled, conv_by_taps, receptive_field
 from zoo.tokenizer import InputContract, Tokenizer, Tokens, TokenSpec, check_budget, check_input, check_tokens
 
@@ -511,7 +512,7 @@ class DAC(Tokenizer):
     def is_release(path: str | Path) -> bool:
         """True for an official DAC pickle, a transformers DAC folder, or its safetensors file (cheap: names,
         config.json and file headers, no weights read)."""
-        path = Path(path)
+        path = _official_file(Path(path))
         try:
             if path.is_dir():
                 return _hf_config(path) is not None
@@ -529,7 +530,7 @@ class DAC(Tokenizer):
     @classmethod
     def from_release(cls, path: str | Path) -> "DAC":
         """Convert a released model: the official `.pth`, a transformers folder, or its safetensors file."""
-        path = Path(path)
+        path = _official_file(Path(path))
         if not path.exists():
             raise ValueError(f"no DAC release at {str(path)!r}")
         if path.is_file() and path.suffix == ".pth":
@@ -575,6 +576,15 @@ def fold_weight_norm(state: dict[str, Tensor]) -> dict[str, Tensor]:
             raise ValueError(f"{key} of shape {tuple(value.shape)} does not normalise {tuple(v.shape)}")
         out[prefix + "weight"] = torch._weight_norm(v, value, dims[0] if dims else 0)
     return out
+
+
+def _official_file(path: Path) -> Path:
+    """A folder that holds one official .pth and no transformers files stands for that file."""
+    if path.is_dir() and not (path / "model.safetensors").exists():
+        pth = sorted(path.glob("*.pth"))
+        if len(pth) == 1:
+            return pth[0]
+    return path
 
 
 def _read_official(path: Path) -> tuple[DACConfig, dict[str, Tensor]]:
@@ -713,8 +723,32 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+# ----------------------------------------------------------------------------------------- released weights
+# `zoo.load(name)` downloads these files, converts them once with `DAC.from_release` and caches our checkpoint.
+# Revisions: commits of the hub repos as pinned by a third-party loader (kadirnar/voicehub); this machine
+# cannot reach the hub to confirm them.
+
+_LICENSE = dict(license="MIT", license_url="https://github.com/descriptinc/descript-audio-codec/blob/main/LICENSE")
+RELEASES: dict[str, dict[str, Any]] = {
+    "dac-16khz": dict(hf_repo="descript/dac_16khz", revision="7c2fc5e759f1f501aefc6e7a0265cc57f5d17ba7", preset="16khz",
+                      description="DAC 16 kHz (Descript, MIT): 50 frames/s, 12 codebooks of 1024, 0.5-6 kbps; 74M parameters"),
+    "dac-24khz": dict(hf_repo="descript/dac_24khz", revision="6ba020b5ba7d9d8076fb90db7e67f27e31980f6e", preset="24khz",
+                      description="DAC 24 kHz (Descript, MIT): 75 frames/s, 32 codebooks of 1024, 0.75-24 kbps; 75M parameters"),
+    "dac-44khz": dict(hf_repo="descript/dac_44khz", revision="c1bc521685adf9cfe247bc39a5ca58917eda1ac4", preset="44khz",
+                      description="DAC 44.1 kHz (Descript, MIT): 86.1 frames/s, 9 codebooks of 1024, 0.86-7.75 kbps; 74M parameters"),
+}
+
+
+def _summary(release: dict[str, Any]) -> dict[str, Any]:
+    c = DACConfig.from_name(release["preset"])
+    return {"modality": "audio", "vocab": f"{c.codebook_size} x {c.num_codebooks}",
+            "tokens": f"{c.frame_rate:g} frames/s x up to {c.num_codebooks} codebooks",
+            "bits": None, "bits_note": f"{c.kbps(1):.3g} kbps per codebook", "description": release["description"]}
+
+
 # ----------------------------------------------------------------------------------------- registrations
 
-from zoo import hub  # noqa: E402 - registrations stay at the bottom, timm style
-
-hub.register_family("dac", DAC)
+register_family(DAC, presets=PRESETS)
+for _name, _release in RELEASES.items():
+    register_release(_name, "dac", files=("config.json", "model.safetensors"), hf_repo=_release["hf_repo"],
+                     revision=_release["revision"], summary=_summary(_release), **_LICENSE)
