@@ -36,7 +36,6 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
-from vector_quantize_pytorch import FSQ
 
 from zoo.image.budget import choose_measured
 from zoo.metrics import mse as image_mse
@@ -188,6 +187,7 @@ class CAT(Tokenizer):
 
     def __init__(self, config: CATConfig) -> None:
         super().__init__(config)
+        from vector_quantize_pytorch import FSQ  # imported on first build: it loads einx and torch._dynamo (seconds)
         c = config
         ch, top, n = c.channels, c.channels[-1], len(c.ratios)
         out_dim = c.code_dim * (2 if c.quantizer == "kl" else 1)

@@ -55,7 +55,6 @@ from typing import Any
 import torch
 from einops import rearrange, repeat
 from torch import Tensor, nn
-from vector_quantize_pytorch import FSQ
 
 from zoo.nn import (AdaLNTransformer, Patchify, TimestepEmbedding, Transformer, Unpatchify, kept_codes,
                     sincos_pos_embed_2d)
@@ -163,6 +162,7 @@ class FlexTok(Tokenizer):
 
     def __init__(self, config: FlexTokConfig) -> None:
         super().__init__(config)
+        from vector_quantize_pytorch import FSQ  # imported on first build: it loads einx and torch._dynamo (seconds)
         c = config
         n, k = c.num_patches, c.num_registers
         # encoder: patches + K causal registers → K codes of len(levels) dims

@@ -49,7 +49,6 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import Tensor, nn
-from vector_quantize_pytorch import FSQ
 
 from zoo.image.budget import choose_measured
 from zoo.metrics import mse as image_mse
@@ -169,6 +168,7 @@ class KARL(Tokenizer):
 
     def __init__(self, config: KARLConfig) -> None:
         super().__init__(config)
+        from vector_quantize_pytorch import FSQ  # imported on first build: it loads einx and torch._dynamo (seconds)
         c = config
         k, de, dd = c.num_tokens, c.encoder_dim, c.decoder_dim
         # encoder: [N patches; ε token; K causal latents] → K codes of latent_dim

@@ -215,7 +215,7 @@ class VQToken(Tokenizer, Reducer):
         return _relabel(labels)
 
     def assign(self, x: Tensor, sizes: Tensor, counts: Tensor, *, metric: Tensor,
-               importance: Tensor | None) -> Tensor:
+               importance: Tensor | None, offset: int = 0) -> Tensor:
         valid = sizes > 0
         labels = self.cluster(metric, valid, counts)
         n = x.shape[1]

@@ -53,7 +53,6 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import Tensor, nn
-from vector_quantize_pytorch.vector_quantize_pytorch import gumbel_sample
 
 from zoo.nn import Transformer, kept_codes, sincos_pos_embed_2d
 from zoo.nn.transformer import key_padding_mask, prefix_causal_mask
@@ -222,6 +221,8 @@ class SVQ(nn.Module):
         return F.embedding(ids, self.codebook)
 
     def forward(self, z: Tensor, sample: bool) -> tuple[Tensor, Tensor, Tensor]:
+        from vector_quantize_pytorch.vector_quantize_pytorch import gumbel_sample  # heavy: einx, torch._dynamo
+
         z = F.normalize(z.float(), dim=-1)
         ids, _ = gumbel_sample(self.logits(z), temperature=1.0, stochastic=sample, training=sample)
         codes = self.lookup(ids)
