@@ -159,6 +159,8 @@ class FlexTok(Tokenizer):
 
     family = "flextok"
     config_class = FlexTokConfig
+    encode_knobs = ("num_tokens",)
+    decode_options = ("steps", "guidance", "seed")
 
     def __init__(self, config: FlexTokConfig) -> None:
         super().__init__(config)
@@ -292,7 +294,7 @@ class FlexTok(Tokenizer):
     # -- encode / decode -------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def encode(self, x: Tensor, num_tokens: int | Tensor | None = None) -> Tokens:
+    def encode(self, x: Tensor, *, num_tokens: int | Tensor | None = None) -> Tokens:
         """Encode images.
 
         Args:
@@ -309,7 +311,7 @@ class FlexTok(Tokenizer):
         return Tokens(ids=ids.long() * keep, lengths=lengths, latents=codes * keep[..., None])
 
     @torch.no_grad()
-    def decode(self, tokens: Tokens, steps: int | None = None, guidance: float | None = None,
+    def decode(self, tokens: Tokens, *, steps: int | None = None, guidance: float | None = None,
                seed: int | Tensor | None = 0) -> Tensor:
         """Decode tokens into images by Euler integration of the rectified flow.
 
