@@ -1,4 +1,5 @@
-"""Audio tokenizers: `Codec` (ours, 16 kHz), `EnCodec` (Meta's 24 / 48 kHz releases).
+"""Audio tokenizers: `Codec`, our SEANet + residual-VQ neural codec at 16 kHz; `DAC`, the Descript Audio Codec
+with its released 16/24/44.1 kHz weights; `EnCodec`, Meta's codec with its 24 kHz and 48 kHz releases.
 
 Names resolve lazily, so importing one family (e.g. zoo.audio.encodec) does not import the others'
 dependencies (the Codec's vector-quantize-pytorch takes seconds to import).
@@ -7,8 +8,8 @@ dependencies (the Codec's vector-quantize-pytorch takes seconds to import).
 from importlib import import_module
 from typing import Any
 
-_WHERE = {"Codec": "zoo.audio.codec", "CodecConfig": "zoo.audio.codec",
-          "EnCodec": "zoo.audio.encodec", "EncodecConfig": "zoo.audio.encodec"}
+_WHERE = {"Codec": "zoo.audio.codec", "CodecConfig": "zoo.audio.codec", "DAC": "zoo.audio.dac",
+          "DACConfig": "zoo.audio.dac", "EnCodec": "zoo.audio.encodec", "EncodecConfig": "zoo.audio.encodec"}
 
 __all__ = sorted(_WHERE)
 
