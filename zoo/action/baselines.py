@@ -104,6 +104,8 @@ class Binning(_FittedBounds, Tokenizer):
 
     family = "binning"
     config_class = BinningConfig
+    encode_knobs = ("num_tokens",)
+    decode_options = ("num_steps",)
 
     def __init__(self, config: BinningConfig) -> None:
         super().__init__(config)
@@ -125,7 +127,7 @@ class Binning(_FittedBounds, Tokenizer):
                          input=InputContract(layout="B T D", sizes={"D": c.num_dof}))
 
     @torch.no_grad()
-    def encode(self, x: Tensor, num_tokens: int | None = None) -> Tokens:
+    def encode(self, x: Tensor, *, num_tokens: int | None = None) -> Tokens:
         c = self.config
         x = check_input(x, self.spec.input, "actions")
         budget = c.num_steps * c.num_dof if num_tokens is None else check_budget(num_tokens, 2 * c.num_dof, c.num_steps * c.num_dof)
@@ -137,7 +139,7 @@ class Binning(_FittedBounds, Tokenizer):
         return Tokens(ids=ids, lengths=torch.full((b,), budget), meta={"num_steps": torch.full((b,), x.shape[1])})
 
     @torch.no_grad()
-    def decode(self, tokens: Tokens, num_steps: int | None = None) -> Tensor:
+    def decode(self, tokens: Tokens, *, num_steps: int | None = None) -> Tensor:
         c = self.config
         check_tokens(tokens, self.spec)
         if bool((tokens.lengths != tokens.lengths[0]).any()) or int(tokens.lengths[0]) % c.num_dof or int(tokens.lengths[0]) == 0:
@@ -203,6 +205,9 @@ class DCTBPE(_FittedBounds, Tokenizer):
 
     family = "dct-bpe"
     config_class = DCTBPEConfig
+    encode_knobs = ()
+    budget_note = "DCT+BPE cannot honour a budget: its length follows the content; set `scale` in its config instead"
+    decode_options = ("num_steps", "num_dof")
 
     def __init__(self, config: DCTBPEConfig) -> None:
         super().__init__(config)
@@ -274,9 +279,7 @@ class DCTBPE(_FittedBounds, Tokenizer):
                          input=InputContract(layout="B T D", sizes={} if c.num_dof is None else {"D": c.num_dof}))
 
     @torch.no_grad()
-    def encode(self, x: Tensor, num_tokens: int | None = None) -> Tokens:
-        if num_tokens is not None:
-            raise ValueError("DCT+BPE cannot honour num_tokens: its length depends on the content; set `scale` in its config instead")
+    def encode(self, x: Tensor) -> Tokens:
         if self.bpe is None:
             raise ValueError("DCTBPE is not fitted; call fit(data) first")
         x = check_input(x, self.spec.input, "actions")
@@ -292,7 +295,7 @@ class DCTBPE(_FittedBounds, Tokenizer):
         return Tokens(ids=ids, lengths=lengths, meta=meta)
 
     @torch.no_grad()
-    def decode(self, tokens: Tokens, num_steps: int | None = None, num_dof: int | None = None) -> Tensor:
+    def decode(self, tokens: Tokens, *, num_steps: int | None = None, num_dof: int | None = None) -> Tensor:
         """Tokens → (B, T, D). num_steps: the length to decode to (default: as encoded); num_dof: D, for a
         tokenizer of any dofs (`num_dof=None`) and tokens that do not record theirs (e.g. from an LLM)."""
         from scipy.fft import idct
