@@ -4,6 +4,7 @@
     zoo info beast-lasa
     zoo encode beast-lasa traj.csv -o tokens.npz --num-tokens 20
     zoo decode beast-lasa tokens.npz -o recon.csv
+    zoo decode flextok-tiny-nat32 tokens.npz -o image.png -O steps=8
     zoo train configs/beast/lasa.yaml
     zoo demo
     zoo shards images --split train --n 20000 --out shards/images-train
@@ -13,12 +14,13 @@ from __future__ import annotations
 
 import argparse
 import ast
+import inspect
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
-BUDGET_KNOBS = ("num_tokens", "quality", "ratio", "num_codebooks", "bitrate")
+BUDGET_KNOBS = ("num_tokens", "quality", "ratio", "num_codebooks", "bitrate", "search")
 
 
 def _value(text: str) -> Any:
@@ -36,6 +38,12 @@ def _options(pairs: list[str]) -> dict[str, Any]:
             raise ValueError(f"options are KEY=VALUE, got {pair!r}")
         out[key.replace("-", "_")] = _value(value)
     return out
+
+
+def _keywords(fn) -> str:
+    """`name=default` for each keyword-only argument of a family's encode/decode."""
+    params = [p for p in inspect.signature(fn).parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    return ", ".join(f"{p.name}={p.default!r}" for p in params) or "none"
 
 
 def cmd_list(args: argparse.Namespace) -> None:
@@ -80,6 +88,9 @@ def cmd_info(args: argparse.Namespace) -> None:
         f"max tokens:   {spec.get('max_tokens')}",
         f"latent dim:   {spec.get('latent_dim')}",
     ]
+    cls = hub.family_class(config["family"])
+    lines += [f"encode knobs: {_keywords(cls.encode)}", f"decode opts:  {_keywords(cls.decode)}",
+              "every call:   batch_size=N (at most N samples at a time); decode also force=True (tokens of another tokenizer)"]
     if summary.get("description"):
         lines.append(f"about:        {summary['description']}")
     for k, v in summary.get("metrics", {}).items():
@@ -96,9 +107,13 @@ def cmd_encode(args: argparse.Namespace) -> None:
     tok = zoo.load(args.name)
     spec = tok.spec
     x = read_input(args.input, spec.modality, spec.input.sample_rate)
-    budget = {k: getattr(args, k) for k in BUDGET_KNOBS if getattr(args, k) is not None}
+    budget = {k: getattr(args, k) for k in BUDGET_KNOBS if getattr(args, k) not in (None, False)}
+    options = _options(args.option)
+    twice = sorted(set(budget) & set(options))
+    if twice:
+        raise ValueError(f"{', '.join(twice)} given both as a flag and as -O")
     with torch.no_grad():
-        tokens = tok.encode(x, **budget, **_options(args.option))
+        tokens = tok.encode(x, **budget, **options)
     tokens.save(args.output)
     print(f"{args.input} -> {args.output}: {tokens.batch_size} sample(s), "
           f"{tokens.lengths.tolist()} tokens, ids {None if tokens.ids is None else tuple(tokens.ids.shape)}")
@@ -114,7 +129,7 @@ def cmd_decode(args: argparse.Namespace) -> None:
     tok = zoo.load(args.name)
     tokens = Tokens.load(args.tokens)
     with torch.no_grad():
-        y = tok.decode(tokens, **_options(args.option))
+        y = tok.decode(tokens, force=args.force, **_options(args.option))
     write_output(args.output, y, tok.spec.modality, tok.spec.input.sample_rate)
     print(f"{args.tokens} -> {args.output}: {tuple(y.shape)}")
 
@@ -153,13 +168,18 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument("tokens" if name == "decode" else "input")
         s.add_argument("-o", "--output", required=True)
         s.add_argument("--option", "-O", action="append", default=[], metavar="KEY=VALUE",
-                       help="extra keyword for encode/decode, e.g. -O steps=8 -O seed=0")
+                       help=f"another keyword of {name} (`zoo info NAME` lists them), e.g. "
+                            + ("-O sample=True" if name == "encode" else "-O steps=8 -O seed=0"))
+        if name == "decode":
+            s.add_argument("--force", action="store_true",
+                           help="decode tokens another tokenizer made (their file records which); expect garbage")
         if name == "encode":
             s.add_argument("--num-tokens", dest="num_tokens", type=int)
             s.add_argument("--quality", type=float)
             s.add_argument("--ratio", type=_value)
             s.add_argument("--num-codebooks", dest="num_codebooks", type=int)
             s.add_argument("--bitrate", type=float)
+            s.add_argument("--search", action="store_true", help="measured budget search (KARL, CAT)")
     s = sub.add_parser("train", help="run a recipe: zoo train CONFIG.yaml [--trainer.max_steps=N ...]")
     s.add_argument("config")
     s = sub.add_parser("shards", help="write a dataset builder's output as streamable shards (litdata)")
@@ -187,8 +207,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             {"list": cmd_list, "info": cmd_info, "encode": cmd_encode, "decode": cmd_decode, "demo": cmd_demo,
              "shards": cmd_shards}[args.command](args)
-    except ValueError as e:
-        print(f"zoo {args.command}: error: {e}", file=sys.stderr)
+    except (ValueError, OSError) as e:  # user error (bad input, name, file or path): one line, no traceback
+        message = " ".join(str(e).split()) or type(e).__name__
+        print(f"zoo {args.command}: error: {message}", file=sys.stderr)
         return 2
     return 0
 

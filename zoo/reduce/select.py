@@ -101,7 +101,7 @@ class LearnedSelector(hub.Pretrained, Reducer):
         return self.head(self.decoder(h))
 
     def assign(self, x: Tensor, sizes: Tensor, counts: Tensor, *, metric: Tensor,
-               importance: Tensor | None) -> Tensor:
+               importance: Tensor | None, offset: int = 0) -> Tensor:
         valid = sizes > 0
         kept = keep_top(self.scores(x, valid).float(), counts, valid)
         arange = torch.arange(x.shape[1], device=x.device).expand(kept.shape)

@@ -197,6 +197,8 @@ class VQToken(Tokenizer, Reducer):
 
     family = "vqtoken"
     config_class = VQTokenConfig
+    encode_knobs = ("num_tokens",)
+    decode_options = ()
 
     @property
     def spec(self) -> TokenSpec:
@@ -215,7 +217,7 @@ class VQToken(Tokenizer, Reducer):
         return _relabel(labels)
 
     def assign(self, x: Tensor, sizes: Tensor, counts: Tensor, *, metric: Tensor,
-               importance: Tensor | None) -> Tensor:
+               importance: Tensor | None, offset: int = 0) -> Tensor:
         valid = sizes > 0
         labels = self.cluster(metric, valid, counts)
         n = x.shape[1]
@@ -226,7 +228,7 @@ class VQToken(Tokenizer, Reducer):
 
     # -- tokenizer ----------------------------------------------------------------------------
 
-    def encode(self, x: Tensor, num_tokens: int | None = None) -> Tokens:
+    def encode(self, x: Tensor, *, num_tokens: int | None = None) -> Tokens:
         """x: (B, N, D) features (a clip: flatten frames first, 'b t n d -> b (t n) d').
 
         Args:
