@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from tests.fakehub import checkpoint_routes, serve
-from zoo.audio.dac import DAC, DACConfig, fold_weight_norm
+from zoo.audio.dac import DAC, DACConfig
+from zoo.audio.weights import fold_weight_norm
 from zoo.tokenizer import Tokens
 
 transformers = pytest.importorskip("transformers")
