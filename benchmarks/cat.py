@@ -29,9 +29,9 @@ import torch
 from scipy.stats import spearmanr
 
 from benchmarks.report import FIGURES, best_time, machine, table, write_section
-from recipes.cat import true_psnr
 from zoo import hub
 from zoo.data.images import SOURCES, images_to_tensor, mixed_val_set
+from zoo.evaluate import cat_ratio_psnr
 from zoo.image.cat import CAT
 
 NAME = "cat-tiny-nat32"
@@ -66,7 +66,7 @@ def main(directory: Path = hub.REPO_CHECKPOINTS / NAME, n_val: int = 256, write:
     tokens = np.array([c.num_tokens(r) for r in c.ratios], float)
 
     with torch.no_grad():
-        true = torch.cat([true_psnr(tok, chunk) for chunk in images.split(64)])  # (N, R), finest first
+        true = torch.cat([cat_ratio_psnr(tok, chunk) for chunk in images.split(64)])  # (N, R), finest first
         pred = torch.cat([tok.predict_psnr(chunk) for chunk in images.split(64)])
     fixed_psnr = true.mean(0).numpy()
 
@@ -77,7 +77,7 @@ def main(directory: Path = hub.REPO_CHECKPOINTS / NAME, n_val: int = 256, write:
     direct = float(metrics.psnr(tok.decode(t), images).mean())
     levels = tok.choose_levels(pred, c.default_quality)
     assert torch.equal(t.meta["ratio"], torch.from_numpy(ratios)[levels]), "choose_levels disagrees with encode"
-    assert abs(direct - float(true.gather(1, levels[:, None]).mean())) < 1e-3, "true_psnr disagrees with decode"
+    assert abs(direct - float(true.gather(1, levels[:, None]).mean())) < 1e-3, "cat_ratio_psnr disagrees with decode"
 
     # -- tokens vs PSNR -------------------------------------------------------------------------------
     def saving(n: float, psnr: float, log: bool = True) -> str:

@@ -30,9 +30,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from benchmarks.report import FIGURES, ROOT, best_time, machine, table, write_section
-from recipes.larp import measure, ssim_video
 from zoo import hub, metrics
 from zoo.data.video import SOURCES, build_video_dataset, val_clips, videos_to_tensor
+from zoo.evaluate import budget_metrics
 from zoo.nn import Transformer
 
 NAME = "larp-tiny-motion32"
@@ -158,7 +158,7 @@ def main(directory: Path = hub.REPO_CHECKPOINTS / NAME, n_val: int = 96) -> None
     rows, curves, recon = [], {"psnr": [], "ssim": []}, {}
     for n in ns:
         y = torch.cat([tok.decode(tok.encode(v, num_tokens=n)) for v in videos.split(32)])
-        psnr, ssim = metrics.psnr(y, videos), ssim_video(y, videos)
+        psnr, ssim = metrics.psnr(y, videos), metrics.ssim_video(y, videos)
         by_source = [float(psnr[torch.from_numpy(val["source"] == s)].mean()) for s in range(len(SOURCES))]
         rows.append([n, round(n * math.log2(c.codebook_size)), float(psnr.mean()), float(ssim.mean()), *by_source])
         curves["psnr"].append(float(psnr.mean()))
@@ -261,7 +261,7 @@ def main(directory: Path = hub.REPO_CHECKPOINTS / NAME, n_val: int = 96) -> None
             m_log = json.loads((d / "train_log.json").read_text())
             tr, va = tokens_of(m, train_v), tokens_of(m, val_more)
             ar, info = fit_prior(tr, m.config.codebook_size)
-            q = measure(m, videos, [m.config.num_tokens, 8])
+            q = budget_metrics(m, videos, [m.config.num_tokens, 8])
             ar_nll, uni = nll(ar, va), unigram_nll(tr, va, m.config.codebook_size)
             rows.append([name, m.config.num_tokens, m_log["global_step"], round(m_log["seconds"] / 60, 1), q[f"psnr_n{m.config.num_tokens}"],
                          q["psnr_n8"], ar_nll, ar_nll * m.config.num_tokens / math.log(2), uni, uni - ar_nll,

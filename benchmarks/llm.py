@@ -22,9 +22,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.report import FIGURES, ROOT, best_time, machine, table, write_section  # noqa: E402
-from recipes.lm import (ACTION, IMAGE, JUDGE, describe_judge, evaluate_actions, evaluate_images,  # noqa: E402
-                        load_judge, measure)
-from zoo.llm import DEMO_LM, MultimodalLM  # noqa: E402
+from zoo.data.images import shape_scenes  # noqa: E402
+from zoo.demo import DEMO_LM  # noqa: E402
+from zoo.llm import MultimodalLM  # noqa: E402
+from zoo.llm.evaluate import (ACTION, IMAGE, JUDGE, describe_judge, evaluate_actions, evaluate_images,  # noqa: E402
+                              load_judge, measure)
 
 
 def plot_actions(result: dict, demos: np.ndarray, names: list[str], path: Path) -> None:
@@ -85,7 +87,6 @@ GUIDANCE = (1.0, 2.0, 3.0, 4.0)
 def guidance_sweep(lm: MultimodalLM, results: dict, judge: object, protocol: dict) -> list[str]:
     """The card's prompts and seed at every guidance scale in GUIDANCE, and the image match on the next
     val captions (not the ones the scale was picked on): a markdown subsection."""
-    from recipes.lm_data import shape_scenes
 
     names = [e.name for e in lm.vocab.entries]
     rows = []
@@ -182,8 +183,7 @@ def main() -> None:
                "", "![LM action samples](benchmarks/figures/llm_actions.png)"]
 
     if IMAGE in names:
-        from recipes.lm_data import shape_scenes
-
+    
         im = results[IMAGE]
         m = im["metrics"]
         scenes = shape_scenes("val", protocol["image_prompts"], protocol["image_levels"])

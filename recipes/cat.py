@@ -33,7 +33,7 @@ from einops import rearrange
 from torch import Tensor
 
 from recipes.schedule import budget_progress, ema_decay, update_average, warmup_cosine
-from zoo import metrics
+from zoo.evaluate import cat_ratio_psnr
 from zoo.image.cat import CAT, CATConfig
 
 
@@ -142,7 +142,7 @@ class CATModule(pl.LightningModule):
     # -- phase 2: the estimator -----------------------------------------------------------------------
 
     def estimator_loss(self, images: Tensor) -> dict[str, Tensor]:
-        target = true_psnr(self.ema, images).clamp(max=self.hparams.max_psnr)
+        target = cat_ratio_psnr(self.ema, images).clamp(max=self.hparams.max_psnr)
         with torch.no_grad():
             features = self.ema.features(images * 2 - 1)
         pred = self.model.estimator(features)
@@ -185,7 +185,7 @@ class CATModule(pl.LightningModule):
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         images = batch["image"]
-        true = true_psnr(self.ema, images)
+        true = cat_ratio_psnr(self.ema, images)
         pred = self.ema.predict_psnr(images)
         for i, r in enumerate(self.ema.config.ratios):
             self.log(f"val/psnr_r{r}", true[:, i].mean(), batch_size=images.shape[0])
@@ -225,25 +225,13 @@ class CATModule(pl.LightningModule):
 
 
 @torch.no_grad()
-def true_psnr(tok: CAT, images: Tensor) -> Tensor:
-    """PSNR (B, R) in dB that `tok` reaches on each image (B, 3, S, S) in [0, 1] at each ratio, finest first.
-
-    The same numbers as decode(encode(images, ratio=r)) for each r, with the trunk run once.
-    """
-    raws = tok.raw_latents(tok.features(images * 2 - 1))
-    cols = []
-    for level, raw in enumerate(raws):
-        cols.append(metrics.psnr(tok.pixels(tok.latent(raw)[0], level), images))
-    return torch.stack(cols, dim=1)
-
-
 @torch.no_grad()
 def measure(tok: CAT, images: Tensor, qualities: tuple[float, ...], check_images: int = 64,
             max_psnr: float = 50.0, module: CATModule | None = None) -> dict[str, float]:
     """The card's numbers for `tok` on `images` (B, 3, S, S) in [0, 1]: see `CATModule.card_metrics`."""
     c = tok.config
     qualities = sorted({*qualities, c.default_quality}, reverse=True)
-    true = torch.cat([true_psnr(tok, chunk) for chunk in images.split(64)])  # (N, R)
+    true = torch.cat([cat_ratio_psnr(tok, chunk) for chunk in images.split(64)])  # (N, R)
     pred = torch.cat([tok.predict_psnr(chunk) for chunk in images.split(64)])
     out: dict[str, float] = {}
     for i, r in enumerate(c.ratios):

@@ -1,7 +1,7 @@
 """Training LARP: reconstruction, SVQ and learned-prior losses, nested token dropout, EMA, cosine LR.
 
 The model (`zoo.video.larp.LARP`) encodes, quantises and decodes; this module owns the losses, the
-prior (`zoo.video.larp.ARPrior`, trained jointly and discarded at export), the schedules and an
+prior (`ARPrior`, below, trained jointly and discarded at export), the schedules and an
 optional discriminator. Per step, with x a batch of clips in [-1, 1]:
 
 - SVQ: all N tokens are encoded and *sampled* (softmax over cosine similarities, temperature τ) once
@@ -45,7 +45,35 @@ from torch import Tensor, nn
 
 from recipes.schedule import budget_progress, ema_decay, update_average, warmup_cosine
 from zoo import metrics
-from zoo.video.larp import LARP, ARPrior, LARPConfig
+from zoo.evaluate import budget_metrics
+from zoo.nn import Transformer
+from zoo.video.larp import LARP, LARPConfig
+
+
+class ARPrior(nn.Module):
+    """The learned autoregressive prior: a small causal transformer over quantised tokens (LARP §3.3).
+
+    It reads unit codes (B, N, d) (with their straight-through gradient, so its loss reaches the
+    encoder), and at position i predicts a unit vector for token i from a learned start token and
+    tokens 0..i-1; logits over the vocabulary are its cosine similarities to the (detached) codebook
+    divided by a temperature. Trained jointly with the tokenizer and discarded at export.
+    """
+
+    def __init__(self, code_dim: int, max_tokens: int, dim: int = 128, depth: int = 2, heads: int = 4) -> None:
+        super().__init__()
+        self.start = nn.Parameter(torch.randn(dim) * 0.02)
+        self.proj_in = nn.Linear(code_dim, dim)
+        self.pos = nn.Parameter(torch.randn(max_tokens, dim) * 0.02)
+        self.transformer = Transformer(dim, depth, heads)
+        self.proj_out = nn.Linear(dim, code_dim)
+
+    def forward(self, codes: Tensor, codebook: Tensor, temperature: float) -> Tensor:
+        """codes: (B, N, d); codebook: (V, d) unit rows → logits (B, N, V) for tokens 0..N-1."""
+        b, n = codes.shape[:2]
+        inputs = torch.cat([self.start.expand(b, 1, -1), self.proj_in(codes[:, :-1])], dim=1) + self.pos[:n]
+        causal = torch.ones(n, n, dtype=torch.bool, device=codes.device).tril()
+        pred = F.normalize(self.proj_out(self.transformer(inputs, causal)), dim=-1)  # (B, N, d)
+        return pred @ codebook.detach().t() / temperature
 
 
 class VideoDiscriminator(nn.Module):
@@ -282,9 +310,9 @@ class LARPModule(pl.LightningModule):
     def card_metrics(self, datamodule: Any) -> dict[str, float]:
         """PSNR and SSIM on the val clips for each n, codebook usage at N, and the PSNR at N on the first `check_clips`."""
         videos = datamodule.val_videos().to(self.device)
-        out = measure(self.tokenizer.eval(), videos, self.eval_tokens())
+        out = budget_metrics(self.tokenizer.eval(), videos, self.eval_tokens())
         n_max = self.tokenizer.config.num_tokens
-        out[f"check_psnr_n{n_max}_first{self.hparams.check_clips}"] = measure(
+        out[f"check_psnr_n{n_max}_first{self.hparams.check_clips}"] = budget_metrics(
             self.tokenizer, videos[: self.hparams.check_clips], [n_max])[f"psnr_n{n_max}"]
         out["val_clips"] = float(len(videos))
         self.last_card_metrics = out
@@ -318,22 +346,3 @@ class LARPModule(pl.LightningModule):
         return text + " (val clips)"
 
 
-def ssim_video(x: Tensor, y: Tensor) -> Tensor:
-    """Mean SSIM over the frames of each clip; x, y: (B, C, T, H, W) → (B,)."""
-    t = x.shape[2]
-    frames = metrics.ssim(rearrange(x, "b c t h w -> (b t) c h w"), rearrange(y, "b c t h w -> (b t) c h w"))
-    return rearrange(frames, "(b t) -> b t", t=t).mean(1)
-
-
-@torch.no_grad()
-def measure(tok: LARP, videos: Tensor, token_counts: list[int], chunk: int = 32) -> dict[str, float]:
-    """PSNR/SSIM per number of tokens, and codebook usage of the full encode, on clips (B, 3, T, S, S)."""
-    out: dict[str, float] = {}
-    for n in token_counts:
-        y = torch.cat([tok.decode(tok.encode(v, num_tokens=n)) for v in videos.split(chunk)])
-        out[f"psnr_n{n}"] = float(metrics.psnr(y, videos).mean())
-        out[f"ssim_n{n}"] = float(ssim_video(y, videos).mean())
-    ids = torch.cat([tok.encode(v).ids for v in videos.split(chunk)])
-    usage = metrics.codebook_usage(ids, tok.config.codebook_size)
-    out["codebook_perplexity"], out["codebook_used"] = usage["perplexity"], usage["used"]
-    return out

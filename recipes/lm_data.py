@@ -26,13 +26,15 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+import zoo
 from zoo.data import images as img_data
 from zoo.data.cache import cached_arrays
-from zoo.llm import Entry, Vocabulary, extend_hf_tokenizer, load_tokenizer, sequence_ids, tokenizer_dir
+from zoo.data.images import shape_scenes
+from zoo.llm import Entry, Vocabulary, extend_hf_tokenizer, sequence_ids
+from zoo.llm.evaluate import ACTION, IMAGE
 from zoo.tokenizer import Tokens
 
 TEXT_SPECIALS = ("<unk>", "<bos>", "<eos>")
-IMAGE, ACTION = "image", "action"
 
 
 # ----------------------------------------------------------------------------------------- text
@@ -65,31 +67,11 @@ def word_tokenizer(words: Sequence[str]) -> Any:
 # ----------------------------------------------------------------------------------------- data
 
 
-def shape_scenes(split: str, n: int, levels: Sequence[int] = (0,), seed: int = 0, resolution: int = 32) -> dict[str, np.ndarray]:
-    """`n` shape scenes of the given complexity levels (scene i at levels[i % len]), cached.
-
-    Returns: images uint8 (n, R, R, 3), captions, label_kind, label_colour, label_count (count - 1).
-    """
-    if split not in img_data.SPLITS:
-        raise ValueError(f"split={split!r} is not one of {img_data.SPLITS}")
-    levels = [int(v) for v in levels]
-
-    def build() -> dict[str, np.ndarray]:
-        scenes = [img_data.render_scene(img_data.SHAPES_SEED_BASE[split] + seed * 2**32 + i, levels[i % len(levels)],
-                                        resolution) for i in range(n)]
-        return {"images": np.stack([s.image for s in scenes]), "captions": np.array([s.caption for s in scenes]),
-                "label_kind": np.array([s.kind for s in scenes]), "label_colour": np.array([s.colour for s in scenes]),
-                "label_count": np.array([s.count - 1 for s in scenes])}
-
-    params = {"split": split, "n": n, "levels": levels, "seed": seed, "resolution": resolution, "version": img_data.VERSION}
-    return cached_arrays("lm-scenes", params, build)
-
-
 def checkpoint_sha(name: str) -> str:
     """A short fingerprint of a tokenizer checkpoint (its config.json), so cached tokens follow retraining."""
     from zoo import hub
 
-    return hashlib.sha256((tokenizer_dir(name) / hub.CONFIG).read_bytes()).hexdigest()[:16]
+    return hashlib.sha256((hub.locate(name) / hub.CONFIG).read_bytes()).hexdigest()[:16]
 
 
 def encode_cached(name: str, tok: Any, x: Tensor, tag: str, batch_size: int = 256, **budget: Any) -> np.ndarray:
@@ -167,12 +149,12 @@ class InterleavedData(pl.LightningDataModule):
         h = self.h
         entries = []
         if h.image_tokenizer:
-            self.tokenizers[IMAGE] = tok = load_tokenizer(h.image_tokenizer)
+            self.tokenizers[IMAGE] = tok = zoo.load(h.image_tokenizer)
             entries.append(Entry.from_tokenizer(IMAGE, tok, h.image_tokenizer, num_tokens=h.image_tokens,
                                                 fixed_length=True, digits=tuple(h.image_digits or ()),
                                                 encode_kwargs=self.image_budget))
         if h.action_tokenizer:
-            self.tokenizers[ACTION] = tok = load_tokenizer(h.action_tokenizer)
+            self.tokenizers[ACTION] = tok = zoo.load(h.action_tokenizer)
             entries.append(Entry.from_tokenizer(ACTION, tok, h.action_tokenizer, num_tokens=h.action_tokens,
                                                 fixed_length=True))
         self.text_tokenizer = word_tokenizer(caption_words() + lasa_shapes())

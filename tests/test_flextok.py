@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from zoo import hub, metrics
-from zoo.image.flextok import FlexTok, FlexTokConfig
+from zoo.image.flextok import PRESETS, FlexTok, FlexTokConfig
 from zoo.tokenizer import Tokens
 
 K = 8
@@ -101,6 +101,19 @@ def test_official_presets_have_none_of_our_additions() -> None:
     assert plain.readout(torch.zeros(1, 2, 6), torch.tensor([2])) is None
     names = {n.split(".")[0] for n, _ in plain.named_parameters()}
     assert not names & {"patch_to_register", "slot_to_patch", "linear_head", "coarse_patch", "code_norm", "pool_proj"}
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_builds_and_runs(name: str) -> None:
+    """Every named preset's blocks construct and run (one block per stack keeps the big ones cheap)."""
+    config = FlexTokConfig.from_name(name, encoder_depth=1, decoder_depth=1)
+    model = FlexTok(config).eval()
+    b, k = 2, min(4, config.num_registers)
+    x = torch.rand(b, config.in_channels, config.image_size, config.image_size)
+    with torch.no_grad():
+        codes, ids = model.quantize(x * 2 - 1, k)
+        out = model.denoise(x, torch.rand(b), codes, torch.tensor([k, 1]))
+    assert ids.shape == (b, k) and out.shape == x.shape and bool(torch.isfinite(out).all())
 
 
 def test_encoder_features_are_the_patch_tokens_of_a_full_encode(tok: FlexTok, images: torch.Tensor) -> None:

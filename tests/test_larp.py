@@ -319,3 +319,78 @@ def test_full_prefix_sets_the_share_of_steps_that_decode_every_token() -> None:
     assert 0.4 < sum(n == N for n in draws) / len(draws) < 0.75 and min(draws) < N
     with pytest.raises(ValueError, match="full_prefix"):
         _module(full_prefix=1.5)
+
+
+# ----------------------------------------------------------------------------------------- the official release
+
+RELEASE = Path(__file__).parent / "fixtures" / "larp_official"  # made by scripts/make_larp_fixture.py
+
+
+def _release_io() -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(RELEASE / "io.safetensors"))
+
+
+def test_official_release_converts_to_identical_ids_and_decodes(tmp_path: Path) -> None:
+    assert LARP.is_release(RELEASE) and LARP.is_release(RELEASE / "model.safetensors")
+    tok = LARP.from_release(RELEASE)
+    io = _release_io()
+    t = tok.encode(io["videos"])
+    assert torch.equal(t.ids, io["ids"]) and len(set(io["ids"].flatten().tolist())) > 5
+    decoded = tok.decode(t)
+    torch.testing.assert_close(decoded, io["decoded"].clamp(0, 1), atol=1e-5, rtol=0)
+    # what the converted model holds is the official tensors, prior dropped, token-type embeddings folded
+    from safetensors.torch import load_file
+
+    official = load_file(str(RELEASE / "model.safetensors"))
+    assert any(k.startswith("prior_model.") for k in official)
+    assert not any("prior" in k for k in tok.state_dict())
+    assert not hasattr(tok.encoder.norm, "weight") and tok.decoder.norm.eps == 1e-6
+    assert tok.encoder.blocks[0].attn.qkv.bias is None
+    # saved in our format, it loads back to the same model
+    torch.testing.assert_close(LARP.from_pretrained(tok.save_pretrained(tmp_path / "larp")).decode(t), decoded)
+
+
+def test_release_decodes_from_all_tokens_only() -> None:
+    tok = LARP.from_release(RELEASE)
+    io = _release_io()
+    n = tok.config.num_tokens
+    with pytest.raises(ValueError, match=f"all {n} tokens only"):
+        tok.encode(io["videos"], num_tokens=n // 2)
+    with pytest.raises(ValueError, match="without nested token dropout"):
+        tok.decode(type(tok.encode(io["videos"]))(ids=io["ids"][:, :4], lengths=torch.full((3,), 4)))
+    assert tok.encode(io["videos"], num_tokens=n).ids.shape == (3, n)
+
+
+def test_release_converter_refuses_what_it_does_not_map(tmp_path: Path) -> None:
+    import shutil
+
+    assert not LARP.is_release(tmp_path) and not LARP.is_release(SHIPPED)
+    with pytest.raises(ValueError, match="not an official LARP tokenizer release"):
+        LARP.from_release(tmp_path)
+    shutil.copy(RELEASE / "model.safetensors", tmp_path / "model.safetensors")
+    args = json.loads((RELEASE / "config.json").read_text())
+    for key, value in (("learned_encoder_patch_pe", True), ("decoder_patch_size", 8), ("transformer_name", "x")):
+        (tmp_path / "config.json").write_text(json.dumps({**args, key: value}))
+        with pytest.raises(ValueError, match="does not map"):
+            LARP.from_release(tmp_path)
+
+
+def test_official_position_table_matches_the_release_buffers() -> None:
+    from safetensors.torch import load_file
+
+    from zoo.video.larp import official_pos_embed_3d
+
+    official = load_file(str(RELEASE / "model.safetensors"))
+    table = official_pos_embed_3d(32, (2, 4, 4))
+    torch.testing.assert_close(official["encoder_patch_pe"][0], table, atol=1e-6, rtol=0)
+    torch.testing.assert_close(official["decoder_patch_query_embed"][0], table, atol=1e-6, rtol=0)
+
+
+def test_larp_l_parameter_count_matches_the_release() -> None:
+    # the release page states 173M for LARP-L-Long-tokenizer (hywang66/LARP README); the prior is not counted
+    with torch.device("meta"):
+        tok = LARP(LARPConfig.from_name("larp-l"))
+    count = sum(p.numel() for p in tok.parameters())
+    assert round(count / 1e6) == 173, count

@@ -370,7 +370,7 @@ SHIPPED = Path(__file__).resolve().parent.parent / "checkpoints" / "lm-tiny-inte
 def test_shipped_demo_lm_reaches_its_card():
     """Sample again with the card's protocol (actions: all of it; images: the first 32 captions)."""
     pytest.importorskip("transformers")
-    from recipes.lm import ACTION, IMAGE, JUDGE, load_judge, measure
+    from zoo.llm.evaluate import ACTION, IMAGE, JUDGE, load_judge, measure
     from zoo.llm import MultimodalLM
 
     lm = MultimodalLM.from_pretrained(SHIPPED)
@@ -389,7 +389,8 @@ def test_shipped_demo_lm_reaches_its_card():
 
 def test_judge_trains_on_reconstructions_and_records_both_accuracies(tmp_path):
     """With a tokenizer, the judge's metadata holds its val accuracy on real scenes and on reconstructions."""
-    from recipes.lm import ShapeJudge, judge_accuracy, load_judge, reconstruct, train_judge
+    from recipes.lm import train_judge
+    from zoo.llm.evaluate import ShapeJudge, judge_accuracy, load_judge, reconstruct
     from zoo.image.cat import CAT, CATConfig
 
     torch.manual_seed(0)
@@ -411,7 +412,7 @@ def test_demo_writes_a_sheet_per_entry(tmp_path):
     pytest.importorskip("transformers")
     from PIL import Image
 
-    from zoo.llm import demo
+    from zoo.demo import lm_demo as demo
 
     report = demo(tmp_path, SHIPPED, samples=2)
     sheets = sorted(tmp_path.glob("llm_*.png"))
@@ -442,7 +443,7 @@ def test_guidance_one_is_plain_sampling_and_the_guided_loop_samples_as_transform
 def test_guided_logits_follow_the_formula_with_the_empty_prompt(tmp_path, monkeypatch):
     """Every step's (cond, uncond) from the batched KV-cache pass equals a fresh full pass over the
     prompted and the empty-prompt sequences, and the sampled logits are uncond + s * (cond - uncond)."""
-    import zoo.llm as llm
+    import zoo.llm.model as llm
 
     lm, _ = small_lm(tmp_path)
     seen, formula = [], llm.guided_logits
@@ -528,3 +529,132 @@ def test_init_from_loads_the_weights_and_rejects_another_vocabulary_or_shape(tmp
         InterleavedLM(**arch, init_from=str(tmp_path / "other")).build(dm)
     with pytest.raises(ValueError, match="neither a folder"):
         InterleavedLM(**arch, init_from="no-such-lm").build(dm)
+
+
+# ----------------------------------------------------------------------------------------- provenance and hostile files
+
+
+def test_a_vocabulary_refuses_another_family_or_config(tmp_path):
+    import zoo
+    from zoo.action.beast import BEAST, BEASTConfig
+
+    beast = zoo.load("beast-lasa")
+    e = Entry.from_tokenizer("action", beast, "beast-lasa")
+    assert e.family == "beast" and len(e.config_hash) == 64
+    d = Vocabulary(5, [e]).to_dict()
+    d["entries"][0]["tokenizer"] = "binning-lasa"  # same vocabulary size and shape, another family
+    with pytest.raises(ValueError, match="built for a 'beast' tokenizer"):
+        Vocabulary.from_dict(d).load_tokenizer("action")
+    # same family, another config: a BEAST of other bounds saved beside the vocabulary
+    for n, steps in (("a", 30), ("b", 40)):
+        tok = BEAST(BEASTConfig(num_dof=2, num_control_points=6, max_control_points=6, vocab_size=16, num_steps=steps))
+        tok.fit(torch.randn(8, steps, 2))
+        tok.save_pretrained(tmp_path / n)
+    built = Entry.from_tokenizer("action", zoo.load(tmp_path / "a"), "a")
+    Vocabulary(5, [built]).save(tmp_path / "v.json")
+    assert Vocabulary.load(tmp_path / "v.json").load_tokenizer("action").config.num_steps == 30
+    d = Vocabulary(5, [built]).to_dict()
+    d["entries"][0]["tokenizer"] = "b"
+    (tmp_path / "swapped.json").write_text(json.dumps(d))
+    with pytest.raises(ValueError, match="config hash"):
+        Vocabulary.load(tmp_path / "swapped.json").load_tokenizer("action")
+
+
+@pytest.mark.parametrize("where", ["/tmp/beast", "../beast", "sub/../../beast", "hf-hub:org/beast",
+                                   "https://example.com/beast", "~/beast", "not-a-registered-name", "escape"])
+def test_vocabulary_paths_resolve_only_beside_it_or_to_registered_names(tmp_path, where):
+    import zoo
+
+    beast = zoo.load("beast-lasa")
+    outside = tmp_path / "outside"
+    beast.save_pretrained(outside / "beast")
+    inside = tmp_path / "vocab"
+    inside.mkdir()
+    (inside / "escape").symlink_to(outside / "beast")  # a link leading out of the folder
+    Vocabulary(5, [Entry.from_tokenizer("action", beast, where)]).save(inside / "v.json")
+    with pytest.raises(ValueError, match="registered name|outside the vocabulary"):
+        Vocabulary.load(inside / "v.json").load_tokenizer("action")
+
+
+@pytest.mark.parametrize("edit", [
+    lambda d: d["entries"][0].update(vocab_size=10**10),
+    lambda d: d["entries"][0].update(num_codebooks=10**7),
+    lambda d: d.update(text_size=10**9),
+    lambda d: d["entries"][0].update(family=["beast"]),
+    lambda d: d["entries"][0].update(vocab_size="256"),
+    lambda d: d["entries"][0].update(max_tokens=True),
+    lambda d: d["entries"][0].update(digits=[16, "16"]),
+    lambda d: d["entries"][0].update(encode_kwargs={"num_tokens": {"deep": 1}}),
+    lambda d: d["entries"][0].update(surprise=1),
+    lambda d: d.update(entries={"action": 1}),
+    lambda d: d.update(entries=[[1, 2]]),
+    lambda d: d.update(format_version="2"),
+    lambda d: d.update(pad_id="0"),
+    lambda d: d.update(ranges=5),
+])
+def test_malformed_vocabulary_json_is_a_one_line_value_error(tmp_path, edit):
+    import time
+
+    d = Vocabulary(5, [Entry("action", "action", 256, max_tokens=20)]).to_dict()
+    edit(d)
+    (tmp_path / "v.json").write_text(json.dumps(d))
+    start = time.perf_counter()
+    with pytest.raises(ValueError) as info:
+        Vocabulary.load(tmp_path / "v.json")
+    assert time.perf_counter() - start < 1.0 and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("text", ["null", "[1, 2]", "5", '"vocabulary"', "[" * 200_000 + "]" * 200_000])
+def test_vocabulary_files_of_the_wrong_json_shape_are_value_errors(tmp_path, text):
+    (tmp_path / "v.json").write_text(text)
+    with pytest.raises(ValueError, match="not a zoo vocabulary|not valid JSON"):
+        Vocabulary.load(tmp_path / "v.json")
+
+
+# ----------------------------------------------------------------------------------------- audio at fewer codebooks
+
+
+def test_a_codec_at_fewer_codebooks_than_the_model_has(tmp_path):
+    import zoo
+
+    codec = zoo.load("codec-small-speech16k")
+    q_all = codec.spec.num_codebooks
+    wav = torch.sin(torch.linspace(0, 400, 3200))[None, None] * 0.3  # (1, 1, S): 0.2 s at 16 kHz
+    e = Entry.from_tokenizer("audio", codec, "codec-small-speech16k", num_codebooks=4, sep_every=5)
+    assert e.num_codebooks == 4 < q_all and e.encode_kwargs == {"num_codebooks": 4}
+    assert Entry.from_tokenizer("audio", codec, "codec-small-speech16k", bitrate=2.0) == e.__class__(
+        **{**vars(e), "sep_every": None, "encode_kwargs": {"bitrate": 2.0}})  # 0.5 kbit/s per codebook
+    vocab = Vocabulary(10, [e])
+    vocab.save(tmp_path / "v.json")
+    tok = Vocabulary.load(tmp_path / "v.json").load_tokenizer("audio")  # fewer codebooks than the model: fits
+    t = tok.encode(wav, **e.encode_kwargs)
+    ids = vocab.to_llm(t, "audio")
+    assert ids.shape[1] == 2 + 4 * t.lengths[0] + (int(t.lengths[0]) - 1) // 5
+    (seg,) = vocab.from_llm(ids[0])
+    assert seg.ids.shape == (int(t.lengths[0]), 4)
+    back = seg.tokens()
+    back.meta = t.meta
+    assert torch.equal(tok.decode(back), tok.decode(t))
+    with pytest.raises(ValueError, match="codebook"):  # all Q codebooks into a 4-codebook entry
+        vocab.to_llm(tok.encode(wav), "audio")
+    for bad in (dict(num_codebooks=q_all + 1), dict(num_codebooks=0), dict(bitrate=1.25),
+                dict(num_codebooks=2, bitrate=1.0)):
+        with pytest.raises(ValueError):
+            Entry.from_tokenizer("audio", codec, "codec-small-speech16k", **bad)
+    with pytest.raises(ValueError, match="takes no num_codebooks"):
+        Entry.from_tokenizer("action", zoo.load("beast-lasa"), "beast-lasa", num_codebooks=1)
+    # an entry of fewer codebooks that does not say how the tokens were made is another tokenizer's
+    d = vocab.to_dict()
+    d["entries"][0]["encode_kwargs"] = {}
+    with pytest.raises(ValueError, match="built for another tokenizer"):
+        Vocabulary.from_dict(d).load_tokenizer("audio")
+
+
+def test_the_library_side_imports_neither_recipes_nor_transformers():
+    import subprocess
+    import sys
+
+    code = ("import sys, zoo.llm, zoo.llm.evaluate, zoo.evaluate, zoo.demo, zoo.metrics; "
+            "print(sorted(m for m in ('recipes', 'transformers', 'lightning') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

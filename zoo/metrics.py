@@ -39,6 +39,15 @@ def ssim(x: Tensor, y: Tensor, data_range: float = 1.0) -> Tensor:
                                                kernel_size=kernel)
 
 
+def ssim_video(x: Tensor, y: Tensor, data_range: float = 1.0) -> Tensor:
+    """Mean SSIM over the frames of each clip; x, y: (B, C, T, H, W) → (B,)."""
+    _same_shape(x, y)
+    b, c, t = x.shape[:3]
+    frames = ssim(x.transpose(1, 2).reshape(b * t, c, *x.shape[3:]), y.transpose(1, 2).reshape(b * t, c, *y.shape[3:]),
+                  data_range)
+    return frames.view(b, t).mean(1)
+
+
 def trajectory_error(x: Tensor, y: Tensor) -> dict[str, Tensor]:
     """Per-trajectory errors; x, y: (B, T, D). MSE, RMSE, max absolute error and final-point error."""
     _same_shape(x, y)

@@ -656,3 +656,23 @@ class ImageDataset(torch.utils.data.Dataset):
             item[key] = int(a[key][i])
         item["caption"] = str(a["captions"][i])
         return item
+
+
+def shape_scenes(split: str, n: int, levels: Sequence[int] = (0,), seed: int = 0, resolution: int = 32) -> dict[str, np.ndarray]:
+    """`n` shape scenes of the given complexity levels (scene i at levels[i % len]), cached.
+
+    Returns: images uint8 (n, R, R, 3), captions, label_kind, label_colour, label_count (count - 1).
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split={split!r} is not one of {SPLITS}")
+    levels = [int(v) for v in levels]
+
+    def build() -> dict[str, np.ndarray]:
+        scenes = [render_scene(SHAPES_SEED_BASE[split] + seed * 2**32 + i, levels[i % len(levels)], resolution)
+                  for i in range(n)]
+        return {"images": np.stack([s.image for s in scenes]), "captions": np.array([s.caption for s in scenes]),
+                "label_kind": np.array([s.kind for s in scenes]), "label_colour": np.array([s.colour for s in scenes]),
+                "label_count": np.array([s.count - 1 for s in scenes])}
+
+    params = {"split": split, "n": n, "levels": levels, "seed": seed, "resolution": resolution, "version": VERSION}
+    return cached_arrays("lm-scenes", params, build)

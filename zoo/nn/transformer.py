@@ -15,16 +15,21 @@ from torch import Tensor, nn
 
 
 class Transformer(nn.Module):
-    """A pre-norm ViT stack (timm `Block`s) with a final LayerNorm. x: (B, L, dim) → (B, L, dim)."""
+    """A pre-norm ViT stack (timm `Block`s) with a final LayerNorm. x: (B, L, dim) → (B, L, dim).
 
-    def __init__(self, dim: int, depth: int, num_heads: int, mlp_ratio: float = 4.0, qk_norm: bool = False) -> None:
+    `qkv_bias=False`, `final_norm=False` and `norm_eps` reproduce stacks of released models that differ
+    only there (e.g. LARP's encoder has no final norm and its decoder's output norm uses eps 1e-6).
+    """
+
+    def __init__(self, dim: int, depth: int, num_heads: int, mlp_ratio: float = 4.0, qk_norm: bool = False, *,
+                 qkv_bias: bool = True, final_norm: bool = True, norm_eps: float = 1e-5) -> None:
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"dim={dim} must be divisible by num_heads={num_heads}")
         self.blocks = nn.ModuleList(
-            Block(dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=True, qk_norm=qk_norm) for _ in range(depth)
+            Block(dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, qk_norm=qk_norm) for _ in range(depth)
         )
-        self.norm = nn.LayerNorm(dim)
+        self.norm = nn.LayerNorm(dim, eps=norm_eps) if final_norm else nn.Identity()
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         for block in self.blocks:
@@ -48,7 +53,7 @@ class AdaLNBlock(nn.Module):
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qk_norm: bool = False) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
-        self.attn = Attention(dim, num_heads, qkv_bias=True, qk_norm=qk_norm)
+        self.attn = Attention(dim, num_heads, qkv_bias=True, qk_norm=qk_norm, norm_layer=nn.LayerNorm)
         self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=lambda: nn.GELU(approximate="tanh"))
         self.table = nn.Parameter(torch.zeros(6, dim))

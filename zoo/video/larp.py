@@ -8,8 +8,8 @@ queries; each query's output is projected to a small code vector and quantised b
 stochastic vector quantiser of the paper: code and codebook are L2-normalised, and the token is
 *sampled* from softmax(cos(z, e_v) / τ) while training, or taken as the argmax (the nearest code)
 otherwise. The decoder is a transformer over the kept tokens and one query per output patch, which
-it maps back to pixels. During training (see `recipes/larp.py`) a small autoregressive transformer
-(`ARPrior`, below) reads the quantised tokens and predicts each next token; its loss flows back into
+it maps back to pixels. During training a small autoregressive transformer
+(`recipes.larp.ARPrior`) reads the quantised tokens and predicts each next token; its loss flows back into
 the encoder, so the tokens become easier to model. The prior is not part of `LARP`: it is discarded
 after training and never exported.
 
@@ -30,16 +30,23 @@ What we do beyond the official code (asked for by its users, or needed here):
 - the recipe may take SVQ's argmax for the first part of training before it samples (`argmax_until`
   in `recipes/larp.py`).
 
-Layout note for importing the official release later: its tokenizer (cfgs/larp_tokenizer.yaml) takes
-16x128x128 clips in 4x8x8 patches with 1024 queries, an 8192 x 16 L2-normalised codebook and 768-wide,
-12-deep encoder and decoder; presets "larp-l", "larp-b" and "larp-s" spell that shape and its smaller
-siblings (widths and depths from the authors' answer in hywang66/LARP issue #11), with `causal_queries=False`.
+Released weights: `LARP.from_release(folder)` converts the official LARP-L tokenizer
+(hywang66/LARP-L-long-tokenizer on the Hugging Face hub: `config.json` of constructor arguments +
+`model.safetensors`, as PyTorchModelHubMixin writes them): 16x128x128 clips in [0, 1], 4x8x8 patches,
+1024 queries, an 8192 x 16 codebook, 768-wide 12-deep encoder and decoder. Five switches make our model
+the official one: its 3D position table (`pos_table="official"`), no norm after the encoder, eps 1e-6 in
+the decoder's output norm, no q/k/v bias, and pixels kept in [0, 1]. The release was trained without
+nested dropout, so it decodes from all 1024 tokens only (`nested_dropout=False`: `encode` refuses fewer).
+The state dict also carries the training-only prior (`prior_model.*`); the converter drops it. Presets
+"larp-l", "larp-b", "larp-s" spell that shape and its smaller siblings (hywang66/LARP issue #11).
 """
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -75,6 +82,14 @@ class LARPConfig:
         conv_channels: c of a small per-frame conv front-end and back-end around the transformers (ours):
             the encoder patches c conv features at half resolution instead of raw pixels, and the decoder adds
             a conv upsampler's output to its linear patch read-out; 0 = none (raw linear patches).
+        nested_dropout: trained with nested token dropout, so every prefix of the tokens decodes (ours);
+            False (imported releases): `encode` refuses `num_tokens` below N.
+        pos_table: "zoo" (a quarter of the channels for time, the rest for (h, w)) or "official" (the
+            official sum of a full-width 2D table over (h, w) and a full-width 1D table over time).
+        encoder_norm: a LayerNorm after the encoder (official: none).
+        norm_eps: eps of the LayerNorms after the encoder and decoder (official decoder: 1e-6).
+        qkv_bias: biases on the attention's q/k/v projections (official: none).
+        signed_pixels: the networks see pixels mapped to [-1, 1] (ours); False: in [0, 1] as given (official).
     """
 
     frames: int = 16
@@ -95,6 +110,12 @@ class LARPConfig:
     token_mixing: bool = True
     linear_rank: int = 64
     conv_channels: int = 0
+    nested_dropout: bool = True
+    pos_table: str = "zoo"
+    encoder_norm: bool = True
+    norm_eps: float = 1e-5
+    qkv_bias: bool = True
+    signed_pixels: bool = True
 
     def __post_init__(self) -> None:
         if self.temporal_patch < 1 or self.frames % self.temporal_patch:
@@ -115,6 +136,10 @@ class LARPConfig:
             raise ValueError(f"conv_channels must be 0 (no conv) or a positive even number, got {self.conv_channels}")
         if self.conv_channels and self.patch_size % 2:
             raise ValueError(f"the conv front-end halves the frames: patch_size={self.patch_size} must be even")
+        if self.pos_table not in ("zoo", "official"):
+            raise ValueError(f"pos_table must be 'zoo' or 'official', got {self.pos_table!r}")
+        if not self.norm_eps > 0:
+            raise ValueError(f"norm_eps must be > 0, got {self.norm_eps}")
 
     @property
     def grid(self) -> tuple[int, int, int]:
@@ -145,6 +170,26 @@ def sincos_pos_embed_3d(dim: int, grid: tuple[int, int, int]) -> Tensor:
     time = torch.cat([angles.sin(), angles.cos()], dim=1).float()  # (t, dt)
     space = sincos_pos_embed_2d(dim - dt, (h, w))  # (h·w, dim - dt)
     return torch.cat([repeat(time, "t d -> (t s) d", s=h * w), repeat(space, "s d -> (t s) d", t=t)], dim=1)
+
+
+def official_pos_embed_3d(dim: int, grid: tuple[int, int, int]) -> Tensor:
+    """The official LARP table (t·h·w, dim): a full-width 1D sin-cos over time added to a full-width 2D one.
+
+    The 2D part is MAE's: the first half of the channels encodes the column, the second the row; each
+    half is [sin, cos] of position x 1/10000^(i/(d/2)). Computed in float64 and rounded once, like the
+    official numpy code.
+    """
+    t, h, w = grid
+
+    def sincos(d: int, pos: Tensor) -> Tensor:  # pos (M,) -> (M, d)
+        omega = 1.0 / 10000 ** (torch.arange(d // 2, dtype=torch.float64) / (d / 2))
+        angles = pos[:, None] * omega[None]
+        return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+    rows, cols = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
+    space = torch.cat([sincos(dim // 2, cols.flatten()), sincos(dim // 2, rows.flatten())], dim=1)  # (h·w, dim)
+    time = sincos(dim, torch.arange(t, dtype=torch.float64))  # (t, dim)
+    return (time[:, None] + space[None]).reshape(t * h * w, dim).float()
 
 
 class SVQ(nn.Module):
@@ -223,7 +268,8 @@ class LARP(Tokenizer):
         super().__init__(config)
         c = config
         patch_pixels = c.in_channels * c.temporal_patch * c.patch_size**2
-        self.register_buffer("pos", sincos_pos_embed_3d(c.dim, c.grid), persistent=False)  # (P, dim)
+        table = official_pos_embed_3d if c.pos_table == "official" else sincos_pos_embed_3d
+        self.register_buffer("pos", table(c.dim, c.grid), persistent=False)  # (P, dim)
         # encoder: patches (of pixels, or of conv features at half resolution) + N queries → N codes
         patch_features = c.conv_channels * c.temporal_patch * (c.patch_size // 2) ** 2 if c.conv_channels else patch_pixels
         if c.conv_channels:
@@ -232,14 +278,16 @@ class LARP(Tokenizer):
             self.to_features = nn.Linear(c.dim, patch_features)
         self.patch_embed = nn.Linear(patch_features, c.dim)
         self.queries = nn.Parameter(torch.randn(c.num_tokens, c.dim) * 0.02)
-        self.encoder = Transformer(c.dim, c.encoder_depth, c.heads, c.mlp_ratio)
+        self.encoder = Transformer(c.dim, c.encoder_depth, c.heads, c.mlp_ratio, qkv_bias=c.qkv_bias,
+                                   final_norm=c.encoder_norm, norm_eps=c.norm_eps)
         self.to_code = nn.Linear(c.dim, c.code_dim)
         self.svq = SVQ(c.codebook_size, c.code_dim, c.temperature)
         # decoder: n tokens + P patch queries → P patches
         self.from_code = nn.Linear(c.code_dim, c.dim)
         self.token_pos = nn.Parameter(torch.randn(c.num_tokens, c.dim) * 0.02)
         self.patch_query = nn.Parameter(torch.randn(c.dim) * 0.02)
-        self.decoder = Transformer(c.dim, c.decoder_depth, c.heads, c.mlp_ratio)
+        self.decoder = Transformer(c.dim, c.decoder_depth, c.heads, c.mlp_ratio, qkv_bias=c.qkv_bias,
+                                   norm_eps=c.norm_eps)
         self.to_pixels = nn.Linear(c.dim, patch_pixels)
         if c.token_mixing:  # learned token mixing (MLP-Mixer style), a linear path beside attention
             self.patch_to_query = nn.Parameter(torch.randn(c.num_tokens, c.num_patches) / c.num_patches**0.5)
@@ -281,6 +329,12 @@ class LARP(Tokenizer):
         n = check_budget(num_tokens, 1, n_max)
         return torch.full((batch,), n, dtype=torch.long, device=device)
 
+    def _check_prefix(self, lengths: Tensor) -> None:
+        n_max = self.config.num_tokens
+        if not self.config.nested_dropout and int(lengths.min()) < n_max:
+            raise ValueError(f"this LARP was trained without nested token dropout (e.g. the official release): it decodes "
+                             f"from all {n_max} tokens only; got num_tokens={int(lengths.min())}. Leave num_tokens unset")
+
     # -- modelling steps (used by encode/decode and by the training recipe) ------------------------------
 
     def patchify(self, x: Tensor) -> Tensor:
@@ -299,7 +353,7 @@ class LARP(Tokenizer):
                          t=t, h=h, w=w, pt=c.temporal_patch, p1=p, p2=p)
 
     def encode_latents(self, x: Tensor, num_tokens: int) -> Tensor:
-        """x: (B, C, T, S, S) in [-1, 1] → pre-quantisation codes (B, n, code_dim) of the first n queries."""
+        """x: (B, C, T, S, S) in network units ([-1, 1]; [0, 1] without signed_pixels) → pre-quantisation codes (B, n, code_dim) of the first n queries."""
         c = self.config
         p = c.num_patches
         n = num_tokens if c.causal_queries else c.num_tokens  # with full attention every query sees all
@@ -314,14 +368,14 @@ class LARP(Tokenizer):
         return self.to_code(h[:, p:p + num_tokens])
 
     def quantize(self, x: Tensor, num_tokens: int, sample: bool = False) -> tuple[Tensor, Tensor, Tensor]:
-        """x: (B, C, T, S, S) in [-1, 1] → (codes (B, n, d), ids (B, n), z (B, n, d) normalised).
+        """x: (B, C, T, S, S) in network units → (codes (B, n, d), ids (B, n), z (B, n, d) normalised).
 
         Differentiable: codes carry a straight-through gradient to the encoder.
         """
         return self.svq(self.encode_latents(x, num_tokens), sample)
 
     def decode_codes(self, codes: Tensor, lengths: Tensor | None = None) -> Tensor:
-        """codes: (B, n, d) unit vectors; lengths: (B,) kept tokens per clip (None: all n) → (B, C, T, S, S), [-1, 1] units."""
+        """codes: (B, n, d) unit vectors; lengths: (B,) kept tokens per clip (None: all n) → (B, C, T, S, S) in network units."""
         c = self.config
         b, n = codes.shape[:2]
         lengths = torch.full((b,), n, device=codes.device) if lengths is None else lengths
@@ -352,7 +406,8 @@ class LARP(Tokenizer):
 
         Args:
             x: (B, 3, T, S, S) float in [0, 1] (the sizes of `spec.input`).
-            num_tokens: tokens per clip, an int in 1..N or a LongTensor [B] (per clip); default N.
+            num_tokens: tokens per clip, an int in 1..N or a LongTensor [B] (per clip); default N. A model
+                trained without nested dropout (`nested_dropout=False`, the official release) takes N only.
             sample: draw each token from SVQ's softmax over the codebook, as in training (uses the global
                 RNG; seed it with `torch.manual_seed` to repeat). Default False: the argmax, deterministic.
         Returns:
@@ -363,9 +418,47 @@ class LARP(Tokenizer):
             raise ValueError(f"sample must be True or False, got {sample!r}")
         x = check_input(x, self.spec.input, "videos").to(self.device)
         lengths = self.lengths_from_budget(num_tokens, x.shape[0], x.device)
-        codes, ids, _ = self.quantize(x * 2 - 1, int(lengths.max()), sample)
+        self._check_prefix(lengths)
+        codes, ids, _ = self.quantize(x * 2 - 1 if self.config.signed_pixels else x, int(lengths.max()), sample)
         keep = torch.arange(ids.shape[1], device=x.device)[None] < lengths[:, None]
         return Tokens(ids=ids.long() * keep, lengths=lengths, latents=codes * keep[..., None])
+
+    # -- released weights ------------------------------------------------------------------------------
+
+    @staticmethod
+    def is_release(path: str | Path) -> bool:
+        """A folder (or its model.safetensors) as the official LARP tokenizer is published: a config.json
+        of constructor arguments naming `bottleneck_token_num` and `bottleneck`, beside model.safetensors."""
+        folder = Path(path)
+        folder = folder.parent if folder.is_file() else folder
+        config = folder / "config.json"
+        if not (config.is_file() and (folder / "model.safetensors").is_file()):
+            return False
+        try:
+            args = json.loads(config.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return False
+        return isinstance(args, dict) and "bottleneck_token_num" in args and "bottleneck" in args
+
+    @classmethod
+    def from_release(cls, path: str | Path) -> "LARP":
+        """Convert the official tokenizer (a folder with config.json + model.safetensors) into a `LARP`."""
+        folder = Path(path)
+        folder = folder.parent if folder.is_file() else folder
+        if not cls.is_release(folder):
+            raise ValueError(f"{path} is not an official LARP tokenizer release: expected a folder with config.json "
+                             "(constructor arguments with 'bottleneck_token_num' and 'bottleneck') and model.safetensors")
+        from safetensors.torch import load_file
+
+        config = release_config(json.loads((folder / "config.json").read_text()))
+        state = load_file(str(folder / "model.safetensors"), device="cpu")
+        tok = cls(config)
+        tok.load_state_dict(release_state_dict(state, config), strict=True)
+        # the official position tables ride in its state dict: ours must be the same
+        for key in ("encoder_patch_pe", "decoder_patch_query_embed"):
+            if key in state and not torch.allclose(state[key].reshape(tok.pos.shape).float(), tok.pos, atol=1e-5):
+                raise ValueError(f"the release's {key} is not the official 3D sin-cos table this converter assumes")
+        return tok.eval()
 
     @torch.no_grad()
     def decode(self, tokens: Tokens) -> Tensor:
@@ -377,56 +470,134 @@ class LARP(Tokenizer):
         lengths = tokens.lengths.to(self.device)
         if int(lengths.min()) < 1 or int(lengths.max()) > c.num_tokens:
             raise ValueError(f"token lengths must lie in [1, {c.num_tokens}], got {tokens.lengths.tolist()}")
+        self._check_prefix(lengths)
         n = int(lengths.max())
         ids = tokens.ids[:, :n].to(self.device)
         ids = ids * (torch.arange(n, device=ids.device)[None] < lengths[:, None])  # padding → a valid id
         x = self.decode_codes(self.svq.lookup(ids), lengths)
-        return ((x + 1) / 2).clamp(0, 1)
+        return ((x + 1) / 2 if c.signed_pixels else x).clamp(0, 1)
 
 
-# ----------------------------------------------------------------------------------------- the prior (training only)
+# ----------------------------------------------------------------------------------------- checkpoint conversion
+
+# defaults of the official LARPTokenizer constructor (hywang66/LARP models/larp_tokenizer.py), for configs
+# that store only the arguments that were passed
+_RELEASE_DEFAULTS: dict[str, Any] = dict(
+    bottleneck_token_num=1024, input_size=128, frame_num=16, temporal_patch_size=4, patch_size=8,
+    decoder_temporal_patch_size=4, decoder_patch_size=8, in_channels=3, transformer_name="transformer_encoder_parallel",
+    encoder_name=None, decoder_name=None, encoder_hidden_size=768, decoder_hidden_size=768, encoder_num_heads=12,
+    decoder_num_heads=12, encoder_depth=6, decoder_depth=6, learned_encoder_patch_pe=False,
+    learned_encoder_latent_query_embed=True, learned_decoder_latent_pe=False, learned_decoder_patch_query_embed=False,
+    use_encoder_patch_token_type_embed=False, use_encoder_latent_query_token_type_embed=False,
+    use_decoder_latent_token_type_embed=False, use_decoder_patch_query_token_type_embed=False,
+)
 
 
-class ARPrior(nn.Module):
-    """The learned autoregressive prior: a small causal transformer over quantised tokens (LARP §3.3).
+def release_config(args: dict[str, Any]) -> LARPConfig:
+    """The official constructor arguments (config.json) → our config, refusing variants we do not map."""
+    a = {**_RELEASE_DEFAULTS, **args}
 
-    It reads unit codes (B, N, d) (with their straight-through gradient, so its loss reaches the
-    encoder), and at position i predicts a unit vector for token i from a learned start token and
-    tokens 0..i-1; logits over the vocabulary are its cosine similarities to the (detached) codebook
-    divided by a temperature. Used only while training (`recipes/larp.py`); never exported.
-    """
+    def need(ok: bool, what: str) -> None:
+        if not ok:
+            raise ValueError(f"this LARP release is a variant the converter does not map: {what}")
 
-    def __init__(self, code_dim: int, max_tokens: int, dim: int = 128, depth: int = 2, heads: int = 4) -> None:
-        super().__init__()
-        self.start = nn.Parameter(torch.randn(dim) * 0.02)
-        self.proj_in = nn.Linear(code_dim, dim)
-        self.pos = nn.Parameter(torch.randn(max_tokens, dim) * 0.02)
-        self.transformer = Transformer(dim, depth, heads)
-        self.proj_out = nn.Linear(dim, code_dim)
+    for name in ("encoder_name", "decoder_name"):
+        need(str(a[name]).lower() in ("none", "no", "null", "", a["transformer_name"]), f"{name}={a[name]!r}")
+    need(a["transformer_name"] == "transformer_encoder_parallel", f"transformer_name={a['transformer_name']!r}")
+    need(a["encoder_hidden_size"] == a["decoder_hidden_size"] and a["encoder_num_heads"] == a["decoder_num_heads"],
+         "encoder and decoder of different widths or heads")
+    need(a["decoder_temporal_patch_size"] == a["temporal_patch_size"] and a["decoder_patch_size"] == a["patch_size"],
+         "decoder patches differ from encoder patches")
+    need(a["temporal_patch_size"] > 1, "temporal_patch_size=1 (per-frame 2D patches)")
+    need(not a["learned_encoder_patch_pe"] and not a["learned_decoder_patch_query_embed"],
+         "learned patch position embeddings")
+    need(a["learned_encoder_latent_query_embed"], "fixed (not learned) encoder queries")
+    bottleneck = a["bottleneck"]["args"]
+    reg = bottleneck.get("regularizer") or {}
+    reg_args = reg.get("args", {})
+    need(str(bottleneck.get("norm", "none")).lower() in ("none", "no", "null"), f"bottleneck norm {bottleneck.get('norm')!r}")
+    need(reg.get("name") == "vq" and reg_args.get("l2_normalized") and reg_args.get("stochastic", False),
+         f"regularizer {reg.get('name')!r} (expected the stochastic L2-normalised 'vq')")
+    need(reg_args.get("stochastic_temperature", 1.0) > 0, "a learned SVQ temperature")
+    return LARPConfig.from_name(
+        "larp-l", frames=a["frame_num"], image_size=a["input_size"], in_channels=a["in_channels"],
+        temporal_patch=a["temporal_patch_size"], patch_size=a["patch_size"], num_tokens=a["bottleneck_token_num"],
+        dim=a["encoder_hidden_size"], encoder_depth=a["encoder_depth"], decoder_depth=a["decoder_depth"],
+        heads=a["encoder_num_heads"], codebook_size=reg_args["codebook_size"], code_dim=bottleneck["bottleneck_dim"],
+        temperature=reg_args.get("stochastic_temperature", 1.0))
 
-    def forward(self, codes: Tensor, codebook: Tensor, temperature: float) -> Tensor:
-        """codes: (B, N, d); codebook: (V, d) unit rows → logits (B, N, V) for tokens 0..N-1."""
-        b, n = codes.shape[:2]
-        inputs = torch.cat([self.start.expand(b, 1, -1), self.proj_in(codes[:, :-1])], dim=1) + self.pos[:n]
-        causal = torch.ones(n, n, dtype=torch.bool, device=codes.device).tril()
-        pred = F.normalize(self.proj_out(self.transformer(inputs, causal)), dim=-1)  # (B, N, d)
-        return pred @ codebook.detach().t() / temperature
+
+def release_state_dict(state: dict[str, Tensor], config: LARPConfig) -> dict[str, Tensor]:
+    """The official state dict → ours. The training-only prior (`prior_model.*`) is dropped; token-type
+    embeddings, constants added to every patch / query / token, fold into the bias or table they join."""
+    c = config
+    state = {k: v for k, v in state.items() if not k.startswith("prior_model.")}
+    out: dict[str, Tensor] = {}
+    w = state.pop("x_embedder.proj.weight")  # Conv3d (dim, C, pt, p, p) → Linear over (pt p1 p2 c)
+    out["patch_embed.weight"] = rearrange(w, "d c pt p1 p2 -> d (pt p1 p2 c)")
+    out["patch_embed.bias"] = state.pop("x_embedder.proj.bias").clone()
+    if "encoder_patch_token_type_embed" in state:
+        out["patch_embed.bias"] += state.pop("encoder_patch_token_type_embed").reshape(-1)
+    out["queries"] = state.pop("encoder_latent_query_embed").reshape(c.num_tokens, c.dim).clone()
+    if "encoder_latent_query_token_type_embed" in state:
+        out["queries"] += state.pop("encoder_latent_query_token_type_embed").reshape(1, -1)
+    out["token_pos"] = state.pop("decoder_latent_pe").reshape(c.num_tokens, c.dim).clone()
+    if "decoder_latent_token_type_embed" in state:
+        out["token_pos"] += state.pop("decoder_latent_token_type_embed").reshape(1, -1)
+    query_type = state.pop("decoder_patch_query_token_type_embed", None)
+    out["patch_query"] = torch.zeros(c.dim) if query_type is None else query_type.reshape(-1)
+    for ours, theirs in (("to_code", "bottleneck.in_linear"), ("from_code", "bottleneck.out_linear"),
+                         ("decoder.norm", "final_layer.norm_final"), ("to_pixels", "final_layer.linear")):
+        for p in ("weight", "bias"):
+            out[f"{ours}.{p}"] = state.pop(f"{theirs}.{p}")
+    out["svq.embed"] = state.pop("bottleneck.regularizer.embedding.weight")
+    for key in ("encoder_patch_pe", "decoder_patch_query_embed"):  # fixed tables, rebuilt (and checked) by from_release
+        state.pop(key, None)
+    for key in list(state):  # the two stacks: timm Blocks under the same names
+        for part in ("encoder", "decoder"):
+            if key.startswith(f"{part}.blocks."):
+                out[key] = state.pop(key)
+    if state:
+        raise ValueError(f"unexpected tensors in the LARP release: {sorted(state)[:8]}")
+    return out
 
 
 # ----------------------------------------------------------------------------------------- presets
 
 _OFFICIAL = dict(frames=16, image_size=128, num_tokens=1024, dim=768, encoder_depth=12, decoder_depth=12, heads=12,
                  codebook_size=8192, code_dim=16, temperature=0.03, causal_queries=False, token_mixing=False,
-                 linear_rank=0)
+                 linear_rank=0, nested_dropout=False, pos_table="official", encoder_norm=False, norm_eps=1e-6,
+                 qkv_bias=False, signed_pixels=False)
 
 PRESETS: dict[str, dict[str, Any]] = {
     # ours, trained here: 16 frames of 32x32, 64 patches of 4x8x8, up to 32 tokens of a 1024 vocabulary
     "tiny": {},
     # smaller still, for tests and smoke runs
     "micro": dict(num_tokens=8, dim=64, encoder_depth=1, decoder_depth=1, heads=2, codebook_size=64, code_dim=8),
-    # shaped like the official tokenizer (cfgs/larp_tokenizer.yaml): 16x128x128, 1024 tokens, full attention among
-    # queries; L, B and S differ only in width/depth/heads (hywang66/LARP issue #11), for importing the releases later
+    # the official tokenizer (cfgs/larp_tokenizer.yaml): 16x128x128 in [0, 1], 1024 tokens, full attention among
+    # queries, its switches on; L, B and S differ only in width/depth/heads (hywang66/LARP issue #11)
     "larp-l": _OFFICIAL,
     "larp-b": {**_OFFICIAL, "encoder_depth": 8, "decoder_depth": 8},
     "larp-s": {**_OFFICIAL, "dim": 512, "encoder_depth": 6, "decoder_depth": 6, "heads": 8},
+}
+
+
+# ----------------------------------------------------------------------------------------- released weights
+# Kept together at the bottom until zoo.hub's release API lands; the hub converts with `LARP.from_release`.
+
+RELEASES: dict[str, dict[str, Any]] = {
+    "larp-l-long": dict(
+        family="larp",
+        hf_repo="hywang66/LARP-L-long-tokenizer",
+        revision=None,  # not pinned yet: this machine cannot reach the hub to read the commit
+        files=("config.json", "model.safetensors"),
+        license="MIT",
+        license_url="https://github.com/hywang66/LARP/blob/main/LICENSE",
+        non_commercial=False,
+        card=("LARP-L-Long video tokenizer (Wang et al., ICLR 2025), converted from hywang66/LARP-L-long-tokenizer: "
+              "16x128x128 clips in [0, 1] -> 1024 tokens of an 8192-entry SVQ codebook; 173M parameters "
+              "(the training-only prior is dropped). It was trained without nested token dropout, so it decodes "
+              "from all 1024 tokens only: `encode(num_tokens=n)` with n < 1024 raises a ValueError. Code and "
+              "weights: MIT."),
+    ),
 }

@@ -30,18 +30,17 @@ final segment cut off before its end token (a generation that ran out of budget)
 `complete=False`, dropping only a partial last frame. `allowed_next` gives the same grammar as a mask
 over the next id, so sampling never leaves it (`ConstrainedLogits` plugs it into `model.generate`).
 
-Hugging Face (optional extra `transformers`): `extend_hf_tokenizer` appends the special and code
-tokens to a text tokenizer so that their ids are exactly the vocabulary's, and `resize_hf_embeddings`
-grows a model's input and output embeddings to match (new rows start at the mean of the old ones).
 """
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import json
 import math
 import os
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
@@ -53,12 +52,59 @@ from zoo.tokenizer import MODALITIES, Tokens, check_ids
 if TYPE_CHECKING:
     from zoo.tokenizer import Tokenizer
 
+
 FORMAT = "zoo.Vocabulary"
 # what an id is, in the per-id lookup table of a Vocabulary
 K_TEXT, K_PAD, K_BEGIN, K_END, K_SEP, K_CODE = range(6)
 KIND_NAMES = ("text", "pad", "begin", "end", "sep", "code")
 FORMAT_VERSION = 1
 TEXT = "text"
+# bounds checked before anything is allocated (the per-id tables of a Vocabulary hold `size` entries each);
+# raise them here for a giant model
+MAX_IDS = 2**22  # ids in the whole vocabulary (text + every entry)
+MAX_CODEBOOKS = 1024
+MAX_TOKENS = 2**20  # frames per segment
+
+
+def config_hash(tokenizer: "Tokenizer") -> str:
+    """sha256 of a tokenizer's config (canonical JSON): what a vocabulary records to recognise it."""
+    text = json.dumps(tokenizer.config_dict(), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _codebooks(tokenizer: "Tokenizer", num_codebooks: int | None, bitrate: float | None) -> int:
+    """The q codebooks (of the tokenizer's Q) that `num_codebooks=` or `bitrate=` (kbit/s) asks for."""
+    spec = tokenizer.spec
+    if num_codebooks is not None and bitrate is not None:
+        raise ValueError(f"pass num_codebooks= or bitrate=, not both (got {num_codebooks} and {bitrate})")
+    knobs = getattr(tokenizer, "encode_knobs", None) or inspect.signature(tokenizer.encode).parameters
+    if "num_codebooks" not in knobs:
+        raise ValueError(f"{type(tokenizer).__name__} encodes all {spec.num_codebooks} codebooks at once "
+                         "(its encode takes no num_codebooks=); leave num_codebooks and bitrate unset")
+    if bitrate is not None:
+        frame_rate = getattr(tokenizer, "frame_rate", None) or getattr(tokenizer.config, "frame_rate", None)
+        if not frame_rate:
+            raise ValueError(f"{type(tokenizer).__name__} has no frame_rate to turn a bitrate into codebooks; "
+                             "pass num_codebooks=")
+        per_codebook = frame_rate * math.log2(spec.vocab_size) / 1000  # kbit/s
+        q = bitrate / per_codebook
+        if isinstance(bitrate, bool) or abs(q - round(q)) > 1e-6 or not 1 <= round(q) <= spec.num_codebooks:
+            raise ValueError(f"bitrate={bitrate!r} kbit/s is not a whole number of codebooks of {per_codebook:g} "
+                             f"kbit/s in 1..{spec.num_codebooks}")
+        return round(q)
+    if isinstance(num_codebooks, bool) or not isinstance(num_codebooks, int) \
+            or not 1 <= num_codebooks <= spec.num_codebooks:
+        raise ValueError(f"num_codebooks must be an int in [1, {spec.num_codebooks}], got {num_codebooks!r}")
+    return num_codebooks
+
+
+def _check_fields(owner: str, values: dict[str, Any], types: dict[str, type | tuple[type, ...]]) -> None:
+    """One-line ValueErrors for JSON of the wrong type (bool is not an int here)."""
+    for key, want in types.items():
+        v = values[key]
+        if not isinstance(v, want) or (isinstance(v, bool) and bool not in (want if isinstance(want, tuple) else (want,))):
+            names = " or ".join(t.__name__ for t in (want if isinstance(want, tuple) else (want,)))
+            raise ValueError(f"{owner}: {key} must be {names}, got {type(v).__name__} {str(v)[:40]!r}")
 
 
 # ----------------------------------------------------------------------------------------- entries
@@ -81,7 +127,10 @@ class Entry:
         tokenizer: where the tokenizer lives: a registered name, or a path relative to the vocabulary
             JSON (so the two can be moved together); "" when unknown.
         encode_kwargs: the budget the segments were encoded with (e.g. {"num_tokens": 16} for FlexTok
-            or KARL, {"ratio": 8} for CAT), so the same tokens can be made again; {} when not recorded.
+            or KARL, {"ratio": 8} for CAT, {"num_codebooks": 8} for an audio codec at 8 of its codebooks), so
+            the same tokens can be made again; {} when not recorded.
+        family: the tokenizer's family ("beast", "cat", ...), checked when the tokenizer is loaded.
+        config_hash: `config_hash(tokenizer)`, checked when the tokenizer is loaded; "" when not recorded.
     """
 
     name: str
@@ -94,8 +143,26 @@ class Entry:
     sep_every: int | None = None
     tokenizer: str = ""
     encode_kwargs: dict[str, Any] = field(default_factory=dict)
+    family: str = ""
+    config_hash: str = ""
 
     def __post_init__(self) -> None:
+        _check_fields(f"entry {str(self.name)[:40]!r}", vars(self), {
+            "name": str, "modality": str, "vocab_size": int, "num_codebooks": int, "digits": (list, tuple),
+            "max_tokens": int, "min_tokens": int, "sep_every": (int, type(None)), "tokenizer": str,
+            "encode_kwargs": dict, "family": str, "config_hash": str})
+        if any(not isinstance(k, str) or not isinstance(v, (str, int, float, bool, type(None)))
+               for k, v in self.encode_kwargs.items()):
+            raise ValueError(f"entry {self.name!r}: encode_kwargs must map names to numbers or strings, "
+                             f"got {str(self.encode_kwargs)[:80]}")
+        if self.vocab_size > MAX_IDS or self.num_codebooks > MAX_CODEBOOKS or self.max_tokens > MAX_TOKENS \
+                or len(self.digits) > 16:
+            raise ValueError(f"entry {self.name!r}: need vocab_size <= {MAX_IDS}, num_codebooks <= {MAX_CODEBOOKS}, "
+                             f"max_tokens <= {MAX_TOKENS} and at most 16 digits, got vocab_size="
+                             f"{self.vocab_size}, num_codebooks={self.num_codebooks}, max_tokens={self.max_tokens}, "
+                             f"{len(self.digits)} digits (zoo.llm.vocabulary.MAX_* raise the bounds)")
+        if not all(isinstance(d, int) and not isinstance(d, bool) for d in self.digits):
+            raise ValueError(f"entry {self.name!r}: digits must be integers, got {str(self.digits)[:60]}")
         if not self.name or self.name == TEXT or any(c in self.name for c in ":|<> "):
             raise ValueError(f"entry name {self.name!r} must be non-empty, not {TEXT!r}, and free of ':|<> '")
         if self.modality not in MODALITIES:
@@ -115,15 +182,19 @@ class Entry:
 
     @classmethod
     def from_tokenizer(cls, name: str, tokenizer: "Tokenizer", source: str = "", *, num_tokens: int | None = None,
-                       fixed_length: bool = False, sep_every: int | None = None,
-                       digits: Sequence[int] = (), encode_kwargs: dict[str, Any] | None = None) -> "Entry":
+                       num_codebooks: int | None = None, bitrate: float | None = None, fixed_length: bool = False,
+                       sep_every: int | None = None, digits: Sequence[int] = (),
+                       encode_kwargs: dict[str, Any] | None = None) -> "Entry":
         """An entry sized from a tokenizer's spec.
 
         Args:
             name: the entry's name in sequences.
             tokenizer: a zoo Tokenizer with discrete ids.
-            source: its registered name or checkpoint path, recorded for reloading.
+            source: its registered name, or a folder relative to the vocabulary JSON, recorded for reloading.
             num_tokens: the most frames a segment holds (default: the spec's max_tokens).
+            num_codebooks: hold the first q codebooks of a residual-VQ tokenizer (an audio codec) instead
+                of all Q; segments are encoded with `encode(..., num_codebooks=q)` (recorded in encode_kwargs).
+            bitrate: the same as a bitrate in kbit/s: q = bitrate / (frame_rate · log2(vocab_size) / 1000).
             fixed_length: every segment holds exactly `num_tokens` frames (BEAST at a fixed budget,
                 FlexTok at full length); generation may then only end a segment there.
             sep_every: a separator every this many frames.
@@ -136,9 +207,15 @@ class Entry:
         max_tokens = spec.max_tokens if num_tokens is None else int(num_tokens)
         if not 1 <= max_tokens <= spec.max_tokens:
             raise ValueError(f"num_tokens must lie in [1, {spec.max_tokens}] for this tokenizer, got {num_tokens}")
-        return cls(name=name, modality=spec.modality, vocab_size=spec.vocab_size, num_codebooks=spec.num_codebooks,
+        budget = dict(encode_kwargs or {})
+        q = spec.num_codebooks
+        if num_codebooks is not None or bitrate is not None:
+            q = _codebooks(tokenizer, num_codebooks, bitrate)
+            budget.update({"bitrate": bitrate} if bitrate is not None else {"num_codebooks": q})
+        return cls(name=name, modality=spec.modality, vocab_size=spec.vocab_size, num_codebooks=q,
                    digits=tuple(digits), max_tokens=max_tokens, min_tokens=max_tokens if fixed_length else 1,
-                   sep_every=sep_every, tokenizer=source, encode_kwargs=dict(encode_kwargs or {}))
+                   sep_every=sep_every, tokenizer=source, encode_kwargs=budget, family=tokenizer.family,
+                   config_hash=config_hash(tokenizer))
 
     @property
     def num_specials(self) -> int:
@@ -224,9 +301,17 @@ class Vocabulary:
     root: Path | None = field(default=None, init=False, repr=False, compare=False)  # the JSON's folder, once loaded
 
     def __post_init__(self) -> None:
+        _check_fields("vocabulary", vars(self), {"text_size": int, "entries": (list, tuple),
+                                                 "pad_id": (int, type(None)), "text_tokenizer": str})
         self.entries = tuple(self.entries)
-        if self.text_size < 0:
-            raise ValueError(f"text_size must be >= 0, got {self.text_size}")
+        if not all(isinstance(e, Entry) for e in self.entries):
+            raise ValueError(f"entries must be Entry objects, got {[type(e).__name__ for e in self.entries]}")
+        if not 0 <= self.text_size <= MAX_IDS:
+            raise ValueError(f"text_size must lie in [0, {MAX_IDS}], got {self.text_size}")
+        total = self.text_size + 1 + sum(e.size for e in self.entries)
+        if total > MAX_IDS:
+            raise ValueError(f"the vocabulary would hold {total} ids, more than MAX_IDS={MAX_IDS} "
+                             "(zoo.llm.vocabulary.MAX_IDS raises the bound)")
         names = [e.name for e in self.entries]
         if len(set(names)) != len(names):
             raise ValueError(f"entry names must be distinct, got {names}")
@@ -494,18 +579,25 @@ class Vocabulary:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], source: str = "dict") -> "Vocabulary":
-        if d.get("format") != FORMAT:
-            raise ValueError(f"{source} is not a zoo vocabulary (format {d.get('format')!r}, expected {FORMAT!r})")
-        if d.get("format_version", FORMAT_VERSION) > FORMAT_VERSION:
-            raise ValueError(f"{source} has format_version {d['format_version']}; upgrade zoo to read it")
+    def from_dict(cls, d: Any, source: str = "dict") -> "Vocabulary":
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            what = f"format {d.get('format')!r}" if isinstance(d, dict) else f"a JSON {type(d).__name__}"
+            raise ValueError(f"{source} is not a zoo vocabulary ({what}, expected an object with format {FORMAT!r})")
+        version = d.get("format_version", FORMAT_VERSION)
+        if not isinstance(version, int) or isinstance(version, bool) or version > FORMAT_VERSION:
+            raise ValueError(f"{source} has format_version {version!r}; this zoo reads up to {FORMAT_VERSION}")
+        entries = d.get("entries")
+        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+            raise ValueError(f"{source}: entries must be a list of objects, got {str(entries)[:60]}")
         try:
-            entries = [Entry(**e) for e in d["entries"]]
-            vocab = cls(text_size=d["text_size"], entries=entries, pad_id=d.get("pad_id"),
+            vocab = cls(text_size=d.get("text_size"), entries=[Entry(**e) for e in entries], pad_id=d.get("pad_id"),
                         text_tokenizer=d.get("text_tokenizer", ""))
-        except (KeyError, TypeError) as e:
+        except TypeError as e:
             raise ValueError(f"{source} is not a valid vocabulary: {e}") from e
-        stored = {k: tuple(v) for k, v in d.get("ranges", {}).items()}
+        ranges = d.get("ranges", {})
+        if not isinstance(ranges, dict) or not all(isinstance(v, list) for v in ranges.values()):
+            raise ValueError(f"{source}: ranges must map names to [start, stop] lists")
+        stored = {k: tuple(v) for k, v in ranges.items()}
         if stored and stored != vocab.ranges() or d.get("size", vocab.size) != vocab.size:
             raise ValueError(f"{source}: the stored id ranges do not match its entries (the file was edited by hand?)")
         return vocab
@@ -525,420 +617,47 @@ class Vocabulary:
             raise ValueError(f"no vocabulary file at {str(path)!r}")
         try:
             d = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"{path} is not valid JSON: {e}") from e
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+            raise ValueError(f"{path} is not valid JSON: {str(e)[:100]}") from e
         vocab = cls.from_dict(d, source=str(path))
         vocab.root = path.parent
         return vocab
 
     def load_tokenizer(self, name: str, device: Any = None) -> "Tokenizer":
-        """Load the tokenizer an entry names (a path relative to the JSON, or a registered name) and check it fits."""
+        """Load the tokenizer an entry names and check it is the one the vocabulary was built for.
+
+        `entry.tokenizer` resolves only to a folder inside the vocabulary JSON's own folder or to a
+        registered name (never an absolute path, `..`, `hf-hub:` or a URL); the tokenizer's family and
+        config hash must match the entry's (when recorded), and its spec must fit.
+        """
+        from zoo import hub
+
         e = self.entry(name)
-        if not e.tokenizer:
+        src = e.tokenizer
+        if not src:
             raise ValueError(f"entry {name!r} records no tokenizer; load it yourself")
-        local = (self.root or Path(".")) / e.tokenizer
-        tok = load_tokenizer(local if local.is_dir() else e.tokenizer, device=device)
+        parts = PurePosixPath(src).parts
+        if src.startswith("/") or "\\" in src or ":" in src or ".." in parts or "~" in src:
+            raise ValueError(f"entry {name!r}: tokenizer {src!r} must be a registered name or a folder inside the "
+                             "vocabulary's own folder (no absolute path, '..', '~', hf-hub: or URL)")
+        local = self.root / src if self.root is not None else None
+        if local is not None and local.is_dir():
+            if not local.resolve().is_relative_to(self.root.resolve()):
+                raise ValueError(f"entry {name!r}: {str(local)!r} leads outside the vocabulary's folder")
+            tok = hub.load_dir(local, device=device)
+        elif src in {t["name"] for t in hub.list_tokenizers()}:
+            tok = hub.load(src, device=device)
+        else:
+            raise ValueError(f"entry {name!r}: tokenizer {src!r} is neither a folder beside the vocabulary "
+                             f"({self.root}) nor a registered name")
+        if e.family and tok.family != e.family or e.config_hash and config_hash(tok) != e.config_hash:
+            raise ValueError(f"entry {name!r} was built for a {e.family!r} tokenizer with config hash "
+                             f"{e.config_hash[:12]}; {src!r} is a {tok.family!r} one with {config_hash(tok)[:12]}")
         spec = tok.spec
-        if (spec.vocab_size, spec.num_codebooks) != (e.vocab_size, e.num_codebooks) or spec.max_tokens < e.max_tokens:
-            raise ValueError(f"{e.tokenizer!r} emits {spec.num_codebooks} x {spec.vocab_size} codes, up to "
+        fits = spec.num_codebooks == e.num_codebooks or (
+            spec.num_codebooks > e.num_codebooks and e.encode_kwargs.keys() & {"num_codebooks", "bitrate"})
+        if spec.vocab_size != e.vocab_size or not fits or spec.max_tokens < e.max_tokens:
+            raise ValueError(f"{src!r} emits {spec.num_codebooks} x {spec.vocab_size} codes, up to "
                              f"{spec.max_tokens} tokens; entry {name!r} expects {e.num_codebooks} x {e.vocab_size}, "
                              f"up to {e.max_tokens}: the vocabulary was built for another tokenizer")
         return tok
-
-
-def tokenizer_dir(source: str | os.PathLike) -> Path:
-    """The checkpoint folder of a tokenizer: `zoo.hub.locate`, or this repo's checkpoints/<name> for a
-    shipped folder that is not (yet) in zoo/registry.json."""
-    from zoo import hub
-
-    try:
-        return hub.locate(source)
-    except ValueError:
-        shipped = hub.REPO_CHECKPOINTS / os.fspath(source)
-        if (shipped / hub.CONFIG).is_file():
-            return shipped
-        raise
-
-
-def load_tokenizer(source: str | os.PathLike, device: Any = None) -> "Tokenizer":
-    """`zoo.load(source)`, also finding a shipped checkpoints/<name> folder missing from the registry."""
-    from zoo import hub
-
-    try:
-        return hub.load(source, device=device)
-    except ValueError:
-        return hub.load_dir(tokenizer_dir(source), device=device)
-
-
-# ----------------------------------------------------------------------------------------- Hugging Face
-
-
-def extend_hf_tokenizer(tokenizer: Any, vocab: Vocabulary) -> None:
-    """Append the vocabulary's special and code tokens to a transformers tokenizer, in id order.
-
-    The tokenizer must hold exactly `vocab.text_size` ids before (build the vocabulary with
-    `text_size=len(tokenizer)`). The new tokens are added as special tokens (never split, kept in
-    `decode`), so `tokenizer.convert_tokens_to_ids("<|image:17|>")` is the joint id of image code 17.
-    """
-    from tokenizers import AddedToken
-
-    strings = vocab.token_strings()
-    extended = len(tokenizer) == vocab.size and tokenizer.convert_ids_to_tokens(vocab.size - 1) == strings[-1]
-    if not extended:
-        if len(tokenizer) != vocab.text_size:
-            raise ValueError(f"the tokenizer holds {len(tokenizer)} ids but the vocabulary's text range is "
-                             f"{vocab.text_size}; build the vocabulary with text_size=len(tokenizer)")
-        tokenizer.add_tokens([AddedToken(s, special=True, normalized=False) for s in strings], special_tokens=True)
-        if len(tokenizer) != vocab.size:
-            raise ValueError(f"after adding {len(strings)} tokens the tokenizer holds {len(tokenizer)} ids, expected "
-                             f"{vocab.size}: some of {strings[:3]}... were already in it")
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.convert_ids_to_tokens(vocab.pad)
-
-
-def resize_hf_embeddings(model: Any, vocab: Vocabulary, pad_to_multiple_of: int | None = None) -> Any:
-    """Grow (or check) a transformers model's token embeddings to hold every id of `vocab`.
-
-    New rows start at the mean of the old embeddings (transformers' `mean_resizing`), which keeps the
-    model's first predictions on the new tokens sensible; tied output embeddings follow.
-
-    Args:
-        model: a transformers PreTrainedModel.
-        pad_to_multiple_of: round the row count up (e.g. 64 for tensor cores); extra rows are never sampled
-            when generation is constrained by `ConstrainedLogits`.
-    """
-    rows = model.get_input_embeddings().weight.shape[0]
-    if rows < vocab.size or pad_to_multiple_of:
-        model.resize_token_embeddings(vocab.size, pad_to_multiple_of=pad_to_multiple_of, mean_resizing=True)
-    if model.config.vocab_size < vocab.size:
-        raise ValueError(f"the model still has {model.config.vocab_size} rows after resizing, need {vocab.size}")
-    return model
-
-
-class ConstrainedLogits:
-    """A logits processor (`model.generate(logits_processor=[...])`) that keeps sampling inside `vocab`'s grammar.
-
-    Rows of `scores` past `vocab.size` (padded embeddings) are always masked.
-
-    Args:
-        vocab: the joint vocabulary.
-        entry: force the first segment opened to be this entry (e.g. "image" after a caption).
-    """
-
-    def __init__(self, vocab: Vocabulary, entry: str | None = None) -> None:
-        self.vocab, self.entry = vocab, entry
-
-    def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
-        """input_ids: (B, N); scores: (B, V) logits of the next id → the same with disallowed ids at -inf."""
-        mask = torch.zeros_like(scores, dtype=torch.bool)
-        for b in range(input_ids.shape[0]):
-            mask[b, : self.vocab.size] = self.vocab.allowed_next(input_ids[b], entry=self.entry).to(scores.device)
-        return scores.masked_fill(~mask, float("-inf"))
-
-
-# ----------------------------------------------------------------------------------------- a multimodal LM
-
-LM_FORMAT = "zoo.MultimodalLM"
-LM_CONFIG, LM_WEIGHTS, LM_VOCAB, LM_TEXT = "config.json", "model.safetensors", "vocabulary.json", "tokenizer.json"
-
-
-def _require_transformers() -> None:
-    import importlib.util
-
-    if importlib.util.find_spec("transformers") is None:
-        raise ImportError("MultimodalLM needs the optional extra transformers: pip install 'transformers>=4.46'")
-
-
-def sequence_ids(text_tokenizer: Any, vocab: Vocabulary, text: str, segment: Tensor | None = None,
-                 entry: str | None = None) -> list[int]:
-    """`<bos> text segment <eos>` as ids, the layout `MultimodalLM` trains on and generates.
-
-    Args:
-        text_tokenizer: a transformers tokenizer over the text range, with bos and eos tokens.
-        text: a caption, a shape name.
-        segment: one row of `vocab.to_llm` (its pads are dropped).
-        entry: with no segment, the generation prompt `<bos> text <|entry:begin|>`.
-    """
-    ids = [text_tokenizer.bos_token_id, *text_tokenizer(text, add_special_tokens=False)["input_ids"]]
-    if segment is not None:
-        return ids + [i for i in segment.tolist() if i != vocab.pad] + [text_tokenizer.eos_token_id]
-    return ids + [vocab.range(entry).begin] if entry is not None else ids
-
-
-def guided_logits(cond: Tensor, uncond: Tensor, scale: float) -> Tensor:
-    """Classifier-free guidance: `uncond + scale * (cond - uncond)`; cond, uncond: (B, V) next-id logits.
-
-    On raw logits this equals guidance on log-probabilities (the two differ by a per-row constant, which
-    softmax ignores). Apply the grammar mask after, so -inf never meets -inf. Scale 1 returns `cond` itself."""
-    return cond if scale == 1.0 else uncond + scale * (cond - uncond)
-
-
-class MultimodalLM:
-    """A causal LM over a joint vocabulary: a transformers GPT-2, the `Vocabulary` and the text tokenizer.
-
-    Sequences read `<bos> text <|image:begin|> codes <|image:end|> <eos>`; `generate` completes a
-    text prompt with one segment of an entry, sampling inside the vocabulary's grammar, and returns the
-    parsed segments. Saved as a folder: config.json (architecture, summary, sha256 of the weights),
-    model.safetensors, vocabulary.json and tokenizer.json. Needs the `transformers` extra.
-
-    Args:
-        model: a transformers causal LM whose embeddings hold at least `vocab.size` rows.
-        vocab: the joint vocabulary.
-        text_tokenizer: a transformers fast tokenizer over the text range, with bos and eos tokens.
-    """
-
-    def __init__(self, model: Any, vocab: Vocabulary, text_tokenizer: Any) -> None:
-        extend_hf_tokenizer(text_tokenizer, vocab)
-        if text_tokenizer.bos_token_id is None or text_tokenizer.eos_token_id is None:
-            raise ValueError("the text tokenizer needs bos and eos tokens (they open and close every sequence)")
-        if model.get_input_embeddings().weight.shape[0] < vocab.size:
-            raise ValueError(f"the model embeds {model.get_input_embeddings().weight.shape[0]} ids, the vocabulary "
-                             f"has {vocab.size}: call resize_hf_embeddings(model, vocab)")
-        self.model, self.vocab, self.text_tokenizer = model.eval(), vocab, text_tokenizer
-        self.summary: dict[str, Any] = {}  # the measured numbers of a shipped LM (config.json)
-
-    @classmethod
-    def build(cls, vocab: Vocabulary, text_tokenizer: Any, *, n_layer: int = 4, n_embd: int = 256, n_head: int = 4,
-              n_positions: int = 160, dropout: float = 0.1) -> "MultimodalLM":
-        """A fresh, randomly initialised GPT-2-style model sized for `vocab` (no download)."""
-        _require_transformers()
-        from transformers import GPT2Config, GPT2LMHeadModel
-
-        config = GPT2Config(vocab_size=vocab.size, n_positions=n_positions, n_embd=n_embd, n_layer=n_layer,
-                            n_head=n_head, resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout,
-                            bos_token_id=text_tokenizer.bos_token_id, eos_token_id=text_tokenizer.eos_token_id,
-                            pad_token_id=vocab.pad)
-        return cls(GPT2LMHeadModel(config), vocab, text_tokenizer)
-
-    # -- sequences ---------------------------------------------------------------------------------------
-
-    def sequence(self, text: str, segment: Tensor | None = None, entry: str | None = None) -> list[int]:
-        """See `sequence_ids`."""
-        return sequence_ids(self.text_tokenizer, self.vocab, text, segment, entry)
-
-    def text(self, segment: Segment) -> str:
-        return self.text_tokenizer.decode(segment.ids.tolist(), skip_special_tokens=True)
-
-    @torch.no_grad()
-    def generate(self, prompts: Sequence[str], entry: str, *, temperature: float = 1.0, top_k: int | None = None,
-                 seed: int = 0, batch_size: int = 64, guidance: float = 1.0) -> list[Segment]:
-        """Sample one `entry` segment after each text prompt.
-
-        Args:
-            prompts: texts (a caption, a shape name).
-            entry: the entry to generate.
-            temperature, top_k: sampling; the grammar mask applies first.
-            seed: sampling is reproducible for a given seed, batch composition and device.
-            guidance: classifier-free guidance scale s (Ho & Salimans 2022, as in Parti and LlamaGen):
-                next-id logits `uncond + s * (cond - uncond)`, where uncond conditions on the empty prompt
-                `<bos> <|entry:begin|>` that condition dropout trains (`recipes.lm_data.InterleavedData`).
-                1.0 is plain conditional sampling (transformers' `generate`, one pass); other values run
-                the prompted and the empty-prompt rows as one batch with a KV cache.
-        Returns:
-            One Segment per prompt (`complete=False` if the model's budget ran out first).
-        """
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        if not math.isfinite(guidance) or guidance < 0:
-            raise ValueError(f"guidance must be a finite scale >= 0 (1.0: no guidance), got {guidance}")
-        e, r = self.vocab.entry(entry), self.vocab.range(entry)
-        frame = len(e.slots)
-        budget = e.max_tokens * frame + (e.max_tokens - 1) // (e.sep_every or 10**9) + 1
-        device = self.model.device
-        rows = [self.sequence(p, entry=entry) for p in prompts]
-        out: list[Segment | None] = [None] * len(rows)
-        by_length: dict[int, list[int]] = {}
-        for i, row in enumerate(rows):
-            by_length.setdefault(len(row), []).append(i)
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(seed)
-            for length, idx in sorted(by_length.items()):
-                if length + budget > self.model.config.n_positions:
-                    raise ValueError(f"a prompt of {length} ids plus a {entry} segment of {budget} exceeds the "
-                                     f"model's {self.model.config.n_positions} positions; shorten the prompt")
-                for chunk in range(0, len(idx), batch_size):
-                    part = idx[chunk:chunk + batch_size]
-                    x = torch.tensor([rows[i] for i in part], device=device)
-                    if guidance == 1.0:
-                        y = self.model.generate(
-                            x, attention_mask=torch.ones_like(x), do_sample=True, temperature=temperature,
-                            top_k=top_k or 0, max_new_tokens=budget, logits_processor=[ConstrainedLogits(self.vocab, entry)],
-                            eos_token_id=r.end, pad_token_id=self.vocab.pad)
-                    else:
-                        y = self._sample_guided(x, entry, guidance, temperature=temperature, top_k=top_k,
-                                                max_new_tokens=budget)
-                    for i, seq in zip(part, y):
-                        segs = [s for s in self.vocab.from_llm(seq[length - 1:]) if s.name == entry]
-                        out[i] = segs[0]
-        return out  # type: ignore[return-value]
-
-    def _sample_guided(self, x: Tensor, entry: str, guidance: float, *, temperature: float, top_k: int | None,
-                       max_new_tokens: int) -> Tensor:
-        """x: (B, L) prompts `<bos> text <|entry:begin|>` → (B, L + n) with the sampled ids, as `generate`.
-
-        The B prompted rows and B empty-prompt rows `<bos> <|entry:begin|>` (left-padded to L, with
-        matching position ids) go through the model as one (2B, .) batch; each step feeds the sampled id
-        to both halves through the KV cache. The grammar mask, temperature and top-k apply to the guided
-        logits, in that order, as transformers' sampling does.
-        """
-        b, n = x.shape
-        pad, end = self.vocab.pad, self.vocab.range(entry).end
-        empty = torch.tensor(self.sequence("", entry=entry), device=x.device)  # the unconditional prompt
-        uncond = torch.full_like(x, pad)
-        uncond[:, n - len(empty):] = empty
-        ids = torch.cat([x, uncond])  # (2B, L)
-        mask = torch.cat([torch.ones_like(x), (uncond != pad).long()])
-        positions = (mask.cumsum(1) - 1).clamp(min=0)
-        grammar = ConstrainedLogits(self.vocab, entry)
-        out, done, past = x, torch.zeros(b, dtype=torch.bool, device=x.device), None
-        for _ in range(max_new_tokens):
-            step = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=past,
-                              use_cache=True)
-            past = step.past_key_values
-            logits = step.logits[:, -1].float()  # (2B, V)
-            scores = grammar(out, guided_logits(logits[:b], logits[b:], guidance)) / temperature
-            if top_k:
-                kth = scores.topk(min(top_k, scores.shape[-1])).values[:, -1:]
-                scores = scores.masked_fill(scores < kth, float("-inf"))
-            nxt = torch.multinomial(scores.softmax(-1), 1).squeeze(1)  # (B,)
-            nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
-            out = torch.cat([out, nxt[:, None]], 1)
-            done |= nxt == end
-            if done.all():
-                break
-            ids = nxt.repeat(2)[:, None]  # (2B, 1): the same id continues both halves
-            mask = torch.cat([mask, torch.ones_like(ids)], 1)
-            positions = positions[:, -1:] + 1
-        return out
-
-    # -- files -------------------------------------------------------------------------------------------
-
-    def save_pretrained(self, directory: str | os.PathLike, card: str | None = None,
-                        summary: dict[str, Any] | None = None, dtype: torch.dtype | None = None) -> Path:
-        """Write config.json, model.safetensors, vocabulary.json, tokenizer.json (and README.md).
-
-        Args:
-            dtype: store the weights in this dtype (e.g. torch.float16 halves the file); loading casts
-                them back to the model's float32.
-        """
-        import copy
-        import hashlib
-
-        from safetensors.torch import save_model
-
-        from zoo.data.cache import atomic_write_bytes
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        model = self.model if dtype is None else copy.deepcopy(self.model).to(dtype)
-        save_model(model, str(directory / LM_WEIGHTS))  # handles the tied input/output embeddings
-        os.chmod(directory / LM_WEIGHTS, 0o644)  # safetensors writes 0600; shipped files are world-readable
-        self.vocab.save(directory / LM_VOCAB)
-        self.text_tokenizer.backend_tokenizer.save(str(directory / LM_TEXT))
-        files = {n: hashlib.sha256((directory / n).read_bytes()).hexdigest() for n in (LM_WEIGHTS, LM_VOCAB, LM_TEXT)}
-        config = {"format": LM_FORMAT, "format_version": FORMAT_VERSION, "architecture": "gpt2",
-                  "model": self.model.config.to_diff_dict(), "bos_token": self.text_tokenizer.bos_token,
-                  "eos_token": self.text_tokenizer.eos_token, "files": files, "summary": summary or {},
-                  "weights_dtype": str(dtype or next(self.model.parameters()).dtype).removeprefix("torch.")}
-        atomic_write_bytes(directory / LM_CONFIG, (json.dumps(config, indent=2, sort_keys=True) + "\n").encode())
-        if card is not None:
-            atomic_write_bytes(directory / "README.md", card.encode())
-        return directory
-
-    @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, device: Any = None) -> "MultimodalLM":
-        """Load a folder written by `save_pretrained`, checking every file's sha256 and every weight key."""
-        import hashlib
-
-        from safetensors.torch import load_model
-
-        _require_transformers()
-        from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
-
-        directory = Path(directory)
-        if not (directory / LM_CONFIG).is_file():
-            raise ValueError(f"{str(directory)!r} is not a MultimodalLM folder (no {LM_CONFIG})")
-        config = json.loads((directory / LM_CONFIG).read_text())
-        if config.get("format") != LM_FORMAT or config.get("architecture") != "gpt2":
-            raise ValueError(f"{directory / LM_CONFIG} is not a {LM_FORMAT} config (format {config.get('format')!r})")
-        for name, sha in config["files"].items():
-            path = directory / name
-            if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != sha:
-                raise ValueError(f"{path} is missing or does not match the sha256 in {LM_CONFIG}")
-        vocab = Vocabulary.load(directory / LM_VOCAB)
-        text = PreTrainedTokenizerFast(tokenizer_file=str(directory / LM_TEXT), bos_token=config["bos_token"],
-                                       eos_token=config["eos_token"])
-        model = GPT2LMHeadModel(GPT2Config(**config["model"]))
-        missing, unexpected = load_model(model, str(directory / LM_WEIGHTS), strict=True, device="cpu")
-        lm = cls(model, vocab, text)
-        lm.summary = config.get("summary", {})
-        if device is not None:
-            lm.model.to(device)
-        return lm
-
-
-# ----------------------------------------------------------------------------------------- the demo
-
-DEMO_LM = "lm-tiny-interleaved"
-DEMO_PROMPTS = {
-    "image": ("a red circle on a black background", "a blue square on a white background",
-              "a green triangle on a light grey background", "a yellow star on a dark grey background",
-              "a purple cross on a white background", "an orange circle on a dark grey background"),
-    "action": ("Angle", "GShape", "Snake", "WShape", "Leaf_1", "Sshape"),
-}
-
-
-def demo(out_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = None, samples: int = 4) -> str:
-    """Generate through the shipped demo LM and decode with the zoo tokenizers; write a PNG per entry.
-
-    For each entry of the LM's vocabulary, `samples` generations for each of a few prompts (captions
-    for images, LASA shape names for actions), decoded and drawn in one row per prompt.
-
-    Args:
-        out_dir: where `llm_<entry>.png` files go.
-        checkpoint: an LM folder (default: this repo's checkpoints/lm-tiny-interleaved).
-    Returns:
-        A short text report: the prompts, the files written, and the card's headline numbers.
-    """
-    import numpy as np
-    from PIL import Image, ImageDraw
-
-    from zoo.hub import REPO_CHECKPOINTS
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    lm = MultimodalLM.from_pretrained(checkpoint or REPO_CHECKPOINTS / DEMO_LM)
-    lines = [f"demo LM: {checkpoint or DEMO_LM} ({lm.vocab.size} ids: " + ", ".join(e.name for e in lm.vocab.entries) + ")"]
-    cell = 96
-    for e in lm.vocab.entries:
-        prompts = DEMO_PROMPTS.get(e.modality)
-        if not prompts:
-            continue
-        tok = lm.vocab.load_tokenizer(e.name)
-        segments = lm.generate([p for p in prompts for _ in range(samples)], e.name, seed=0,
-                               guidance=lm.summary.get("protocol", {}).get("guidance", 1.0))  # as the card measured
-        tokens = Tokens(ids=torch.stack([s.ids for s in segments]), lengths=torch.tensor([len(s.ids) for s in segments]))
-        x = tok.decode(tokens)
-        sheet = Image.new("RGB", (cell * samples, cell * len(prompts)), "white")
-        for i in range(len(x)):
-            row, col = divmod(i, samples)
-            if e.modality == "image":
-                img = (x[i].clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-                tile = Image.fromarray(img).resize((cell, cell), Image.NEAREST)
-            else:  # a 2-D trajectory, scaled into the tile, start marked
-                xy = x[i, :, :2].numpy()
-                lo, span = xy.min(0), max(float((xy.max(0) - xy.min(0)).max()), 1e-6)
-                pts = [(8 + (p[0] - lo[0]) / span * (cell - 16), cell - 8 - (p[1] - lo[1]) / span * (cell - 16)) for p in xy]
-                tile = Image.new("RGB", (cell, cell), "white")
-                draw = ImageDraw.Draw(tile)
-                draw.line(pts, fill=(40, 80, 220), width=2)
-                draw.ellipse((pts[0][0] - 3, pts[0][1] - 3, pts[0][0] + 3, pts[0][1] + 3), fill=(220, 40, 40))
-            sheet.paste(tile, (col * cell, row * cell))
-        path = out / f"llm_{e.name}.png"
-        sheet.save(path)
-        lines.append(f"{e.name}: {samples} samples per row for {', '.join(map(repr, prompts))} -> {path}")
-    metrics = lm.summary.get("metrics", {})
-    headline = {k: metrics[k] for k in ("image_match", "action_shape_match_dtw") if k in metrics}
-    if headline:
-        lines.append("measured (card): " + ", ".join(f"{k} {v:.0%}" for k, v in headline.items()))
-    return "\n".join(lines)
