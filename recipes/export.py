@@ -53,9 +53,9 @@ def write_checkpoint(tokenizer: Any, directory: str | Path, *, name: str, summar
 Weights: Apache-2.0, trained by the zoo recipe above on data built offline by `zoo.data`.
 """
     summary = {**summary, "metrics": metrics}
-    hub.save_checkpoint(tokenizer, directory, card=card, summary=summary)
+    hub.save_module(tokenizer, directory, card=card, summary=summary)
     if index and directory.resolve().parent == hub.REPO_CHECKPOINTS:
-        hub.index_checkpoints()
+        hub.write_index()
     return directory
 
 

@@ -25,10 +25,10 @@ from torch import Tensor
 from torch.utils.data import TensorDataset
 
 from recipes.vit_host import ShapesDataModule, augment, evaluate_host  # noqa: F401  (the data module of the config)
-from zoo.reduce.checkpoint import save_module
+from zoo.hub import save_module
 from zoo.reduce.host import load_host_classifier
 from zoo.reduce.patch import patch_timm
-from zoo.reduce.select import KIND, LearnedSelector, SelectorConfig
+from zoo.reduce.select import LearnedSelector, SelectorConfig
 
 CARD_KEEPS = (0.75, 0.5, 0.3, 0.1)
 
@@ -104,7 +104,7 @@ class SelectorModule(pl.LightningModule):
         acc = {str(k): self.accuracy_with_selector(val, k) for k in CARD_KEEPS}
         summary = {"val_accuracy_at_keep": acc, "val_size": len(val), "host": self.hparams.host,
                    "train_minutes": minutes, "global_step": self.trainer.global_step}
-        save_module(self.selector, self.hparams.export_dir, kind=KIND, summary=summary,
+        save_module(self.selector, self.hparams.export_dir, summary=summary,
                     card=selector_card(self.selector.config, acc, len(val), minutes, self.trainer.global_step,
                                        self.hparams))
 

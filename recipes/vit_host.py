@@ -24,8 +24,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
 from zoo.data.images import build_image_dataset, images_to_tensor
-from zoo.reduce.checkpoint import save_module
-from zoo.reduce.host import HEADS, KIND, HostClassifier, HostConfig, host_accuracy
+from zoo.hub import save_module
+from zoo.reduce.host import HEADS, HostClassifier, HostConfig, host_accuracy
 
 
 def shape_tensors(split: str, n: int, seed: int = 0, resolution: int = 32) -> TensorDataset:
@@ -148,7 +148,7 @@ class HostModule(pl.LightningModule):
         acc = self.evaluate(dm.val_set)
         summary = {"val_accuracy": acc, "val_size": len(dm.val_set), "train_minutes": minutes,
                    "global_step": self.trainer.global_step}
-        save_module(self.host, self.hparams.export_dir, kind=KIND, summary=summary,
+        save_module(self.host, self.hparams.export_dir, summary=summary,
                     card=host_card(self.host.config, acc, len(dm.val_set), dm.hparams, minutes, self.trainer.global_step))
 
 

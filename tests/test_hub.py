@@ -85,14 +85,14 @@ def test_missing_or_unexpected_keys_are_refused(beast_dir):
 def test_checkpoint_of_another_family(beast_dir):
     from zoo.action.baselines import Binning
 
-    with pytest.raises(ValueError, match="holds a 'beast' tokenizer, not a 'binning' one"):
+    with pytest.raises(ValueError, match="holds a 'beast' model, not a 'binning' one"):
         Binning.from_pretrained(beast_dir)
     with pytest.raises(ValueError, match="expected family 'binning'"):
         hub.load_dir(beast_dir, family="binning")
     config = json.loads((beast_dir / "config.json").read_text())
     config["family"] = "no-such-family"
     (beast_dir / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ValueError, match="unknown tokenizer family 'no-such-family'"):
+    with pytest.raises(ValueError, match="unknown family 'no-such-family'"):
         zoo.load(beast_dir)
 
 
@@ -191,12 +191,15 @@ def test_shipped_files_match_the_registry():
     """Every shipped checkpoint folder is registered, and its files hash to what the registry records."""
     shipped = {p.name for p in hub.REPO_CHECKPOINTS.iterdir() if (p / "config.json").is_file() and
                "family" in json.loads((p / "config.json").read_text())}
-    names = {r["name"] for r in zoo.list_tokenizers()}
-    assert shipped <= names
+    assert {"beast-lasa", "vit-host-shapes32", "selector-vit-host-shapes32"} <= shipped
+    assert shipped <= set(hub._names())
+    tokenizers = {r["name"] for r in zoo.list_tokenizers()}
+    assert "beast-lasa" in tokenizers and "vit-host-shapes32" not in tokenizers  # models, not tokenizers
     for name in shipped:
         entry = hub._names()[name]
+        assert entry.shipped
         for fname, sha in entry.sha256.items():
-            assert hub.sha256_file(hub.REPO_CHECKPOINTS / name / fname) == sha, f"{name}/{fname} changed; run hub.index_checkpoints()"
+            assert hub.sha256_file(hub.REPO_CHECKPOINTS / name / fname) == sha, f"{name}/{fname} changed; run hub.write_index()"
 
 
 def test_import_zoo_stays_light():

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from zoo.reduce import PrunePool, RandomDrop, ToMe, VQToken, VQTokenConfig, patch_timm, reduce, unpatch_timm
 from zoo.reduce.base import resolve_keep
-from zoo.reduce.checkpoint import read_config, resolve
+from zoo.hub import locate, read_config
 from zoo.reduce.host import HEADS, HostClassifier, HostConfig, host_accuracy
 from zoo.reduce.select import LearnedSelector, SelectorConfig
 
@@ -335,7 +335,7 @@ TOLERANCE = 0.06  # the card is measured on 1000 val scenes; a 300-scene batch d
 
 def shipped(name: str) -> bool:
     try:
-        resolve(name)
+        locate(name)
         return True
     except ValueError:
         return False
@@ -357,7 +357,7 @@ def test_shipped_host_reaches_its_card(val_batch):
     x, labels = val_batch
     with torch.no_grad():
         acc = host_accuracy(host(x), labels)
-    card = read_config("vit-host-shapes32")["summary"]["val_accuracy"]
+    card = read_config(locate("vit-host-shapes32"))["summary"]["val_accuracy"]
     for key in ("all", "mean"):
         assert acc[key] >= card[key] - TOLERANCE, (key, acc[key], card[key])
     pred = host.predict(x[:4])
@@ -372,10 +372,191 @@ def test_shipped_selector_reaches_its_card(val_batch):
     from zoo.reduce.select import load_selector
 
     host, sel = load_host_classifier(), load_selector()
-    card = read_config("selector-vit-host-shapes32")["summary"]["val_accuracy_at_keep"]
+    card = read_config(locate("selector-vit-host-shapes32"))["summary"]["val_accuracy_at_keep"]
     patch_timm(host.vit, sel, keep=0.5, layers=(sel.config.layer,), proportional=False)
     x, labels = val_batch
     with torch.no_grad():
         acc = host_accuracy(host(x), labels)
     assert acc["all"] >= card["0.5"]["all"] - TOLERANCE
     assert not math.isnan(acc["mean"])
+
+
+# ----------------------------------------------------------------------------------------- ToMe's schedule (r=)
+
+
+def reference_tome(vit, images: torch.Tensor, r: int) -> tuple[torch.Tensor, list[list[float]]]:
+    """ToMe written out per sample with Python lists (an independent reference of the official algorithm).
+
+    Every block: hand-written attention with log(size) added to the logits; then split the tokens
+    alternately (A = even positions, protected tokens included), score each A token against every B
+    token by cosine similarity of the keys averaged over heads (-inf for protected A rows and protected B
+    columns), merge the r A tokens with the highest best score into their best B token (size-weighted
+    mean) and lay the tokens out as: protected (in order), other unmerged A (input order when tokens are
+    protected, else by descending score), other B. Returns (logits, final sizes per sample).
+    """
+    p = vit.num_prefix_tokens
+    x = vit.norm_pre(vit._pos_embed(vit.patch_embed(images)))
+    outs, all_sizes = [], []
+    for s in range(x.shape[0]):
+        toks = x[s]
+        sizes = [1.0] * toks.shape[0]
+        for blk in vit.blocks:
+            a = blk.attn
+            n = toks.shape[0]
+            q, k, v = a.qkv(blk.norm1(toks)).reshape(n, 3, a.num_heads, a.head_dim).permute(1, 2, 0, 3)
+            logits = (q @ k.transpose(-1, -2)) * a.scale + torch.tensor(sizes).log()
+            y = (logits.softmax(-1) @ v).transpose(0, 1).reshape(n, -1)
+            toks = toks + blk.ls1(a.proj(y))
+            keys = k.mean(0)
+            rr = min(r, (n - p) // 2)
+            if rr > 0:
+                A, B = list(range(0, n, 2)), list(range(1, n, 2))
+                best = {}
+                for i in A:
+                    cands = [(float(F.cosine_similarity(keys[i], keys[j], dim=0)), j) for j in B if j >= p]
+                    score, j = max(cands) if i >= p else (-math.inf, None)
+                    best[i] = (score, j)
+                by_score = sorted(A, key=lambda i: -best[i][0])
+                merged, kept = by_score[:rr], by_score[rr:]
+                groups = {j: [j] for j in B}
+                for i in merged:
+                    groups[best[i][1]].append(i)
+                others_a = sorted(i for i in kept if i >= p) if p else kept
+                order = list(range(p)) + others_a + [j for j in B if j >= p]
+                new, new_sizes = [], []
+                for t in order:
+                    members = groups.get(t, [t])
+                    w = torch.tensor([sizes[m] for m in members])
+                    new.append((toks[members] * w[:, None]).sum(0) / w.sum())
+                    new_sizes.append(float(w.sum()))
+                toks, sizes = torch.stack(new), new_sizes
+            toks = toks + blk.ls2(blk.mlp(blk.norm2(toks)))
+        outs.append(toks)
+        all_sizes.append(sizes)
+    return vit.forward_head(vit.norm(torch.stack(outs))), all_sizes
+
+
+def tiny_vit(kind: str):
+    from timm.models.deit import VisionTransformerDistilled
+    from timm.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(0)
+    common = dict(img_size=32, patch_size=8, embed_dim=32, depth=3, num_heads=2, num_classes=5)
+    if kind == "distilled":
+        return VisionTransformerDistilled(**common).eval()
+    if kind == "no-cls":
+        return VisionTransformer(**common, class_token=False, global_pool="avg").eval()
+    if kind == "registers":
+        return VisionTransformer(**common, reg_tokens=3, init_values=0.1).eval()
+    return VisionTransformer(**common).eval()
+
+
+@pytest.mark.filterwarnings("ignore:global_pool")
+@pytest.mark.parametrize("kind", ["cls", "distilled", "no-cls", "registers"])
+def test_constant_r_schedule_matches_an_independent_tome(kind):
+    vit = tiny_vit(kind)
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        want, want_sizes = reference_tome(vit, x, r=3)
+        patch_timm(vit, ToMe(), r=3)
+        got = vit(x)
+    got = torch.cat(got, 1) if isinstance(got, tuple) else got
+    want = torch.cat(want, 1) if isinstance(want, tuple) else want
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert vit.zoo_reduce.sizes.tolist() == want_sizes  # the same tokens merged, in the same order
+    last = vit.zoo_reduce.last
+    assert last.x.shape[1] == 16 + vit.num_prefix_tokens - 3 * 3
+    torch.testing.assert_close(last.source_matrix().sum(-1), last.sizes)  # the source map counts the merged inputs
+
+
+def test_constant_r_schedule_matches_official_tome_when_installed():
+    tome = pytest.importorskip("tome")  # facebookresearch/ToMe, e.g. PYTHONPATH=/path/to/ToMe
+    for kind in ("cls", "distilled"):
+        vit = tiny_vit(kind)
+        ref = copy.deepcopy(vit)
+        tome.patch.timm(ref)
+        ref.r = 3
+        patch_timm(vit, ToMe(), r=3)
+        x = torch.rand(2, 3, 32, 32)
+        with torch.no_grad():
+            torch.testing.assert_close(vit(x), ref(x), atol=1e-5, rtol=1e-5)
+        assert torch.equal(vit.zoo_reduce.sizes, ref._tome_info["size"][..., 0])
+
+
+def test_constant_r_schedule_options():
+    vit = tiny_vit("cls")
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        ref = vit(x)
+        patch_timm(vit, ToMe(), r=[4, 0, 2])  # one r per block
+        vit(x)
+        assert vit.zoo_reduce.sizes.shape == (2, 17 - 6)
+        vit.zoo_reduce.r = 100  # clipped to half the unprotected tokens, as in the official code
+        vit(x)
+        assert vit.zoo_reduce.sizes.shape == (2, 17 - 8 - 4 - 2)
+        vit.zoo_reduce.r = 0
+        torch.testing.assert_close(vit(x), ref, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="one per block"):
+        patch_timm(tiny_vit("cls"), ToMe(), r=[1, 2])
+    with pytest.raises(ValueError, match="needs a ToMe reducer"):
+        patch_timm(tiny_vit("cls"), PrunePool("prune"), r=2)
+    with pytest.raises(ValueError, match="not both"):
+        patch_timm(tiny_vit("cls"), ToMe(), keep=0.5, r=2)
+
+
+def test_one_keep_round_merges_the_same_pairs_as_official_tome_with_cls():
+    x = tokens(2, 17, 8)
+    from zoo.reduce.merge import merge_r
+
+    want_x, want_sizes, _ = merge_r(x, None, x, r=5, protect=1)  # official order: CLS, unmerged A, B
+    red = ToMe()(x, keep=16 - 5, protect=1)  # ours keeps input order: compare as sets of (size, token)
+    for s in range(2):
+        a = sorted(zip(want_sizes[s].tolist(), want_x[s, :, 0].tolist()))
+        b = sorted(zip(red.sizes[s].tolist(), red.x[s, :, 0].tolist()))
+        assert [round(v, 5) for pair in a for v in pair] == [round(v, 5) for pair in b for v in pair]
+
+
+# ----------------------------------------------------------------------------------------- towers from timm
+
+TOWERS = {  # timm name -> overrides that make a tiny tower of the same architecture (pretrained=False)
+    "vit_small_patch16_224": dict(img_size=64),
+    "deit_tiny_distilled_patch16_224": dict(img_size=64),
+    "vit_small_patch14_reg4_dinov2": dict(img_size=56),
+    "vit_base_patch16_clip_224": dict(img_size=64),
+    "vit_base_patch16_siglip_224": dict(img_size=64),
+}
+
+
+@pytest.mark.filterwarnings("ignore:global_pool")
+@pytest.mark.parametrize("name", sorted(TOWERS))
+def test_patch_timm_on_pretrained_tower_architectures(name):
+    import timm
+
+    torch.manual_seed(0)
+    vit = timm.create_model(name, pretrained=False, depth=2, embed_dim=64, num_heads=2, **TOWERS[name]).eval()
+    x = torch.rand(2, 3, *vit.patch_embed.img_size)
+    n = vit.patch_embed.num_patches + vit.num_prefix_tokens
+    with torch.no_grad():
+        ref = vit(x)
+        kind = type(vit)
+        patch_timm(vit, ToMe(), keep=1.0)
+        torch.testing.assert_close(vit(x), ref, atol=1e-5, rtol=1e-5)  # nothing reduced: the same model
+        assert isinstance(vit, kind)  # a subclass (DeiT distilled) keeps its own pos-embed and heads
+        vit.zoo_reduce.keep = 0.5
+        assert torch.isfinite(vit(x)).all() and vit.zoo_reduce.last.sizes.sum(1).tolist() == [n, n]
+        unpatch_timm(vit)
+        patch_timm(vit, ToMe(), r=4)
+        out = vit(x)
+    assert torch.isfinite(out).all() and vit.zoo_reduce.sizes.shape == (2, n - 8)
+    assert (vit.zoo_reduce.sizes[:, :vit.num_prefix_tokens] == 1).all()  # CLS / distillation / registers untouched
+    unpatch_timm(vit)
+    assert type(vit) is kind
+
+
+@pytest.mark.parametrize("name", ["eva02_tiny_patch14_224", "vit_base_patch16_rope_224"])
+def test_patch_timm_refuses_rope_towers_clearly(name):
+    import timm
+
+    vit = timm.create_model(name, pretrained=False, depth=1)
+    with pytest.raises(ValueError, match="EVA / RoPE"):
+        patch_timm(vit, ToMe(), r=2)

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from zoo.hub import Pretrained, config_from_dict  # noqa: F401  (config_from_dict: re-exported for the families)
+
 MODALITIES = ("image", "video", "audio", "action", "features")
 
 
@@ -337,11 +339,12 @@ def check_budget(value: int, low: int, high: int, name: str = "num_tokens") -> i
 # ----------------------------------------------------------------------------------------- the base class
 
 
-class Tokenizer(nn.Module):
+class Tokenizer(Pretrained, nn.Module):
     """Base class of every tokenizer: a config dataclass, a spec, encode and decode.
 
     Subclasses set `family` and `config_class`, build themselves from `config`, and implement
-    `spec`, `encode` and `decode`. Saving writes config.json + model.safetensors; loading is strict.
+    `spec`, `encode` and `decode`. `save_pretrained`/`push_to_hub`/`from_pretrained` come from
+    `zoo.hub.Pretrained` (config.json + model.safetensors, written whole; loading is strict).
     """
 
     family: ClassVar[str] = ""
@@ -377,21 +380,6 @@ class Tokenizer(nn.Module):
         if state:
             raise ValueError(f"{type(self).__name__} takes no extra state, got keys {sorted(state)}")
 
-    def save_pretrained(self, directory: str | Path, card: str | None = None) -> Path:
-        """Write config.json, model.safetensors (and README.md when `card` is given) into `directory`."""
-        from zoo import hub
-
-        return hub.save_checkpoint(self, Path(directory), card=card)
-
-    @classmethod
-    def from_pretrained(cls, source: str | Path, **kwargs: Any) -> "Tokenizer":
-        from zoo import hub
-
-        tok = hub.load(source, **kwargs)
-        if cls is not Tokenizer and not isinstance(tok, cls):
-            raise ValueError(f"{source!s} holds a {tok.family!r} tokenizer, not a {cls.family!r} one")
-        return tok
-
     def config_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self.config)
 
@@ -401,20 +389,6 @@ class Tokenizer(nn.Module):
             f"{type(self).__name__}(modality={s.modality!r}, vocab={s.vocab_size}, codebooks={s.num_codebooks}, "
             f"max_tokens={s.max_tokens}, input=({s.input.describe()}))"
         )
-
-
-def config_from_dict(config_class: type, d: dict[str, Any]) -> Any:
-    """Build a config dataclass from a dict, refusing unknown keys (a typo must not pass silently)."""
-    names = {f.name for f in dataclasses.fields(config_class)}
-    unknown = sorted(set(d) - names)
-    if unknown:
-        raise ValueError(f"{config_class.__name__} has no field(s) {unknown}; known: {sorted(names)}")
-    kwargs = {}
-    for f in dataclasses.fields(config_class):
-        if f.name in d:
-            v = d[f.name]
-            kwargs[f.name] = tuple(v) if isinstance(v, list) and "tuple" in str(f.type) else v
-    return config_class(**kwargs)
 
 
 def dumps(obj: Any) -> str:

@@ -24,6 +24,7 @@ from einops import rearrange
 from torch import Tensor
 
 from zoo.action.beast import output_steps
+from zoo.hub import register_family
 from zoo.tokenizer import InputContract, Tokenizer, Tokens, TokenSpec, check_budget, check_input, check_tokens
 
 
@@ -246,3 +247,9 @@ class DCTBPE(_FittedBounds, Tokenizer):
         z = idct(rearrange(coeffs, "b (t d) -> b t d", d=c.num_dof) / c.scale, axis=1, norm="ortho")
         x = self._normalise(torch.from_numpy(z).float(), inverse=True)
         return resample(x, output_steps(tokens, num_steps, c.num_steps))
+
+
+# ----------------------------------------------------------------------------------------- registration
+
+register_family(Binning)
+register_family(DCTBPE)

@@ -30,6 +30,7 @@ import torch
 from einops import rearrange
 from torch import Tensor
 
+from zoo.hub import register_family
 from zoo.tokenizer import InputContract, Tokenizer, Tokens, TokenSpec, check_budget, check_input, check_tokens
 
 
@@ -300,3 +301,8 @@ class BEAST(Tokenizer):
     def bits_per_trajectory(self, num_tokens: int | None = None) -> float:
         n = self._n_from_budget(num_tokens)
         return self.config.tokens_for(n) * math.log2(self.config.vocab_size)
+
+
+# ----------------------------------------------------------------------------------------- registration
+
+register_family(BEAST)

@@ -33,10 +33,11 @@ from typing import Any
 import torch
 from einops import rearrange
 from torch import Tensor
-from vector_quantize_pytorch import ResidualVQ
 
+from zoo.hub import register_family
 from zoo.nn.istft import ISTFTDecoder
 from zoo.nn.seanet import SEANetConfig, SEANetDecoder, SEANetEncoder, receptive_field
+from zoo.nn.threads import map_threads, small_ops
 from zoo.tokenizer import InputContract, Tokenizer, Tokens, TokenSpec, check_budget, check_input, check_tokens
 
 
@@ -157,6 +158,7 @@ class Codec(Tokenizer):
 
     def __init__(self, config: CodecConfig) -> None:
         super().__init__(config)
+        from vector_quantize_pytorch import ResidualVQ  # imported on first build: it loads einx and torch._dynamo (seconds)
         c = config
         self.encoder = SEANetEncoder(c.seanet())
         if c.decoder == "istft":
@@ -260,6 +262,7 @@ class Codec(Tokenizer):
         return out
 
     @torch.no_grad()
+    @small_ops
     def encode(self, wav: Tensor, bitrate: float | None = None, num_codebooks: int | None = None,
                sample_rate: int | None = None, chunk_seconds: float | None = None) -> Tokens:
         """Encode waveforms into codes.
@@ -285,16 +288,20 @@ class Codec(Tokenizer):
         num_samples = wav.shape[-1]
         wav = self._pad(wav.to(self.device))
         hop, frames = c.hop, wav.shape[-1] // c.hop
-        ids = []
-        for start, stop, lo, hi in self._chunks(frames, chunk_seconds, self.encoder_context):
+
+        def encode_chunk(chunk: tuple[int, int, int, int]) -> Tensor:
+            start, stop, lo, hi = chunk
             z = self.encoder(wav[..., lo * hop:hi * hop])  # (B, D, hi - lo)
-            ids.append(self._quantize(z[..., start - lo:stop - lo], q))
-        ids = torch.cat(ids, dim=1)  # (B, T, q)
+            return self._quantize(z[..., start - lo:stop - lo], q)  # (B, stop - start, q)
+
+        # chunks over a pool of threads, each op on one (zoo.nn.threads): same ids on any thread count
+        ids = torch.cat(map_threads(encode_chunk, self._chunks(frames, chunk_seconds, self.encoder_context)), dim=1)
         b = ids.shape[0]
         return Tokens(ids=ids, lengths=torch.full((b,), frames, device=ids.device),
                       meta={"num_samples": torch.full((b,), num_samples, device=ids.device)})
 
     @torch.no_grad()
+    @small_ops
     def decode(self, tokens: Tokens, num_samples: int | None = None, chunk_seconds: float | None = None) -> Tensor:
         """Codes -> waveforms (B, 1, S) in [-1, 1].
 
@@ -315,10 +322,14 @@ class Codec(Tokenizer):
         check_budget(length, 1, ids.shape[1] * c.hop, "num_samples")
         ids = ids.to(self.device)
         z = self._dequantize(ids)  # (B, D, T), cheap: a lookup per frame
-        hop, out = c.hop, []
-        for start, stop, lo, hi in self._chunks(ids.shape[1], chunk_seconds, self.decoder_context):
+        hop = c.hop
+
+        def decode_chunk(chunk: tuple[int, int, int, int]) -> Tensor:
+            start, stop, lo, hi = chunk
             y = self.decoder(z[..., lo:hi])  # (B, 1, (hi - lo) · hop)
-            out.append(y[..., (start - lo) * hop:(stop - lo) * hop])
+            return y[..., (start - lo) * hop:(stop - lo) * hop]
+
+        out = map_threads(decode_chunk, self._chunks(ids.shape[1], chunk_seconds, self.decoder_context))
         return torch.cat(out, dim=-1)[..., :length].clamp(-1, 1)
 
     def _recorded_samples(self, tokens: Tokens) -> int:
@@ -342,3 +353,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(channels=4, max_channels=16, latent_dim=8, strides=(4, 4, 4, 5), dilations=(1,),
                  num_codebooks=4, codebook_size=64),
 }
+
+
+# ----------------------------------------------------------------------------------------- registration
+
+register_family(Codec, presets=PRESETS)

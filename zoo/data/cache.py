@@ -3,35 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-import os
-import tempfile
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-
-def cache_root() -> Path:
-    """The user cache (`$ZOO_CACHE`, default `~/.cache/zoo`)."""
-    return Path(os.environ.get("ZOO_CACHE", Path.home() / ".cache" / "zoo")).expanduser()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that readers see either nothing or the whole file (write, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a shared cache or checkpoint must be readable by others
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+from zoo.files import atomic_write_bytes, cache_root
 
 
 def cached_arrays(builder: str, params: dict, build: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -48,10 +26,8 @@ def cached_arrays(builder: str, params: dict, build: Callable[[], dict[str, np.n
         with np.load(path, allow_pickle=False) as f:
             return {k: f[k] for k in f.files}
     arrays = build()
-    import io
-
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     atomic_write_bytes(path, buf.getvalue())
-    (path.with_suffix(".json")).write_text(json.dumps(params, sort_keys=True, indent=1))
+    atomic_write_bytes(path.with_suffix(".json"), json.dumps(params, sort_keys=True, indent=1).encode())
     return arrays

@@ -36,10 +36,10 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
-from vector_quantize_pytorch import FSQ
 
 from zoo.image.budget import choose_measured
 from zoo.metrics import mse as image_mse
+from zoo.hub import register_family
 from zoo.tokenizer import InputContract, Tokenizer, Tokens, TokenSpec, check_input, check_tokens
 
 QUANTIZERS = ("fsq", "kl")
@@ -187,6 +187,7 @@ class CAT(Tokenizer):
 
     def __init__(self, config: CATConfig) -> None:
         super().__init__(config)
+        from vector_quantize_pytorch import FSQ  # imported on first build: it loads einx and torch._dynamo (seconds)
         c = config
         ch, top, n = c.channels, c.channels[-1], len(c.ratios)
         out_dim = c.code_dim * (2 if c.quantizer == "kl" else 1)
@@ -436,3 +437,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "base-256": dict(image_size=256, channels=(128, 128, 256, 512), ratios=(8, 16, 32), blocks=2,
                      quantizer="kl", latent_dim=16, estimator_dim=128),
 }
+
+
+# ----------------------------------------------------------------------------------------- registration
+
+register_family(CAT, presets=PRESETS)

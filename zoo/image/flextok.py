@@ -55,11 +55,11 @@ from typing import Any
 import torch
 from einops import rearrange, repeat
 from torch import Tensor, nn
-from vector_quantize_pytorch import FSQ
 
 from zoo.nn import (AdaLNTransformer, Patchify, TimestepEmbedding, Transformer, Unpatchify, kept_codes,
                     sincos_pos_embed_2d)
 from zoo.nn.transformer import key_padding_mask, prefix_causal_mask
+from zoo.hub import register_family
 from zoo.tokenizer import InputContract, Tokenizer, Tokens, TokenSpec, check_budget, check_input, check_tokens
 
 
@@ -162,6 +162,7 @@ class FlexTok(Tokenizer):
 
     def __init__(self, config: FlexTokConfig) -> None:
         super().__init__(config)
+        from vector_quantize_pytorch import FSQ  # imported on first build: it loads einx and torch._dynamo (seconds)
         c = config
         n, k = c.num_patches, c.num_registers
         # encoder: patches + K causal registers → K codes of len(levels) dims
@@ -406,3 +407,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "d18-d18": dict(image_size=32, in_channels=16, patch_size=2, num_registers=256, encoder_dim=1152, encoder_depth=18,
                     encoder_heads=18, decoder_dim=1152, decoder_depth=18, decoder_heads=18, qk_norm=True, steps=25, **OFFICIAL),
 }
+
+
+# ----------------------------------------------------------------------------------------- registration
+
+register_family(FlexTok, presets=PRESETS)

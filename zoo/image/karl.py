@@ -49,12 +49,12 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import Tensor, nn
-from vector_quantize_pytorch import FSQ
 
 from zoo.image.budget import choose_measured
 from zoo.metrics import mse as image_mse
 from zoo.nn import Patchify, TimestepEmbedding, Transformer, Unpatchify, kept_codes, sincos_pos_embed_2d
 from zoo.nn.transformer import prefix_causal_mask
+from zoo.hub import register_family
 from zoo.tokenizer import InputContract, Tokenizer, Tokens, TokenSpec, check_budget, check_input, check_tokens
 
 QUANTIZERS = ("fsq", "none")
@@ -168,6 +168,7 @@ class KARL(Tokenizer):
 
     def __init__(self, config: KARLConfig) -> None:
         super().__init__(config)
+        from vector_quantize_pytorch import FSQ  # imported on first build: it loads einx and torch._dynamo (seconds)
         c = config
         k, de, dd = c.num_tokens, c.encoder_dim, c.decoder_dim
         # encoder: [N patches; ε token; K causal latents] → K codes of latent_dim
@@ -478,3 +479,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "small": dict(image_size=256, patch_size=16, num_tokens=256, encoder_dim=512, encoder_depth=8, encoder_heads=8,
                   decoder_dim=512, decoder_depth=8, decoder_heads=8, fsq_levels=(8, 8, 8, 5, 5, 5)),
 }
+
+
+# ----------------------------------------------------------------------------------------- registration
+
+register_family(KARL, presets=PRESETS)

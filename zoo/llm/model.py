@@ -206,7 +206,7 @@ class MultimodalLM:
 
         from safetensors.torch import save_model
 
-        from zoo.data.cache import atomic_write_bytes
+        from zoo.files import atomic_write_bytes
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)

@@ -604,7 +604,7 @@ class Vocabulary:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the vocabulary as JSON (next to the tokenizers it names, so relative paths resolve)."""
-        from zoo.data.cache import atomic_write_bytes
+        from zoo.files import atomic_write_bytes
 
         path = Path(path)
         atomic_write_bytes(path, (json.dumps(self.to_dict(), indent=2) + "\n").encode())

@@ -5,12 +5,25 @@
 - `timestep`: the sinusoidal + MLP embedding of a diffusion / flow time.
 - `transformer`: a stack of timm ViT blocks with an optional attention mask (`Transformer`), and
   its adaLN-Zero conditioned twin (`AdaLNTransformer`, as in DiT) for flow and diffusion decoders.
+- `threads`: how many threads an inference call uses (`op_threads`, `map_threads`).
+
+Names resolve on first use, so importing one block (e.g. `zoo.nn.seanet`) does not import the others.
 """
 
-from zoo.nn.patch import Patchify, Unpatchify, sincos_pos_embed_2d
-from zoo.nn.readout import kept_codes
-from zoo.nn.timestep import TimestepEmbedding
-from zoo.nn.transformer import AdaLNBlock, AdaLNTransformer, Transformer, key_padding_mask, prefix_causal_mask
+from __future__ import annotations
 
-__all__ = ["Patchify", "Unpatchify", "sincos_pos_embed_2d", "TimestepEmbedding", "Transformer",
-           "AdaLNBlock", "AdaLNTransformer", "key_padding_mask", "prefix_causal_mask", "kept_codes"]
+import importlib
+from typing import Any
+
+_WHERE = {
+    "Patchify": "patch", "Unpatchify": "patch", "sincos_pos_embed_2d": "patch", "kept_codes": "readout",
+    "TimestepEmbedding": "timestep", "Transformer": "transformer", "AdaLNBlock": "transformer",
+    "AdaLNTransformer": "transformer", "key_padding_mask": "transformer", "prefix_causal_mask": "transformer",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'zoo.nn' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"zoo.nn.{_WHERE[name]}"), name)

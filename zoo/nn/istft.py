@@ -17,7 +17,6 @@ normalised by the window's squared envelope, cropped to the samples every kept f
 from __future__ import annotations
 
 import torch
-from timm.layers import Mlp
 from torch import Tensor, nn
 
 
@@ -25,6 +24,8 @@ class ConvNeXt1d(nn.Module):
     """x + γ · MLP(LayerNorm(depthwise conv(x))) over (B, C, T), γ a small learned per-channel scale."""
 
     def __init__(self, dim: int, mlp_ratio: float = 3.0, kernel: int = 7, layer_scale: float = 0.1) -> None:
+        from timm.layers import Mlp  # imported on first build: timm loads torchvision (seconds)
+
         super().__init__()
         self.dwconv = nn.Conv1d(dim, dim, kernel, padding=kernel // 2, groups=dim)
         self.norm = nn.LayerNorm(dim)

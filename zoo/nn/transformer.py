@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import torch
 from einops import rearrange
-from timm.layers import Attention, Mlp
-from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
 
@@ -23,6 +21,8 @@ class Transformer(nn.Module):
 
     def __init__(self, dim: int, depth: int, num_heads: int, mlp_ratio: float = 4.0, qk_norm: bool = False, *,
                  qkv_bias: bool = True, final_norm: bool = True, norm_eps: float = 1e-5) -> None:
+        from timm.models.vision_transformer import Block  # imported on first build: timm loads torchvision (seconds)
+
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"dim={dim} must be divisible by num_heads={num_heads}")
@@ -51,6 +51,8 @@ class AdaLNBlock(nn.Module):
     """
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qk_norm: bool = False) -> None:
+        from timm.layers import Attention, Mlp  # imported on first build: timm loads torchvision (seconds)
+
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.attn = Attention(dim, num_heads, qkv_bias=True, qk_norm=qk_norm, norm_layer=nn.LayerNorm)

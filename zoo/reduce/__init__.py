@@ -3,6 +3,7 @@
     from zoo.reduce import reduce, patch_timm, ToMe
     red = reduce(x, keep=0.5, method="tome")      # x: (B, N, D) -> Reduced(x (B, M, D), sizes, source)
     patch_timm(vit, ToMe(), keep=0.5)             # reduce inside a timm VisionTransformer
+    patch_timm(vit, ToMe(), r=8)                  # or official ToMe's schedule: 8 tokens merged per block
 
 Reducers: ToMe (merge.py), PrunePool and RandomDrop (prune.py), VQToken (vq.py, also a Tokenizer),
 LearnedSelector (select.py, trained by recipes/selector.py). The host ViT they are measured on is in
@@ -17,7 +18,6 @@ from torch import Tensor
 
 from zoo.reduce.base import Keep, Reduced, Reducer, pool, resolve_keep
 from zoo.reduce.merge import ToMe
-from zoo.reduce.patch import patch_timm, unpatch_timm
 from zoo.reduce.prune import PrunePool, RandomDrop
 from zoo.reduce.vq import VQToken, VQTokenConfig
 
@@ -25,6 +25,15 @@ METHODS: dict[str, type[Reducer]] = {"tome": ToMe, "prune": PrunePool, "random":
 
 __all__ = ["reduce", "Reduced", "Reducer", "ToMe", "PrunePool", "RandomDrop", "VQToken", "VQTokenConfig",
            "patch_timm", "unpatch_timm", "pool", "resolve_keep", "METHODS"]
+
+
+def __getattr__(name: str) -> Any:
+    """`patch_timm` / `unpatch_timm` import timm (seconds), so they load on first use."""
+    if name in ("patch_timm", "unpatch_timm"):
+        from zoo.reduce import patch
+
+        return getattr(patch, name)
+    raise AttributeError(f"module 'zoo.reduce' has no attribute {name!r}")
 
 
 def reduce(x: Tensor, keep: Keep, method: str = "tome", *, sizes: Tensor | None = None, metric: Tensor | None = None,

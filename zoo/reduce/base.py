@@ -212,14 +212,15 @@ class Reducer(nn.Module):
         if bool((counts == available).all()):
             return identity(x, sizes)
         free = self.assign(x[:, protect:], sizes[:, protect:], counts, metric=metric[:, protect:],
-                           importance=None if importance is None else importance[:, protect:])
+                           importance=None if importance is None else importance[:, protect:], offset=protect)
         free = torch.where((free >= 0) & valid, free + protect, -1)
         head = torch.arange(protect, device=x.device).expand(b, protect)
         return pool(x, sizes, torch.cat([head, free], 1))
 
     def assign(self, x: Tensor, sizes: Tensor, counts: Tensor, *, metric: Tensor,
-               importance: Tensor | None) -> Tensor:
-        """Pick representatives. x: (B, N, D); sizes: (B, N) (0 = padding); counts: (B,) outputs wanted.
+               importance: Tensor | None, offset: int = 0) -> Tensor:
+        """Pick representatives. x: (B, N, D); sizes: (B, N) (0 = padding); counts: (B,) outputs wanted;
+        offset: position of x[:, 0] in the full sequence (the protected tokens come before it).
 
         Returns (B, N) long: the index of the representative each token joins, itself when kept,
         -1 when dropped; exactly counts[b] tokens of sample b are their own representative.

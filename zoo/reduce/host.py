@@ -22,12 +22,11 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
 from zoo.data.images import COLOURS, COUNT_WORDS, KINDS
-from zoo.reduce.checkpoint import load_module
+from zoo import hub
 from zoo.tokenizer import InputContract, check_input
 
 HEADS: dict[str, int] = {"kind": len(KINDS), "colour": len(COLOURS), "count": len(COUNT_WORDS)}
 DEFAULT_CHECKPOINT = "vit-host-shapes32"
-KIND = "zoo.reduce.host"
 
 
 @dataclass
@@ -78,9 +77,10 @@ class ConvStemEmbed(PatchEmbed):
         self.proj = nn.Sequential(*layers, nn.Conv2d(c_in, dim, 1))
 
 
-class HostClassifier(nn.Module):
+class HostClassifier(hub.Pretrained, nn.Module):
     """ViT over (B, 3, S, S) images in [0, 1] -> logits for kind, colour and count."""
 
+    family = "vit-host"
     config_class = HostConfig
 
     def __init__(self, config: HostConfig) -> None:
@@ -164,4 +164,7 @@ def host_accuracy(logits: dict[str, Tensor], labels: dict[str, Tensor]) -> dict[
 
 def load_host_classifier(source: str | Path = DEFAULT_CHECKPOINT, device: str | torch.device = "cpu") -> HostClassifier:
     """The shipped host ViT (or one at `source`), in eval mode on `device`."""
-    return load_module(HostClassifier, source, kind=KIND).to(device)
+    return hub.load(source, family=HostClassifier.family, device=device)
+
+
+hub.register_family(HostClassifier)

@@ -9,11 +9,19 @@ averaged over heads); the r most similar pairs are merged (size-weighted mean) a
 Inside a ViT the merged sizes feed *proportional attention* (log size added to the attention
 logits), which our patcher passes to PyTorch's fused attention as a bias.
 
-What we do beyond the official code:
-- any budget, per sample: a keep below half the tokens runs further matching rounds (one round can at
-  most halve), and every sample may keep a different count (the batch is padded, sizes 0);
-- the output keeps the input order of the surviving tokens, and a full source map is returned;
-- protected tokens (CLS) are excluded from matching by construction, not by a -inf score.
+Two ways to ask for it:
+- `merge_r(x, sizes, metric, r, protect)`, ToMe's own step (what `patch_timm(vit, ToMe(), r=8)` runs in
+  every block): the same merges and the same output order as the official code, so a whole patched
+  model matches official ToMe. The split runs over every token, protected ones included (CLS is A's
+  first token, a distillation token B's first), and protected tokens take part with a -inf score,
+  as in the official code; the output is the protected tokens, the unmerged A tokens (in input order
+  when tokens are protected, else by descending score, as official), then the B tokens.
+- `ToMe()(x, keep=...)` (ours): any budget, per sample: a keep below half the tokens runs further
+  rounds (one round can at most halve), every sample may keep a different count (the batch is padded,
+  sizes 0), the output keeps the input order of the surviving tokens and a full source map is
+  returned. Its first round matches on the same A/B split as the official code (positions counted
+  with the protected tokens), so one round merges the same pairs; later rounds split the tokens in
+  input order, where the official code would split them in its reordered sequence.
 """
 
 from __future__ import annotations
@@ -25,12 +33,69 @@ from torch import Tensor
 from zoo.reduce.base import Reducer, pool
 
 
-def bipartite_round(metric: Tensor, valid: Tensor, merges: Tensor) -> Tensor:
+def merge_r(x: Tensor, sizes: Tensor | None, metric: Tensor, r: int, protect: int = 0) -> tuple[Tensor, Tensor, Tensor]:
+    """One ToMe step with the official matching and output order: merge r of N tokens.
+
+    Args:
+        x: (B, N, D) tokens; sizes: (B, N) float sizes (None: ones); metric: (B, N, C) matching features.
+        r: tokens to remove, clipped to (N - protect) // 2 as in the official code.
+        protect: leading tokens never merged (1: CLS; 2: CLS and a distillation token).
+
+    Returns:
+        (x (B, N - r, D) size-weighted means, sizes (B, N - r), slot (B, N) long: the output index of each input).
+    """
+    b, n, d = x.shape
+    r = min(r, (n - protect) // 2)
+    if sizes is None:
+        sizes = x.new_ones(b, n)
+    if r <= 0:
+        return x, sizes, torch.arange(n, device=x.device).expand(b, n)
+    metric = metric / metric.norm(dim=-1, keepdim=True)
+    scores = metric[:, 0::2] @ metric[:, 1::2].transpose(1, 2)  # (B, Na, Nb)
+    pa, pb = (protect + 1) // 2, protect // 2  # protected tokens in A (even positions) and in B (odd)
+    if pa:
+        scores[:, :pa] = float("-inf")
+    if pb:
+        scores[:, :, :pb] = float("-inf")
+    best, partner = scores.max(-1)  # (B, Na)
+    edge = best.argsort(dim=-1, descending=True)
+    src, unm = edge[:, :r], edge[:, r:]  # A tokens merged / kept
+    if protect:
+        unm = unm.sort(dim=-1).values  # protected A tokens (score -inf) come first, the rest in input order
+    dst = partner.gather(1, src)
+    # one gather / scatter over [x * size, size]: the size-weighted sum and the new size together
+    xs = torch.cat([x * sizes[..., None].to(x.dtype), sizes[..., None].to(x.dtype)], dim=-1)
+    a, bb = xs[:, 0::2], xs[:, 1::2]
+    kept = a.gather(1, unm[..., None].expand(-1, -1, d + 1))
+    merged = bb.scatter_add(1, dst[..., None].expand(-1, -1, d + 1), a.gather(1, src[..., None].expand(-1, -1, d + 1)))
+    out = torch.cat(_protected_first([kept, merged], pa, pb, protect), dim=1)
+    out_sizes = out[..., d]
+    out_x = out[..., :d] / out[..., d:]
+    # where each input went: representatives by their output index, merged A tokens to their partner's
+    rep = torch.cat(_protected_first([2 * unm, 2 * torch.arange(bb.shape[1], device=x.device).expand(b, -1) + 1],
+                                     pa, pb, protect), dim=1)  # (B, N - r) input position of each output
+    slot = torch.empty(b, n, dtype=torch.long, device=x.device)
+    slot.scatter_(1, rep, torch.arange(n - r, device=x.device).expand(b, -1))
+    slot.scatter_(1, 2 * src, slot.gather(1, 2 * dst + 1))
+    return out_x, out_sizes.to(sizes.dtype), slot
+
+
+def _protected_first(parts: list[Tensor], pa: int, pb: int, protect: int) -> list[Tensor]:
+    """[kept A, B] → [protected tokens in input order (A0, B0, A1, ...), the other kept A, the other B]."""
+    a, bb = parts
+    if protect <= 1:
+        return [a, bb]
+    head = [a[:, i // 2:i // 2 + 1] if i % 2 == 0 else bb[:, i // 2:i // 2 + 1] for i in range(protect)]
+    return [*head, a[:, pa:], bb[:, pb:]]
+
+
+def bipartite_round(metric: Tensor, valid: Tensor, merges: Tensor, first: int = 0) -> Tensor:
     """One round of bipartite soft matching.
 
     Args:
         metric: (B, N, C) matching features; valid: (B, N) bool (False on padding).
         merges: (B,) long, how many A tokens each sample should merge (clipped to what it can).
+        first: 0 when token 0 is in set A, 1 when it is in B (its position in the full sequence is odd).
 
     Returns:
         (B, N) long target: each merged A token points at its B partner, every other valid token at
@@ -38,8 +103,9 @@ def bipartite_round(metric: Tensor, valid: Tensor, merges: Tensor) -> Tensor:
     """
     b, n, _ = metric.shape
     metric = F.normalize(metric.float(), dim=-1)
-    a, bb = metric[:, 0::2], metric[:, 1::2]  # A = even positions, B = odd positions
-    va, vb = valid[:, 0::2], valid[:, 1::2]
+    sa, sb = slice(first, None, 2), slice(1 - first, None, 2)  # A = even positions of the full sequence, B = odd
+    a, bb = metric[:, sa], metric[:, sb]
+    va, vb = valid[:, sa], valid[:, sb]
     scores = a @ bb.transpose(1, 2)  # (B, Na, Nb) cosine similarity
     scores = scores.masked_fill(~vb[:, None, :], float("-inf"))
     best, partner = scores.max(-1)  # (B, Na)
@@ -51,8 +117,8 @@ def bipartite_round(metric: Tensor, valid: Tensor, merges: Tensor) -> Tensor:
 
     arange = torch.arange(n, device=metric.device).expand(b, n)
     target = torch.where(valid, arange, -1)
-    partner_pos = arange[:, 1::2].gather(1, partner)  # input position of each A token's best B token
-    target[:, 0::2] = torch.where(merged, partner_pos, target[:, 0::2])
+    partner_pos = arange[:, sb].gather(1, partner)  # input position of each A token's best B token
+    target[:, sa] = torch.where(merged, partner_pos, target[:, sa])
     return target
 
 
@@ -62,7 +128,7 @@ class ToMe(Reducer):
     needs = ("metric",)
 
     def assign(self, x: Tensor, sizes: Tensor, counts: Tensor, *, metric: Tensor,
-               importance: Tensor | None) -> Tensor:
+               importance: Tensor | None, offset: int = 0) -> Tensor:
         b, n, _ = x.shape
         arange = torch.arange(n, device=x.device).expand(b, n)
         target = torch.where(sizes > 0, arange, -1)  # in input indices; updated round by round
@@ -73,7 +139,7 @@ class ToMe(Reducer):
             merges = alive.sum(1) - counts
             if int(merges.max()) <= 0:
                 return target
-            step = bipartite_round(cur_metric, alive, merges.clamp(min=0))
+            step = bipartite_round(cur_metric, alive, merges.clamp(min=0), first=offset % 2)
             red = pool(cur_metric, cur_sizes, step)
             # slot s of this round joins slot step[s]; inputs follow their slot's representative
             new_rep = torch.where(step >= 0, rep.gather(1, step.clamp(min=0)), -1)

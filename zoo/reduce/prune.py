@@ -46,7 +46,7 @@ class PrunePool(Reducer):
         self.last_pooled: Tensor | None = None  # (B,) bool, which samples the last call pooled
 
     def assign(self, x: Tensor, sizes: Tensor, counts: Tensor, *, metric: Tensor,
-               importance: Tensor | None) -> Tensor:
+               importance: Tensor | None, offset: int = 0) -> Tensor:
         valid = sizes > 0
         if importance is None:
             importance = x.float().norm(dim=-1)
@@ -57,7 +57,7 @@ class PrunePool(Reducer):
         self.last_pooled = pooled_mask
         if not bool(pooled_mask.any()):
             return pruned
-        pooled = ToMe().assign(x, sizes, counts, metric=metric, importance=None)
+        pooled = ToMe().assign(x, sizes, counts, metric=metric, importance=None, offset=offset)
         return torch.where(pooled_mask[:, None], pooled, pruned)
 
     def flat(self, importance: Tensor, valid: Tensor) -> Tensor:
@@ -84,7 +84,7 @@ class RandomDrop(Reducer):
         self.seed = int(seed)
 
     def assign(self, x: Tensor, sizes: Tensor, counts: Tensor, *, metric: Tensor,
-               importance: Tensor | None) -> Tensor:
+               importance: Tensor | None, offset: int = 0) -> Tensor:
         g = torch.Generator(device="cpu").manual_seed(self.seed)
         score = torch.rand(x.shape[:2], generator=g).to(x.device)
         arange = torch.arange(x.shape[1], device=x.device).expand(score.shape)

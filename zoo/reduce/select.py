@@ -26,9 +26,8 @@ from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
 from zoo.reduce.base import Reducer, keep_top
-from zoo.reduce.checkpoint import load_module
+from zoo import hub
 
-KIND = "zoo.reduce.select"
 DEFAULT_CHECKPOINT = "selector-vit-host-shapes32"
 
 
@@ -56,9 +55,10 @@ class SelectorConfig:
             raise ValueError(f"num_tokens={self.num_tokens} must be >= 2")
 
 
-class LearnedSelector(Reducer):
+class LearnedSelector(hub.Pretrained, Reducer):
     """Keep the highest-scoring tokens; scores come from a scorer trained with a reconstruction autoencoder."""
 
+    family = "selector"
     config_class = SelectorConfig
 
     def __init__(self, config: SelectorConfig) -> None:
@@ -101,7 +101,7 @@ class LearnedSelector(Reducer):
         return self.head(self.decoder(h))
 
     def assign(self, x: Tensor, sizes: Tensor, counts: Tensor, *, metric: Tensor,
-               importance: Tensor | None) -> Tensor:
+               importance: Tensor | None, offset: int = 0) -> Tensor:
         valid = sizes > 0
         kept = keep_top(self.scores(x, valid).float(), counts, valid)
         arange = torch.arange(x.shape[1], device=x.device).expand(kept.shape)
@@ -110,4 +110,7 @@ class LearnedSelector(Reducer):
 
 def load_selector(source: str | Path = DEFAULT_CHECKPOINT, device: str | torch.device = "cpu") -> LearnedSelector:
     """The shipped selector for the host ViT (or one at `source`), in eval mode."""
-    return load_module(LearnedSelector, source, kind=KIND).to(device)
+    return hub.load(source, family=LearnedSelector.family, device=device)
+
+
+hub.register_family(LearnedSelector)

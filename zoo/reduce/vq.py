@@ -35,6 +35,7 @@ from einops import repeat
 from torch import Tensor
 
 from zoo.reduce.base import Reducer
+from zoo.hub import register_family
 from zoo.tokenizer import InputContract, Tokenizer, Tokens, TokenSpec, check_budget, check_ids, check_input
 
 CRITERIA = ("elbow", "tolerance")
@@ -214,7 +215,7 @@ class VQToken(Tokenizer, Reducer):
         return _relabel(labels)
 
     def assign(self, x: Tensor, sizes: Tensor, counts: Tensor, *, metric: Tensor,
-               importance: Tensor | None) -> Tensor:
+               importance: Tensor | None, offset: int = 0) -> Tensor:
         valid = sizes > 0
         labels = self.cluster(metric, valid, counts)
         n = x.shape[1]
@@ -282,3 +283,8 @@ def _relabel(labels: Tensor) -> Tensor:
     order = first.argsort(dim=1)
     rank = torch.empty_like(order).scatter_(1, order, torch.arange(width, device=labels.device).expand(b, width))
     return rank.gather(1, labels + 1) - 1
+
+
+# ----------------------------------------------------------------------------------------- registration
+
+register_family(VQToken)

@@ -53,10 +53,10 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import Tensor, nn
-from vector_quantize_pytorch.vector_quantize_pytorch import gumbel_sample
 
 from zoo.nn import Transformer, kept_codes, sincos_pos_embed_2d
 from zoo.nn.transformer import key_padding_mask, prefix_causal_mask
+from zoo.hub import register_family, register_release
 from zoo.tokenizer import InputContract, Tokenizer, Tokens, TokenSpec, check_budget, check_input, check_tokens
 
 
@@ -221,6 +221,8 @@ class SVQ(nn.Module):
         return F.embedding(ids, self.codebook)
 
     def forward(self, z: Tensor, sample: bool) -> tuple[Tensor, Tensor, Tensor]:
+        from vector_quantize_pytorch.vector_quantize_pytorch import gumbel_sample  # heavy: einx, torch._dynamo
+
         z = F.normalize(z.float(), dim=-1)
         ids, _ = gumbel_sample(self.logits(z), temperature=1.0, stochastic=sample, training=sample)
         codes = self.lookup(ids)
@@ -583,7 +585,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 # ----------------------------------------------------------------------------------------- released weights
-# Kept together at the bottom until zoo.hub's release API lands; the hub converts with `LARP.from_release`.
+# `zoo.load(name)` downloads these files, converts them once with `LARP.from_release` and caches our checkpoint.
 
 RELEASES: dict[str, dict[str, Any]] = {
     "larp-l-long": dict(
@@ -601,3 +603,11 @@ RELEASES: dict[str, dict[str, Any]] = {
               "weights: MIT."),
     ),
 }
+
+
+# ----------------------------------------------------------------------------------------- registration
+
+register_family(LARP, presets=PRESETS)
+for _name, _release in RELEASES.items():
+    register_release(_name, **{k: v for k, v in _release.items() if k != "card"},
+                     summary={"modality": "video", "description": _release["card"]})

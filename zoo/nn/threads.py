@@ -1,0 +1,87 @@
+"""How many threads an inference call uses: one per op, and a pool over independent pieces of work.
+
+PyTorch runs every op on all its intra-op threads (one per core by default), each op a parallel region
+that ends at a barrier. A convolutional codec runs thousands of small ops per second of audio; for
+them the barriers cost more than the parallel work saves, and when another process keeps one core
+busy every op waits for a descheduled thread: on two threads the codec ran 5-20x slower than on one
+(issue 22, BENCHMARKS.md "Threads"). So such models run each op on one thread (`op_threads(1)`) and
+spread independent work (chunks of a long file) over a pool of Python threads (`map_threads`): torch
+releases the GIL inside ops, and a pool needs no barrier per op, so a busy core slows one piece, not
+every op. The split of the work never depends on the thread count, so results are identical on any
+number of threads.
+"""
+
+from __future__ import annotations
+
+import functools
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any, Callable, Iterable, Iterator, TypeVar
+
+import torch
+
+T = TypeVar("T")
+R = TypeVar("R")
+F = TypeVar("F", bound=Callable[..., Any])
+
+# the caller's thread count while a `small_ops` call runs its ops on one thread
+_POOL: ContextVar[int | None] = ContextVar("zoo_pool_threads", default=None)
+
+
+@contextmanager
+def op_threads(n: int) -> Iterator[None]:
+    """Run torch ops on `n` intra-op threads inside the block; the previous count is restored after.
+
+    `torch.set_num_threads` is process-wide: a caller running other torch work in parallel threads
+    sees the change for the duration of the block.
+    """
+    previous = torch.get_num_threads()
+    if n == previous:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def map_threads(fn: Callable[[T], R], items: Iterable[T], threads: int | None = None) -> list[R]:
+    """`[fn(item) for item in items]` with each op on one thread and the items over a thread pool.
+
+    Args:
+        fn: the work on one item; it runs with the caller's autograd mode (which is thread-local).
+        items: independent pieces of work; results come back in their order.
+        threads: pool size; default the thread count the caller had (inside a `small_ops` call, the
+            count before it switched to one thread).
+    """
+    items = list(items)
+    threads = min(threads or _POOL.get() or torch.get_num_threads(), len(items))
+    grad = torch.is_grad_enabled()
+
+    def run(item: T) -> R:
+        with torch.set_grad_enabled(grad):
+            return fn(item)
+
+    with op_threads(1):
+        if threads <= 1:
+            return [fn(item) for item in items]
+        with ThreadPoolExecutor(threads) as pool:
+            return list(pool.map(run, items))
+
+
+def small_ops(method: F) -> F:
+    """Decorator for an inference method made of many small ops: every op runs on one thread, and
+    `map_threads` inside it spreads work over as many Python threads as the caller had."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        token = _POOL.set(_POOL.get() or torch.get_num_threads())
+        try:
+            with op_threads(1):
+                return method(*args, **kwargs)
+        finally:
+            _POOL.reset(token)
+
+    return wrapper  # type: ignore[return-value]
