@@ -142,7 +142,7 @@ class LARPModule(pl.LightningModule):
         self.automatic_optimization = False  # two optimisers when the discriminator is on
         self.model = LARP(LARPConfig.from_name(preset, **(config or {})))
         c = self.model.config
-        self.prior = ARPrior(c.code_dim, c.num_tokens, prior_dim, prior_depth, prior_heads)
+        self.prior = ARPrior(c.code_dim, c.max_tokens, prior_dim, prior_depth, prior_heads)
         self.discriminator = VideoDiscriminator(disc_channels) if disc_weight > 0 else None
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
         self.register_buffer("code_use", torch.ones(c.codebook_size))  # running count per batch of each code
@@ -157,7 +157,7 @@ class LARPModule(pl.LightningModule):
     # -- the losses -----------------------------------------------------------------------------------
 
     def sample_prefix(self) -> int:
-        n_max = self.model.config.num_tokens
+        n_max = self.model.config.max_tokens
         hp = self.hparams
         if not hp.nested_dropout or (hp.full_prefix > 0 and torch.rand(()).item() < hp.full_prefix):
             return n_max
@@ -190,7 +190,7 @@ class LARPModule(pl.LightningModule):
         x = video * 2 - 1
         n = self.sample_prefix()
         sample = self.progress() >= hp.argmax_until
-        codes, ids, z = self.model.quantize(x, self.model.config.num_tokens, sample=sample)
+        codes, ids, z = self.model.quantize(x, self.model.config.max_tokens, sample=sample)
         e = self.model.svq.lookup(ids)
         x_hat = self.model.decode_codes(codes[:, :n])
         out = {
@@ -295,13 +295,13 @@ class LARPModule(pl.LightningModule):
     # -- validation and the card ----------------------------------------------------------------------
 
     def eval_tokens(self) -> list[int]:
-        n_max = self.tokenizer.config.num_tokens
+        n_max = self.tokenizer.config.max_tokens
         return sorted({min(k, n_max) for k in self.hparams.eval_tokens} | {n_max})
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         video = batch["video"]
         tok = self.tokenizer
-        n_max = tok.config.num_tokens
+        n_max = tok.config.max_tokens
         for n in sorted({min(8, n_max), n_max}):
             y = tok.decode(tok.encode(video, num_tokens=n))
             self.log(f"val/psnr_n{n}", metrics.psnr(y, video).mean(), batch_size=video.shape[0])
@@ -311,7 +311,7 @@ class LARPModule(pl.LightningModule):
         """PSNR and SSIM on the val clips for each n, codebook usage at N, and the PSNR at N on the first `check_clips`."""
         videos = datamodule.val_videos().to(self.device)
         out = budget_metrics(self.tokenizer.eval(), videos, self.eval_tokens())
-        n_max = self.tokenizer.config.num_tokens
+        n_max = self.tokenizer.config.max_tokens
         out[f"check_psnr_n{n_max}_first{self.hparams.check_clips}"] = budget_metrics(
             self.tokenizer, videos[: self.hparams.check_clips], [n_max])[f"psnr_n{n_max}"]
         out["val_clips"] = float(len(videos))
@@ -325,19 +325,19 @@ class LARPModule(pl.LightningModule):
                  f"{hp.prior_rounds} round(s)) during training, discarded" if hp.prior_weight > 0
                  else "no prior loss (ablation)")
         return {
-            "description": (f"LARP: {c.frames}x{c.image_size}x{c.image_size} RGB clips → 1..{c.num_tokens} holistic "
+            "description": (f"LARP: {c.frames}x{c.image_size}x{c.image_size} RGB clips → 1..{c.max_tokens} holistic "
                             f"tokens of an SVQ codebook of {c.codebook_size} (L2-normalised, {c.code_dim}-d, τ={c.temperature:g}); "
                             f"patches {c.temporal_patch}x{c.patch_size}x{c.patch_size}, encoder and decoder "
                             f"{c.dim}x{c.encoder_depth}/{c.decoder_depth}; {prior}. Argmax tokens by default "
                             f"(`encode(..., sample=True)` samples)."),
-            "tokens": f"1-{c.num_tokens}",
-            "bits": round(c.num_tokens * math.log2(c.codebook_size), 1),
+            "tokens": f"1-{c.max_tokens}",
+            "bits": round(c.max_tokens * math.log2(c.codebook_size), 1),
             "headline": self.headline(),
         }
 
     def headline(self) -> str:
         m = getattr(self, "last_card_metrics", {})
-        n_max = self.tokenizer.config.num_tokens
+        n_max = self.tokenizer.config.max_tokens
         if f"psnr_n{n_max}" not in m:
             return ""
         text = f"PSNR {m[f'psnr_n{n_max}']:.2f} dB at n={n_max}"

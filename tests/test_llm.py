@@ -231,7 +231,7 @@ def test_entry_from_tokenizer_and_reload_checks_the_tokenizer(tmp_path):
     x = torch.randn(8, 30, 2)
     tok.fit(x)
     tok.save_pretrained(tmp_path / "beast")
-    e = Entry.from_tokenizer("action", tok, "beast", num_tokens=12, fixed_length=True)
+    e = Entry.from_tokenizer("action", tok, "beast", max_tokens=12, fixed_length=True)
     assert (e.vocab_size, e.max_tokens, e.min_tokens, e.modality) == (16, 12, 12, "action")
     Vocabulary(5, [e]).save(tmp_path / "vocabulary.json")
     v = Vocabulary.load(tmp_path / "vocabulary.json")
@@ -310,7 +310,7 @@ def small_lm(tmp_path):
     tok.fit(torch.randn(8, 30, 2).cumsum(1))
     tok.save_pretrained(tmp_path / "beast")
     text = word_tokenizer(["Angle", "Snake"])
-    vocab = Vocabulary(len(text), [Entry.from_tokenizer("action", tok, "beast", num_tokens=12, fixed_length=True)])
+    vocab = Vocabulary(len(text), [Entry.from_tokenizer("action", tok, "beast", max_tokens=12, fixed_length=True)])
     torch.manual_seed(0)
     return MultimodalLM.build(vocab, text, n_layer=1, n_embd=32, n_head=2, n_positions=32), tok
 

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import argparse
 import ast
+import inspect
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
-BUDGET_KNOBS = ("num_tokens", "quality", "ratio", "num_codebooks", "bitrate")
+BUDGET_KNOBS = ("num_tokens", "quality", "ratio", "num_codebooks", "bitrate", "search")
 
 
 def _value(text: str) -> Any:
@@ -38,6 +39,12 @@ def _options(pairs: list[str]) -> dict[str, Any]:
             raise ValueError(f"options are KEY=VALUE, got {pair!r}")
         out[key.replace("-", "_")] = _value(value)
     return out
+
+
+def _keywords(fn) -> str:
+    """`name=default` for each keyword-only argument of a family's encode/decode."""
+    params = [p for p in inspect.signature(fn).parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    return ", ".join(f"{p.name}={p.default!r}" for p in params) or "none"
 
 
 def cmd_list(args: argparse.Namespace) -> None:
@@ -89,6 +96,9 @@ def cmd_info(args: argparse.Namespace) -> None:
     if proc is not None:
         lines.append(f"processor:    {proc.describe()}")
         lines.append(f"              {proc.options()}")
+    cls = hub.family_class(config["family"])
+    lines += [f"encode knobs: {_keywords(cls.encode)}", f"decode opts:  {_keywords(cls.decode)}",
+              "every call:   batch_size=N (at most N samples at a time); decode also force=True (tokens of another tokenizer)"]
     if summary.get("description"):
         lines.append(f"about:        {summary['description']}")
     for k, v in summary.get("metrics", {}).items():
@@ -121,9 +131,13 @@ def cmd_encode(args: argparse.Namespace) -> None:
     else:
         processed = proc(read_raw(args.input, spec.modality))
         x = processed.batch
-    budget = {k: getattr(args, k) for k in BUDGET_KNOBS if getattr(args, k) is not None}
+    budget = {k: getattr(args, k) for k in BUDGET_KNOBS if getattr(args, k) not in (None, False)}
+    options = _options(args.option)
+    twice = sorted(set(budget) & set(options))
+    if twice:
+        raise ValueError(f"{', '.join(twice)} given both as a flag and as -O")
     with torch.no_grad():
-        tokens = tok.encode(x, **budget, **_options(args.option))
+        tokens = tok.encode(x, **budget, **options)
     if proc is not None:
         tokens = processed.attach(tokens)
     tokens.save(args.output)
@@ -141,7 +155,7 @@ def cmd_decode(args: argparse.Namespace) -> None:
     tok = zoo.load(args.name)
     tokens = Tokens.load(args.tokens)
     with torch.no_grad():
-        y = tok.decode(tokens, **_options(args.option))
+        y = tok.decode(tokens, force=args.force, **_options(args.option))
     proc = _processor(tok, args)
     rate = tok.spec.input.sample_rate
     if proc is not None and "input_index" in tokens.meta:  # made by the processor: back at the input's size
@@ -201,16 +215,21 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument("tokens" if name == "decode" else "input")
         s.add_argument("-o", "--output", required=True)
         s.add_argument("--option", "-O", action="append", default=[], metavar="KEY=VALUE",
-                       help="extra keyword for encode/decode, e.g. -O steps=8 -O seed=0")
+                       help=f"another keyword of {name} (`zoo info NAME` lists them), e.g. "
+                            + ("-O sample=True" if name == "encode" else "-O steps=8 -O seed=0"))
         s.add_argument("--process", "-P", action="append", default=[], metavar="KEY=VALUE",
                        help="processor option, e.g. -P fit=crop, -P interpolation=bilinear, -P segment_seconds=10")
         s.add_argument("--raw", action="store_true", help="no processor: the input must meet the contract exactly")
+        if name == "decode":
+            s.add_argument("--force", action="store_true",
+                           help="decode tokens another tokenizer made (their file records which); expect garbage")
         if name == "encode":
             s.add_argument("--num-tokens", dest="num_tokens", type=int)
             s.add_argument("--quality", type=float)
             s.add_argument("--ratio", type=_value)
             s.add_argument("--num-codebooks", dest="num_codebooks", type=int)
             s.add_argument("--bitrate", type=float)
+            s.add_argument("--search", action="store_true", help="measured budget search (KARL, CAT)")
     s = sub.add_parser("train", help="run a recipe: zoo train CONFIG.yaml [--trainer.max_steps=N ...]")
     s.add_argument("config")
     s = sub.add_parser("shards", help="write a dataset builder's output as streamable shards (litdata)")
@@ -238,8 +257,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             {"list": cmd_list, "info": cmd_info, "encode": cmd_encode, "decode": cmd_decode, "demo": cmd_demo,
              "shards": cmd_shards}[args.command](args)
-    except ValueError as e:
-        print(f"zoo {args.command}: error: {e}", file=sys.stderr)
+    except (ValueError, OSError) as e:  # user error (bad input, name, file or path): one line, no traceback
+        message = " ".join(str(e).split()) or type(e).__name__
+        print(f"zoo {args.command}: error: {message}", file=sys.stderr)
         return 2
     return 0
 

@@ -88,10 +88,10 @@ class Processed:
 
     def attach(self, tokens: Any) -> Any:
         """`tokens` (a `zoo.Tokens` of this batch) with the meta added, so that `invert` needs only the tokens."""
-        from zoo.tokenizer import Tokens
+        import dataclasses
 
         meta = {k: v.to(tokens.lengths.device) for k, v in self.meta.items()}
-        return Tokens(ids=tokens.ids, lengths=tokens.lengths, latents=tokens.latents, meta={**tokens.meta, **meta})
+        return dataclasses.replace(tokens, meta={**tokens.meta, **meta})
 
 
 def _group(meta: dict[str, Tensor]) -> list[list[int]]:

@@ -82,6 +82,8 @@ class Binning(_FittedBounds, Tokenizer):
 
     family = "binning"
     config_class = BinningConfig
+    encode_knobs = ("num_tokens",)
+    decode_options = ("num_steps",)
 
     def __init__(self, config: BinningConfig) -> None:
         super().__init__(config)
@@ -103,7 +105,7 @@ class Binning(_FittedBounds, Tokenizer):
                          input=InputContract(layout="B T D", sizes={"D": c.num_dof}))
 
     @torch.no_grad()
-    def encode(self, x: Tensor, num_tokens: int | None = None) -> Tokens:
+    def encode(self, x: Tensor, *, num_tokens: int | None = None) -> Tokens:
         c = self.config
         x = check_input(x, self.spec.input, "actions")
         budget = c.num_steps * c.num_dof if num_tokens is None else check_budget(num_tokens, 2 * c.num_dof, c.num_steps * c.num_dof)
@@ -115,7 +117,7 @@ class Binning(_FittedBounds, Tokenizer):
         return Tokens(ids=ids, lengths=torch.full((b,), budget), meta={"num_steps": torch.full((b,), x.shape[1])})
 
     @torch.no_grad()
-    def decode(self, tokens: Tokens, num_steps: int | None = None) -> Tensor:
+    def decode(self, tokens: Tokens, *, num_steps: int | None = None) -> Tensor:
         c = self.config
         check_tokens(tokens, self.spec)
         if bool((tokens.lengths != tokens.lengths[0]).any()) or int(tokens.lengths[0]) % c.num_dof or int(tokens.lengths[0]) == 0:
@@ -161,6 +163,9 @@ class DCTBPE(_FittedBounds, Tokenizer):
 
     family = "dct-bpe"
     config_class = DCTBPEConfig
+    encode_knobs = ()
+    budget_note = "DCT+BPE cannot honour a budget: its length follows the content; set `scale` in its config instead"
+    decode_options = ("num_steps",)
 
     def __init__(self, config: DCTBPEConfig) -> None:
         super().__init__(config)
@@ -215,9 +220,7 @@ class DCTBPE(_FittedBounds, Tokenizer):
                          input=InputContract(layout="B T D", sizes={"D": c.num_dof}))
 
     @torch.no_grad()
-    def encode(self, x: Tensor, num_tokens: int | None = None) -> Tokens:
-        if num_tokens is not None:
-            raise ValueError("DCT+BPE cannot honour num_tokens: its length depends on the content; set `scale` in its config instead")
+    def encode(self, x: Tensor) -> Tokens:
         if self.bpe is None:
             raise ValueError("DCTBPE is not fitted; call fit(data) first")
         x = check_input(x, self.spec.input, "actions")
@@ -229,7 +232,7 @@ class DCTBPE(_FittedBounds, Tokenizer):
         return Tokens(ids=ids, lengths=lengths, meta={"num_steps": torch.full((len(rows),), x.shape[1])})
 
     @torch.no_grad()
-    def decode(self, tokens: Tokens, num_steps: int | None = None) -> Tensor:
+    def decode(self, tokens: Tokens, *, num_steps: int | None = None) -> Tensor:
         from scipy.fft import idct
 
         c = self.config

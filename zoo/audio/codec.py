@@ -155,6 +155,8 @@ class Codec(Tokenizer):
 
     family = "codec"
     config_class = CodecConfig
+    encode_knobs = ("bitrate", "num_codebooks", "sample_rate", "chunk_seconds")
+    decode_options = ("num_samples", "chunk_seconds")
 
     def __init__(self, config: CodecConfig) -> None:
         super().__init__(config)
@@ -263,7 +265,7 @@ class Codec(Tokenizer):
 
     @torch.no_grad()
     @small_ops
-    def encode(self, wav: Tensor, bitrate: float | None = None, num_codebooks: int | None = None,
+    def encode(self, wav: Tensor, *, bitrate: float | None = None, num_codebooks: int | None = None,
                sample_rate: int | None = None, chunk_seconds: float | None = None) -> Tokens:
         """Encode waveforms into codes.
 
@@ -302,7 +304,7 @@ class Codec(Tokenizer):
 
     @torch.no_grad()
     @small_ops
-    def decode(self, tokens: Tokens, num_samples: int | None = None, chunk_seconds: float | None = None) -> Tensor:
+    def decode(self, tokens: Tokens, *, num_samples: int | None = None, chunk_seconds: float | None = None) -> Tensor:
         """Codes -> waveforms (B, 1, S) in [-1, 1].
 
         Args:

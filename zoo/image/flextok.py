@@ -159,6 +159,8 @@ class FlexTok(Tokenizer):
 
     family = "flextok"
     config_class = FlexTokConfig
+    encode_knobs = ("num_tokens",)
+    decode_options = ("steps", "guidance", "seed")
 
     def __init__(self, config: FlexTokConfig) -> None:
         super().__init__(config)
@@ -210,19 +212,7 @@ class FlexTok(Tokenizer):
 
     def lengths_from_budget(self, num_tokens: int | Tensor | None, batch: int, device: torch.device) -> Tensor:
         """num_tokens: None (all K), an int, or a LongTensor [B] → lengths (B,) in 1..K."""
-        k_max = self.config.num_registers
-        if num_tokens is None:
-            return torch.full((batch,), k_max, dtype=torch.long, device=device)
-        if isinstance(num_tokens, Tensor):
-            if num_tokens.shape != (batch,) or num_tokens.is_floating_point() or num_tokens.dtype == torch.bool:
-                raise ValueError(f"num_tokens as a tensor must be integer with shape ({batch},), one per image; "
-                                 f"got {num_tokens.dtype} {tuple(num_tokens.shape)}")
-            lo, hi = int(num_tokens.min()), int(num_tokens.max())
-            if lo < 1 or hi > k_max:
-                raise ValueError(f"num_tokens must lie in [1, {k_max}] for every image, got values in [{lo}, {hi}]")
-            return num_tokens.to(device=device, dtype=torch.long)
-        k = check_budget(num_tokens, 1, k_max)
-        return torch.full((batch,), k, dtype=torch.long, device=device)
+        return budget_lengths(num_tokens, batch, self.config.num_registers, device)
 
     # -- modelling steps (used by encode/decode and by the training recipe) ------------------------------
 
@@ -304,7 +294,7 @@ class FlexTok(Tokenizer):
     # -- encode / decode -------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def encode(self, x: Tensor, num_tokens: int | Tensor | None = None) -> Tokens:
+    def encode(self, x: Tensor, *, num_tokens: int | Tensor | None = None) -> Tokens:
         """Encode images.
 
         Args:
@@ -321,7 +311,7 @@ class FlexTok(Tokenizer):
         return Tokens(ids=ids.long() * keep, lengths=lengths, latents=codes * keep[..., None])
 
     @torch.no_grad()
-    def decode(self, tokens: Tokens, steps: int | None = None, guidance: float | None = None,
+    def decode(self, tokens: Tokens, *, steps: int | None = None, guidance: float | None = None,
                seed: int | Tensor | None = 0) -> Tensor:
         """Decode tokens into images by Euler integration of the rectified flow.
 
@@ -371,26 +361,49 @@ class FlexTok(Tokenizer):
     def initial_noise(self, batch: int, seed: int | Tensor | None) -> Tensor:
         """Noise (B, C, S, S) at t=0: shared by the batch for an int seed, per image for a tensor [B]."""
         c = self.config
-        shape = (c.in_channels, c.image_size, c.image_size)
-        if seed is None:
-            return torch.randn(batch, *shape, device=self.device)
-        if isinstance(seed, Tensor):
-            if seed.shape != (batch,) or seed.is_floating_point():
-                raise ValueError(f"seed as a tensor must be integer with shape ({batch},), got {seed.dtype} {tuple(seed.shape)}")
-            seeds = seed.tolist()
-        elif isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f"seed must be an int, an integer tensor [B] or None, got {seed!r}")
-        else:
-            seeds = [seed]
-        noise = [torch.randn(shape, generator=torch.Generator(device=self.device).manual_seed(int(s)), device=self.device)
-                 for s in seeds]
-        return torch.stack(noise).expand(batch, *shape)
+        return seeded_noise(batch, seed, (c.in_channels, c.image_size, c.image_size), self.device)
 
     def time_grid(self, steps: int) -> Tensor:
         """steps + 1 times from 0 (noise) to 1 (image), warped by `time_shift` toward the noise end."""
         u = torch.linspace(0, 1, steps + 1)
         s = self.config.time_shift
         return u / (s - (s - 1) * u)
+
+
+# ----------------------------------------------------------------------------------------- shared with flextok_release
+
+
+def budget_lengths(num_tokens: int | Tensor | None, batch: int, k_max: int, device: torch.device) -> Tensor:
+    """num_tokens: None (all k_max), an int, or a LongTensor [B] → lengths (B,) in 1..k_max."""
+    if num_tokens is None:
+        return torch.full((batch,), k_max, dtype=torch.long, device=device)
+    if isinstance(num_tokens, Tensor):
+        if num_tokens.shape != (batch,) or num_tokens.is_floating_point() or num_tokens.dtype == torch.bool:
+            raise ValueError(f"num_tokens as a tensor must be integer with shape ({batch},), one per image; "
+                             f"got {num_tokens.dtype} {tuple(num_tokens.shape)}")
+        lo, hi = int(num_tokens.min()), int(num_tokens.max())
+        if lo < 1 or hi > k_max:
+            raise ValueError(f"num_tokens must lie in [1, {k_max}] for every image, got values in [{lo}, {hi}]")
+        return num_tokens.to(device=device, dtype=torch.long)
+    k = check_budget(num_tokens, 1, k_max)
+    return torch.full((batch,), k, dtype=torch.long, device=device)
+
+
+def seeded_noise(batch: int, seed: int | Tensor | None, shape: tuple[int, ...], device: torch.device) -> Tensor:
+    """Gaussian noise (B, *shape): one draw shared by the batch for an int seed (so an image decodes the same
+    alone or in any batch), one per image for a LongTensor [B] of seeds, the global RNG for None."""
+    if seed is None:
+        return torch.randn(batch, *shape, device=device)
+    if isinstance(seed, Tensor):
+        if seed.shape != (batch,) or seed.is_floating_point():
+            raise ValueError(f"seed as a tensor must be integer with shape ({batch},), got {seed.dtype} {tuple(seed.shape)}")
+        seeds = seed.tolist()
+    elif isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed must be an int, an integer tensor [B] or None, got {seed!r}")
+    else:
+        seeds = [seed]
+    noise = [torch.randn(shape, generator=torch.Generator(device=device).manual_seed(int(s)), device=device) for s in seeds]
+    return torch.stack(noise).expand(batch, *shape)
 
 
 # ----------------------------------------------------------------------------------------- presets

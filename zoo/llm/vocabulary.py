@@ -181,7 +181,7 @@ class Entry:
             raise ValueError(f"entry {self.name!r}: sep_every must be >= 1 or None, got {self.sep_every}")
 
     @classmethod
-    def from_tokenizer(cls, name: str, tokenizer: "Tokenizer", source: str = "", *, num_tokens: int | None = None,
+    def from_tokenizer(cls, name: str, tokenizer: "Tokenizer", source: str = "", *, max_tokens: int | None = None,
                        num_codebooks: int | None = None, bitrate: float | None = None, fixed_length: bool = False,
                        sep_every: int | None = None, digits: Sequence[int] = (),
                        encode_kwargs: dict[str, Any] | None = None) -> "Entry":
@@ -191,11 +191,11 @@ class Entry:
             name: the entry's name in sequences.
             tokenizer: a zoo Tokenizer with discrete ids.
             source: its registered name, or a folder relative to the vocabulary JSON, recorded for reloading.
-            num_tokens: the most frames a segment holds (default: the spec's max_tokens).
+            max_tokens: the most frames a segment holds (default: the spec's max_tokens).
             num_codebooks: hold the first q codebooks of a residual-VQ tokenizer (an audio codec) instead
                 of all Q; segments are encoded with `encode(..., num_codebooks=q)` (recorded in encode_kwargs).
             bitrate: the same as a bitrate in kbit/s: q = bitrate / (frame_rate · log2(vocab_size) / 1000).
-            fixed_length: every segment holds exactly `num_tokens` frames (BEAST at a fixed budget,
+            fixed_length: every segment holds exactly `max_tokens` frames (BEAST at a fixed budget,
                 FlexTok at full length); generation may then only end a segment there.
             sep_every: a separator every this many frames.
             digits: write each code as these mixed-radix digits (see the class docstring).
@@ -204,9 +204,10 @@ class Entry:
         spec = tokenizer.spec
         if spec.vocab_size < 1:
             raise ValueError(f"{type(tokenizer).__name__} is continuous-only (vocab_size 0); it has no ids to place")
-        max_tokens = spec.max_tokens if num_tokens is None else int(num_tokens)
+        given = max_tokens
+        max_tokens = spec.max_tokens if given is None else int(given)
         if not 1 <= max_tokens <= spec.max_tokens:
-            raise ValueError(f"num_tokens must lie in [1, {spec.max_tokens}] for this tokenizer, got {num_tokens}")
+            raise ValueError(f"max_tokens must lie in [1, {spec.max_tokens}] for this tokenizer, got {given}")
         budget = dict(encode_kwargs or {})
         q = spec.num_codebooks
         if num_codebooks is not None or bitrate is not None:

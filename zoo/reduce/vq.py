@@ -197,6 +197,8 @@ class VQToken(Tokenizer, Reducer):
 
     family = "vqtoken"
     config_class = VQTokenConfig
+    encode_knobs = ("num_tokens",)
+    decode_options = ()
 
     @property
     def spec(self) -> TokenSpec:
@@ -226,7 +228,7 @@ class VQToken(Tokenizer, Reducer):
 
     # -- tokenizer ----------------------------------------------------------------------------
 
-    def encode(self, x: Tensor, num_tokens: int | None = None) -> Tokens:
+    def encode(self, x: Tensor, *, num_tokens: int | None = None) -> Tokens:
         """x: (B, N, D) features (a clip: flatten frames first, 'b t n d -> b (t n) d').
 
         Args:
