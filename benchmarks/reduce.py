@@ -512,7 +512,7 @@ Compute bound: merging in every block leaves, through the qkv/proj/MLP layers, {
 ToMe merge the same tokens, so they run the same matrix products (addmm alone is about 70% of a forward in the
 profiler); what differs is attention (PyTorch's fused kernel with a log-size bias for ours, a hand-written
 softmax(QK^T) in the official code), the copies around it, and the merge step (one gather/scatter over [x·size,
-size] for ours, two in the official code). That is why "zoo vs official" stays near 1.1x here: a 1.3x lead over
+size] for ours, two in the official code). So "zoo vs official" can only stay close to 1x: a 1.3x lead over
 official ToMe at the same merges is not within reach on a CPU, where both are bound by the same products.
 
 Command: `OMP_NUM_THREADS=1 python benchmarks/reduce.py --part tome --rounds {args.rounds} --r {' '.join(map(str, args.r))}{official}`
