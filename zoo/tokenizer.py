@@ -43,6 +43,8 @@ class InputContract:
         sizes: fixed sizes of named axes, e.g. {"D": 2, "H": 32}.
         multiples: axes whose size must be a multiple of a number, e.g. {"S": 320}.
         sample_rate: Hz, for audio.
+        processor: options of the processor that brings any image, clip or recording to this contract
+            (`zoo.processing`: interpolation, fit, resampler, ...); empty means the layout's defaults, filled in.
     """
 
     layout: str
@@ -51,6 +53,13 @@ class InputContract:
     sizes: dict[str, int] = field(default_factory=dict)
     multiples: dict[str, int] = field(default_factory=dict)
     sample_rate: int | None = None
+    processor: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.processor:
+            from zoo.processing import default_options
+
+            object.__setattr__(self, "processor", default_options(self.layout))
 
     @property
     def axes(self) -> list[str]:
