@@ -6,8 +6,8 @@ CI runs the small `ci` profile; `HYPOTHESIS_PROFILE=fuzz pytest tests/test_fuzz.
 """
 
 import io
-import re
 import json
+import re
 import struct
 import warnings
 from pathlib import Path
