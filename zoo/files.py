@@ -228,7 +228,9 @@ def download(url: str, path: Path, sha256: str | None = None, *, max_bytes: int 
                         h.update(chunk)
                         f.write(chunk)
             except (urllib.error.URLError, OSError) as e:  # includes socket timeouts
-                raise ValueError(f"could not download {url}: {e}") from e
+                if time.monotonic() - start >= deadline_s:
+                    raise ValueError(f"{url} took longer than {deadline_s:g} s; nothing was written") from None
+                raise ValueError(f"could not download {url}: {e}") from None
             f.flush()
             os.fsync(f.fileno())
         if sha256 is not None and not same_sha(h.hexdigest(), sha256):
