@@ -47,6 +47,8 @@ class FlexTokModule(Recipe):
             pushes the codes toward a linear (PCA-like) code of the image early in training.
         uniform_prefix: fraction of steps whose k is drawn uniformly in 1..K instead of log-uniformly (ours):
             log-uniform trains the long prefixes rarely (k >= K/2 in one step of six at K = 64).
+        init_from: a FlexTok checkpoint to fine-tune (a folder, or anything `zoo.load` accepts); its config
+            replaces `preset`/`config`.
     """
 
     def __init__(self, preset: str = "tiny", config: dict[str, Any] | None = None, nested_dropout: bool = True,
@@ -55,10 +57,10 @@ class FlexTokModule(Recipe):
                  budget_seconds: float | None = None, ema_decay: float = 0.999, t_mean: float = -2.0,
                  t_std: float = 1.0, t_eps: float = 0.25, eval_tokens: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64),
                  eval_steps: int | None = None, check_images: int = 64, readout_weight: float = 0.0,
-                 uniform_prefix: float = 0.0) -> None:
+                 uniform_prefix: float = 0.0, init_from: str | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.init_preset(FlexTok, preset, config)
+        self.init_preset(FlexTok, preset, config, init_from)
 
     # -- the loss -------------------------------------------------------------------------------------
 
