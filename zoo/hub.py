@@ -215,7 +215,8 @@ def register_family(cls: type, *, presets: Iterable[str] = ()) -> type:
     """
     family = _check_name(getattr(cls, "family", None), "family")
     info = {"module": cls.__module__, "class": cls.__qualname__, "tokenizer": hasattr(cls, "spec"),
-            "presets": sorted(presets), "releases": hasattr(cls, "from_release")}
+            "presets": sorted(presets), "releases": hasattr(cls, "from_release"),
+            "encode": _keywords(getattr(cls, "encode", None)), "decode": _keywords(getattr(cls, "decode", None))}
     known = _families().get(family)
     if known is not None and (known["module"], known["class"]) != (info["module"], info["class"]):
         raise ValueError(f"family {family!r} is already registered to {known['module']}:{known['class']}, "
@@ -223,6 +224,28 @@ def register_family(cls: type, *, presets: Iterable[str] = ()) -> type:
     _FAMILIES[family] = info
     _CLASSES[family] = cls
     return cls
+
+
+def _keywords(fn: Any) -> dict[str, str]:
+    """{name: repr(default)} of a method's keyword-only arguments (its budget knobs or decode options),
+    kept in the index so `zoo info` shows them without importing torch."""
+    if fn is None:
+        return {}
+    import inspect
+
+    params = inspect.signature(fn).parameters.values()
+    return {p.name: repr(p.default) for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+def family_info(family: str) -> dict[str, Any]:
+    """What the index knows of a family: module, class, presets, and its `encode`/`decode` keywords."""
+    info = _families().get(family) if isinstance(family, str) else None
+    if info is None:
+        raise ValueError(f"unknown family {family!r}; known: {sorted(_families())}")
+    if "encode" not in info:  # an index written before keywords were recorded
+        cls = family_class(family)
+        info = {**info, "encode": _keywords(getattr(cls, "encode", None)), "decode": _keywords(getattr(cls, "decode", None))}
+    return info
 
 
 def family_class(family: str) -> type:

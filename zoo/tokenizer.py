@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from zoo.hub import Pretrained, config_from_dict  # noqa: F401  (config_from_dict: re-exported for the families)
+from zoo.nn.threads import map_threads, one_thread_per_op
 
 MODALITIES = ("image", "video", "audio", "action", "features")
 
@@ -467,6 +468,10 @@ class Tokenizer(Pretrained, nn.Module):
 
     - `batch_size=`: encode/decode at most this many samples at a time (default `max_batch`) and
       join the results, so memory stays bounded for any batch; the ids are the same as in one piece.
+    - threads (CPU): every op runs on one thread and pieces of `parallel_chunk` samples go over a pool
+      of as many Python threads as torch had (`zoo.nn.threads`): a busy core then slows one piece, not
+      every op, so more threads are never slower than one. The pieces do not depend on the thread
+      count, so neither do the results. On a GPU the batch stays whole.
     - provenance: `encode` stamps its Tokens with this tokenizer's name and `fingerprint`; `decode`
       refuses tokens another tokenizer made, unless `force=True`.
     """
@@ -476,6 +481,7 @@ class Tokenizer(Pretrained, nn.Module):
     encode_knobs: ClassVar[tuple[str, ...]] = ()
     decode_options: ClassVar[tuple[str, ...]] = ()
     max_batch: ClassVar[int] = 256  # default chunk of encode/decode (`batch_size=` overrides per call)
+    parallel_chunk: ClassVar[int] = 4  # samples per piece of work spread over CPU threads
     budget_note: ClassVar[str] = ""  # said when encode refuses a knob, e.g. why the family has no budget
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -595,6 +601,12 @@ def _check_batch_size(tok: Tokenizer, batch_size: Any) -> int:
     return check_budget(batch_size, 1, 1 << 31, "batch_size")
 
 
+def _piece_size(tok: Tokenizer, batch_size: Any) -> int:
+    """Samples per call of the family's method: the memory bound, and on CPU the thread piece too."""
+    size = _check_batch_size(tok, batch_size)
+    return min(size, tok.parallel_chunk) if tok.device.type == "cpu" else size
+
+
 def _rows(value: Any, batch: int, lo: int, hi: int) -> Any:
     """A knob's value for samples lo..hi: per-sample tensors [B, ...] are sliced, anything else is shared."""
     if isinstance(value, Tensor) and value.ndim >= 1 and value.shape[0] == batch:
@@ -606,13 +618,15 @@ def _checked_encode(fn: Any, allowed: tuple[str, ...]) -> Any:
     @functools.wraps(fn)
     def encode(self: Tokenizer, x: Any, *args: Any, batch_size: int | None = None, **knobs: Any) -> Tokens:
         _refuse_unknown(self, "encode", allowed, knobs, ("batch_size",), len(args))
-        size = _check_batch_size(self, batch_size)
+        size = _piece_size(self, batch_size)
         batch = x.shape[0] if isinstance(x, (Tensor, np.ndarray)) and x.ndim >= 1 else 0
-        if batch <= size:
-            tokens = fn(self, x, **knobs)
-        else:
-            tokens = Tokens.cat([fn(self, x[lo:lo + size], **{k: _rows(v, batch, lo, lo + size) for k, v in knobs.items()})
-                                 for lo in range(0, batch, size)])
+        with one_thread_per_op():
+            if batch <= size:
+                tokens = fn(self, x, **knobs)
+            else:
+                tokens = Tokens.cat(map_threads(
+                    lambda lo: fn(self, x[lo:lo + size], **{k: _rows(v, batch, lo, lo + size) for k, v in knobs.items()}),
+                    range(0, batch, size)))
         tokens.provenance = self.provenance
         return tokens
 
@@ -627,16 +641,16 @@ def _checked_decode(fn: Any, allowed: tuple[str, ...]) -> Any:
         _refuse_unknown(self, "decode", allowed, options, ("batch_size", "force"), len(args))
         if not isinstance(force, bool):
             raise ValueError(f"force must be True or False, got {force!r}")
-        size = _check_batch_size(self, batch_size)
-        if not isinstance(tokens, Tokens) or tokens.batch_size <= size:
-            if isinstance(tokens, Tokens) and not force:
-                self.check_provenance(tokens)
-            return fn(self, tokens, **options)
-        if not force:
+        size = _piece_size(self, batch_size)
+        if isinstance(tokens, Tokens) and not force:
             self.check_provenance(tokens)
-        batch = tokens.batch_size
-        return torch.cat([fn(self, tokens[lo:lo + size], **{k: _rows(v, batch, lo, lo + size) for k, v in options.items()})
-                          for lo in range(0, batch, size)])
+        with one_thread_per_op():
+            if not isinstance(tokens, Tokens) or tokens.batch_size <= size:
+                return fn(self, tokens, **options)
+            batch = tokens.batch_size
+            return torch.cat(map_threads(
+                lambda lo: fn(self, tokens[lo:lo + size], **{k: _rows(v, batch, lo, lo + size) for k, v in options.items()}),
+                range(0, batch, size)))
 
     decode._zoo_contract = True
     return decode

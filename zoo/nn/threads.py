@@ -13,7 +13,6 @@ number of threads.
 
 from __future__ import annotations
 
-import functools
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -23,9 +22,8 @@ import torch
 
 T = TypeVar("T")
 R = TypeVar("R")
-F = TypeVar("F", bound=Callable[..., Any])
 
-# the caller's thread count while a `small_ops` call runs its ops on one thread
+# the caller's thread count while a `one_thread_per_op` block runs its ops on one thread
 _POOL: ContextVar[int | None] = ContextVar("zoo_pool_threads", default=None)
 
 
@@ -53,8 +51,8 @@ def map_threads(fn: Callable[[T], R], items: Iterable[T], threads: int | None = 
     Args:
         fn: the work on one item; it runs with the caller's autograd mode (which is thread-local).
         items: independent pieces of work; results come back in their order.
-        threads: pool size; default the thread count the caller had (inside a `small_ops` call, the
-            count before it switched to one thread).
+        threads: pool size; default the thread count the caller had (inside a `one_thread_per_op`
+            block, the count before it switched to one thread).
     """
     items = list(items)
     threads = min(threads or _POOL.get() or torch.get_num_threads(), len(items))
@@ -71,17 +69,14 @@ def map_threads(fn: Callable[[T], R], items: Iterable[T], threads: int | None = 
             return list(pool.map(run, items))
 
 
-def small_ops(method: F) -> F:
-    """Decorator for an inference method made of many small ops: every op runs on one thread, and
-    `map_threads` inside it spreads work over as many Python threads as the caller had."""
+@contextmanager
+def one_thread_per_op() -> Iterator[None]:
+    """Inside the block every op runs on one thread, and `map_threads` spreads work over as many
+    Python threads as the caller had (nested blocks keep the outermost caller's count)."""
+    token = _POOL.set(_POOL.get() or torch.get_num_threads())
+    try:
+        with op_threads(1):
+            yield
+    finally:
+        _POOL.reset(token)
 
-    @functools.wraps(method)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        token = _POOL.set(_POOL.get() or torch.get_num_threads())
-        try:
-            with op_threads(1):
-                return method(*args, **kwargs)
-        finally:
-            _POOL.reset(token)
-
-    return wrapper  # type: ignore[return-value]

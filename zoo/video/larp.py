@@ -43,7 +43,6 @@ The state dict also carries the training-only prior (`prior_model.*`); the conve
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +55,7 @@ from torch import Tensor, nn
 
 from zoo.nn import Transformer, kept_codes, sincos_pos_embed_2d
 from zoo.nn.transformer import key_padding_mask, prefix_causal_mask
+from zoo.files import read_release
 from zoo.hub import register_family, register_release
 from zoo.tokenizer import InputContract, Tokenizer, Tokens, TokenSpec, check_budget, check_input, check_tokens
 
@@ -435,28 +435,19 @@ class LARP(Tokenizer):
     def is_release(path: str | Path) -> bool:
         """A folder (or its model.safetensors) as the official LARP tokenizer is published: a config.json
         of constructor arguments naming `bottleneck_token_num` and `bottleneck`, beside model.safetensors."""
-        folder = Path(path)
-        folder = folder.parent if folder.is_file() else folder
-        config = folder / "config.json"
-        if not (config.is_file() and (folder / "model.safetensors").is_file()):
-            return False
-        try:
-            args = json.loads(config.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-            return False
-        return isinstance(args, dict) and "bottleneck_token_num" in args and "bottleneck" in args
+        return read_release(path, "config.json", "model.safetensors", _RELEASE_KEYS) is not None
 
     @classmethod
     def from_release(cls, path: str | Path) -> "LARP":
         """Convert the official tokenizer (a folder with config.json + model.safetensors) into a `LARP`."""
-        folder = Path(path)
-        folder = folder.parent if folder.is_file() else folder
-        if not cls.is_release(folder):
+        found = read_release(path, "config.json", "model.safetensors", _RELEASE_KEYS)
+        if found is None:
             raise ValueError(f"{path} is not an official LARP tokenizer release: expected a folder with config.json "
                              "(constructor arguments with 'bottleneck_token_num' and 'bottleneck') and model.safetensors")
+        folder, args = found
         from safetensors.torch import load_file
 
-        config = release_config(json.loads((folder / "config.json").read_text()))
+        config = release_config(args)
         state = load_file(str(folder / "model.safetensors"), device="cpu")
         tok = cls(config)
         tok.load_state_dict(release_state_dict(state, config), strict=True)
@@ -485,6 +476,8 @@ class LARP(Tokenizer):
 
 
 # ----------------------------------------------------------------------------------------- checkpoint conversion
+
+_RELEASE_KEYS = ("bottleneck_token_num", "bottleneck")  # what marks the official config.json
 
 # defaults of the official LARPTokenizer constructor (hywang66/LARP models/larp_tokenizer.py), for configs
 # that store only the arguments that were passed
