@@ -55,7 +55,8 @@ from zoo.metrics import mse as image_mse
 from zoo.nn import Patchify, TimestepEmbedding, Transformer, Unpatchify, kept_codes, sincos_pos_embed_2d
 from zoo.nn.transformer import prefix_causal_mask
 from zoo.hub import register_family
-from zoo.tokenizer import InputContract, Tokenizer, Tokens, TokenSpec, check_budget, check_input, check_tokens
+from zoo.tokenizer import (InputContract, Tokenizer, Tokens, TokenSpec, check_budget, check_input, check_tokens,
+                           length_mask)
 
 QUANTIZERS = ("fsq", "none")
 
@@ -308,7 +309,7 @@ class KARL(Tokenizer):
         """
         c = self.config
         b, k = codes.shape[:2]
-        keep = (torch.arange(k, device=codes.device)[None] < lengths[:, None])[..., None]  # (B, k, 1)
+        keep = length_mask(lengths, k)[..., None]  # (B, k, 1)
         slots = torch.where(keep, self.from_code(codes), self.mask_token)  # (B, k, Dd)
         if k < c.max_tokens:
             slots = torch.cat([slots, repeat(self.mask_token, "d -> b m d", b=b, m=c.max_tokens - k)], dim=1)
@@ -377,7 +378,7 @@ class KARL(Tokenizer):
         past them; `width` (default the longest length) is the padded width."""
         width = int(lengths.max()) if width is None else width
         codes, ids = self.quantize(self.encode_latents(scaled, eps)[0][:, :width])
-        keep = torch.arange(width, device=scaled.device)[None] < lengths[:, None]  # (B, width)
+        keep = length_mask(lengths, width)  # (B, width)
         return Tokens(ids=None if ids is None else ids.long() * keep, lengths=lengths, latents=codes * keep[..., None])
 
     def _search(self, x: Tensor, eps: Tensor, min_gain: float, threshold: float, candidates: list[int]) -> Tokens:
