@@ -474,3 +474,13 @@ def test_empty_source_does_not_load_the_current_folder(beast_dir, monkeypatch):
 def test_hashes_compare_case_insensitively(beast_dir):
     _mutate(beast_dir, lambda c: c["files"].update({"model.safetensors": c["files"]["model.safetensors"].upper()}))
     assert zoo.load(beast_dir).family == "beast"
+
+
+def test_the_wheel_ships_every_checkpoint_file():
+    """pyproject's package data (zoo/checkpoints/*/*) reaches every shipped file; scripts/check_wheel.sh installs it."""
+    import tomllib
+
+    globs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["zoo"]
+    assert "registry.json" in globs and (ROOT / "zoo" / "checkpoints").resolve() == hub.REPO_CHECKPOINTS
+    files = [p.relative_to(hub.REPO_CHECKPOINTS) for p in hub.REPO_CHECKPOINTS.rglob("*") if p.is_file()]
+    assert files and all(Path("checkpoints", f).match(g) for f in files for g in globs if g.startswith("checkpoints"))

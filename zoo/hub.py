@@ -769,6 +769,19 @@ def load(source: str | os.PathLike, *, device: Any = None, sha256: str | None = 
     return load_dir(directory, family=family or expected_family, sha256=expected, device=device, name=name)
 
 
+def is_registered(name: str) -> bool:
+    """Whether `name` is a registered name (shipped, released, or added with `register`)."""
+    return isinstance(name, str) and name in _names()
+
+
+def load_registered(name: str, *, device: Any = None) -> Any:
+    """Load a registered name only, never a local path that happens to share it (what a vocabulary's entry names)."""
+    entry = _names().get(name)
+    if entry is None:
+        raise ValueError(f"{name!r} is not a registered name")
+    return load_dir(_locate(entry), family=entry.family, sha256=entry.sha256, device=device, name=entry.name)
+
+
 def locate(source: str | os.PathLike, **kwargs: Any) -> Path:
     """The local checkpoint folder `source` resolves to (downloading or converting into the cache if needed)."""
     return _resolve(source, **kwargs)[0]
