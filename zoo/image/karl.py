@@ -55,8 +55,8 @@ from zoo.metrics import mse as image_mse
 from zoo.nn import Patchify, TimestepEmbedding, Transformer, Unpatchify, kept_codes, sincos_pos_embed_2d
 from zoo.nn.transformer import prefix_causal_mask
 from zoo.hub import register_family
-from zoo.tokenizer import (InputContract, Tokenizer, Tokens, TokenSpec, check_budget, check_input, check_tokens,
-                           length_mask)
+from zoo.tokenizer import (InputContract, Tokenizer, Tokens, TokenSpec, budget_lengths, check_budget, check_input,
+                           check_tokens, length_mask)
 
 QUANTIZERS = ("fsq", "none")
 
@@ -361,7 +361,7 @@ class KARL(Tokenizer):
             return self._search(x, eps, float(min_gain), threshold, self._check_candidates(search))
         x = x * 2 - 1
         if num_tokens is not None:
-            lengths = self._check_num_tokens(num_tokens, b)
+            lengths = budget_lengths(num_tokens, b, self.config.max_tokens, self.device)
             eps = self.quality_for_lengths(self.halting_curve(self.patch_features(x)), lengths, threshold)
         else:
             eps = self._check_quality(c.default_quality if quality is None else quality, b)
@@ -453,18 +453,6 @@ class KARL(Tokenizer):
         if not bool(torch.isfinite(q).all()) or float(q.min()) <= 0:
             raise ValueError(f"quality must be a finite positive target MSE (e.g. 0.003 ≈ 25 dB), got {quality!r}")
         return q
-
-    def _check_num_tokens(self, num_tokens: Any, batch: int) -> Tensor:
-        k_max = self.config.max_tokens
-        if isinstance(num_tokens, Tensor):
-            if num_tokens.shape != (batch,) or num_tokens.is_floating_point() or num_tokens.dtype == torch.bool:
-                raise ValueError(f"num_tokens as a tensor must be integer with shape ({batch},), one per image; "
-                                 f"got {num_tokens.dtype} {tuple(num_tokens.shape)}")
-            lo, hi = int(num_tokens.min()), int(num_tokens.max())
-            if lo < 1 or hi > k_max:
-                raise ValueError(f"num_tokens must lie in [1, {k_max}] for every image, got values in [{lo}, {hi}]")
-            return num_tokens.to(self.device, torch.long)
-        return torch.full((batch,), check_budget(num_tokens, 1, k_max), dtype=torch.long, device=self.device)
 
     @staticmethod
     def _check_threshold(threshold: Any) -> float:
