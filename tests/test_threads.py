@@ -96,3 +96,14 @@ def test_the_base_class_spreads_pieces_of_a_batch_not_ops():
     tok.calls.clear()
     assert torch.equal(tok.decode(t, batch_size=3), x)
     assert sorted(tok.calls) == [(1, 1), (3, 1), (3, 1), (3, 1)]  # batch_size below the piece size wins
+
+
+def test_nested_map_threads_run_inside_the_worker_without_deadlock():
+    def outer(i):
+        me = threading.get_ident()
+        inner = map_threads(lambda j: (j, threading.get_ident() == me), range(3), threads=2)
+        return i, inner
+
+    out = map_threads(outer, range(4), threads=2)
+    assert [i for i, _ in out] == list(range(4))
+    assert all(inner == [(0, True), (1, True), (2, True)] for _, inner in out)

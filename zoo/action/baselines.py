@@ -106,6 +106,7 @@ class Binning(_FittedBounds, Tokenizer):
     config_class = BinningConfig
     encode_knobs = ("num_tokens",)
     decode_options = ("num_steps",)
+    parallel_chunk = 1 << 20  # microseconds per sample: handing pieces to threads would cost more than the work
 
     def __init__(self, config: BinningConfig) -> None:
         super().__init__(config)

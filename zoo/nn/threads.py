@@ -13,10 +13,12 @@ number of threads.
 
 from __future__ import annotations
 
+import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any, Callable, Iterable, Iterator, TypeVar
+from typing import Callable, Iterable, Iterator, TypeVar
 
 import torch
 
@@ -53,20 +55,40 @@ def map_threads(fn: Callable[[T], R], items: Iterable[T], threads: int | None = 
         items: independent pieces of work; results come back in their order.
         threads: pool size; default the thread count the caller had (inside a `one_thread_per_op`
             block, the count before it switched to one thread).
+
+    The pools live for the process (starting threads costs more than a small call); a `map_threads`
+    inside a pooled item runs its items in that worker, so nested calls never oversubscribe the cores.
     """
     items = list(items)
     threads = min(threads or _POOL.get() or torch.get_num_threads(), len(items))
     grad = torch.is_grad_enabled()
 
     def run(item: T) -> R:
-        with torch.set_grad_enabled(grad):
-            return fn(item)
+        _WORKER.active = True
+        try:
+            with torch.set_grad_enabled(grad):
+                return fn(item)
+        finally:
+            _WORKER.active = False
 
     with op_threads(1):
-        if threads <= 1:
+        if threads <= 1 or getattr(_WORKER, "active", False):
             return [fn(item) for item in items]
-        with ThreadPoolExecutor(threads) as pool:
-            return list(pool.map(run, items))
+        return list(_executor(threads).map(run, items))
+
+
+def _executor(threads: int) -> ThreadPoolExecutor:
+    with _LOCK:
+        if threads not in _EXECUTORS:
+            _EXECUTORS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="zoo")
+        return _EXECUTORS[threads]
+
+
+_EXECUTORS: dict[int, ThreadPoolExecutor] = {}
+_LOCK = threading.Lock()
+_WORKER = threading.local()  # .active: this thread is running an item of a pool
+# a forked child (a DataLoader worker) has none of the parent's pool threads: start its own pools
+os.register_at_fork(after_in_child=_EXECUTORS.clear)
 
 
 @contextmanager
