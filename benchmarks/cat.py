@@ -97,12 +97,12 @@ def main(directory: Path = hub.REPO_CHECKPOINTS / NAME, n_val: int = 256, write:
         meets_fine = float((true[:, 0] >= target).float().mean())
         rows.append([f"{eps:.2g}", f"{target:.1f}", n, psnr, share, saving(n, psnr),
                      saving(n, psnr, log=False), saving(*oracle), f"{meets_auto:.0%} / {meets_fine:.0%}"])
-    # measured choice: encode(ratio="search") decodes every ratio and keeps the rule's pick per image
+    # measured choice: encode(search=True) decodes every ratio and keeps the rule's pick per image
     search_rows, curves["search"] = [], []
     search_runs = [(f"eps={eps:.2g}", dict(quality=eps)) for eps in (0.002, 0.004, 0.008)]
     search_runs += [(f"λ={lam:g} dB/token", dict(quality=1e-6, min_gain_db=lam)) for lam in SEARCH_GAINS]
     for label, kwargs in search_runs:
-        ts = tok.encode(images, ratio="search", **kwargs)
+        ts = tok.encode(images, search=True, **kwargs)
         lv = torch.tensor([list(ratios).index(int(r)) for r in ts.meta["ratio"]])
         n, psnr = float(tokens[lv.numpy()].mean()), float(true.gather(1, lv[:, None]).mean())
         if "min_gain_db" in kwargs:
@@ -126,7 +126,7 @@ def main(directory: Path = hub.REPO_CHECKPOINTS / NAME, n_val: int = 256, write:
         pts = np.array(curves[kind])
         ax.plot(pts[:, 0], pts[:, 1], style, ms=4, label=f"ratio='auto' ({'estimator' if kind == 'auto' else 'true PSNR'})")
     pts = np.array(curves["search"])
-    ax.plot(pts[:, 0], pts[:, 1], "D-", ms=4, label="ratio='search', rate-distortion λ")
+    ax.plot(pts[:, 0], pts[:, 1], "D-", ms=4, label="search=True, rate-distortion λ")
     for r, n, p in zip(ratios, tokens, fixed_psnr):
         ax.annotate(f"ratio {r}", (n, p), textcoords="offset points", xytext=(4, -12), fontsize=8)
     ax.set_xscale("log")
@@ -207,7 +207,7 @@ def main(directory: Path = hub.REPO_CHECKPOINTS / NAME, n_val: int = 256, write:
     batch = images[:64]
     speed = []
     with torch.no_grad():
-        for label, kwargs in [("auto", dict(ratio="auto")), ("search", dict(ratio="search")),
+        for label, kwargs in [("auto", dict(ratio="auto")), ("search", dict(search=True)),
                               *[(f"ratio {r}", dict(ratio=int(r))) for r in ratios]]:
             enc = best_time(lambda: tok.encode(batch, **kwargs))
             tk = tok.encode(batch, **kwargs)
@@ -242,7 +242,7 @@ def main(directory: Path = hub.REPO_CHECKPOINTS / NAME, n_val: int = 256, write:
         f"images whose PSNR meets the target with auto vs with every image at the finest ratio ({int(tokens[0])} tokens).",
         table(["eps", "target dB", "mean tokens", "mean PSNR dB", "share per ratio", "saving (log)", "saving (linear)",
                "oracle saving (log)", f"meets target: auto / fixed {int(tokens[0])}"], rows),
-        "Measured choice, `encode(x, ratio='search', quality=eps, min_gain_db=λ)` (`zoo.image.budget`): every ratio "
+        "Measured choice, `encode(x, search=True, quality=eps, min_gain_db=λ)` (`zoo.image.budget`): every ratio "
         "is decoded and measured per image; each image keeps the coarsest ratio that meets eps (the lowest-error one "
         "when none does), or, with λ, the ratio maximising PSNR - λ·tokens. Three decodes per image instead of an "
         "estimator pass.",

@@ -116,7 +116,7 @@ def main(directory: Path = hub.REPO_CHECKPOINTS / NAME, n_val: int = 256, figure
     images = images_to_tensor(val["images"])
 
     # fixed budgets 1..K vs adaptive at several ε
-    fixed_tokens = np.arange(1, c.num_tokens + 1)
+    fixed_tokens = np.arange(1, c.max_tokens + 1)
     per_image = np.stack([run(tok, images, num_tokens=int(n))[0].numpy() for n in fixed_tokens])  # (K, B) dB
     fixed_psnr = per_image.mean(1)
     rules = {"tokens until ε (paper), min_gain_db=0": 0.0}
@@ -179,13 +179,13 @@ def main(directory: Path = hub.REPO_CHECKPOINTS / NAME, n_val: int = 256, figure
     # throughput, batch 64, best of 5 after a warm-up
     batch = images[:64]
     t_adaptive = tok.encode(batch, quality=q0)
-    t_full = tok.encode(batch, num_tokens=c.num_tokens)
+    t_full = tok.encode(batch, num_tokens=c.max_tokens)
     times = {
         f"encode, quality={q0:g}": best_time(lambda: tok.encode(batch, quality=q0)),
-        f"encode, num_tokens={c.num_tokens}": best_time(lambda: tok.encode(batch, num_tokens=c.num_tokens)),
+        f"encode, num_tokens={c.max_tokens}": best_time(lambda: tok.encode(batch, num_tokens=c.max_tokens)),
         f"decode, adaptive lengths (mean {float(t_adaptive.lengths.float().mean()):.1f})": best_time(lambda: tok.decode(t_adaptive)),
-        f"decode, {c.num_tokens} tokens": best_time(lambda: tok.decode(t_full)),
-        f"encode, search=True ({c.num_tokens} budgets measured)": best_time(lambda: tok.encode(batch, search=True), repeat=2),
+        f"decode, {c.max_tokens} tokens": best_time(lambda: tok.decode(t_full)),
+        f"encode, search=True ({c.max_tokens} budgets measured)": best_time(lambda: tok.encode(batch, search=True), repeat=2),
     }
 
     savings = [a for a in adaptive if a[4] is not None]

@@ -149,7 +149,7 @@ def main(directory: Path = hub.REPO_CHECKPOINTS / NAME, n_val: int = 96) -> None
     config = json.loads((directory / "config.json").read_text())
     log = json.loads((directory / "train_log.json").read_text())
     c = tok.config
-    ns = [n for n in NS if n <= c.num_tokens]
+    ns = [n for n in NS if n <= c.max_tokens]
     val = val_clips(n_val, c.frames, c.image_size)
     videos = videos_to_tensor(val["videos"])
     sections = []
@@ -163,7 +163,7 @@ def main(directory: Path = hub.REPO_CHECKPOINTS / NAME, n_val: int = 96) -> None
         rows.append([n, round(n * math.log2(c.codebook_size)), float(psnr.mean()), float(ssim.mean()), *by_source])
         curves["psnr"].append(float(psnr.mean()))
         curves["ssim"].append(float(ssim.mean()))
-        if n in (c.num_tokens, 32, 8, 2):
+        if n in (c.max_tokens, 32, 8, 2):
             recon[f"n={n}"] = y
     fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
     for ax, key, label in zip(axes, ("psnr", "ssim"), ("PSNR (dB)", "SSIM (mean over frames)")):
@@ -180,27 +180,27 @@ def main(directory: Path = hub.REPO_CHECKPOINTS / NAME, n_val: int = 96) -> None
                  tuple(range(0, c.frames, step)))
     # what the numbers mean: trivial codes, the tokens of another clip, and SVQ's sampled tokens
     full = torch.cat([tok.encode(v).ids for v in videos.split(32)])
-    lengths = torch.full((len(videos),), c.num_tokens)
+    lengths = torch.full((len(videos),), c.max_tokens)
     shuffled = type(tok.encode(videos[:1]))(ids=full.roll(1, dims=0), lengths=lengths)
     torch.manual_seed(0)
     sampled = torch.cat([tok.encode(v, sample=True).ids for v in videos.split(32)])
     agreement = float((sampled == full).float().mean())
     with torch.no_grad():
-        z = F.normalize(torch.cat([tok.encode_latents(v * 2 - 1, c.num_tokens) for v in videos.split(32)]), dim=-1)
+        z = F.normalize(torch.cat([tok.encode_latents(v * 2 - 1, c.max_tokens) for v in videos.split(32)]), dim=-1)
         top_cos = (z @ tok.svq.codebook.t()).topk(4, dim=-1).values.mean((0, 1)).tolist()
     train = build_video_dataset("train", 4000, c.frames, c.image_size)
-    pca = pca_psnr(videos_to_tensor(train["videos"][:2000]), videos, tuple(sorted({4, 16, 32, c.num_tokens})))
+    pca = pca_psnr(videos_to_tensor(train["videos"][:2000]), videos, tuple(sorted({4, 16, 32, c.max_tokens})))
     refs = [["the mean val clip (one clip for all)", float(metrics.psnr(videos.mean(0, keepdim=True).expand_as(videos), videos).mean())],
             ["each clip's own mean colour (3 numbers a clip)", float(metrics.psnr(videos.mean((2, 3, 4), keepdim=True).expand_as(videos), videos).mean())],
             ["each frame's own mean colour (3·T numbers a clip)", float(metrics.psnr(videos.mean((3, 4), keepdim=True).expand_as(videos), videos).mean())],
             *[[f"linear PCA of 2000 train clips, {k} continuous numbers a clip (not a tokenizer)", v] for k, v in pca.items()],
-            [f"LARP, the {c.num_tokens} tokens of *another* clip", float(metrics.psnr(tok.decode(shuffled), videos).mean())],
-            [f"LARP, {c.num_tokens} tokens sampled by SVQ (τ={c.temperature:g}) instead of argmax",
+            [f"LARP, the {c.max_tokens} tokens of *another* clip", float(metrics.psnr(tok.decode(shuffled), videos).mean())],
+            [f"LARP, {c.max_tokens} tokens sampled by SVQ (τ={c.temperature:g}) instead of argmax",
              float(metrics.psnr(tok.decode(type(shuffled)(ids=sampled, lengths=lengths)), videos).mean())]]
     sections.append(
         f"### Quality vs number of tokens ({n_val} val clips, argmax tokens)\n\n"
         + table(["n", "bits", "PSNR dB", "SSIM", *[f"PSNR {s}" for s in SOURCES]], rows)
-        + f"\n\nEvery n comes from the same model and the same encode (a prefix of the {c.num_tokens} tokens). "
+        + f"\n\nEvery n comes from the same model and the same encode (a prefix of the {c.max_tokens} tokens). "
           "References on the same clips, to read the PSNR against:\n\n"
         + table(["reconstruction", "PSNR dB"], refs)
         + f"\n\nSVQ's sampled tokens agree with the argmax on {agreement:.1%} of positions. Mean cosine similarity of an "
@@ -225,7 +225,7 @@ def main(directory: Path = hub.REPO_CHECKPOINTS / NAME, n_val: int = 96) -> None
     fig.tight_layout()
     fig.savefig(FIGURES / "larp_codebook.png", dpi=110)
     plt.close(fig)
-    per_position = [metrics.codebook_usage(train_ids[:, i], c.codebook_size)["perplexity"] for i in range(c.num_tokens)]
+    per_position = [metrics.codebook_usage(train_ids[:, i], c.codebook_size)["perplexity"] for i in range(c.max_tokens)]
     sections.append(
         "### Codebook usage (argmax tokens)\n\n"
         + table(["split", "clips", "perplexity", "codes used"],
@@ -246,7 +246,7 @@ def main(directory: Path = hub.REPO_CHECKPOINTS / NAME, n_val: int = 96) -> None
         "### Speed (batch 32, 1 thread; best of 5 after a warm-up)\n\n"
         + table(["step", "ms / batch", "clips/s", "frames/s"],
                 [["encode (n=N)", t_enc * 1000, 32 / t_enc, 32 * c.frames / t_enc],
-                 [f"decode n={c.num_tokens}", t_dec * 1000, 32 / t_dec, 32 * c.frames / t_dec],
+                 [f"decode n={c.max_tokens}", t_dec * 1000, 32 / t_dec, 32 * c.frames / t_dec],
                  ["decode n=8", t_dec8 * 1000, 32 / t_dec8, 32 * c.frames / t_dec8]]))
 
     # -- the prior's purpose --------------------------------------------------------------------------
@@ -261,10 +261,10 @@ def main(directory: Path = hub.REPO_CHECKPOINTS / NAME, n_val: int = 96) -> None
             m_log = json.loads((d / "train_log.json").read_text())
             tr, va = tokens_of(m, train_v), tokens_of(m, val_more)
             ar, info = fit_prior(tr, m.config.codebook_size)
-            q = budget_metrics(m, videos, [m.config.num_tokens, 8])
+            q = budget_metrics(m, videos, [m.config.max_tokens, 8])
             ar_nll, uni = nll(ar, va), unigram_nll(tr, va, m.config.codebook_size)
-            rows.append([name, m.config.num_tokens, m_log["global_step"], round(m_log["seconds"] / 60, 1), q[f"psnr_n{m.config.num_tokens}"],
-                         q["psnr_n8"], ar_nll, ar_nll * m.config.num_tokens / math.log(2), uni, uni - ar_nll,
+            rows.append([name, m.config.max_tokens, m_log["global_step"], round(m_log["seconds"] / 60, 1), q[f"psnr_n{m.config.max_tokens}"],
+                         q["psnr_n8"], ar_nll, ar_nll * m.config.max_tokens / math.log(2), uni, uni - ar_nll,
                          metrics.codebook_usage(va, m.config.codebook_size)["perplexity"], info["best_step"]])
         sections.append(
             "### What the prior buys: the same AR model on each tokenizer's tokens\n\n"
@@ -278,9 +278,9 @@ def main(directory: Path = hub.REPO_CHECKPOINTS / NAME, n_val: int = 96) -> None
             + "\n\nRead the NLL together with the codebook perplexity: a tokenizer that uses fewer codes is trivially easier to "
               "model (its unigram NLL is lower too), so a lower NLL only says the prior helps where the PSNR and usage stay "
               "comparable; 'context gain' (unigram - AR NLL) is what the AR model gets from the previous tokens."
-            + ("" if all(r[1] == c.num_tokens for r in rows) else
+            + ("" if all(r[1] == c.max_tokens for r in rows) else
                f" These two runs keep the architecture of their configs (N = {rows[0][1]} tokens), not the shipped "
-               f"checkpoint's (N = {c.num_tokens}); they were not re-run for it."))
+               f"checkpoint's (N = {c.max_tokens}); they were not re-run for it."))
     else:
         sections.append("### What the prior buys\n\nNot measured: train `configs/larp/compare-prior.yaml` and "
                         "`configs/larp/compare-noprior.yaml` first.")

@@ -20,23 +20,20 @@ Each step, for a batch of images x:
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
-import time
 from typing import Any
 
-import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from recipes.schedule import budget_progress, ema_decay, update_average, warmup_cosine
+from recipes.base import Recipe
 from zoo import metrics
-from zoo.image.karl import KARL, KARLConfig, extend_curve
+from zoo.image.karl import KARL, extend_curve
 
 
-class KARLModule(pl.LightningModule):
+class KARLModule(Recipe):
     """Args:
         preset: a `KARLConfig` preset name; `config` overrides its fields.
         rec_weight, halt_weight, curve_weight: weights of the reconstruction MSE, the halting BCE and
@@ -60,20 +57,13 @@ class KARLModule(pl.LightningModule):
                  check_quality: float | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.model = KARL(KARLConfig.from_name(preset, **(config or {})))
-        self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
-        self.start_time: float | None = None
-
-    @property
-    def tokenizer(self) -> KARL:
-        """What is validated and exported: the weight average."""
-        return self.ema
+        self.init_preset(KARL, preset, config)
 
     # -- the two phases -------------------------------------------------------------------------------
 
     def sample_budgets(self, batch: int) -> Tensor:
         """T: (B,) uniform in 1..K."""
-        return torch.randint(1, self.model.config.num_tokens + 1, (batch,), device=self.device)
+        return torch.randint(1, self.model.config.max_tokens + 1, (batch,), device=self.device)
 
     def reconstruct(self, x: Tensor, quality: Tensor, budgets: Tensor) -> tuple[Tensor, Tensor]:
         """x: (B, C, S, S) in [-1, 1] → (reconstruction in [-1, 1] units, halting curve (B, K))."""
@@ -95,7 +85,7 @@ class KARLModule(pl.LightningModule):
         x_hat, curve = self.reconstruct(x, reached, budgets)
         rec = ((x_hat - x) / 2).pow(2).mean()
         logits = m.halting_logits(curve, reached)  # (B, K)
-        target = (torch.arange(m.config.num_tokens, device=x.device)[None] >= budgets[:, None]).float()
+        target = (torch.arange(m.config.max_tokens, device=x.device)[None] >= budgets[:, None]).float()
         halt = F.binary_cross_entropy_with_logits(logits, target)
         ext = extend_curve(curve)
         predicted = (ext[:, :-1] + ext[:, 1:]).gather(1, (budgets - 1)[:, None]).squeeze(1) / 2  # log error at T
@@ -110,36 +100,7 @@ class KARLModule(pl.LightningModule):
             self.log(f"train/{k}", v, prog_bar=k in ("loss", "halt"))
         return out["loss"]
 
-    # -- EMA, optimiser, schedule ---------------------------------------------------------------------
-
-    def on_fit_start(self) -> None:
-        self.start_time = time.monotonic()
-
-    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
-        super().optimizer_step(*args, **kwargs)
-        self.update_ema()  # here, so a checkpoint written by a callback already holds this step's average
-
-    @torch.no_grad()
-    def update_ema(self) -> None:
-        update_average(self.ema.parameters(), self.model.parameters(), ema_decay(self.hparams.ema_decay, self.global_step))
-
-    def progress(self) -> float:
-        """Fraction of the budget used: steps or seconds, whichever is further along."""
-        return budget_progress(self)
-
-    def configure_optimizers(self) -> dict[str, Any]:
-        hp = self.hparams
-        named = list(self.model.named_parameters())
-        no_decay = {n for n, p in named if p.ndim < 2 or any(s in n for s in ("pos", "latents", "token", "query"))}
-        opt = torch.optim.AdamW([{"params": [p for n, p in named if n not in no_decay], "weight_decay": hp.weight_decay},
-                                 {"params": [p for n, p in named if n in no_decay], "weight_decay": 0.0}],
-                                lr=hp.lr, betas=tuple(hp.betas))
-
-        def factor(step: int) -> float:
-            return warmup_cosine(step, hp.warmup_steps, self.progress())
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+    no_decay_keys = ("pos", "latents", "token", "query")
 
     # -- validation and the card ----------------------------------------------------------------------
 
@@ -149,7 +110,7 @@ class KARLModule(pl.LightningModule):
         t = tok.encode(images, quality=self.hparams.check_quality or tok.config.default_quality)
         self.log("val/psnr_adaptive", metrics.psnr(tok.decode(t), images).mean(), batch_size=b)
         self.log("val/tokens_adaptive", t.lengths.float().mean(), batch_size=b)
-        k = min(8, tok.config.num_tokens)
+        k = min(8, tok.config.max_tokens)
         self.log(f"val/psnr_k{k}", metrics.psnr(tok.decode(tok.encode(images, num_tokens=k)), images).mean(), batch_size=b)
 
     @torch.no_grad()
@@ -167,7 +128,7 @@ class KARLModule(pl.LightningModule):
         return out
 
     def eval_tokens(self) -> list[int]:
-        k_max = self.tokenizer.config.num_tokens
+        k_max = self.tokenizer.config.max_tokens
         return sorted({min(k, k_max) for k in self.hparams.eval_tokens} | {k_max})
 
     def card_summary(self) -> dict[str, Any]:
@@ -175,14 +136,14 @@ class KARLModule(pl.LightningModule):
         vocab = f"an FSQ vocabulary of {c.vocab_size} (levels {list(c.fsq_levels)})" if c.quantizer == "fsq" \
             else f"continuous {c.latent_dim}-dim tokens"
         return {
-            "description": (f"KARL: {c.image_size}x{c.image_size} RGB → 1..{c.num_tokens} tokens of {vocab}, as many as "
+            "description": (f"KARL: {c.image_size}x{c.image_size} RGB → 1..{c.max_tokens} tokens of {vocab}, as many as "
                             f"a target error ε (per-image MSE, `encode(x, quality=ε)`) needs; the halting head picks "
                             f"the count in one pass. Encoder {c.encoder_dim}x{c.encoder_depth}, deterministic decoder "
                             f"{c.decoder_dim}x{c.decoder_depth}, patch {c.patch_size}; default ε {c.default_quality:g}, "
                             f"halting threshold {c.halt_threshold:g}, min_gain_db {c.min_gain_db:g} (no token "
                             f"predicted to buy less than that many dB; 0 = the paper's rule)."),
-            "tokens": f"1-{c.num_tokens} (adaptive)",
-            "bits": round(c.num_tokens * math.log2(c.vocab_size), 1) if c.vocab_size else 0.0,
+            "tokens": f"1-{c.max_tokens} (adaptive)",
+            "bits": round(c.max_tokens * math.log2(c.vocab_size), 1) if c.vocab_size else 0.0,
             "headline": self.headline(),
         }
 
@@ -226,7 +187,7 @@ def choose_defaults(tok: KARL, images: Tensor, qualities: Any = (0.002, 0.004, 0
     every image to a couple of tokens whatever ε asks); default_quality the ε of that rule whose mean
     PSNR is closest to the fixed budget K/2's.
     """
-    k = tok.config.num_tokens
+    k = tok.config.max_tokens
     fixed = [evaluate(tok, images, (), (n,))[f"psnr_k{n}"] for n in range(1, k + 1)]
 
     def saving(psnr: float, tokens: float) -> float:

@@ -32,22 +32,19 @@ usage (perplexity of the sampled ids and the fraction of codes used).
 
 from __future__ import annotations
 
-import copy
 import math
-import time
 from typing import Any
 
-import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from recipes.schedule import budget_progress, ema_decay, update_average, warmup_cosine
+from recipes.base import Recipe
 from zoo import metrics
 from zoo.evaluate import budget_metrics
 from zoo.nn import Transformer
-from zoo.video.larp import LARP, LARPConfig
+from zoo.video.larp import LARP
 
 
 class ARPrior(nn.Module):
@@ -91,7 +88,7 @@ class VideoDiscriminator(nn.Module):
         return self.net(x)
 
 
-class LARPModule(pl.LightningModule):
+class LARPModule(Recipe):
     """Args:
         preset: a `LARPConfig` preset name; `config` overrides its fields.
         nested_dropout: decode a random prefix of the tokens each step (so any n works); False keeps N.
@@ -140,24 +137,17 @@ class LARPModule(pl.LightningModule):
             raise ValueError(f"loss weights must be >= 0, got prior_weight={prior_weight}, disc_weight={disc_weight}")
         self.save_hyperparameters()
         self.automatic_optimization = False  # two optimisers when the discriminator is on
-        self.model = LARP(LARPConfig.from_name(preset, **(config or {})))
+        self.init_preset(LARP, preset, config)
         c = self.model.config
-        self.prior = ARPrior(c.code_dim, c.num_tokens, prior_dim, prior_depth, prior_heads)
+        self.prior = ARPrior(c.code_dim, c.max_tokens, prior_dim, prior_depth, prior_heads)
         self.discriminator = VideoDiscriminator(disc_channels) if disc_weight > 0 else None
-        self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
         self.register_buffer("code_use", torch.ones(c.codebook_size))  # running count per batch of each code
-        self.start_time: float | None = None
         self.batches = 0  # optimiser steps of the tokenizer (Lightning's global_step counts both optimisers)
-
-    @property
-    def tokenizer(self) -> LARP:
-        """What is validated and exported: the weight average (the prior is not part of it)."""
-        return self.ema
 
     # -- the losses -----------------------------------------------------------------------------------
 
     def sample_prefix(self) -> int:
-        n_max = self.model.config.num_tokens
+        n_max = self.model.config.max_tokens
         hp = self.hparams
         if not hp.nested_dropout or (hp.full_prefix > 0 and torch.rand(()).item() < hp.full_prefix):
             return n_max
@@ -190,7 +180,7 @@ class LARPModule(pl.LightningModule):
         x = video * 2 - 1
         n = self.sample_prefix()
         sample = self.progress() >= hp.argmax_until
-        codes, ids, z = self.model.quantize(x, self.model.config.num_tokens, sample=sample)
+        codes, ids, z = self.model.quantize(x, self.model.config.max_tokens, sample=sample)
         e = self.model.svq.lookup(ids)
         x_hat = self.model.decode_codes(codes[:, :n])
         out = {
@@ -264,44 +254,28 @@ class LARPModule(pl.LightningModule):
 
     # -- EMA, optimiser, schedule ---------------------------------------------------------------------
 
-    def on_fit_start(self) -> None:
-        self.start_time = time.monotonic()
+    no_decay_keys = ("pos", "queries", "query", "start", "svq.embed")
 
-    @torch.no_grad()
-    def update_ema(self) -> None:
-        update_average(self.ema.parameters(), self.model.parameters(), ema_decay(self.hparams.ema_decay, self.batches))
-
-    def progress(self) -> float:
-        """Fraction of the budget used: steps or seconds, whichever is further along."""
-        return budget_progress(self, self.trainer.global_step if self._trainer is not None else None)
+    def ema_step(self) -> int:
+        return self.batches
 
     def configure_optimizers(self) -> Any:
         hp = self.hparams
-        params = [(n, p) for m in (self.model, self.prior) for n, p in m.named_parameters()]
-        no_decay = ("pos", "queries", "query", "start", "svq.embed")
-        decay = [p for n, p in params if p.ndim >= 2 and not any(k in n for k in no_decay)]
-        rest = [p for n, p in params if not (p.ndim >= 2 and not any(k in n for k in no_decay))]
-        opt = torch.optim.AdamW([{"params": decay, "weight_decay": hp.weight_decay}, {"params": rest, "weight_decay": 0.0}],
-                                lr=hp.lr, betas=tuple(hp.betas))
-
-        def factor(step: int) -> float:
-            return warmup_cosine(step, hp.warmup_steps, self.progress())
-
-        opts = [opt]
+        opts = [torch.optim.AdamW(self.param_groups(self.model, self.prior), lr=hp.lr, betas=tuple(hp.betas))]
         if self.discriminator is not None:
             opts.append(torch.optim.AdamW(self.discriminator.parameters(), lr=hp.lr, betas=(0.5, 0.9)))
-        return opts, [torch.optim.lr_scheduler.LambdaLR(o, factor) for o in opts]
+        return opts, [torch.optim.lr_scheduler.LambdaLR(o, lambda step: self.lr_factor(step)) for o in opts]
 
     # -- validation and the card ----------------------------------------------------------------------
 
     def eval_tokens(self) -> list[int]:
-        n_max = self.tokenizer.config.num_tokens
+        n_max = self.tokenizer.config.max_tokens
         return sorted({min(k, n_max) for k in self.hparams.eval_tokens} | {n_max})
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         video = batch["video"]
         tok = self.tokenizer
-        n_max = tok.config.num_tokens
+        n_max = tok.config.max_tokens
         for n in sorted({min(8, n_max), n_max}):
             y = tok.decode(tok.encode(video, num_tokens=n))
             self.log(f"val/psnr_n{n}", metrics.psnr(y, video).mean(), batch_size=video.shape[0])
@@ -311,7 +285,7 @@ class LARPModule(pl.LightningModule):
         """PSNR and SSIM on the val clips for each n, codebook usage at N, and the PSNR at N on the first `check_clips`."""
         videos = datamodule.val_videos().to(self.device)
         out = budget_metrics(self.tokenizer.eval(), videos, self.eval_tokens())
-        n_max = self.tokenizer.config.num_tokens
+        n_max = self.tokenizer.config.max_tokens
         out[f"check_psnr_n{n_max}_first{self.hparams.check_clips}"] = budget_metrics(
             self.tokenizer, videos[: self.hparams.check_clips], [n_max])[f"psnr_n{n_max}"]
         out["val_clips"] = float(len(videos))
@@ -325,19 +299,19 @@ class LARPModule(pl.LightningModule):
                  f"{hp.prior_rounds} round(s)) during training, discarded" if hp.prior_weight > 0
                  else "no prior loss (ablation)")
         return {
-            "description": (f"LARP: {c.frames}x{c.image_size}x{c.image_size} RGB clips → 1..{c.num_tokens} holistic "
+            "description": (f"LARP: {c.frames}x{c.image_size}x{c.image_size} RGB clips → 1..{c.max_tokens} holistic "
                             f"tokens of an SVQ codebook of {c.codebook_size} (L2-normalised, {c.code_dim}-d, τ={c.temperature:g}); "
                             f"patches {c.temporal_patch}x{c.patch_size}x{c.patch_size}, encoder and decoder "
                             f"{c.dim}x{c.encoder_depth}/{c.decoder_depth}; {prior}. Argmax tokens by default "
                             f"(`encode(..., sample=True)` samples)."),
-            "tokens": f"1-{c.num_tokens}",
-            "bits": round(c.num_tokens * math.log2(c.codebook_size), 1),
+            "tokens": f"1-{c.max_tokens}",
+            "bits": round(c.max_tokens * math.log2(c.codebook_size), 1),
             "headline": self.headline(),
         }
 
     def headline(self) -> str:
         m = getattr(self, "last_card_metrics", {})
-        n_max = self.tokenizer.config.num_tokens
+        n_max = self.tokenizer.config.max_tokens
         if f"psnr_n{n_max}" not in m:
             return ""
         text = f"PSNR {m[f'psnr_n{n_max}']:.2f} dB at n={n_max}"

@@ -150,12 +150,12 @@ class InterleavedData(pl.LightningDataModule):
         entries = []
         if h.image_tokenizer:
             self.tokenizers[IMAGE] = tok = zoo.load(h.image_tokenizer)
-            entries.append(Entry.from_tokenizer(IMAGE, tok, h.image_tokenizer, num_tokens=h.image_tokens,
+            entries.append(Entry.from_tokenizer(IMAGE, tok, h.image_tokenizer, max_tokens=h.image_tokens,
                                                 fixed_length=True, digits=tuple(h.image_digits or ()),
                                                 encode_kwargs=self.image_budget))
         if h.action_tokenizer:
             self.tokenizers[ACTION] = tok = zoo.load(h.action_tokenizer)
-            entries.append(Entry.from_tokenizer(ACTION, tok, h.action_tokenizer, num_tokens=h.action_tokens,
+            entries.append(Entry.from_tokenizer(ACTION, tok, h.action_tokenizer, max_tokens=h.action_tokens,
                                                 fixed_length=True))
         self.text_tokenizer = word_tokenizer(caption_words() + lasa_shapes())
         self.vocab = Vocabulary(len(self.text_tokenizer), entries, text_tokenizer="tokenizer.json")

@@ -62,3 +62,43 @@ def test_console_script_runs(tmp_path):
     exe = Path(sys.executable).parent / "zoo"
     out = subprocess.run([str(exe), "list"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert out.returncode == 0 and "beast-lasa" in out.stdout
+
+
+def _image(tmp_path) -> Path:
+    from PIL import Image
+
+    path = tmp_path / "img.png"
+    Image.fromarray((np.random.default_rng(0).random((32, 32, 3)) * 255).astype(np.uint8)).save(path)
+    return path
+
+
+def test_user_errors_exit_2_with_one_line_naming_the_knobs(tmp_path, capsys):
+    img, out = str(_image(tmp_path)), str(tmp_path / "t.npz")
+    assert main(["encode", "cat-tiny-nat32", img, "-o", out, "--num-tokens", "8"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err and "CAT.encode takes ratio, quality, min_gain_db, search" in err
+    assert main(["encode", "flextok-tiny-nat32", img, "-o", out, "-O", "steps=8"]) == 2
+    assert "steps is a decode option" in capsys.readouterr().err
+    assert main(["encode", "flextok-tiny-nat32", img, "-o", out, "--num-tokens", "8"]) == 0
+    assert main(["decode", "flextok-tiny-nat32", out, "-o", str(tmp_path / "y.png"), "-O", "steps=2"]) == 0
+    assert main(["encode", "cat-tiny-nat32", img, "-o", out, "--search", "--quality", "0.004"]) == 0
+    assert main(["encode", "cat-tiny-nat32", img, "-o", str(tmp_path / "no-such-dir" / "t.npz")]) == 2
+    assert "No such file or directory" in capsys.readouterr().err
+
+
+def test_info_lists_the_knobs_and_decode_options(capsys):
+    assert main(["info", "flextok-tiny-nat32"]) == 0
+    out = capsys.readouterr().out
+    assert "encode knobs: num_tokens=None" in out and "decode opts:  steps=None, guidance=None, seed=0" in out
+    assert main(["info", "cat-tiny-nat32"]) == 0
+    assert "search=False" in capsys.readouterr().out
+
+
+def test_decoding_another_tokenizers_tokens_needs_force(tmp_path, capsys):
+    img, out = str(_image(tmp_path)), str(tmp_path / "t.npz")
+    assert main(["encode", "karl-tiny-nat32", img, "-o", out]) == 0
+    assert main(["decode", "flextok-tiny-nat32", out, "-o", str(tmp_path / "b.png")]) == 2
+    err = capsys.readouterr().err
+    assert "made by 'karl-tiny-nat32'" in err and "--force" in err and not (tmp_path / "b.png").exists()
+    assert main(["decode", "karl-tiny-nat32", out, "-o", str(tmp_path / "a.png")]) == 0
+    assert main(["decode", "flextok-tiny-nat32", out, "-o", str(tmp_path / "b.png"), "--force", "-O", "steps=1"]) == 0

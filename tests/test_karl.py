@@ -12,7 +12,7 @@ from zoo.image.karl import KARL, KARLConfig
 from zoo.tokenizer import Tokens
 
 K = 8
-TINY = dict(image_size=16, patch_size=4, num_tokens=K, encoder_dim=32, encoder_depth=1, encoder_heads=2,
+TINY = dict(image_size=16, patch_size=4, max_tokens=K, encoder_dim=32, encoder_depth=1, encoder_heads=2,
             decoder_dim=32, decoder_depth=1, decoder_heads=2)
 SHIPPED = hub.REPO_CHECKPOINTS / "karl-tiny-nat32"
 QUALITIES = [1e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 1.0]
@@ -225,7 +225,7 @@ def test_bad_configs() -> None:
         KARLConfig.from_name("huge")
     for bad, match in [(dict(patch_size=5), "multiple"), (dict(quantizer="vq"), "quantizer"),
                        (dict(halt_threshold=1.5), "halt_threshold"), (dict(quality_range=(0.1, 0.01)), "quality_range"),
-                       (dict(default_quality=0.0), "default_quality"), (dict(num_tokens=0), "num_tokens")]:
+                       (dict(default_quality=0.0), "default_quality"), (dict(max_tokens=0), "max_tokens")]:
         with pytest.raises(ValueError, match=match):
             KARLConfig(**bad)
 
@@ -259,7 +259,7 @@ def test_shipped_checkpoint_meets_its_card(shipped) -> None:
     tokens = float(t.lengths.float().mean())
     assert psnr >= card[q] - 0.1, f"PSNR {psnr:.2f} dB at ε={eps:g}, the card says {card[q]:.2f}"
     assert abs(tokens - card[q.replace("psnr", "tokens")]) <= 0.5
-    fixed = tok.encode(x, num_tokens=tok.config.num_tokens)
+    fixed = tok.encode(x, num_tokens=tok.config.max_tokens)
     assert float(metrics.psnr(tok.decode(fixed), x).mean()) > psnr - 0.5, "all K tokens should do no worse"
 
 

@@ -14,9 +14,9 @@ from zoo import hub, metrics
 from zoo.video.larp import LARP, SVQ, LARPConfig
 
 SHIPPED = hub.REPO_CHECKPOINTS / "larp-tiny-motion32"
-MICRO = dict(frames=8, image_size=16, num_tokens=6, dim=32, encoder_depth=1, decoder_depth=1, heads=2,
+MICRO = dict(frames=8, image_size=16, max_tokens=6, dim=32, encoder_depth=1, decoder_depth=1, heads=2,
              codebook_size=32, code_dim=8)
-N = MICRO["num_tokens"]
+N = MICRO["max_tokens"]
 
 
 @pytest.fixture(scope="module")
@@ -183,12 +183,12 @@ def test_bad_decode_and_config_arguments(tok: LARP, videos: torch.Tensor) -> Non
         tok.decode(t.ids)
     with pytest.raises(ValueError, match="lengths must lie"):  # more tokens than the model has
         tok.decode(type(t)(ids=torch.zeros(3, N + 2, dtype=torch.long), lengths=torch.full((3,), N + 2)))
-    for bad in (dict(frames=10), dict(image_size=20), dict(num_tokens=0), dict(dim=36), dict(temperature=0.0)):
+    for bad in (dict(frames=10), dict(image_size=20), dict(max_tokens=0), dict(dim=36), dict(temperature=0.0)):
         with pytest.raises(ValueError):
             LARPConfig(**{**MICRO, **bad})
     with pytest.raises(ValueError, match="not a supported config name"):
         LARPConfig.from_name("huge")
-    assert LARPConfig.from_name("larp-l").num_tokens == 1024 and not LARPConfig.from_name("larp-s").causal_queries
+    assert LARPConfig.from_name("larp-l").max_tokens == 1024 and not LARPConfig.from_name("larp-s").causal_queries
 
 
 def test_video_files_round_trip(tmp_path: Path) -> None:
@@ -215,7 +215,7 @@ def test_shipped_checkpoint_reaches_its_card() -> None:
 
     summary = json.loads((SHIPPED / "config.json").read_text())["summary"]
     tok = hub.load("larp-tiny-motion32")
-    n_max = tok.config.num_tokens
+    n_max = tok.config.max_tokens
     key = next(k for k in summary["metrics"] if k.startswith(f"check_psnr_n{n_max}_first"))
     n = int(key.rsplit("first", 1)[1])
     clips = videos_to_tensor(val_clips(int(summary["metrics"]["val_clips"]))["videos"][:n])
@@ -355,7 +355,7 @@ def test_official_release_converts_to_identical_ids_and_decodes(tmp_path: Path) 
 def test_release_decodes_from_all_tokens_only() -> None:
     tok = LARP.from_release(RELEASE)
     io = _release_io()
-    n = tok.config.num_tokens
+    n = tok.config.max_tokens
     with pytest.raises(ValueError, match=f"all {n} tokens only"):
         tok.encode(io["videos"], num_tokens=n // 2)
     with pytest.raises(ValueError, match="without nested token dropout"):
@@ -394,3 +394,17 @@ def test_larp_l_parameter_count_matches_the_release() -> None:
         tok = LARP(LARPConfig.from_name("larp-l"))
     count = sum(p.numel() for p in tok.parameters())
     assert round(count / 1e6) == 173, count
+
+
+def test_larp_l_long_downloads_converts_and_loads_from_a_local_fake_hub(tmp_path: Path) -> None:
+    """`zoo.load("larp-l-long")` against a loopback hub serving the fixture under the release's repo name."""
+    from tests.fakehub import load_release_from_fake_hub
+
+    code = ("import torch, zoo; from safetensors.torch import load_file; "
+            "io = load_file('tests/fixtures/larp_official/io.safetensors'); tok = zoo.load('larp-l-long'); "
+            "print(tok.family, torch.equal(tok.encode(io['videos']).ids, io['ids']))")
+    out, requests = load_release_from_fake_hub("hywang66/LARP-L-long-tokenizer", RELEASE, ("config.json", "model.safetensors"),
+                                               code, tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["larp", "True"]
+    assert any("model.safetensors" in r for r in requests)

@@ -124,3 +124,132 @@ def test_spec_round_trips_through_dict():
     assert spec.bits_per_token == pytest.approx(np.log2(64000))
     with pytest.raises(ValueError, match="modality"):
         TokenSpec(modality="smell", vocab_size=2, num_codebooks=1, max_tokens=1, input=CONTRACT)
+
+
+# ----------------------------------------------------------------------------------------- the budget contract
+
+import inspect  # noqa: E402
+import warnings  # noqa: E402
+
+import zoo  # noqa: E402
+from zoo import hub  # noqa: E402
+from zoo.tokenizer import Provenance, Tokenizer, keyword_names  # noqa: E402
+
+FAMILIES = sorted(f for f, info in hub._families().items() if info["tokenizer"])
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_declared_knobs_are_exactly_the_keyword_arguments(family):
+    cls = hub.family_class(family)
+    for method, declared in (("encode", cls.encode_knobs), ("decode", cls.decode_options)):
+        fn = getattr(cls, method)
+        assert getattr(fn, "_zoo_contract", False), f"{cls.__name__}.{method} bypasses the base class checks"
+        assert sorted(keyword_names(fn)) == sorted(declared)
+        positional = [p.name for p in inspect.signature(fn).parameters.values()
+                      if p.kind is not inspect.Parameter.KEYWORD_ONLY]
+        assert len(positional) == 2, f"{cls.__name__}.{method} takes one input, then keywords; got {positional}"
+
+
+def test_a_family_that_lies_about_its_knobs_is_refused_at_definition():
+    with pytest.raises(TypeError, match="encode_knobs"):
+        class Liar(Tokenizer):  # noqa: F841
+            encode_knobs = ("num_tokens",)
+            decode_options = ()
+
+            def encode(self, x, *, quality=None):
+                return None
+    with pytest.raises(TypeError, match="does not declare decode_options"):
+        class Silent(Tokenizer):  # noqa: F841
+            encode_knobs = ()
+
+            def encode(self, x):
+                return None
+
+            def decode(self, tokens, *, steps=1):
+                return None
+
+
+@pytest.fixture(scope="module")
+def beast():
+    return zoo.load("beast-lasa")
+
+
+@pytest.fixture(scope="module")
+def trajectories():
+    from zoo.data.actions import load_lasa
+
+    return torch.as_tensor(np.stack(load_lasa("val", 100)[0][:6]), dtype=torch.float32)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda t, x: t.encode(x, quality=0.1), r"BEAST.encode takes num_tokens, continuous .*got 'quality'"),
+    (lambda t, x: t.encode(x, num_steps=10), r"num_steps is a decode option"),
+    (lambda t, x: t.encode(x, 20), r"as keywords \(num_tokens, continuous\)"),
+    (lambda t, x: t.decode(t.encode(x), steps=8), r"BEAST.decode takes num_steps .*got 'steps'"),
+    (lambda t, x: t.decode(t.encode(x), num_tokens=8), r"num_tokens is a encode knob|num_tokens is an encode knob"),
+    (lambda t, x: t.encode(x, batch_size=0), r"batch_size"),
+])
+def test_unknown_knobs_are_value_errors_naming_the_knobs(beast, trajectories, call, match):
+    with pytest.raises(ValueError, match=match):
+        call(beast, trajectories)
+
+
+def test_tokens_record_their_tokenizer_and_a_foreign_decoder_refuses_them(beast, trajectories, tmp_path):
+    t = beast.encode(trajectories)
+    assert t.provenance == Provenance("beast-lasa", beast.fingerprint)
+    assert t[1:3].provenance == t.provenance and t.to("cpu").provenance == t.provenance
+    binning = zoo.load("binning-lasa")
+    other = zoo.load("beast-reaching7")
+    assert len({beast.fingerprint, binning.fingerprint, other.fingerprint}) == 3
+    for suffix in (".npz", ".safetensors"):
+        t.save(tmp_path / f"t{suffix}")
+        loaded = Tokens.load(tmp_path / f"t{suffix}")
+        assert loaded.provenance == t.provenance
+        assert torch.equal(beast.decode(loaded), beast.decode(t))
+        with pytest.raises(ValueError, match=r"made by 'beast-lasa'.*force=True"):
+            binning.decode(loaded)
+        assert binning.decode(loaded, force=True).shape[0] == len(trajectories)  # the brave get what they asked for
+
+
+def test_the_fingerprint_follows_the_config_not_the_path(beast, tmp_path):
+    copy = zoo.load(beast.save_pretrained(tmp_path / "copy"))
+    assert copy.fingerprint == beast.fingerprint and copy.name != beast.name
+    t = copy.encode(torch.rand(2, 50, 2))
+    assert beast.decode(t).shape == (2, 50, 2)  # same tokenizer under another name
+
+
+def test_old_token_files_without_provenance_still_decode_with_a_warning(beast, trajectories, tmp_path):
+    t = beast.encode(trajectories)
+    np.savez(tmp_path / "old.npz", ids=t.ids.numpy(), lengths=t.lengths.numpy(), **{"meta.num_steps": t.meta["num_steps"].numpy()})
+    with pytest.warns(UserWarning, match="does not say which tokenizer made it"):
+        old = Tokens.load(tmp_path / "old.npz")
+    assert old.provenance is None
+    assert torch.equal(beast.decode(old), beast.decode(t))
+
+
+def test_chunked_encode_and_decode_give_the_same_ids_and_outputs(beast, trajectories):
+    whole = beast.encode(trajectories)
+    chunked = beast.encode(trajectories, batch_size=4)
+    assert torch.equal(whole.ids, chunked.ids) and torch.equal(whole.meta["num_steps"], chunked.meta["num_steps"])
+    # outputs agree to float rounding: BLAS sums in another order for another batch shape
+    assert torch.allclose(beast.decode(whole), beast.decode(whole, batch_size=4), atol=1e-5, rtol=0)
+
+
+def test_cat_pads_the_token_axis():
+    a = Tokens(ids=torch.ones(2, 3, dtype=torch.long), lengths=torch.tensor([3, 2]), latents=torch.ones(2, 3, 4))
+    b = Tokens(ids=torch.ones(1, 5, dtype=torch.long), lengths=torch.tensor([5]), latents=torch.ones(1, 5, 4))
+    t = Tokens.cat([a, b])
+    assert t.ids.shape == (3, 5) and int(t.ids[:2, 3:].abs().sum()) == 0 and t.latents.shape == (3, 5, 4)
+    with pytest.raises(ValueError, match="same fields"):
+        Tokens.cat([a, Tokens(ids=None, lengths=torch.tensor([1]), latents=torch.ones(1, 1, 4))])
+
+
+def test_a_compressed_bomb_is_refused_from_its_header(tmp_path):
+    path = tmp_path / "bomb.npz"
+    np.savez_compressed(path, ids=np.zeros((1, 40_000_000), dtype=np.int64), lengths=np.array([40_000_000]))
+    assert path.stat().st_size < 1_000_000  # 320 MB of ids in well under 1 MB
+    with pytest.raises(ValueError, match="over the limit"):
+        Tokens.load(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert Tokens.load(path, max_bytes=1 << 30).ids.shape == (1, 40_000_000)  # the explicit override

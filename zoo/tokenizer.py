@@ -8,8 +8,13 @@ with the same clear `ValueError`s.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
+import inspect
 import json
 import math
+import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
@@ -19,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from zoo.hub import Pretrained, config_from_dict  # noqa: F401  (config_from_dict: re-exported for the families)
+from zoo.nn.threads import map_threads, one_thread_per_op
 
 MODALITIES = ("image", "video", "audio", "action", "features")
 
@@ -37,6 +43,8 @@ class InputContract:
         sizes: fixed sizes of named axes, e.g. {"D": 2, "H": 32}.
         multiples: axes whose size must be a multiple of a number, e.g. {"S": 320}.
         sample_rate: Hz, for audio.
+        processor: options of the processor that brings any image, clip or recording to this contract
+            (`zoo.processing`: interpolation, fit, resampler, ...); empty means the layout's defaults, filled in.
     """
 
     layout: str
@@ -45,6 +53,13 @@ class InputContract:
     sizes: dict[str, int] = field(default_factory=dict)
     multiples: dict[str, int] = field(default_factory=dict)
     sample_rate: int | None = None
+    processor: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.processor:
+            from zoo.processing import default_options
+
+            object.__setattr__(self, "processor", default_options(self.layout))
 
     @property
     def axes(self) -> list[str]:
@@ -103,6 +118,22 @@ class TokenSpec:
 # ----------------------------------------------------------------------------------------- the tokens
 
 
+class _TooLarge(ValueError):
+    """A token file over the size limit (raised as is, not wrapped as an unreadable file)."""
+
+
+MAX_TOKEN_FILE_BYTES = 1 << 28  # 256 MiB of arrays: 33 M int64 ids, ~10x the tokens of 10,000 images at 256 each with latents
+_MAX_ARRAYS = 1024
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Which tokenizer made a batch of tokens: its name (as loaded) and the fingerprint of its config."""
+
+    tokenizer: str
+    fingerprint: str
+
+
 @dataclass
 class Tokens:
     """A batch of tokens from any tokenizer.
@@ -113,12 +144,15 @@ class Tokens:
         latents: FloatTensor [B, L, D] for continuous tokens, else None.
         meta: per-sample tensors with a leading batch axis that decode needs (e.g. `num_steps` [B],
             `start` [B, D]); only tensors, so that slicing, `.to()` and saving stay exact.
+        provenance: which tokenizer made them (set by `encode`, saved in token files); `decode` refuses
+            tokens of another tokenizer unless forced. None for tokens built by hand or old files.
     """
 
     ids: Tensor | None
     lengths: Tensor
     latents: Tensor | None = None
     meta: dict[str, Tensor] = field(default_factory=dict)
+    provenance: Provenance | None = None
 
     def __post_init__(self) -> None:
         if self.ids is None and self.latents is None:
@@ -158,7 +192,7 @@ class Tokens:
     @property
     def mask(self) -> Tensor:
         """BoolTensor [B, L], True on valid tokens."""
-        return torch.arange(self.width, device=self.lengths.device)[None] < self.lengths[:, None]
+        return length_mask(self.lengths, self.width)
 
     def __len__(self) -> int:
         return self.batch_size
@@ -179,41 +213,90 @@ class Tokens:
             lengths=fn(self.lengths),
             latents=None if self.latents is None else fn(self.latents),
             meta={k: fn(v) for k, v in self.meta.items()},
+            provenance=self.provenance,
+        )
+
+    @classmethod
+    def cat(cls, parts: Sequence["Tokens"]) -> "Tokens":
+        """Join batches along the batch axis; the token axis (and any other axis) is zero-padded to the widest.
+
+        All parts must carry the same fields, meta keys and provenance (as chunks of one encode do).
+        """
+        if not parts:
+            raise ValueError("Tokens.cat needs at least one batch")
+        first = parts[0]
+        for p in parts[1:]:
+            if (p.ids is None) != (first.ids is None) or (p.latents is None) != (first.latents is None) \
+                    or set(p.meta) != set(first.meta) or p.provenance != first.provenance:
+                raise ValueError("Tokens.cat joins batches of one tokenizer with the same fields and meta keys")
+        return cls(
+            ids=None if first.ids is None else _cat_padded([p.ids for p in parts]),
+            lengths=torch.cat([p.lengths for p in parts]),
+            latents=None if first.latents is None else _cat_padded([p.latents for p in parts]),
+            meta={k: _cat_padded([p.meta[k] for p in parts]) for k in first.meta},
+            provenance=first.provenance,
         )
 
     # -- files ------------------------------------------------------------------------------------
 
     def save(self, path: str | Path) -> None:
-        """Write to .npz or .safetensors (chosen by suffix); `Tokens.load` reads both back exactly."""
+        """Write to .npz or .safetensors (chosen by suffix); `Tokens.load` reads both back exactly, provenance included."""
         path = Path(path)
         arrays = {k: v.detach().cpu().contiguous() for k, v in self._tensors().items()}
+        prov = {} if self.provenance is None else {"tokenizer": self.provenance.tokenizer,
+                                                    "fingerprint": self.provenance.fingerprint}
         if path.suffix == ".safetensors":
             from safetensors.torch import save_file
 
-            save_file(arrays, str(path), metadata={"format": "zoo.Tokens"})
+            save_file(arrays, str(path), metadata={"format": "zoo.Tokens", **prov})
         elif path.suffix == ".npz":
-            np.savez(path, **{k: v.numpy() for k, v in arrays.items()})
+            np.savez(path, **{k: v.numpy() for k, v in arrays.items()},
+                     **{f"provenance.{k}": np.array(v) for k, v in prov.items()})
         else:
             raise ValueError(f"token files end in .npz or .safetensors, got {path.name!r}")
 
     @classmethod
-    def load(cls, path: str | Path) -> "Tokens":
+    def load(cls, path: str | Path, *, max_bytes: int = MAX_TOKEN_FILE_BYTES) -> "Tokens":
+        """Read a token file written by `save`.
+
+        Args:
+            path: a .npz or .safetensors token file.
+            max_bytes: refuse files whose arrays would take more memory than this once read (checked
+                from the headers, before anything is inflated); raise it for a genuinely huge file.
+        """
         path = Path(path)
         if not path.is_file():
             raise ValueError(f"no token file at {str(path)!r}")
         if path.suffix not in (".npz", ".safetensors"):
             raise ValueError(f"token files end in .npz or .safetensors, got {path.name!r}")
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
+            raise ValueError(f"max_bytes must be a positive int, got {max_bytes!r}")
         try:
             if path.suffix == ".safetensors":
+                from safetensors import safe_open
                 from safetensors.torch import load_file
 
+                _check_safetensors_size(path, max_bytes)
+                with safe_open(str(path), "pt") as f:
+                    meta = f.metadata() or {}
                 arrays = load_file(str(path))
+                prov = {k: meta[k] for k in ("tokenizer", "fingerprint") if k in meta}
             else:
+                _check_npz_size(path, max_bytes)
                 with np.load(path, allow_pickle=False) as f:
-                    arrays = {k: torch.from_numpy(f[k]) for k in f.files}
+                    arrays = {k: torch.from_numpy(f[k]) for k in f.files if not k.startswith("provenance.")}
+                    prov = {k[len("provenance."):]: str(f[k]) for k in f.files if k.startswith("provenance.")}
+        except _TooLarge:
+            raise
         except Exception as e:  # zip, pickle-refusal and safetensors errors on a damaged or foreign file
             raise ValueError(f"{str(path)!r} is not a readable token file: {e}") from e
-        return cls.from_arrays(arrays, source=str(path))
+        tokens = cls.from_arrays(arrays, source=str(path))
+        if set(prov) == {"tokenizer", "fingerprint"}:
+            tokens.provenance = Provenance(prov["tokenizer"], prov["fingerprint"])
+        else:
+            warnings.warn(f"{str(path)!r} does not say which tokenizer made it (a file from before zoo recorded it); "
+                          "decoding it with another tokenizer than the one that encoded it gives garbage", stacklevel=2)
+        return tokens
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, Tensor], source: str = "arrays") -> "Tokens":
@@ -232,6 +315,46 @@ class Tokens:
             latents=arrays.get("latents"),
             meta={k[5:]: v for k, v in arrays.items() if k.startswith("meta.")},
         )
+
+
+def _cat_padded(tensors: list[Tensor]) -> Tensor:
+    """Concatenate along axis 0, zero-padding every other axis to the largest size."""
+    shape = [max(t.shape[i] for t in tensors) for i in range(1, tensors[0].ndim)]
+    out = []
+    for t in tensors:
+        pad = [p for size, have in zip(reversed(shape), reversed(t.shape[1:])) for p in (0, size - have)]
+        out.append(torch.nn.functional.pad(t, pad) if any(pad) else t)
+    return torch.cat(out)
+
+
+
+
+def _check_npz_size(path: Path, max_bytes: int) -> None:
+    """Read each member's .npy header (shape, dtype) and refuse before numpy allocates what it declares."""
+    total = 0
+    with zipfile.ZipFile(path) as z:
+        members = z.infolist()
+        if len(members) > _MAX_ARRAYS:
+            raise _TooLarge(f"{str(path)!r} holds {len(members)} arrays; a token file has a handful")
+        for info in members:
+            with z.open(info) as f:
+                version = np.lib.format.read_magic(f)
+                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                shape, _, dtype = read(f)
+            if dtype.hasobject:
+                raise _TooLarge(f"{str(path)!r}: array {info.filename!r} holds Python objects; token files hold numbers")
+            total += math.prod(shape) * dtype.itemsize
+            if total > max_bytes:
+                raise _TooLarge(f"{str(path)!r} declares arrays of {total:,} bytes or more once inflated, over the "
+                                 f"limit of {max_bytes:,} (Tokens.load(path, max_bytes=...) to raise it)")
+
+
+def _check_safetensors_size(path: Path, max_bytes: int) -> None:
+    """safetensors are not compressed: the file size bounds what loading takes."""
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise _TooLarge(f"{str(path)!r} is {size:,} bytes, over the limit of {max_bytes:,} "
+                         "(Tokens.load(path, max_bytes=...) to raise it)")
 
 
 def _device_of(args: tuple, kwargs: dict, t: Tensor) -> torch.device:
@@ -290,8 +413,7 @@ def check_ids(ids: Tensor, vocab_size: int, lengths: Tensor | None = None, name:
         raise ValueError(f"{name} must be integers, got {ids.dtype}")
     valid = ids
     if lengths is not None:
-        mask = torch.arange(ids.shape[1], device=ids.device)[None] < lengths[:, None]
-        valid = ids[mask]
+        valid = ids[length_mask(lengths, ids.shape[1])]
     if valid.numel() and (int(valid.min()) < 0 or int(valid.max()) >= vocab_size):
         bad = valid[(valid < 0) | (valid >= vocab_size)]
         raise ValueError(
@@ -327,6 +449,27 @@ def check_budget(value: int, low: int, high: int, name: str = "num_tokens") -> i
     return int(value)
 
 
+def length_mask(lengths: Tensor, width: int) -> Tensor:
+    """BoolTensor (B, width), True on the first `lengths[b]` positions of row b; lengths: (B,)."""
+    return torch.arange(width, device=lengths.device)[None] < lengths[:, None]
+
+
+def budget_lengths(num_tokens: int | Tensor | None, batch: int, max_tokens: int, device: torch.device) -> Tensor:
+    """A `num_tokens=` budget as lengths (B,) in 1..max_tokens: None (all), an int, or a LongTensor [B], one per sample."""
+    if num_tokens is None:
+        return torch.full((batch,), max_tokens, dtype=torch.long, device=device)
+    if isinstance(num_tokens, Tensor):
+        if num_tokens.shape != (batch,) or num_tokens.is_floating_point() or num_tokens.dtype == torch.bool:
+            raise ValueError(f"num_tokens as a tensor must be integer with shape ({batch},), one per sample; "
+                             f"got {num_tokens.dtype} {tuple(num_tokens.shape)}")
+        lo, hi = int(num_tokens.min()), int(num_tokens.max())
+        if lo < 1 or hi > max_tokens:
+            raise ValueError(f"num_tokens must lie in [1, {max_tokens}] for every sample, got values in [{lo}, {hi}]")
+        return num_tokens.to(device=device, dtype=torch.long)
+    n = check_budget(num_tokens, 1, max_tokens)
+    return torch.full((batch,), n, dtype=torch.long, device=device)
+
+
 # ----------------------------------------------------------------------------------------- the base class
 
 
@@ -336,16 +479,59 @@ class Tokenizer(Pretrained, nn.Module):
     Subclasses set `family` and `config_class`, build themselves from `config`, and implement
     `spec`, `encode` and `decode`. `save_pretrained`/`push_to_hub`/`from_pretrained` come from
     `zoo.hub.Pretrained` (config.json + model.safetensors, written whole; loading is strict).
+
+    The budget contract: a family declares `encode_knobs` and `decode_options` and writes
+    `encode(self, x, *, <knobs>)` / `decode(self, tokens, *, <options>)` with keyword-only arguments
+    of exactly those names (checked when the class is defined). Every call goes through the base
+    class, which refuses any other keyword with a `ValueError` naming the ones the family takes, and
+    adds what every family gets for free:
+
+    - `batch_size=`: encode/decode at most this many samples at a time (default `max_batch`) and
+      join the results, so memory stays bounded for any batch; the ids are the same as in one piece.
+    - threads (CPU): every op runs on one thread and pieces of `parallel_chunk` samples go over a pool
+      of as many Python threads as torch had (`zoo.nn.threads`): a busy core then slows one piece, not
+      every op, so more threads are never slower than one. The pieces do not depend on the thread
+      count, so neither do the results. On a GPU the batch stays whole.
+    - provenance: `encode` stamps its Tokens with this tokenizer's name and `fingerprint`; `decode`
+      refuses tokens another tokenizer made, unless `force=True`.
     """
 
     family: ClassVar[str] = ""
     config_class: ClassVar[type] = object
+    encode_knobs: ClassVar[tuple[str, ...]] = ()
+    decode_options: ClassVar[tuple[str, ...]] = ()
+    max_batch: ClassVar[int] = 256  # default chunk of encode/decode (`batch_size=` overrides per call)
+    parallel_chunk: ClassVar[int] = 4  # samples per piece of work spread over CPU threads
+    budget_note: ClassVar[str] = ""  # said when encode refuses a knob, e.g. why the family has no budget
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Wrap each `encode`/`decode` a subclass defines in the base class's checks.
+
+        Wrapping at class creation (rather than a template method `_encode` behind a base `encode`)
+        keeps the family's own `encode` the public one: its signature, docstring and knob defaults are
+        what `help()`, `inspect.signature` and `zoo info` show, and a family reads top to bottom with
+        nothing hidden behind a second name.
+        """
+        super().__init_subclass__(**kwargs)
+        for method, declared_in in (("encode", "encode_knobs"), ("decode", "decode_options")):
+            fn = cls.__dict__.get(method)
+            if fn is None or getattr(fn, "_zoo_contract", False):
+                continue
+            declared = cls.__dict__.get(declared_in)
+            if declared is None:
+                raise TypeError(f"{cls.__name__} defines {method} but does not declare {declared_in}")
+            names = keyword_names(fn)
+            if tuple(sorted(names)) != tuple(sorted(declared)):
+                raise TypeError(f"{cls.__name__}.{declared_in} = {tuple(declared)} but {method} takes the keyword-only "
+                                f"arguments {names}; declare exactly the keywords {method} takes")
+            setattr(cls, method, (_checked_encode if method == "encode" else _checked_decode)(fn, tuple(declared)))
 
     def __init__(self, config: Any) -> None:
         super().__init__()
         if not isinstance(config, self.config_class):
             raise ValueError(f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(config).__name__}")
         self.config = config
+        self.name: str | None = None  # what it was loaded as (the hub sets it); recorded in its tokens
 
     @property
     def spec(self) -> TokenSpec:
@@ -356,6 +542,30 @@ class Tokenizer(Pretrained, nn.Module):
 
     def decode(self, tokens: Tokens, **options: Any) -> Tensor:
         raise NotImplementedError
+
+    @property
+    def fingerprint(self) -> str:
+        """A hash of what decoding depends on besides the weights: family, config and fitted state."""
+        blob = json.dumps({"family": self.family, "config": self.config_dict(), "extra": self.extra_state()},
+                          sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    @property
+    def provenance(self) -> Provenance:
+        return Provenance(self.name or self.family, self.fingerprint)
+
+    def check_provenance(self, tokens: Tokens) -> None:
+        """Refuse tokens another tokenizer made (tokens without provenance pass)."""
+        made = tokens.provenance
+        if made is None:
+            return
+        mine = self.provenance
+        if made.fingerprint != mine.fingerprint:
+            raise ValueError(
+                f"these tokens were made by {made.tokenizer!r} (fingerprint {made.fingerprint}), not by this "
+                f"tokenizer {mine.tokenizer!r} ({mine.fingerprint}); decode them with the tokenizer that made them, "
+                "or pass force=True (CLI: --force) to decode anyway"
+            )
 
     @property
     def device(self) -> torch.device:
@@ -380,6 +590,90 @@ class Tokenizer(Pretrained, nn.Module):
             f"{type(self).__name__}(modality={s.modality!r}, vocab={s.vocab_size}, codebooks={s.num_codebooks}, "
             f"max_tokens={s.max_tokens}, input=({s.input.describe()}))"
         )
+
+
+def keyword_names(fn: Any) -> tuple[str, ...]:
+    """The keyword-only argument names of a function (through decorators such as torch.no_grad)."""
+    return tuple(p.name for p in inspect.signature(fn).parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY)
+
+
+def _refuse_unknown(tok: Tokenizer, method: str, allowed: tuple[str, ...], given: dict[str, Any], extra: tuple[str, ...],
+                    n_positional: int) -> None:
+    what = "knobs" if method == "encode" else "options"
+    takes = ", ".join(allowed) if allowed else f"no {what}"
+    if n_positional:
+        raise ValueError(f"{type(tok).__name__}.{method} takes its {what} as keywords ({takes}); "
+                         f"got {n_positional} more positional argument(s)")
+    unknown = [k for k in given if k not in allowed and k not in extra]
+    if unknown:
+        other = type(tok).decode_options if method == "encode" else type(tok).encode_knobs
+        hint = [k for k in unknown if k in other]
+        note = f" ({', '.join(hint)} is a {'decode option' if method == 'encode' else 'encode knob'})" if hint else ""
+        if method == "encode" and type(tok).budget_note:
+            note += f"; {type(tok).budget_note}"
+        raise ValueError(f"{type(tok).__name__}.{method} takes {takes} (and {', '.join(extra)}); "
+                         f"got {', '.join(map(repr, unknown))}{note}")
+
+
+def _check_batch_size(tok: Tokenizer, batch_size: Any) -> int:
+    if batch_size is None:
+        return tok.max_batch
+    return check_budget(batch_size, 1, 1 << 31, "batch_size")
+
+
+def _piece_size(tok: Tokenizer, batch_size: Any) -> int:
+    """Samples per call of the family's method: the memory bound, and on CPU the thread piece too."""
+    size = _check_batch_size(tok, batch_size)
+    return min(size, tok.parallel_chunk) if tok.device.type == "cpu" else size
+
+
+def _rows(value: Any, batch: int, lo: int, hi: int) -> Any:
+    """A knob's value for samples lo..hi: per-sample tensors [B, ...] are sliced, anything else is shared."""
+    if isinstance(value, Tensor) and value.ndim >= 1 and value.shape[0] == batch:
+        return value[lo:hi]
+    return value
+
+
+def _checked_encode(fn: Any, allowed: tuple[str, ...]) -> Any:
+    @functools.wraps(fn)
+    def encode(self: Tokenizer, x: Any, *args: Any, batch_size: int | None = None, **knobs: Any) -> Tokens:
+        _refuse_unknown(self, "encode", allowed, knobs, ("batch_size",), len(args))
+        size = _piece_size(self, batch_size)
+        batch = x.shape[0] if isinstance(x, (Tensor, np.ndarray)) and x.ndim >= 1 else 0
+        with one_thread_per_op():
+            if batch <= size:
+                tokens = fn(self, x, **knobs)
+            else:
+                tokens = Tokens.cat(map_threads(
+                    lambda lo: fn(self, x[lo:lo + size], **{k: _rows(v, batch, lo, lo + size) for k, v in knobs.items()}),
+                    range(0, batch, size)))
+        tokens.provenance = self.provenance
+        return tokens
+
+    encode._zoo_contract = True
+    return encode
+
+
+def _checked_decode(fn: Any, allowed: tuple[str, ...]) -> Any:
+    @functools.wraps(fn)
+    def decode(self: Tokenizer, tokens: Any, *args: Any, batch_size: int | None = None, force: bool = False,
+               **options: Any) -> Tensor:
+        _refuse_unknown(self, "decode", allowed, options, ("batch_size", "force"), len(args))
+        if not isinstance(force, bool):
+            raise ValueError(f"force must be True or False, got {force!r}")
+        size = _piece_size(self, batch_size)
+        if isinstance(tokens, Tokens) and not force:
+            self.check_provenance(tokens)
+        with one_thread_per_op():
+            if not isinstance(tokens, Tokens) or tokens.batch_size <= size:
+                return fn(self, tokens, **options)
+            batch = tokens.batch_size
+            return torch.cat(map_threads(
+                lambda lo: fn(self, tokens[lo:lo + size], **{k: _rows(v, batch, lo, lo + size) for k, v in options.items()}),
+                range(0, batch, size)))
+
+    decode._zoo_contract = True
+    return decode
 
 
 def dumps(obj: Any) -> str:

@@ -138,6 +138,8 @@ class BEAST(Tokenizer):
 
     family = "beast"
     config_class = BEASTConfig
+    encode_knobs = ("num_tokens", "continuous")
+    decode_options = ("num_steps",)
 
     def __init__(self, config: BEASTConfig) -> None:
         super().__init__(config)
@@ -223,7 +225,7 @@ class BEAST(Tokenizer):
         return out
 
     @torch.no_grad()
-    def encode(self, x: Tensor, num_tokens: int | None = None, continuous: bool = False) -> Tokens:
+    def encode(self, x: Tensor, *, num_tokens: int | None = None, continuous: bool = False) -> Tokens:
         """Encode trajectories.
 
         Args:
@@ -264,7 +266,7 @@ class BEAST(Tokenizer):
         return num_tokens // c.num_dof + c.pin_start
 
     @torch.no_grad()
-    def decode(self, tokens: Tokens, num_steps: int | None = None) -> Tensor:
+    def decode(self, tokens: Tokens, *, num_steps: int | None = None) -> Tensor:
         """Tokens → trajectories (B, T, D), T = `num_steps` or the encoded length recorded in the tokens."""
         c = self.config
         steps = output_steps(tokens, num_steps, c.num_steps)

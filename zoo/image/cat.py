@@ -184,6 +184,8 @@ class CAT(Tokenizer):
 
     family = "cat"
     config_class = CATConfig
+    encode_knobs = ("ratio", "quality", "min_gain_db", "search")
+    decode_options = ()
 
     def __init__(self, config: CATConfig) -> None:
         super().__init__(config)
@@ -297,11 +299,14 @@ class CAT(Tokenizer):
         if ratio is None:
             ratio = "auto"
         if isinstance(ratio, str):
-            if ratio not in ("auto", "search"):
-                raise ValueError(f"ratio must be 'auto', 'search', one of {ratios}, or a LongTensor [B] of them; got {ratio!r}")
+            if ratio == "search":
+                raise ValueError("ratio='search' is now spelled ratio='auto', search=True (measured search is search=True "
+                                 "in every family)")
+            if ratio != "auto":
+                raise ValueError(f"ratio must be 'auto', one of {ratios}, or a LongTensor [B] of them; got {ratio!r}")
             return None
         if quality is not None:
-            raise ValueError(f"quality= applies to ratio='auto' or 'search' only; got ratio={ratio!r} with quality={quality!r}")
+            raise ValueError(f"quality= applies to ratio='auto' only; got ratio={ratio!r} with quality={quality!r}")
         if isinstance(ratio, Tensor):
             if ratio.shape != (batch,) or ratio.is_floating_point() or ratio.dtype == torch.bool:
                 raise ValueError(f"ratio as a tensor must be integer with shape ({batch},), one per image; "
@@ -325,20 +330,20 @@ class CAT(Tokenizer):
         return float(quality)
 
     @torch.no_grad()
-    def encode(self, x: Tensor, ratio: int | str | Tensor | None = None, quality: float | None = None,
-               min_gain_db: float = 0.0) -> Tokens:
+    def encode(self, x: Tensor, *, ratio: int | str | Tensor | None = None, quality: float | None = None,
+               min_gain_db: float = 0.0, search: bool = False) -> Tokens:
         """Encode images at a fixed or an adaptive compression ratio.
 
         Args:
             x: (B, 3, S, S) float in [0, 1].
             ratio: "auto" (default): per image, the coarsest ratio whose predicted error meets `quality`;
                 or one of `config.ratios` for every image; or a LongTensor [B] of them, one per image.
-                "search": measure instead of predict (`zoo.image.budget`): decode every ratio and keep, per
-                image, the coarsest whose measured error meets `quality` (the lowest-error one when none
-                does), or coarser where the finer ratio buys less than `min_gain_db` dB per extra token.
-            quality: with "auto" or "search", the target mean squared error on [0, 1] pixels (PSNR = -10·log10
-                of it); larger is looser and never picks a finer ratio. Default `config.default_quality`.
-            min_gain_db: with "search", the rate-distortion stop λ (dB per token); 0 (default) = off.
+            quality: with "auto", the target mean squared error on [0, 1] pixels (PSNR = -10·log10 of it);
+                larger is looser and never picks a finer ratio. Default `config.default_quality`.
+            min_gain_db: with search, the rate-distortion stop λ (dB per token); 0 (default) = off.
+            search: with ratio "auto", measure instead of predict (`zoo.image.budget`): decode every ratio
+                and keep, per image, the coarsest whose measured error meets `quality` (the lowest-error one
+                when none does), or coarser where the finer ratio buys less than `min_gain_db` dB per extra token.
         Returns:
             Tokens with lengths (B,) = (S/r)² of each image's ratio r, meta["ratio"] (B,) = r, and
             "fsq": ids (B, L) + latents, the FSQ codes (B, L, len(levels)); "kl": latents (B, L, latent_dim),
@@ -348,13 +353,17 @@ class CAT(Tokenizer):
         x = check_input(x, self.spec.input, "images").to(self.device)
         b = x.shape[0]
         levels = self.levels_from_budget(ratio, quality, b, x.device)
+        if not isinstance(search, bool):
+            raise ValueError(f"search must be True or False, got {search!r}")
+        if search and levels is not None:
+            raise ValueError(f"search=True picks each image's ratio; give ratio='auto' (or none), not ratio={ratio!r}")
         if isinstance(min_gain_db, bool) or not isinstance(min_gain_db, numbers.Real) or not math.isfinite(min_gain_db) \
-                or min_gain_db < 0 or (min_gain_db > 0 and ratio != "search"):
-            raise ValueError(f"min_gain_db is a finite number >= 0 (dB per token) for ratio='search'; "
-                             f"got {min_gain_db!r} with ratio={ratio!r}")
+                or min_gain_db < 0 or (min_gain_db > 0 and not search):
+            raise ValueError(f"min_gain_db is a finite number >= 0 (dB per token) for search=True; "
+                             f"got {min_gain_db!r} with search={search!r}")
         features = self.features(x * 2 - 1)
         raws = self.raw_latents(features)
-        if ratio == "search":
+        if search:
             eps = self.check_quality(c.default_quality if quality is None else quality)
             mse = torch.stack([image_mse(self.pixels(self.latent(raw)[0], i), x)
                                for i, raw in enumerate(raws)], 1)  # (B, R): what decode gives

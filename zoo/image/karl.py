@@ -43,7 +43,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -55,7 +55,8 @@ from zoo.metrics import mse as image_mse
 from zoo.nn import Patchify, TimestepEmbedding, Transformer, Unpatchify, kept_codes, sincos_pos_embed_2d
 from zoo.nn.transformer import prefix_causal_mask
 from zoo.hub import register_family
-from zoo.tokenizer import InputContract, Tokenizer, Tokens, TokenSpec, check_budget, check_input, check_tokens
+from zoo.tokenizer import (InputContract, Tokenizer, Tokens, TokenSpec, budget_lengths, check_budget, check_input,
+                           check_tokens, length_mask)
 
 QUANTIZERS = ("fsq", "none")
 
@@ -66,7 +67,7 @@ class KARLConfig:
         image_size: side S of the (square) input; a multiple of `patch_size`.
         in_channels: C of the input.
         patch_size: p; the image becomes (S/p)² patch tokens.
-        num_tokens: K, the most tokens an image can have.
+        max_tokens: K, the most tokens an image can have.
         encoder_dim, encoder_depth, encoder_heads: the encoder transformer.
         decoder_dim, decoder_depth, decoder_heads: the decoder transformer.
         mlp_ratio: MLP width / dim in both transformers.
@@ -85,7 +86,7 @@ class KARLConfig:
     image_size: int = 32
     in_channels: int = 3
     patch_size: int = 8
-    num_tokens: int = 32
+    max_tokens: int = 32
     encoder_dim: int = 128
     encoder_depth: int = 4
     encoder_heads: int = 4
@@ -101,13 +102,15 @@ class KARLConfig:
     halt_threshold: float = 0.5
     min_gain_db: float = 0.0
 
+    renamed_fields: ClassVar[dict[str, str]] = {"num_tokens": "max_tokens"}  # checkpoints before the budget contract
+
     def __post_init__(self) -> None:
         self.fsq_levels = tuple(int(v) for v in self.fsq_levels)
         self.quality_range = tuple(float(v) for v in self.quality_range)
         if self.patch_size < 1 or self.image_size % self.patch_size:
             raise ValueError(f"image_size={self.image_size} must be a multiple of patch_size={self.patch_size}")
-        if self.num_tokens < 1:
-            raise ValueError(f"num_tokens must be >= 1, got {self.num_tokens}")
+        if self.max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
         for name in ("encoder", "decoder"):
             dim, heads = getattr(self, f"{name}_dim"), getattr(self, f"{name}_heads")
             if dim % heads or dim % 4:
@@ -165,12 +168,14 @@ class KARL(Tokenizer):
 
     family = "karl"
     config_class = KARLConfig
+    encode_knobs = ("quality", "num_tokens", "halt_threshold", "min_gain_db", "search")
+    decode_options = ()
 
     def __init__(self, config: KARLConfig) -> None:
         super().__init__(config)
         from vector_quantize_pytorch import FSQ  # imported on first build: it loads einx and torch._dynamo (seconds)
         c = config
-        k, de, dd = c.num_tokens, c.encoder_dim, c.decoder_dim
+        k, de, dd = c.max_tokens, c.encoder_dim, c.decoder_dim
         # encoder: [N patches; ε token; K causal latents] → K codes of latent_dim
         self.enc_patch = Patchify(c.in_channels, c.patch_size, de)
         self.register_buffer("enc_pos", sincos_pos_embed_2d(de, c.grid), persistent=False)
@@ -211,7 +216,7 @@ class KARL(Tokenizer):
             modality="image",
             vocab_size=c.vocab_size,
             num_codebooks=1,
-            max_tokens=c.num_tokens,
+            max_tokens=c.max_tokens,
             latent_dim=c.latent_dim,
             input=InputContract(layout=f"B {c.in_channels} H W", value_range=(0.0, 1.0), sizes={"H": s, "W": s}),
         )
@@ -241,7 +246,7 @@ class KARL(Tokenizer):
     def lengths_for_quality(self, curve: Tensor, quality: Tensor, threshold: float) -> Tensor:
         """Tokens kept (B,) in 1..K: those whose halting probability is at most `threshold` (a prefix)."""
         p = torch.sigmoid(self.halting_logits(curve, quality))
-        return (p <= threshold).sum(1).clamp(1, self.config.num_tokens)
+        return (p <= threshold).sum(1).clamp(1, self.config.max_tokens)
 
     def lengths_for_gain(self, curve: Tensor, min_gain_db: float) -> Tensor:
         """Tokens (B,) in 1..K that maximise predicted PSNR - min_gain_db · tokens (the smallest such count).
@@ -257,7 +262,7 @@ class KARL(Tokenizer):
 
     def quality_for_lengths(self, curve: Tensor, lengths: Tensor, threshold: float) -> Tensor:
         """The ε (B,) that `lengths_for_quality` maps to `lengths` (B,): mid-way (in log) inside its interval."""
-        k = self.config.num_tokens
+        k = self.config.max_tokens
         curve = extend_curve(curve)
         idx = (lengths - 1).clamp(0, k - 1)[:, None]
         mid = (curve.gather(1, idx) + curve.gather(1, idx + 1)).squeeze(1) / 2
@@ -277,7 +282,7 @@ class KARL(Tokenizer):
         """x: (B, C, S, S) in [-1, 1]; quality: (B,) ε → (pre-quantisation codes (B, K, latent_dim),
         patch features (B, N, De), which do not depend on ε)."""
         c = self.config
-        n, k = c.num_patches, c.num_tokens
+        n, k = c.num_patches, c.max_tokens
         lo, hi = c.quality_range
         level = (quality.clamp(lo, hi).log() - math.log(lo)) / (math.log(hi) - math.log(lo))  # (B,) in [0, 1]
         patches = self.enc_patch(x) + self.enc_pos  # (B, N, De)
@@ -304,21 +309,21 @@ class KARL(Tokenizer):
         """
         c = self.config
         b, k = codes.shape[:2]
-        keep = (torch.arange(k, device=codes.device)[None] < lengths[:, None])[..., None]  # (B, k, 1)
+        keep = length_mask(lengths, k)[..., None]  # (B, k, 1)
         slots = torch.where(keep, self.from_code(codes), self.mask_token)  # (B, k, Dd)
-        if k < c.num_tokens:
-            slots = torch.cat([slots, repeat(self.mask_token, "d -> b m d", b=b, m=c.num_tokens - k)], dim=1)
+        if k < c.max_tokens:
+            slots = torch.cat([slots, repeat(self.mask_token, "d -> b m d", b=b, m=c.max_tokens - k)], dim=1)
         slots = slots + self.slot_pos
         queries = self.patch_query + self.dec_pos + torch.einsum("nk,bkd->bnd", self.slot_to_patch, slots)  # (B, N, Dd)
         h = self.decoder(torch.cat([queries, slots], dim=1))
-        linear = rearrange(self.linear_head(kept_codes(codes, lengths, c.num_tokens)), "b (ch h w) -> b ch h w",
+        linear = rearrange(self.linear_head(kept_codes(codes, lengths, c.max_tokens)), "b (ch h w) -> b ch h w",
                            ch=c.in_channels, h=c.image_size)
         return self.head(h[:, : c.num_patches], c.grid) + linear
 
     # -- encode / decode -------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def encode(self, x: Tensor, quality: float | Tensor | None = None, num_tokens: int | Tensor | None = None,
+    def encode(self, x: Tensor, *, quality: float | Tensor | None = None, num_tokens: int | Tensor | None = None,
                halt_threshold: float | None = None, min_gain_db: float | None = None,
                search: bool | Sequence[int] = False) -> Tokens:
         """Encode images, as many tokens per image as the target error needs.
@@ -356,7 +361,7 @@ class KARL(Tokenizer):
             return self._search(x, eps, float(min_gain), threshold, self._check_candidates(search))
         x = x * 2 - 1
         if num_tokens is not None:
-            lengths = self._check_num_tokens(num_tokens, b)
+            lengths = budget_lengths(num_tokens, b, self.config.max_tokens, self.device)
             eps = self.quality_for_lengths(self.halting_curve(self.patch_features(x)), lengths, threshold)
         else:
             eps = self._check_quality(c.default_quality if quality is None else quality, b)
@@ -373,7 +378,7 @@ class KARL(Tokenizer):
         past them; `width` (default the longest length) is the padded width."""
         width = int(lengths.max()) if width is None else width
         codes, ids = self.quantize(self.encode_latents(scaled, eps)[0][:, :width])
-        keep = torch.arange(width, device=scaled.device)[None] < lengths[:, None]  # (B, width)
+        keep = length_mask(lengths, width)  # (B, width)
         return Tokens(ids=None if ids is None else ids.long() * keep, lengths=lengths, latents=codes * keep[..., None])
 
     def _search(self, x: Tensor, eps: Tensor, min_gain: float, threshold: float, candidates: list[int]) -> Tokens:
@@ -395,7 +400,7 @@ class KARL(Tokenizer):
         return Tokens(ids=ids, lengths=lengths, latents=latents)
 
     def _check_candidates(self, search: Any) -> list[int]:
-        k = self.config.num_tokens
+        k = self.config.max_tokens
         if search is True:
             return list(range(1, k + 1))
         if isinstance(search, (bool, str)) or not isinstance(search, Sequence) or not search:
@@ -418,10 +423,10 @@ class KARL(Tokenizer):
             tokens = Tokens(ids=None, lengths=tokens.lengths, latents=tokens.latents)  # ids are not read
         check_tokens(tokens, self.spec)
         lengths = tokens.lengths.to(self.device)
-        if int(lengths.min()) < 1 or int(lengths.max()) > c.num_tokens:
-            raise ValueError(f"token lengths must lie in [1, {c.num_tokens}], got {tokens.lengths.tolist()}")
-        if tokens.width > c.num_tokens:
-            raise ValueError(f"tokens are {tokens.width} wide, this tokenizer has at most {c.num_tokens}")
+        if int(lengths.min()) < 1 or int(lengths.max()) > c.max_tokens:
+            raise ValueError(f"token lengths must lie in [1, {c.max_tokens}], got {tokens.lengths.tolist()}")
+        if tokens.width > c.max_tokens:
+            raise ValueError(f"tokens are {tokens.width} wide, this tokenizer has at most {c.max_tokens}")
         if self.fsq is not None:
             if tokens.ids is None:
                 raise ValueError("this KARL is FSQ-quantised and decodes ids (B, k); these tokens carry only latents")
@@ -449,18 +454,6 @@ class KARL(Tokenizer):
             raise ValueError(f"quality must be a finite positive target MSE (e.g. 0.003 ≈ 25 dB), got {quality!r}")
         return q
 
-    def _check_num_tokens(self, num_tokens: Any, batch: int) -> Tensor:
-        k_max = self.config.num_tokens
-        if isinstance(num_tokens, Tensor):
-            if num_tokens.shape != (batch,) or num_tokens.is_floating_point() or num_tokens.dtype == torch.bool:
-                raise ValueError(f"num_tokens as a tensor must be integer with shape ({batch},), one per image; "
-                                 f"got {num_tokens.dtype} {tuple(num_tokens.shape)}")
-            lo, hi = int(num_tokens.min()), int(num_tokens.max())
-            if lo < 1 or hi > k_max:
-                raise ValueError(f"num_tokens must lie in [1, {k_max}] for every image, got values in [{lo}, {hi}]")
-            return num_tokens.to(self.device, torch.long)
-        return torch.full((batch,), check_budget(num_tokens, 1, k_max), dtype=torch.long, device=self.device)
-
     @staticmethod
     def _check_threshold(threshold: Any) -> float:
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold < 1:
@@ -476,7 +469,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # the same with continuous tokens (8 dims, tanh-bounded)
     "tiny-continuous": dict(quantizer="none", latent_dim=8),
     # shaped like the paper's small model (256x256 pixels, patch 16, up to 256 tokens)
-    "small": dict(image_size=256, patch_size=16, num_tokens=256, encoder_dim=512, encoder_depth=8, encoder_heads=8,
+    "small": dict(image_size=256, patch_size=16, max_tokens=256, encoder_dim=512, encoder_depth=8, encoder_heads=8,
                   decoder_dim=512, decoder_depth=8, decoder_heads=8, fsq_levels=(8, 8, 8, 5, 5, 5)),
 }
 

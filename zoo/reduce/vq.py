@@ -36,7 +36,7 @@ from torch import Tensor
 
 from zoo.reduce.base import Reducer
 from zoo.hub import register_family
-from zoo.tokenizer import InputContract, Tokenizer, Tokens, TokenSpec, check_budget, check_ids, check_input
+from zoo.tokenizer import InputContract, Tokenizer, Tokens, TokenSpec, check_budget, check_ids, check_input, length_mask
 
 CRITERIA = ("elbow", "tolerance")
 INITS = ("farthest", "strided")
@@ -110,7 +110,7 @@ def kmeans(x: Tensor, valid: Tensor, k: Tensor, iters: int, init: str = "farthes
     b, n, _ = x.shape
     u = F.normalize(x.float(), dim=-1)
     k_max = int(k.max())
-    live = torch.arange(k_max, device=x.device)[None] < k[:, None]  # (B, K) centroids in use
+    live = length_mask(k, k_max)  # (B, K) centroids in use
     dead = None if bool(live.all()) else ~live[:, None]  # mask only when some sample uses fewer codes
     rows = torch.arange(b, device=x.device)
     if init == "strided":
@@ -197,6 +197,8 @@ class VQToken(Tokenizer, Reducer):
 
     family = "vqtoken"
     config_class = VQTokenConfig
+    encode_knobs = ("num_tokens",)
+    decode_options = ()
 
     @property
     def spec(self) -> TokenSpec:
@@ -226,7 +228,7 @@ class VQToken(Tokenizer, Reducer):
 
     # -- tokenizer ----------------------------------------------------------------------------
 
-    def encode(self, x: Tensor, num_tokens: int | None = None) -> Tokens:
+    def encode(self, x: Tensor, *, num_tokens: int | None = None) -> Tokens:
         """x: (B, N, D) features (a clip: flatten frames first, 'b t n d -> b (t n) d').
 
         Args:

@@ -43,11 +43,10 @@ The state dict also carries the training-only prior (`prior_model.*`); the conve
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -56,8 +55,10 @@ from torch import Tensor, nn
 
 from zoo.nn import Transformer, kept_codes, sincos_pos_embed_2d
 from zoo.nn.transformer import key_padding_mask, prefix_causal_mask
+from zoo.files import read_release
 from zoo.hub import register_family, register_release
-from zoo.tokenizer import InputContract, Tokenizer, Tokens, TokenSpec, check_budget, check_input, check_tokens
+from zoo.tokenizer import (InputContract, Tokenizer, Tokens, TokenSpec, budget_lengths, check_input, check_tokens,
+                           length_mask)
 
 
 @dataclass
@@ -67,7 +68,7 @@ class LARPConfig:
         image_size: side S of the (square) frames; a multiple of `patch_size`.
         in_channels: C of the input (3 for RGB).
         temporal_patch, patch_size: a patch is temporal_patch x patch_size x patch_size pixels.
-        num_tokens: N, the most tokens a clip can have (one per learned query).
+        max_tokens: N, the most tokens a clip can have (one per learned query).
         dim, encoder_depth, decoder_depth, heads: the two transformers (same width).
         mlp_ratio: MLP width / dim.
         codebook_size: V, the vocabulary.
@@ -97,7 +98,7 @@ class LARPConfig:
     in_channels: int = 3
     temporal_patch: int = 4
     patch_size: int = 8
-    num_tokens: int = 32
+    max_tokens: int = 32
     dim: int = 128
     encoder_depth: int = 4
     decoder_depth: int = 4
@@ -117,13 +118,15 @@ class LARPConfig:
     qkv_bias: bool = True
     signed_pixels: bool = True
 
+    renamed_fields: ClassVar[dict[str, str]] = {"num_tokens": "max_tokens"}  # checkpoints before the budget contract
+
     def __post_init__(self) -> None:
         if self.temporal_patch < 1 or self.frames % self.temporal_patch:
             raise ValueError(f"frames={self.frames} must be a multiple of temporal_patch={self.temporal_patch}")
         if self.patch_size < 1 or self.image_size % self.patch_size:
             raise ValueError(f"image_size={self.image_size} must be a multiple of patch_size={self.patch_size}")
-        if self.num_tokens < 1:
-            raise ValueError(f"num_tokens must be >= 1, got {self.num_tokens}")
+        if self.max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
         if self.dim % self.heads or self.dim % 8:
             raise ValueError(f"dim={self.dim} must be divisible by heads={self.heads} and by 8 (3D sin-cos positions)")
         if self.codebook_size < 2 or self.code_dim < 1:
@@ -265,6 +268,8 @@ class LARP(Tokenizer):
 
     family = "larp"
     config_class = LARPConfig
+    encode_knobs = ("num_tokens", "sample")
+    decode_options = ()
 
     def __init__(self, config: LARPConfig) -> None:
         super().__init__(config)
@@ -279,23 +284,23 @@ class LARP(Tokenizer):
             self.conv_out = conv_back_end(c.conv_channels, c.in_channels)
             self.to_features = nn.Linear(c.dim, patch_features)
         self.patch_embed = nn.Linear(patch_features, c.dim)
-        self.queries = nn.Parameter(torch.randn(c.num_tokens, c.dim) * 0.02)
+        self.queries = nn.Parameter(torch.randn(c.max_tokens, c.dim) * 0.02)
         self.encoder = Transformer(c.dim, c.encoder_depth, c.heads, c.mlp_ratio, qkv_bias=c.qkv_bias,
                                    final_norm=c.encoder_norm, norm_eps=c.norm_eps)
         self.to_code = nn.Linear(c.dim, c.code_dim)
         self.svq = SVQ(c.codebook_size, c.code_dim, c.temperature)
         # decoder: n tokens + P patch queries → P patches
         self.from_code = nn.Linear(c.code_dim, c.dim)
-        self.token_pos = nn.Parameter(torch.randn(c.num_tokens, c.dim) * 0.02)
+        self.token_pos = nn.Parameter(torch.randn(c.max_tokens, c.dim) * 0.02)
         self.patch_query = nn.Parameter(torch.randn(c.dim) * 0.02)
         self.decoder = Transformer(c.dim, c.decoder_depth, c.heads, c.mlp_ratio, qkv_bias=c.qkv_bias,
                                    norm_eps=c.norm_eps)
         self.to_pixels = nn.Linear(c.dim, patch_pixels)
         if c.token_mixing:  # learned token mixing (MLP-Mixer style), a linear path beside attention
-            self.patch_to_query = nn.Parameter(torch.randn(c.num_tokens, c.num_patches) / c.num_patches**0.5)
-            self.token_to_patch = nn.Parameter(torch.randn(c.num_patches, c.num_tokens) / c.num_tokens**0.5)
+            self.patch_to_query = nn.Parameter(torch.randn(c.max_tokens, c.num_patches) / c.num_patches**0.5)
+            self.token_to_patch = nn.Parameter(torch.randn(c.num_patches, c.max_tokens) / c.max_tokens**0.5)
         if c.linear_rank:  # codes → pixels, zero at init: it learns a PCA-like basis early, attention the rest
-            self.linear_codes = nn.Linear(c.num_tokens * c.code_dim, c.num_patches * c.linear_rank)
+            self.linear_codes = nn.Linear(c.max_tokens * c.code_dim, c.num_patches * c.linear_rank)
             nn.init.zeros_(self.linear_codes.weight)
             nn.init.zeros_(self.linear_codes.bias)
             self.linear_pixels = nn.Linear(c.linear_rank, patch_pixels)
@@ -309,7 +314,7 @@ class LARP(Tokenizer):
             modality="video",
             vocab_size=c.codebook_size,
             num_codebooks=1,
-            max_tokens=c.num_tokens,
+            max_tokens=c.max_tokens,
             latent_dim=c.code_dim,
             input=InputContract(layout=f"B {c.in_channels} T H W", value_range=(0.0, 1.0),
                                 sizes={"T": c.frames, "H": c.image_size, "W": c.image_size}),
@@ -317,22 +322,10 @@ class LARP(Tokenizer):
 
     def lengths_from_budget(self, num_tokens: int | Tensor | None, batch: int, device: torch.device) -> Tensor:
         """num_tokens: None (all N), an int, or a LongTensor [B] → lengths (B,) in 1..N."""
-        n_max = self.config.num_tokens
-        if num_tokens is None:
-            return torch.full((batch,), n_max, dtype=torch.long, device=device)
-        if isinstance(num_tokens, Tensor):
-            if num_tokens.shape != (batch,) or num_tokens.is_floating_point() or num_tokens.dtype == torch.bool:
-                raise ValueError(f"num_tokens as a tensor must be integer with shape ({batch},), one per clip; "
-                                 f"got {num_tokens.dtype} {tuple(num_tokens.shape)}")
-            lo, hi = int(num_tokens.min()), int(num_tokens.max())
-            if lo < 1 or hi > n_max:
-                raise ValueError(f"num_tokens must lie in [1, {n_max}] for every clip, got values in [{lo}, {hi}]")
-            return num_tokens.to(device=device, dtype=torch.long)
-        n = check_budget(num_tokens, 1, n_max)
-        return torch.full((batch,), n, dtype=torch.long, device=device)
+        return budget_lengths(num_tokens, batch, self.config.max_tokens, device)
 
     def _check_prefix(self, lengths: Tensor) -> None:
-        n_max = self.config.num_tokens
+        n_max = self.config.max_tokens
         if not self.config.nested_dropout and int(lengths.min()) < n_max:
             raise ValueError(f"this LARP was trained without nested token dropout (e.g. the official release): it decodes "
                              f"from all {n_max} tokens only; got num_tokens={int(lengths.min())}. Leave num_tokens unset")
@@ -358,7 +351,7 @@ class LARP(Tokenizer):
         """x: (B, C, T, S, S) in network units ([-1, 1]; [0, 1] without signed_pixels) → pre-quantisation codes (B, n, code_dim) of the first n queries."""
         c = self.config
         p = c.num_patches
-        n = num_tokens if c.causal_queries else c.num_tokens  # with full attention every query sees all
+        n = num_tokens if c.causal_queries else c.max_tokens  # with full attention every query sees all
         if c.conv_channels:
             x = self.conv_in(x)  # (B, c, T, S/2, S/2)
         patches = self.patch_embed(self.patchify(x)) + self.pos  # (B, P, dim)
@@ -381,7 +374,7 @@ class LARP(Tokenizer):
         c = self.config
         b, n = codes.shape[:2]
         lengths = torch.full((b,), n, device=codes.device) if lengths is None else lengths
-        kept = torch.arange(n, device=codes.device)[None] < lengths[:, None]  # (B, n)
+        kept = length_mask(lengths, n)  # (B, n)
         tokens = self.from_code(codes) + self.token_pos[:n]  # (B, n, dim)
         queries = (self.patch_query + self.pos).expand(b, -1, -1)  # (B, P, dim)
         if c.token_mixing:  # dropped tokens mix in nothing
@@ -392,7 +385,7 @@ class LARP(Tokenizer):
         h = self.decoder(torch.cat([tokens, queries], dim=1), mask)
         patches = self.to_pixels(h[:, n:])  # (B, P, C·pt·p·p)
         if c.linear_rank:
-            basis = rearrange(self.linear_codes(kept_codes(codes, lengths, c.num_tokens)), "b (p r) -> b p r",
+            basis = rearrange(self.linear_codes(kept_codes(codes, lengths, c.max_tokens)), "b (p r) -> b p r",
                               r=c.linear_rank)
             patches = patches + self.linear_pixels(basis)
         x = self.unpatchify(patches)  # (B, C, T, S, S)
@@ -403,7 +396,7 @@ class LARP(Tokenizer):
     # -- encode / decode -------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def encode(self, x: Tensor, num_tokens: int | Tensor | None = None, sample: bool = False) -> Tokens:
+    def encode(self, x: Tensor, *, num_tokens: int | Tensor | None = None, sample: bool = False) -> Tokens:
         """Encode clips.
 
         Args:
@@ -422,7 +415,7 @@ class LARP(Tokenizer):
         lengths = self.lengths_from_budget(num_tokens, x.shape[0], x.device)
         self._check_prefix(lengths)
         codes, ids, _ = self.quantize(x * 2 - 1 if self.config.signed_pixels else x, int(lengths.max()), sample)
-        keep = torch.arange(ids.shape[1], device=x.device)[None] < lengths[:, None]
+        keep = length_mask(lengths, ids.shape[1])
         return Tokens(ids=ids.long() * keep, lengths=lengths, latents=codes * keep[..., None])
 
     # -- released weights ------------------------------------------------------------------------------
@@ -431,28 +424,19 @@ class LARP(Tokenizer):
     def is_release(path: str | Path) -> bool:
         """A folder (or its model.safetensors) as the official LARP tokenizer is published: a config.json
         of constructor arguments naming `bottleneck_token_num` and `bottleneck`, beside model.safetensors."""
-        folder = Path(path)
-        folder = folder.parent if folder.is_file() else folder
-        config = folder / "config.json"
-        if not (config.is_file() and (folder / "model.safetensors").is_file()):
-            return False
-        try:
-            args = json.loads(config.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-            return False
-        return isinstance(args, dict) and "bottleneck_token_num" in args and "bottleneck" in args
+        return read_release(path, "config.json", "model.safetensors", _RELEASE_KEYS) is not None
 
     @classmethod
     def from_release(cls, path: str | Path) -> "LARP":
         """Convert the official tokenizer (a folder with config.json + model.safetensors) into a `LARP`."""
-        folder = Path(path)
-        folder = folder.parent if folder.is_file() else folder
-        if not cls.is_release(folder):
+        found = read_release(path, "config.json", "model.safetensors", _RELEASE_KEYS)
+        if found is None:
             raise ValueError(f"{path} is not an official LARP tokenizer release: expected a folder with config.json "
                              "(constructor arguments with 'bottleneck_token_num' and 'bottleneck') and model.safetensors")
+        folder, args = found
         from safetensors.torch import load_file
 
-        config = release_config(json.loads((folder / "config.json").read_text()))
+        config = release_config(args)
         state = load_file(str(folder / "model.safetensors"), device="cpu")
         tok = cls(config)
         tok.load_state_dict(release_state_dict(state, config), strict=True)
@@ -470,17 +454,19 @@ class LARP(Tokenizer):
             raise ValueError("LARP decodes ids (B, n); these tokens carry only latents")
         c = self.config
         lengths = tokens.lengths.to(self.device)
-        if int(lengths.min()) < 1 or int(lengths.max()) > c.num_tokens:
-            raise ValueError(f"token lengths must lie in [1, {c.num_tokens}], got {tokens.lengths.tolist()}")
+        if int(lengths.min()) < 1 or int(lengths.max()) > c.max_tokens:
+            raise ValueError(f"token lengths must lie in [1, {c.max_tokens}], got {tokens.lengths.tolist()}")
         self._check_prefix(lengths)
         n = int(lengths.max())
         ids = tokens.ids[:, :n].to(self.device)
-        ids = ids * (torch.arange(n, device=ids.device)[None] < lengths[:, None])  # padding → a valid id
+        ids = ids * length_mask(lengths, n)  # padding → a valid id
         x = self.decode_codes(self.svq.lookup(ids), lengths)
         return ((x + 1) / 2 if c.signed_pixels else x).clamp(0, 1)
 
 
 # ----------------------------------------------------------------------------------------- checkpoint conversion
+
+_RELEASE_KEYS = ("bottleneck_token_num", "bottleneck")  # what marks the official config.json
 
 # defaults of the official LARPTokenizer constructor (hywang66/LARP models/larp_tokenizer.py), for configs
 # that store only the arguments that were passed
@@ -523,7 +509,7 @@ def release_config(args: dict[str, Any]) -> LARPConfig:
     need(reg_args.get("stochastic_temperature", 1.0) > 0, "a learned SVQ temperature")
     return LARPConfig.from_name(
         "larp-l", frames=a["frame_num"], image_size=a["input_size"], in_channels=a["in_channels"],
-        temporal_patch=a["temporal_patch_size"], patch_size=a["patch_size"], num_tokens=a["bottleneck_token_num"],
+        temporal_patch=a["temporal_patch_size"], patch_size=a["patch_size"], max_tokens=a["bottleneck_token_num"],
         dim=a["encoder_hidden_size"], encoder_depth=a["encoder_depth"], decoder_depth=a["decoder_depth"],
         heads=a["encoder_num_heads"], codebook_size=reg_args["codebook_size"], code_dim=bottleneck["bottleneck_dim"],
         temperature=reg_args.get("stochastic_temperature", 1.0))
@@ -540,10 +526,10 @@ def release_state_dict(state: dict[str, Tensor], config: LARPConfig) -> dict[str
     out["patch_embed.bias"] = state.pop("x_embedder.proj.bias").clone()
     if "encoder_patch_token_type_embed" in state:
         out["patch_embed.bias"] += state.pop("encoder_patch_token_type_embed").reshape(-1)
-    out["queries"] = state.pop("encoder_latent_query_embed").reshape(c.num_tokens, c.dim).clone()
+    out["queries"] = state.pop("encoder_latent_query_embed").reshape(c.max_tokens, c.dim).clone()
     if "encoder_latent_query_token_type_embed" in state:
         out["queries"] += state.pop("encoder_latent_query_token_type_embed").reshape(1, -1)
-    out["token_pos"] = state.pop("decoder_latent_pe").reshape(c.num_tokens, c.dim).clone()
+    out["token_pos"] = state.pop("decoder_latent_pe").reshape(c.max_tokens, c.dim).clone()
     if "decoder_latent_token_type_embed" in state:
         out["token_pos"] += state.pop("decoder_latent_token_type_embed").reshape(1, -1)
     query_type = state.pop("decoder_patch_query_token_type_embed", None)
@@ -566,7 +552,7 @@ def release_state_dict(state: dict[str, Tensor], config: LARPConfig) -> dict[str
 
 # ----------------------------------------------------------------------------------------- presets
 
-_OFFICIAL = dict(frames=16, image_size=128, num_tokens=1024, dim=768, encoder_depth=12, decoder_depth=12, heads=12,
+_OFFICIAL = dict(frames=16, image_size=128, max_tokens=1024, dim=768, encoder_depth=12, decoder_depth=12, heads=12,
                  codebook_size=8192, code_dim=16, temperature=0.03, causal_queries=False, token_mixing=False,
                  linear_rank=0, nested_dropout=False, pos_table="official", encoder_norm=False, norm_eps=1e-6,
                  qkv_bias=False, signed_pixels=False)
@@ -575,7 +561,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # ours, trained here: 16 frames of 32x32, 64 patches of 4x8x8, up to 32 tokens of a 1024 vocabulary
     "tiny": {},
     # smaller still, for tests and smoke runs
-    "micro": dict(num_tokens=8, dim=64, encoder_depth=1, decoder_depth=1, heads=2, codebook_size=64, code_dim=8),
+    "micro": dict(max_tokens=8, dim=64, encoder_depth=1, decoder_depth=1, heads=2, codebook_size=64, code_dim=8),
     # the official tokenizer (cfgs/larp_tokenizer.yaml): 16x128x128 in [0, 1], 1024 tokens, full attention among
     # queries, its switches on; L, B and S differ only in width/depth/heads (hywang66/LARP issue #11)
     "larp-l": _OFFICIAL,
