@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import inspect
 import json
 import sys
 from pathlib import Path
@@ -41,10 +40,9 @@ def _options(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
-def _keywords(fn) -> str:
+def _keywords(keywords: dict[str, str]) -> str:
     """`name=default` for each keyword-only argument of a family's encode/decode."""
-    params = [p for p in inspect.signature(fn).parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY]
-    return ", ".join(f"{p.name}={p.default!r}" for p in params) or "none"
+    return ", ".join(f"{name}={default}" for name, default in keywords.items()) or "none"
 
 
 def cmd_list(args: argparse.Namespace) -> None:
@@ -96,8 +94,8 @@ def cmd_info(args: argparse.Namespace) -> None:
     if proc is not None:
         lines.append(f"processor:    {proc.describe()}")
         lines.append(f"              {proc.options()}")
-    cls = hub.family_class(config["family"])
-    lines += [f"encode knobs: {_keywords(cls.encode)}", f"decode opts:  {_keywords(cls.decode)}",
+    knobs = hub.family_info(config["family"])  # from the index: no model is built for `zoo info`
+    lines += [f"encode knobs: {_keywords(knobs['encode'])}", f"decode opts:  {_keywords(knobs['decode'])}",
               "every call:   batch_size=N (at most N samples at a time); decode also force=True (tokens of another tokenizer)"]
     if summary.get("description"):
         lines.append(f"about:        {summary['description']}")
