@@ -192,7 +192,7 @@ class Tokens:
     @property
     def mask(self) -> Tensor:
         """BoolTensor [B, L], True on valid tokens."""
-        return torch.arange(self.width, device=self.lengths.device)[None] < self.lengths[:, None]
+        return length_mask(self.lengths, self.width)
 
     def __len__(self) -> int:
         return self.batch_size
@@ -413,8 +413,7 @@ def check_ids(ids: Tensor, vocab_size: int, lengths: Tensor | None = None, name:
         raise ValueError(f"{name} must be integers, got {ids.dtype}")
     valid = ids
     if lengths is not None:
-        mask = torch.arange(ids.shape[1], device=ids.device)[None] < lengths[:, None]
-        valid = ids[mask]
+        valid = ids[length_mask(lengths, ids.shape[1])]
     if valid.numel() and (int(valid.min()) < 0 or int(valid.max()) >= vocab_size):
         bad = valid[(valid < 0) | (valid >= vocab_size)]
         raise ValueError(
@@ -448,6 +447,27 @@ def check_budget(value: int, low: int, high: int, name: str = "num_tokens") -> i
     if not low <= value <= high:
         raise ValueError(f"{name} must lie in [{low}, {high}], got {value}")
     return int(value)
+
+
+def length_mask(lengths: Tensor, width: int) -> Tensor:
+    """BoolTensor (B, width), True on the first `lengths[b]` positions of row b; lengths: (B,)."""
+    return torch.arange(width, device=lengths.device)[None] < lengths[:, None]
+
+
+def budget_lengths(num_tokens: int | Tensor | None, batch: int, max_tokens: int, device: torch.device) -> Tensor:
+    """A `num_tokens=` budget as lengths (B,) in 1..max_tokens: None (all), an int, or a LongTensor [B], one per sample."""
+    if num_tokens is None:
+        return torch.full((batch,), max_tokens, dtype=torch.long, device=device)
+    if isinstance(num_tokens, Tensor):
+        if num_tokens.shape != (batch,) or num_tokens.is_floating_point() or num_tokens.dtype == torch.bool:
+            raise ValueError(f"num_tokens as a tensor must be integer with shape ({batch},), one per sample; "
+                             f"got {num_tokens.dtype} {tuple(num_tokens.shape)}")
+        lo, hi = int(num_tokens.min()), int(num_tokens.max())
+        if lo < 1 or hi > max_tokens:
+            raise ValueError(f"num_tokens must lie in [1, {max_tokens}] for every sample, got values in [{lo}, {hi}]")
+        return num_tokens.to(device=device, dtype=torch.long)
+    n = check_budget(num_tokens, 1, max_tokens)
+    return torch.full((batch,), n, dtype=torch.long, device=device)
 
 
 # ----------------------------------------------------------------------------------------- the base class
