@@ -57,7 +57,8 @@ from zoo.nn import Transformer, kept_codes, sincos_pos_embed_2d
 from zoo.nn.transformer import key_padding_mask, prefix_causal_mask
 from zoo.files import read_release
 from zoo.hub import register_family, register_release
-from zoo.tokenizer import InputContract, Tokenizer, Tokens, TokenSpec, check_budget, check_input, check_tokens
+from zoo.tokenizer import (InputContract, Tokenizer, Tokens, TokenSpec, budget_lengths, check_input, check_tokens,
+                           length_mask)
 
 
 @dataclass
@@ -321,19 +322,7 @@ class LARP(Tokenizer):
 
     def lengths_from_budget(self, num_tokens: int | Tensor | None, batch: int, device: torch.device) -> Tensor:
         """num_tokens: None (all N), an int, or a LongTensor [B] → lengths (B,) in 1..N."""
-        n_max = self.config.max_tokens
-        if num_tokens is None:
-            return torch.full((batch,), n_max, dtype=torch.long, device=device)
-        if isinstance(num_tokens, Tensor):
-            if num_tokens.shape != (batch,) or num_tokens.is_floating_point() or num_tokens.dtype == torch.bool:
-                raise ValueError(f"num_tokens as a tensor must be integer with shape ({batch},), one per clip; "
-                                 f"got {num_tokens.dtype} {tuple(num_tokens.shape)}")
-            lo, hi = int(num_tokens.min()), int(num_tokens.max())
-            if lo < 1 or hi > n_max:
-                raise ValueError(f"num_tokens must lie in [1, {n_max}] for every clip, got values in [{lo}, {hi}]")
-            return num_tokens.to(device=device, dtype=torch.long)
-        n = check_budget(num_tokens, 1, n_max)
-        return torch.full((batch,), n, dtype=torch.long, device=device)
+        return budget_lengths(num_tokens, batch, self.config.max_tokens, device)
 
     def _check_prefix(self, lengths: Tensor) -> None:
         n_max = self.config.max_tokens
@@ -385,7 +374,7 @@ class LARP(Tokenizer):
         c = self.config
         b, n = codes.shape[:2]
         lengths = torch.full((b,), n, device=codes.device) if lengths is None else lengths
-        kept = torch.arange(n, device=codes.device)[None] < lengths[:, None]  # (B, n)
+        kept = length_mask(lengths, n)  # (B, n)
         tokens = self.from_code(codes) + self.token_pos[:n]  # (B, n, dim)
         queries = (self.patch_query + self.pos).expand(b, -1, -1)  # (B, P, dim)
         if c.token_mixing:  # dropped tokens mix in nothing
@@ -426,7 +415,7 @@ class LARP(Tokenizer):
         lengths = self.lengths_from_budget(num_tokens, x.shape[0], x.device)
         self._check_prefix(lengths)
         codes, ids, _ = self.quantize(x * 2 - 1 if self.config.signed_pixels else x, int(lengths.max()), sample)
-        keep = torch.arange(ids.shape[1], device=x.device)[None] < lengths[:, None]
+        keep = length_mask(lengths, ids.shape[1])
         return Tokens(ids=ids.long() * keep, lengths=lengths, latents=codes * keep[..., None])
 
     # -- released weights ------------------------------------------------------------------------------
@@ -470,7 +459,7 @@ class LARP(Tokenizer):
         self._check_prefix(lengths)
         n = int(lengths.max())
         ids = tokens.ids[:, :n].to(self.device)
-        ids = ids * (torch.arange(n, device=ids.device)[None] < lengths[:, None])  # padding → a valid id
+        ids = ids * length_mask(lengths, n)  # padding → a valid id
         x = self.decode_codes(self.svq.lookup(ids), lengths)
         return ((x + 1) / 2 if c.signed_pixels else x).clamp(0, 1)
 
