@@ -6,6 +6,7 @@ import sys
 
 HEAVY = ("timm", "vector_quantize_pytorch", "einx", "transformers", "diffusers", "torchvision", "torch._dynamo")
 MODULES = ("zoo.image.flextok", "zoo.image.flextok_release", "zoo.image.karl", "zoo.image.cat", "zoo.video.larp", "zoo.audio.codec",
+           "zoo.audio.dac",
            "zoo.action.beast", "zoo.action.baselines", "zoo.reduce", "zoo.reduce.vq", "zoo.nn", "zoo.nn.seanet",
            "zoo.nn.istft", "zoo.nn.transformer", "zoo.tokenizer", "zoo.hub")
 

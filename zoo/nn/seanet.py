@@ -235,10 +235,18 @@ class Resample:
     def __init__(self, conv: nn.Conv1d | nn.ConvTranspose1d) -> None:
         (self.kernel,), (self.stride,), (self.padding,) = conv.kernel_size, conv.stride, conv.padding
         self.weight, self.bias = _folded(conv)
-        self.conv = F.conv_transpose1d if isinstance(conv, nn.ConvTranspose1d) else F.conv1d
+        self.transposed = isinstance(conv, nn.ConvTranspose1d)
+        self.output_padding = conv.output_padding[0] if self.transposed else 0
+        self.conv = F.conv_transpose1d if self.transposed else F.conv1d
 
     def __call__(self, x: Tensor) -> Tensor:
         return self.conv(x, self.weight, self.bias, self.stride)
+
+    def output_length(self, n: int) -> int:
+        """Samples the padded layer makes from n input steps (torch's formulas)."""
+        if self.transposed:
+            return (n - 1) * self.stride - 2 * self.padding + self.kernel + self.output_padding
+        return (n + 2 * self.padding - self.kernel) // self.stride + 1
 
 
 class Tiled:
@@ -258,9 +266,8 @@ class Tiled:
 
     def __call__(self, x: Tensor) -> Tensor:
         """x: (B, C, N) -> (B, C', N · up / down)."""
-        up = self.up.stride if self.up else 1
         down = self.down.stride if self.down else 1
-        size = x.shape[-1] * up  # length at the rate of the stride-1 layers
+        size = self.up.output_length(x.shape[-1]) if self.up else x.shape[-1]  # at the stride-1 layers' rate
         out = None
         step = max(self.tile // down, 1)
         for start in range(0, size // down, step):

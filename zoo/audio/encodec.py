@@ -1,0 +1,592 @@
+"""EnCodec: Meta's neural audio codec, 24 kHz mono (causal) and 48 kHz stereo, with its released weights.
+
+Paper: Défossez, Copet, Synnaeve, Adi, "High Fidelity Neural Audio Compression" (2022),
+https://arxiv.org/abs/2210.13438; official code facebookresearch/encodec (MIT), also in transformers
+(`EncodecModel`). Our own implementation of the released architecture, proven exact against both at
+random init (tests/test_encodec.py).
+
+Architecture: a SEANet encoder (a kernel-7 convolution, then per level one residual unit with a 1x1
+shortcut and a strided convolution doubling the channels, strides 2·4·5·8 = 320; a 2-layer skip LSTM; a
+kernel-7 convolution to 128 dimensions), a residual VQ of up to 32 codebooks of 1024 entries, and the
+mirrored decoder with transposed convolutions. Bitrate = frame rate · 10 bits · codebooks.
+
+- `encodec-24khz`: mono, causal convolutions with reflection padding, 75 frames/s, 1.5 / 3 / 6 / 12 / 24
+  kbps (2 / 4 / 8 / 16 / 32 codebooks). Long files run in pieces of `chunk_seconds` with the LSTM state
+  and a few frames of history carried across (`zoo.audio.streaming`): the ids equal a whole-file pass,
+  and memory is bounded by the piece. `encode_stream()` / `decode_stream()` take pieces of any size.
+- `encodec-48khz`: stereo, non-causal convolutions each followed by a one-group GroupNorm, 150 frames/s,
+  3 / 6 / 12 / 24 kbps (2 / 4 / 8 / 16 codebooks). As released, it codes 1 s segments that overlap by
+  1%, each divided by its own RMS (kept as `meta["scales"]`, which decode multiplies back) and decoded
+  segments are cross-faded linearly. Exact per segment, so long files run segment by segment with
+  bounded memory; it does not stream.
+
+`decode` returns the original number of samples and does not clamp (neither does the release).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from zoo.audio.rvq import rvq_decode, rvq_encode
+from zoo.audio.streaming import Conv, ConvTranspose, ResBlock, SkipLSTM, Stack
+from zoo.hub import register_family, register_release
+from zoo.nn.seanet import ELU
+from zoo.tokenizer import InputContract, Tokenizer, Tokens, TokenSpec, check_budget, check_input, check_tokens
+
+
+@dataclass
+class EncodecConfig:
+    """Args (names as in the official SEANet):
+        sample_rate: Hz of the input and output.
+        channels: audio channels (1 mono, 2 stereo).
+        num_filters: width of the full-rate level; doubles after each downsampling.
+        ratios: up-sampling ratios in decoder order; the encoder downsamples by them reversed.
+        dimension: latent and codebook width.
+        num_residual_layers: residual units per level (dilations dilation_base^j).
+        residual_kernel_size / kernel_size / last_kernel_size: of the residual, first and last convolutions.
+        dilation_base: growth of the dilation across a level's residual units.
+        compress: a residual unit's hidden width is dim / compress.
+        lstm_layers: layers of the skip LSTM after the encoder's last level and before the decoder's first.
+        true_skip: identity shortcuts instead of 1x1 convolutions.
+        causal: causal convolutions (24 kHz) or centred ones (48 kHz).
+        pad_mode: padding of every convolution ("reflect" in both releases).
+        group_norm: a one-group GroupNorm after every convolution (48 kHz's "time_group_norm").
+        num_codebooks / codebook_size: Q and K of the residual VQ.
+        normalize: divide each segment by its RMS before encoding (48 kHz).
+        segment: seconds per independently coded segment (48 kHz: 1.0), None for whole files.
+        overlap: fraction of a segment that overlaps the next.
+        chunk_seconds: piece length when a causal model runs a long file.
+        max_seconds: longest input `encode` accepts.
+    """
+
+    sample_rate: int = 24000
+    channels: int = 1
+    num_filters: int = 32
+    ratios: tuple[int, ...] = (8, 5, 4, 2)
+    dimension: int = 128
+    num_residual_layers: int = 1
+    residual_kernel_size: int = 3
+    kernel_size: int = 7
+    last_kernel_size: int = 7
+    dilation_base: int = 2
+    compress: int = 2
+    lstm_layers: int = 2
+    true_skip: bool = False
+    causal: bool = True
+    pad_mode: str = "reflect"
+    group_norm: bool = False
+    num_codebooks: int = 32
+    codebook_size: int = 1024
+    normalize: bool = False
+    segment: float | None = None
+    overlap: float = 0.01
+    chunk_seconds: float = 10.0
+    max_seconds: float = 3600.0
+
+    def __post_init__(self) -> None:
+        self.ratios = tuple(self.ratios)
+        if self.codebook_size < 2 or self.codebook_size & (self.codebook_size - 1):
+            raise ValueError(f"codebook_size must be a power of two, got {self.codebook_size}")
+        if self.channels not in (1, 2):
+            raise ValueError(f"channels must be 1 or 2, got {self.channels}")
+        if self.segment is not None and self.causal:
+            raise ValueError("segmented coding (segment=...) is the non-causal 48 kHz scheme; set causal=False")
+        if not self.chunk_seconds * self.frame_rate >= 1:
+            raise ValueError(f"chunk_seconds must cover a frame (1/{self.frame_rate} s), got {self.chunk_seconds}")
+
+    @property
+    def hop(self) -> int:
+        return math.prod(self.ratios)
+
+    @property
+    def frame_rate(self) -> int:
+        return math.ceil(self.sample_rate / self.hop)
+
+    def kbps(self, num_codebooks: int) -> float:
+        return self.frame_rate * num_codebooks * math.log2(self.codebook_size) / 1000
+
+    @property
+    def bitrates(self) -> list[float]:
+        return [self.kbps(q) for q in range(1, self.num_codebooks + 1)]
+
+    @property
+    def segment_length(self) -> int | None:
+        return None if self.segment is None else int(self.segment * self.sample_rate)
+
+    @property
+    def segment_stride(self) -> int | None:
+        n = self.segment_length
+        return None if n is None else max(1, int((1 - self.overlap) * n))
+
+    @classmethod
+    def from_name(cls, name: str, **overrides: Any) -> "EncodecConfig":
+        if name not in PRESETS:
+            raise ValueError(f"{name!r} is not a supported config name; known: {sorted(PRESETS)}")
+        return cls(**{**PRESETS[name], **overrides})
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "24khz": dict(),  # the defaults: encodec_24khz, 14.9 M parameters
+    "48khz": dict(sample_rate=48000, channels=2, causal=False, group_norm=True, num_codebooks=16,
+                  normalize=True, segment=1.0),
+}
+
+
+def seanet_layers(c: EncodecConfig, decoder: bool) -> list[nn.Module]:
+    """The official SEANet layer list (module i here is `model.i` there), encoder or decoder."""
+    conv = dict(causal=c.causal, pad_mode=c.pad_mode, group_norm=c.group_norm)
+    res = dict(compress=c.compress, true_skip=c.true_skip, **conv)
+
+    def units(dim: int) -> list[nn.Module]:
+        return [ResBlock(dim, c.residual_kernel_size, c.dilation_base**j, **res) for j in range(c.num_residual_layers)]
+
+    top = c.num_filters * 2 ** len(c.ratios)
+    lstm = [SkipLSTM(top, c.lstm_layers)] if c.lstm_layers else []
+    if not decoder:
+        layers: list[nn.Module] = [Conv(c.channels, c.num_filters, c.kernel_size, **conv)]
+        for level, ratio in enumerate(reversed(c.ratios)):
+            dim = c.num_filters * 2**level
+            layers += [*units(dim), ELU(), Conv(dim, 2 * dim, 2 * ratio, ratio, **conv)]
+        return layers + lstm + [ELU(), Conv(top, c.dimension, c.last_kernel_size, **conv)]
+    layers = [Conv(c.dimension, top, c.kernel_size, **conv), *lstm]
+    for level, ratio in enumerate(c.ratios):
+        dim = top // 2**level
+        layers += [ELU(), ConvTranspose(dim, dim // 2, 2 * ratio, ratio, causal=c.causal, group_norm=c.group_norm),
+                   *units(dim // 2)]
+    return layers + [ELU(), Conv(c.num_filters, c.channels, c.last_kernel_size, **conv)]
+
+
+class EnCodec(Tokenizer):
+    """EnCodec. wav: (B, C, S) in [-1, 1] at `sample_rate` -> ids (B, T, q), T = ceil(S / hop) (24 kHz)."""
+
+    family = "encodec"
+    config_class = EncodecConfig
+    encode_knobs: ClassVar[tuple[str, ...]] = ("bitrate", "num_codebooks", "sample_rate", "chunk_seconds")
+    decode_options: ClassVar[tuple[str, ...]] = ("num_samples", "chunk_seconds")
+
+    def __init__(self, config: EncodecConfig) -> None:
+        super().__init__(config)
+        c = config
+        self.encoder = Stack(seanet_layers(c, decoder=False))
+        self.decoder = Stack(seanet_layers(c, decoder=True))
+        self.register_buffer("codebooks", torch.zeros(c.num_codebooks, c.codebook_size, c.dimension))
+
+    @property
+    def sample_rate(self) -> int:
+        return self.config.sample_rate
+
+    @property
+    def channels(self) -> int:
+        return self.config.channels
+
+    @property
+    def frame_rate(self) -> int:
+        return self.config.frame_rate
+
+    @property
+    def spec(self) -> TokenSpec:
+        c = self.config
+        segments = 1 if c.segment is None else c.max_seconds / c.segment_stride * c.sample_rate
+        return TokenSpec(
+            modality="audio", vocab_size=c.codebook_size, num_codebooks=c.num_codebooks,
+            max_tokens=int(c.max_seconds * c.frame_rate + segments),
+            input=InputContract(layout=f"B {c.channels} S", value_range=(-1.0, 1.0), sample_rate=c.sample_rate),
+        )
+
+    def codebooks_for(self, bitrate: float | None = None, num_codebooks: int | None = None) -> int:
+        """q for a bitrate in kbit/s (a whole number of codebooks) or an explicit q; default all of them."""
+        c = self.config
+        if bitrate is not None and num_codebooks is not None:
+            raise ValueError(f"pass bitrate= or num_codebooks=, not both (got {bitrate} and {num_codebooks})")
+        if bitrate is not None:
+            q = bitrate / c.kbps(1) if isinstance(bitrate, (int, float)) and not isinstance(bitrate, bool) else -1
+            if abs(q - round(q)) > 1e-6 or not 1 <= round(q) <= c.num_codebooks:
+                raise ValueError(f"bitrate={bitrate!r} kbps is not supported; use a multiple of {c.kbps(1):g} kbps "
+                                 f"up to {c.kbps(c.num_codebooks):g} (released: {RELEASED_KBPS.get(c.sample_rate)})")
+            return int(round(q))
+        return c.num_codebooks if num_codebooks is None else check_budget(num_codebooks, 1, c.num_codebooks,
+                                                                          "num_codebooks")
+
+    # -- encode ----------------------------------------------------------------------------------------
+
+    def _quantize(self, z: Tensor, q: int) -> Tensor:
+        """(B, D, T) -> (B, T, q)."""
+        return rvq_encode(z.transpose(1, 2), self.codebooks, q)
+
+    def _dequantize(self, ids: Tensor) -> Tensor:
+        """(B, T, q) -> (B, D, T)."""
+        return rvq_decode(ids, self.codebooks).transpose(1, 2)
+
+    @torch.no_grad()
+    def encode(self, wav: Tensor, *, bitrate: float | None = None, num_codebooks: int | None = None,
+               sample_rate: int | None = None, chunk_seconds: float | None = None) -> Tokens:
+        """Encode waveforms into codes.
+
+        Args:
+            wav: (B, C, S) float in [-1, 1] at `sample_rate`, any S >= 1.
+            bitrate: kbit/s, a whole number of codebooks (`config.bitrates`); the releases name 1.5-24 kbps.
+            num_codebooks: q in [1, Q] instead of a bitrate; default all Q.
+            sample_rate: the rate of `wav`, checked against the model's.
+            chunk_seconds: piece length for long inputs (causal model; default `config.chunk_seconds`).
+        Returns:
+            Tokens with ids (B, T, q) and meta["num_samples"]; 48 kHz adds meta["scales"] (B, segments).
+        """
+        c = self.config
+        if sample_rate is not None and sample_rate != c.sample_rate:
+            raise ValueError(f"audio sampled at {sample_rate} Hz; this codec expects {c.sample_rate} Hz "
+                             "(resample it first, e.g. torchaudio.functional.resample)")
+        wav = check_input(wav, self.spec.input, "audio").to(self.device)
+        if wav.shape[-1] > c.max_seconds * c.sample_rate:
+            raise ValueError(f"audio is {wav.shape[-1] / c.sample_rate:.0f} s long; encode at most "
+                             f"{c.max_seconds:g} s per call (split the file, or raise config.max_seconds)")
+        q = self.codebooks_for(bitrate, num_codebooks)
+        b, n = wav.shape[0], wav.shape[-1]
+        meta = {"num_samples": torch.full((b,), n, device=wav.device)}
+        if c.segment is None:
+            piece = self._piece(chunk_seconds)
+            if n <= piece:
+                ids = self._quantize(self.encoder(wav), q)
+            else:
+                stream = self.encode_stream(num_codebooks=q)
+                ids = torch.cat([stream(wav[..., i:i + piece]) for i in range(0, n, piece)] + [stream.flush()], 1)
+        else:
+            parts, scales = [], []
+            for start in range(0, n, c.segment_stride):
+                x = wav[..., start:start + c.segment_length]
+                scale = None
+                if c.normalize:
+                    scale = x.mean(dim=1, keepdim=True).pow(2).mean(dim=2, keepdim=True).sqrt() + 1e-8  # (B, 1, 1)
+                    x = x / scale
+                    scales.append(scale.view(b))
+                parts.append(self._quantize(self.encoder(x), q))
+            ids = torch.cat(parts, dim=1)
+            if scales:
+                meta["scales"] = torch.stack(scales, dim=1)
+        return Tokens(ids=ids, lengths=torch.full((b,), ids.shape[1], device=ids.device), meta=meta)
+
+    def _piece(self, chunk_seconds: float | None) -> int:
+        c = self.config
+        seconds = c.chunk_seconds if chunk_seconds is None else chunk_seconds
+        if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or not seconds * c.frame_rate >= 1:
+            raise ValueError(f"chunk_seconds must be a number covering at least one frame, got {seconds!r}")
+        return max(int(seconds * c.frame_rate), 1) * c.hop
+
+    def encode_stream(self, *, bitrate: float | None = None, num_codebooks: int | None = None) -> "EncodeStream":
+        """A causal encoder fed pieces of any size: `ids = s(wav_piece)` gives the (B, t, q) frames the piece
+        completes (t may be 0), `s.flush()` the last partial frame. The concatenation equals `encode`'s ids."""
+        if not self.config.causal:
+            raise ValueError("the 48 kHz model is not causal and does not stream; encode whole segments")
+        return EncodeStream(self, self.codebooks_for(bitrate, num_codebooks))
+
+    def decode_stream(self) -> "DecodeStream":
+        """A causal decoder fed ids (B, t, q) piece by piece: `s(ids)` returns the audio those frames complete
+        (t · hop samples in all, shifted by the decoder's warm-up), `s.flush()` the rest."""
+        if not self.config.causal:
+            raise ValueError("the 48 kHz model is not causal and does not stream; decode whole segments")
+        return DecodeStream(self)
+
+    # -- decode ----------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def decode(self, tokens: Tokens, *, num_samples: int | None = None, chunk_seconds: float | None = None) -> Tensor:
+        """Codes -> waveforms (B, C, S).
+
+        Args:
+            tokens: from `encode`; ids (B, T, q) with any q <= Q.
+            num_samples: output length S; default the length recorded at encode time, else T · hop.
+            chunk_seconds: piece length for long inputs (causal model).
+        """
+        c = self.config
+        check_tokens(tokens, self.spec)
+        ids = tokens.ids.to(self.device)
+        if bool((tokens.lengths != ids.shape[1]).any()):
+            raise ValueError(f"EnCodec tokens are never padded: lengths must all be {ids.shape[1]}, "
+                             f"got {tokens.lengths.tolist()}")
+        recorded = tokens.meta.get("num_samples")
+        length = num_samples if num_samples is not None else (
+            int(recorded.max()) if recorded is not None and recorded.numel() else None)
+        if c.segment is not None:
+            return self._decode_segments(ids, tokens.meta.get("scales"), length)
+        length = ids.shape[1] * c.hop if length is None else check_budget(length, 1, ids.shape[1] * c.hop,
+                                                                          "num_samples")
+        piece = self._piece(chunk_seconds) // c.hop
+        if ids.shape[1] <= piece:
+            return self.decoder(self._dequantize(ids))[..., :length]
+        stream = self.decode_stream()
+        out = [stream(ids[:, i:i + piece]) for i in range(0, ids.shape[1], piece)] + [stream.flush()]
+        return torch.cat(out, dim=-1)[..., :length]
+
+    def segment_frames(self, num_samples: int) -> list[int]:
+        """Frames of each coded segment of a `num_samples` input (48 kHz)."""
+        c = self.config
+        return [math.ceil(min(c.segment_length, num_samples - s) / c.hop)
+                for s in range(0, num_samples, c.segment_stride)]
+
+    def _decode_segments(self, ids: Tensor, scales: Tensor | None, length: int | None) -> Tensor:
+        c = self.config
+        if length is None:
+            raise ValueError("48 kHz tokens need meta['num_samples'] (or num_samples=) to find their segments")
+        frames = self.segment_frames(length)
+        if sum(frames) != ids.shape[1]:
+            raise ValueError(f"{ids.shape[1]} frames do not match {length} samples ({sum(frames)} frames in "
+                             f"{len(frames)} segments)")
+        if c.normalize and (scales is None or scales.shape[1] != len(frames)):
+            raise ValueError(f"48 kHz tokens need meta['scales'] with {len(frames)} segment scales, got "
+                             f"{None if scales is None else tuple(scales.shape)}")
+        out, start = [], 0
+        for i, f in enumerate(frames):
+            y = self.decoder(self._dequantize(ids[:, start:start + f]))
+            out.append(y * scales[:, i, None, None].to(y) if c.normalize else y)
+            start += f
+        return overlap_add(out, c.segment_stride)[..., :length]
+
+    # -- released weights ------------------------------------------------------------------------------
+
+    @staticmethod
+    def is_release(path: str | Path) -> bool:
+        """An official torch-hub `.th` state dict, or a transformers `EncodecModel` folder (config.json)."""
+        path = Path(path)
+        return _official_file(path) is not None or _hf_config(path, "encodec") is not None
+
+    @classmethod
+    def from_release(cls, path: str | Path) -> "EnCodec":
+        """Convert a release: `encodec_24khz-d7cc33bc.th` / `encodec_48khz-7e698e3e.th` (read once with
+        torch.load(weights_only=True)), or a transformers folder (facebook/encodec_24khz, _48khz)."""
+        path = Path(path)
+        hf = _hf_config(path, "encodec")
+        if hf is not None:
+            config, state = _config_from_hf(hf), _read_safetensors(path)
+        elif (file := _official_file(path)) is not None:
+            state = {_official_to_hf(k): v for k, v in torch.load(file, map_location="cpu", weights_only=True).items()}
+            config = _config_from_weights(state)
+        else:
+            raise ValueError(f"{str(path)!r} is not an EnCodec release: expected an official encodec_*.th file or "
+                             "a transformers folder whose config.json has model_type 'encodec'")
+        model = cls(config)
+        model.load_state_dict(_to_ours(state, config), strict=True)
+        return model.eval()
+
+
+# ----------------------------------------------------------------------------------------- streams
+
+
+class EncodeStream:
+    """See `EnCodec.encode_stream`."""
+
+    def __init__(self, model: Any, num_codebooks: int) -> None:
+        self.model, self.q, self.stream = model, num_codebooks, model.encoder.stream()
+        self.batch = None
+
+    def __call__(self, wav: Tensor) -> Tensor:
+        """wav: (B, C, s) -> ids (B, t, q)."""
+        self.batch = wav.shape[0]
+        return self._ids(self.stream(wav.to(self.model.device)))
+
+    def flush(self) -> Tensor:
+        return self._ids(self.stream.flush())
+
+    def _ids(self, z: Tensor | None) -> Tensor:
+        if z is None:
+            return torch.zeros(self.batch or 1, 0, self.q, dtype=torch.long, device=self.model.device)
+        return self.model._quantize(z, self.q)
+
+
+class DecodeStream:
+    """See `EnCodec.decode_stream`."""
+
+    def __init__(self, model: Any) -> None:
+        self.model, self.stream, self.batch = model, model.decoder.stream(), None
+
+    def __call__(self, ids: Tensor) -> Tensor:
+        """ids: (B, t, q) -> audio (B, C, s)."""
+        self.batch = ids.shape[0]
+        return self._audio(self.stream(self.model._dequantize(ids.to(self.model.device))))
+
+    def flush(self) -> Tensor:
+        return self._audio(self.stream.flush())
+
+    def _audio(self, y: Tensor | None) -> Tensor:
+        if y is None:
+            return torch.zeros(self.batch or 1, self.model.channels, 0, device=self.model.device)
+        return y
+
+
+def overlap_add(frames: list[Tensor], stride: int) -> Tensor:
+    """Cross-fade segments (B, C, n_i) placed every `stride` samples with triangular weights, normalised by
+    the summed weights (EnCodec's linear overlap-add)."""
+    first, last = frames[0], frames[-1]
+    total = stride * (len(frames) - 1) + last.shape[-1]
+    t = torch.linspace(0, 1, first.shape[-1] + 2, device=first.device, dtype=first.dtype)[1:-1]
+    weight = 0.5 - (t - 0.5).abs()
+    out = first.new_zeros(*first.shape[:-1], total)
+    norm = first.new_zeros(total)
+    for i, frame in enumerate(frames):
+        n = frame.shape[-1]
+        out[..., i * stride:i * stride + n] += weight[:n] * frame
+        norm[i * stride:i * stride + n] += weight[:n]
+    return out / norm
+
+
+# ----------------------------------------------------------------------------------------- conversion
+
+
+def _hf_config(path: Path, model_type: str) -> dict[str, Any] | None:
+    """A transformers folder's config.json when its model_type matches, else None."""
+    file = path / "config.json"
+    if not (path.is_dir() and file.is_file()):
+        return None
+    try:
+        config = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return config if isinstance(config, dict) and config.get("model_type") == model_type else None
+
+
+def _official_file(path: Path) -> Path | None:
+    """The official torch-hub state dict `path` is, or the one file of that name in the folder `path`."""
+    def official(p: Path) -> bool:
+        return p.suffix == ".th" and p.name.startswith("encodec_") and "_lm_" not in p.name and p.is_file()
+
+    if path.is_dir():
+        found = [p for p in path.glob("encodec_*.th") if official(p)]
+        return found[0] if len(found) == 1 else None
+    return path if official(path) else None
+
+
+def _read_safetensors(folder: Path) -> dict[str, Tensor]:
+    from safetensors.torch import load_file
+
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise ValueError(f"{folder} has no .safetensors weights (only safetensors are read)")
+    state: dict[str, Tensor] = {}
+    for f in files:
+        state.update(load_file(str(f), device="cpu"))
+    return state
+
+
+def _official_to_hf(key: str) -> str:
+    """An official encodec state-dict key in transformers' naming (the layer indices are the same)."""
+    for old, new in ((".model.", ".layers."), (".conv.conv.", ".conv."), (".convtr.convtr.", ".conv."),
+                     (".conv.norm.", ".norm."), (".convtr.norm.", ".norm."), ("quantizer.vq.layers.", "quantizer.layers."),
+                     ("._codebook.", ".codebook.")):
+        key = key.replace(old, new)
+    return key
+
+
+def _to_ours(state: dict[str, Tensor], config: EncodecConfig) -> dict[str, Tensor]:
+    """transformers-named weights -> ours: weight norm folded (as torch computes it), codebooks stacked."""
+    out, pairs = {}, {}
+    for key, value in state.items():
+        for g, v in ((".weight_g", ".weight_v"), (".parametrizations.weight.original0", ".parametrizations.weight.original1")):
+            if key.endswith(g) or key.endswith(v):
+                stem = key[:-len(g)] if key.endswith(g) else key[:-len(v)]
+                pairs.setdefault(stem, {})["g" if key.endswith(g) else "v"] = value
+                break
+        else:
+            if not key.startswith("quantizer."):
+                out[key] = value.float()
+    for stem, gv in pairs.items():
+        if set(gv) != {"g", "v"}:
+            raise ValueError(f"weight norm of {stem} is incomplete: has only {sorted(gv)}")
+        out[f"{stem}.weight"] = torch._weight_norm(gv["v"].float(), gv["g"].float(), 0)
+    out["codebooks"] = torch.stack([state[f"quantizer.layers.{i}.codebook.embed"].float()
+                                    for i in range(config.num_codebooks)])
+    return out
+
+
+def _config_from_hf(hf: dict[str, Any]) -> EncodecConfig:
+    if hf.get("trim_right_ratio", 1.0) != 1.0:
+        raise ValueError(f"trim_right_ratio={hf['trim_right_ratio']} is not supported (the releases use 1.0)")
+    if hf.get("codebook_dim", hf["hidden_size"]) != hf["hidden_size"]:
+        raise ValueError("codebook_dim must equal hidden_size (no projection in EnCodec's quantizer)")
+    ratios = tuple(hf["upsampling_ratios"])
+    frame_rate = math.ceil(hf["sampling_rate"] / math.prod(ratios))
+    num_q = int(1000 * hf["target_bandwidths"][-1] // (frame_rate * 10))
+    return EncodecConfig(
+        sample_rate=hf["sampling_rate"], channels=hf["audio_channels"], num_filters=hf["num_filters"], ratios=ratios,
+        dimension=hf["hidden_size"], num_residual_layers=hf["num_residual_layers"],
+        residual_kernel_size=hf["residual_kernel_size"], kernel_size=hf["kernel_size"],
+        last_kernel_size=hf["last_kernel_size"], dilation_base=hf["dilation_growth_rate"], compress=hf["compress"],
+        lstm_layers=hf["num_lstm_layers"], true_skip=not hf["use_conv_shortcut"], causal=hf["use_causal_conv"],
+        pad_mode=hf["pad_mode"], group_norm=hf["norm_type"] == "time_group_norm", num_codebooks=num_q,
+        codebook_size=hf["codebook_size"], normalize=hf["normalize"], segment=hf.get("chunk_length_s"),
+        overlap=hf.get("overlap") or 0.01,
+    )
+
+
+def _config_from_weights(state: dict[str, Tensor]) -> EncodecConfig:
+    """The architecture of an official state dict (transformers naming), read from its shapes; what weights
+    cannot tell (causality, rate, segments) follows the release they belong to: group norm = 48 kHz."""
+    def weight(prefix: str) -> Tensor:
+        return state[f"{prefix}.weight_v"] if f"{prefix}.weight_v" in state else state[f"{prefix}.weight"]
+
+    first = weight("encoder.layers.0.conv")
+    layers = sorted({int(k.split(".")[2]) for k in state if k.startswith("encoder.layers.")})
+    strided = [i for i in layers if f"encoder.layers.{i}.conv.weight_v" in state or f"encoder.layers.{i}.conv.weight" in state]
+    strided = strided[1:-1]  # between the first and last convolutions
+    ratios = tuple(weight(f"encoder.layers.{i}.conv").shape[-1] // 2 for i in reversed(strided))
+    blocks = [i for i in layers if any(k.startswith(f"encoder.layers.{i}.block.") for k in state)]
+    lstm = sum(1 for k in state if k.startswith("encoder.") and ".lstm.weight_ih_l" in k)
+    last = weight(f"encoder.layers.{layers[-1]}.conv")
+    hidden = weight(f"encoder.layers.{blocks[0]}.block.1.conv") if blocks else None
+    group_norm = "encoder.layers.0.norm.weight" in state
+    preset = PRESETS["48khz" if group_norm else "24khz"]
+    return EncodecConfig(**{
+        **preset, "channels": first.shape[1], "num_filters": first.shape[0], "kernel_size": first.shape[-1],
+        "ratios": ratios, "dimension": last.shape[0], "last_kernel_size": last.shape[-1],
+        "num_residual_layers": len(blocks) // max(len(ratios), 1),
+        "residual_kernel_size": hidden.shape[-1] if hidden is not None else 3,
+        "compress": first.shape[0] // hidden.shape[0] if hidden is not None else 2,
+        "lstm_layers": lstm, "true_skip": not any(".shortcut." in k for k in state), "group_norm": group_norm,
+        "num_codebooks": sum(1 for k in state if k.endswith(".codebook.embed")),
+        "codebook_size": state["quantizer.layers.0.codebook.embed"].shape[0],
+    })
+
+
+RELEASED_KBPS = {24000: [1.5, 3.0, 6.0, 12.0, 24.0], 48000: [3.0, 6.0, 12.0, 24.0]}
+
+# ----------------------------------------------------------------------------------------- released weights
+# `zoo.load(name)` downloads these files, converts them once with `EnCodec.from_release` and caches our checkpoint.
+# The official torch-hub files (https://dl.fbaipublicfiles.com/encodec/v0/encodec_24khz-d7cc33bc.th and
+# encodec_48khz-7e698e3e.th; the name carries the first 8 hex digits of their sha256) convert too, by path.
+
+_LICENCE = (
+    "Code: MIT (facebookresearch/encodec, relicensed from CC-BY-NC 4.0 on 2023-04-26, commit 349b729). Weights: "
+    "their licence is an open question upstream (facebookresearch/encodec issues #49 and #69 ask and are unanswered; "
+    "audiocraft ships its EnCodec-based weights under CC-BY-NC 4.0); check before commercial use."
+)
+
+RELEASES: dict[str, dict[str, Any]] = {
+    "encodec-24khz": dict(
+        family="encodec", hf_repo="facebook/encodec_24khz", revision=None,  # not pinned: the hub is out of reach here
+        files=("config.json", "model.safetensors"), license="MIT",
+        license_url="https://github.com/facebookresearch/encodec/blob/main/LICENSE", non_commercial=False,
+        summary=dict(modality="audio", tokens="75 frames/s x 2-32 codebooks (bitrate=1.5-24)", vocab="1024 x 32",
+                     description="EnCodec 24 kHz mono, causal and streaming (Défossez et al. 2022); 14.9 M "
+                                 "parameters; 1.5/3/6/12/24 kbps. " + _LICENCE),
+    ),
+    "encodec-48khz": dict(
+        family="encodec", hf_repo="facebook/encodec_48khz", revision=None,
+        files=("config.json", "model.safetensors"), license="MIT",
+        license_url="https://github.com/facebookresearch/encodec/blob/main/LICENSE", non_commercial=False,
+        summary=dict(modality="audio", tokens="150 frames/s x 2-16 codebooks (bitrate=3-24), 1 s segments",
+                     vocab="1024 x 16",
+                     description="EnCodec 48 kHz stereo, non-causal, 1 s segments with their own RMS scale "
+                                 "(Défossez et al. 2022); 18.9 M parameters; 3/6/12/24 kbps. " + _LICENCE),
+    ),
+}
+
+
+# ----------------------------------------------------------------------------------------- registration
+
+register_family(EnCodec, presets=PRESETS)
+for _name, _release in RELEASES.items():
+    register_release(_name, **_release)

@@ -1,0 +1,259 @@
+"""SEANet layers of the EnCodec lineage (EnCodec, Mimi) with their exact padding rules, and a streaming runner.
+
+EnCodec (Défossez et al., 2022, https://arxiv.org/abs/2210.13438, facebookresearch/encodec) and Mimi
+(Kyutai, 2024, https://arxiv.org/abs/2410.00037, kyutai-labs/moshi) pad every convolution themselves:
+a causal convolution puts all of its (effective kernel - stride) padding on the left, a non-causal one
+splits it (the larger half on the left), and both add "extra" padding on the right so the last window is
+full, which makes T = ceil(S / hop) frames. Padding is by reflection (EnCodec), zeros (Mimi) or
+replication (Mimi's downsampling). These layers hold plain weights: weight norm is folded in at
+conversion, so inference does no reparametrisation.
+
+`Stack` is a sequence of such layers with recurrent layers between them (EnCodec's skip LSTM, Mimi's
+transformer). `Stack.stream()` runs it causally on pieces of any size, exactly as on the whole input:
+the layers between two recurrent ones have a finite left reach, so each new piece is run with just
+enough of the preceding input ("history") in front to make its outputs exact, and the recurrent layers
+carry their state. The first outputs wait until every padded layer has seen enough input for its
+reflection (`warmup`), as a whole-file pass would. What a piece costs beyond itself is its history,
+a few frames; long files run piece by piece with bounded memory and the same result.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from zoo.nn.seanet import ELU
+
+PAD_MODES = ("reflect", "constant", "replicate")
+
+
+def pad1d(x: Tensor, left: int, right: int, mode: str) -> Tensor:
+    """F.pad along time; reflection of an input no longer than the padding first appends zeros (EnCodec's rule)."""
+    if mode != "reflect":
+        return F.pad(x, (left, right), mode=mode)
+    extra = max(max(left, right) - x.shape[-1] + 1, 0)
+    if extra:
+        x = F.pad(x, (0, extra))
+    y = F.pad(x, (left, right), mode="reflect")
+    return y[..., :y.shape[-1] - extra]
+
+
+class Conv(nn.Module):
+    """Conv1d with EnCodec/Mimi padding (see the module docstring), optionally followed by a one-group
+    GroupNorm over (channels, time) (EnCodec 48 kHz's "time_group_norm").
+
+    x: (B, C, S) -> (B, C', ceil(S / stride)).
+    """
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, dilation: int = 1, *, causal: bool,
+                 pad_mode: str, group_norm: bool = False, groups: int = 1, bias: bool = True) -> None:
+        super().__init__()
+        if pad_mode not in PAD_MODES:
+            raise ValueError(f"pad_mode must be one of {PAD_MODES}, got {pad_mode!r}")
+        self.conv = nn.Conv1d(cin, cout, kernel, stride, dilation=dilation, groups=groups, bias=bias)
+        self.norm = nn.GroupNorm(1, cout) if group_norm else None
+        self.causal, self.pad_mode, self.stride = causal, pad_mode, stride
+        self.reach = (kernel - 1) * dilation + 1 - stride  # padding_total in EnCodec's words
+
+    def pads(self, length: int) -> tuple[int, int]:
+        """(left, right) padding for an input of `length` samples: the right side gets the extra samples that
+        complete the last stride, so the output has ceil(length / stride) samples."""
+        extra = -length % self.stride
+        if self.causal:
+            return self.reach, extra
+        return self.reach - self.reach // 2, self.reach // 2 + extra
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = pad1d(x, *self.pads(x.shape[-1]), self.pad_mode)
+        x = self.conv(x)
+        return x if self.norm is None else self.norm(x)
+
+
+class ConvTranspose(nn.Module):
+    """ConvTranspose1d trimmed of its (kernel - stride) overhang: on the right when causal (EnCodec's
+    trim_right_ratio = 1), split otherwise. x: (B, C, T) -> (B, C', T · stride)."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int, *, causal: bool, group_norm: bool = False,
+                 groups: int = 1, bias: bool = True) -> None:
+        super().__init__()
+        self.conv = nn.ConvTranspose1d(cin, cout, kernel, stride, groups=groups, bias=bias)
+        self.norm = nn.GroupNorm(1, cout) if group_norm else None
+        self.causal, self.stride, self.overhang = causal, stride, kernel - stride
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.conv(x)
+        if self.norm is not None:  # over the untrimmed output, as released
+            y = self.norm(y)
+        right = self.overhang if self.causal else self.overhang // 2
+        return y[..., self.overhang - right:y.shape[-1] - right]
+
+
+class ResBlock(nn.Module):
+    """SEANet residual unit: shortcut(x) + Conv1x1(ELU(Conv_k,dilated(ELU(x)))), hidden = dim / compress;
+    the shortcut is a 1x1 convolution (EnCodec) or the identity (Mimi's true skip)."""
+
+    def __init__(self, dim: int, kernel: int, dilation: int, compress: int, *, true_skip: bool, **conv: Any) -> None:
+        super().__init__()
+        hidden = dim // compress
+        self.block = nn.Sequential(ELU(), Conv(dim, hidden, kernel, dilation=dilation, **conv),
+                                   ELU(), Conv(hidden, dim, 1, **conv))
+        self.shortcut = nn.Identity() if true_skip else Conv(dim, dim, 1, **conv)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.shortcut(x) + self.block(x)
+
+
+class SkipLSTM(nn.Module):
+    """x + LSTM(x) over time (EnCodec). x: (B, C, T) -> (B, C, T); `state` carries (h, c) between pieces."""
+
+    recurrent = True
+
+    def __init__(self, dim: int, num_layers: int) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(dim, dim, num_layers)
+
+    def forward(self, x: Tensor, state: Any = None) -> tuple[Tensor, Any]:
+        seq = x.permute(2, 0, 1)  # (T, B, C)
+        y, state = self.lstm(seq, state)
+        return (y + seq).permute(1, 2, 0), state
+
+
+# ----------------------------------------------------------------------------------------- stacks
+
+
+def _is_recurrent(layer: nn.Module) -> bool:
+    return getattr(layer, "recurrent", False)
+
+
+def _walk(layer: nn.Module):
+    """The convolutions of a layer in the order data meets them (a residual block's branch; its 1x1 shortcut
+    neither reaches back nor pads)."""
+    if isinstance(layer, (Conv, ConvTranspose)):
+        yield layer
+    elif isinstance(layer, ResBlock):
+        for m in layer.block:
+            yield from _walk(m)
+
+
+class Segment:
+    """Layers between two recurrent ones: a causal stack whose rate changes by `down` (strided convs) or
+    `up` (transposed convs), with the history it needs per piece and the input it needs before its
+    first output (for reflection/replication padding)."""
+
+    def __init__(self, layers: list[nn.Module]) -> None:
+        self.layers = layers
+        rate = 1.0  # output samples per input sample at the current layer's input
+        garbage = 0  # leading outputs made wrong by a piece's own left padding, at the current rate
+        need = 1.0  # input samples the first piece must hold, from the padded layers' point of view
+        for conv in (c for layer in layers for c in _walk(layer)):
+            if isinstance(conv, Conv):
+                if not conv.causal:
+                    raise ValueError("only causal stacks stream")
+                if conv.pad_mode != "constant":
+                    need = max(need, (conv.reach + 1) / rate)
+                garbage = math.ceil((garbage + conv.reach) / conv.stride)
+                rate /= conv.stride
+            else:
+                garbage = garbage * conv.stride + conv.overhang
+                rate *= conv.stride
+        self.down = round(1 / rate) if rate < 1 else 1
+        self.up = round(rate) if rate >= 1 else 1
+        self.history = garbage * self.down if rate < 1 else math.ceil(garbage / self.up)  # input samples
+        self.warmup = math.ceil(need / self.down) * self.down
+
+    def __call__(self, x: Tensor) -> Tensor:
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+class Stack(nn.Module):
+    """A SEANet encoder or decoder: `layers` in order, recurrent ones (SkipLSTM, a transformer) taking a state."""
+
+    def __init__(self, layers: list[nn.Module]) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Whole-input pass. x: (B, C, S) -> (B, C', S')."""
+        for layer in self.layers:
+            x = layer(x)[0] if _is_recurrent(layer) else layer(x)
+        return x
+
+    def stream(self) -> "Stream":
+        return Stream(self)
+
+    @property
+    def rate(self) -> tuple[int, int]:
+        """(down, up): an input of n · down samples gives n · up outputs."""
+        down = up = 1
+        for seg in self.parts()[::2]:
+            down, up = down * seg.down, up * seg.up
+        g = math.gcd(down, up)
+        return down // g, up // g
+
+    def parts(self) -> list[Any]:
+        """Alternating [Segment, recurrent layer, Segment, ...] (segments possibly empty)."""
+        out, run = [], []
+        for layer in self.layers:
+            if _is_recurrent(layer):
+                out += [Segment(run), layer]
+                run = []
+            else:
+                run.append(layer)
+        return out + [Segment(run)]
+
+
+class Stream:
+    """Causal pass over pieces of any size: `stream(x)` returns the outputs that `x` completes (None while
+    it waits), `flush()` the rest (the last partial frame, padded on the right as a whole-file pass pads).
+    The concatenated outputs equal `stack(whole input)`, to float rounding of the convolutions on
+    different lengths.
+    """
+
+    def __init__(self, stack: Stack) -> None:
+        self.parts = stack.parts()
+        n = len(self.parts)
+        self.pending: list[Tensor | None] = [None] * n  # per segment: input not yet run
+        self.past: list[Tensor | None] = [None] * n  # per segment: the history in front of the next piece
+        self.states: list[Any] = [None] * n  # per recurrent layer
+        self.closed = False
+
+    @torch.no_grad()
+    def __call__(self, x: Tensor | None, final: bool = False) -> Tensor | None:
+        if self.closed:
+            raise ValueError("this stream was flushed; start a new one")
+        self.closed = final
+        for i, part in enumerate(self.parts):
+            if isinstance(part, Segment):
+                x = self._segment(i, part, x, final)
+            elif x is not None:
+                x, self.states[i] = part(x, self.states[i])
+        return x
+
+    def flush(self) -> Tensor | None:
+        """The outputs still owed; the stream takes no input after."""
+        return self(None, final=True)
+
+    def _segment(self, i: int, seg: Segment, x: Tensor | None, final: bool) -> Tensor | None:
+        parts = [t for t in (self.pending[i], x) if t is not None and t.shape[-1]]
+        if not parts:
+            return None
+        x = torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
+        started = self.past[i] is not None
+        if not started and x.shape[-1] < seg.warmup and not final:
+            self.pending[i] = x  # not enough input yet for the first piece's padding
+            return None
+        usable = x.shape[-1] if final else x.shape[-1] - x.shape[-1] % seg.down
+        self.pending[i] = x[..., usable:]
+        if not usable:
+            return None
+        past = self.past[i] if started else x[..., :0]
+        window = torch.cat([past, x[..., :usable]], dim=-1)
+        y = seg(window)
+        self.past[i] = window[..., max(window.shape[-1] - seg.history, 0):]  # whole frames: window is aligned
+        return y[..., past.shape[-1] // seg.down * seg.up:]
