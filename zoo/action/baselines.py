@@ -185,7 +185,8 @@ class DCTBPEConfig:
     normalise: bool = True
 
     def __post_init__(self) -> None:
-        check_fields(self, num_dof=(1, 1024), num_steps=(1, MAX_STEPS // 10), scale=(0, 1e6), vocab_size=(2, 1 << 24))
+        check_fields(self, num_dof=(1, 1024), num_steps=(1, MAX_STEPS // 10), scale=(0, 1e6), vocab_size=(2, 1 << 24),
+                     min_token=(-(1 << 24), 1 << 24))
         if self.scale <= 0:
             raise ValueError(f"scale must be > 0, got {self.scale}")
         if self.num_dof is not None and self.num_dof < 1:
