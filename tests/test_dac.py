@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from tests.fakehub import checkpoint_routes, serve
-from zoo.audio.dac import DAC, DACConfig, fold_weight_norm
+from zoo.audio.dac import DAC, DACConfig
+from zoo.audio.weights import fold_weight_norm
 from zoo.tokenizer import Tokens
 
 transformers = pytest.importorskip("transformers")
@@ -231,7 +232,8 @@ def test_chunked_equals_whole(dac):
     chunked.load_state_dict(dac.state_dict())
     a, b = whole.encode(x), chunked.encode(x)
     assert torch.equal(a.ids, b.ids)
-    assert float((whole.decode(a) - chunked.decode(a)).abs().max()) <= 1e-5
+    # force: a different chunk_seconds changes the config fingerprint, not what the tokens mean
+    assert float((whole.decode(a) - chunked.decode(a, force=True)).abs().max()) <= 1e-5
 
 
 def test_inference_plan_equals_the_layers(dac):

@@ -228,7 +228,9 @@ def download(url: str, path: Path, sha256: str | None = None, *, max_bytes: int 
                         h.update(chunk)
                         f.write(chunk)
             except (urllib.error.URLError, OSError) as e:  # includes socket timeouts
-                raise ValueError(f"could not download {url}: {e}") from e
+                if time.monotonic() - start >= deadline_s:
+                    raise ValueError(f"{url} took longer than {deadline_s:g} s; nothing was written") from None
+                raise ValueError(f"could not download {url}: {e}") from None
             f.flush()
             os.fsync(f.fileno())
         if sha256 is not None and not same_sha(h.hexdigest(), sha256):
@@ -241,3 +243,21 @@ def download(url: str, path: Path, sha256: str | None = None, *, max_bytes: int 
             os.unlink(tmp)
         raise
     return path
+
+
+def read_release(path: str | os.PathLike, config: str, companion: str, keys: tuple[str, ...]) -> tuple[Path, dict] | None:
+    """(folder, its JSON config) when `path` (a release folder or a file in it) holds `config`, a JSON object
+    naming every key in `keys`, beside `companion`; else None. The cheap sniff of `is_release`: no weights read."""
+    import json
+
+    folder = Path(path)
+    folder = folder.parent if folder.is_file() else folder
+    if not ((folder / config).is_file() and (folder / companion).is_file()):
+        return None
+    try:
+        args = json.loads((folder / config).read_text())
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    if not isinstance(args, dict) or not all(k in args for k in keys):
+        return None
+    return folder, args

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from zoo.hub import Pretrained, config_from_dict  # noqa: F401  (config_from_dict: re-exported for the families)
+from zoo.nn.threads import map_threads, one_thread_per_op
 
 MODALITIES = ("image", "video", "audio", "action", "features")
 
@@ -42,6 +43,8 @@ class InputContract:
         sizes: fixed sizes of named axes, e.g. {"D": 2, "H": 32}.
         multiples: axes whose size must be a multiple of a number, e.g. {"S": 320}.
         sample_rate: Hz, for audio.
+        processor: options of the processor that brings any image, clip or recording to this contract
+            (`zoo.processing`: interpolation, fit, resampler, ...); empty means the layout's defaults, filled in.
     """
 
     layout: str
@@ -50,6 +53,13 @@ class InputContract:
     sizes: dict[str, int] = field(default_factory=dict)
     multiples: dict[str, int] = field(default_factory=dict)
     sample_rate: int | None = None
+    processor: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.processor:
+            from zoo.processing import default_options
+
+            object.__setattr__(self, "processor", default_options(self.layout))
 
     @property
     def axes(self) -> list[str]:
@@ -182,7 +192,7 @@ class Tokens:
     @property
     def mask(self) -> Tensor:
         """BoolTensor [B, L], True on valid tokens."""
-        return torch.arange(self.width, device=self.lengths.device)[None] < self.lengths[:, None]
+        return length_mask(self.lengths, self.width)
 
     def __len__(self) -> int:
         return self.batch_size
@@ -403,8 +413,7 @@ def check_ids(ids: Tensor, vocab_size: int, lengths: Tensor | None = None, name:
         raise ValueError(f"{name} must be integers, got {ids.dtype}")
     valid = ids
     if lengths is not None:
-        mask = torch.arange(ids.shape[1], device=ids.device)[None] < lengths[:, None]
-        valid = ids[mask]
+        valid = ids[length_mask(lengths, ids.shape[1])]
     if valid.numel() and (int(valid.min()) < 0 or int(valid.max()) >= vocab_size):
         bad = valid[(valid < 0) | (valid >= vocab_size)]
         raise ValueError(
@@ -440,6 +449,27 @@ def check_budget(value: int, low: int, high: int, name: str = "num_tokens") -> i
     return int(value)
 
 
+def length_mask(lengths: Tensor, width: int) -> Tensor:
+    """BoolTensor (B, width), True on the first `lengths[b]` positions of row b; lengths: (B,)."""
+    return torch.arange(width, device=lengths.device)[None] < lengths[:, None]
+
+
+def budget_lengths(num_tokens: int | Tensor | None, batch: int, max_tokens: int, device: torch.device) -> Tensor:
+    """A `num_tokens=` budget as lengths (B,) in 1..max_tokens: None (all), an int, or a LongTensor [B], one per sample."""
+    if num_tokens is None:
+        return torch.full((batch,), max_tokens, dtype=torch.long, device=device)
+    if isinstance(num_tokens, Tensor):
+        if num_tokens.shape != (batch,) or num_tokens.is_floating_point() or num_tokens.dtype == torch.bool:
+            raise ValueError(f"num_tokens as a tensor must be integer with shape ({batch},), one per sample; "
+                             f"got {num_tokens.dtype} {tuple(num_tokens.shape)}")
+        lo, hi = int(num_tokens.min()), int(num_tokens.max())
+        if lo < 1 or hi > max_tokens:
+            raise ValueError(f"num_tokens must lie in [1, {max_tokens}] for every sample, got values in [{lo}, {hi}]")
+        return num_tokens.to(device=device, dtype=torch.long)
+    n = check_budget(num_tokens, 1, max_tokens)
+    return torch.full((batch,), n, dtype=torch.long, device=device)
+
+
 # ----------------------------------------------------------------------------------------- the base class
 
 
@@ -458,6 +488,10 @@ class Tokenizer(Pretrained, nn.Module):
 
     - `batch_size=`: encode/decode at most this many samples at a time (default `max_batch`) and
       join the results, so memory stays bounded for any batch; the ids are the same as in one piece.
+    - threads (CPU): every op runs on one thread and pieces of `parallel_chunk` samples go over a pool
+      of as many Python threads as torch had (`zoo.nn.threads`): a busy core then slows one piece, not
+      every op, so more threads are never slower than one. The pieces do not depend on the thread
+      count, so neither do the results. On a GPU the batch stays whole.
     - provenance: `encode` stamps its Tokens with this tokenizer's name and `fingerprint`; `decode`
       refuses tokens another tokenizer made, unless `force=True`.
     """
@@ -467,6 +501,7 @@ class Tokenizer(Pretrained, nn.Module):
     encode_knobs: ClassVar[tuple[str, ...]] = ()
     decode_options: ClassVar[tuple[str, ...]] = ()
     max_batch: ClassVar[int] = 256  # default chunk of encode/decode (`batch_size=` overrides per call)
+    parallel_chunk: ClassVar[int] = 4  # samples per piece of work spread over CPU threads
     budget_note: ClassVar[str] = ""  # said when encode refuses a knob, e.g. why the family has no budget
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -586,6 +621,12 @@ def _check_batch_size(tok: Tokenizer, batch_size: Any) -> int:
     return check_budget(batch_size, 1, 1 << 31, "batch_size")
 
 
+def _piece_size(tok: Tokenizer, batch_size: Any) -> int:
+    """Samples per call of the family's method: the memory bound, and on CPU the thread piece too."""
+    size = _check_batch_size(tok, batch_size)
+    return min(size, tok.parallel_chunk) if tok.device.type == "cpu" else size
+
+
 def _rows(value: Any, batch: int, lo: int, hi: int) -> Any:
     """A knob's value for samples lo..hi: per-sample tensors [B, ...] are sliced, anything else is shared."""
     if isinstance(value, Tensor) and value.ndim >= 1 and value.shape[0] == batch:
@@ -597,13 +638,15 @@ def _checked_encode(fn: Any, allowed: tuple[str, ...]) -> Any:
     @functools.wraps(fn)
     def encode(self: Tokenizer, x: Any, *args: Any, batch_size: int | None = None, **knobs: Any) -> Tokens:
         _refuse_unknown(self, "encode", allowed, knobs, ("batch_size",), len(args))
-        size = _check_batch_size(self, batch_size)
+        size = _piece_size(self, batch_size)
         batch = x.shape[0] if isinstance(x, (Tensor, np.ndarray)) and x.ndim >= 1 else 0
-        if batch <= size:
-            tokens = fn(self, x, **knobs)
-        else:
-            tokens = Tokens.cat([fn(self, x[lo:lo + size], **{k: _rows(v, batch, lo, lo + size) for k, v in knobs.items()})
-                                 for lo in range(0, batch, size)])
+        with one_thread_per_op():
+            if batch <= size:
+                tokens = fn(self, x, **knobs)
+            else:
+                tokens = Tokens.cat(map_threads(
+                    lambda lo: fn(self, x[lo:lo + size], **{k: _rows(v, batch, lo, lo + size) for k, v in knobs.items()}),
+                    range(0, batch, size)))
         tokens.provenance = self.provenance
         return tokens
 
@@ -618,16 +661,16 @@ def _checked_decode(fn: Any, allowed: tuple[str, ...]) -> Any:
         _refuse_unknown(self, "decode", allowed, options, ("batch_size", "force"), len(args))
         if not isinstance(force, bool):
             raise ValueError(f"force must be True or False, got {force!r}")
-        size = _check_batch_size(self, batch_size)
-        if not isinstance(tokens, Tokens) or tokens.batch_size <= size:
-            if isinstance(tokens, Tokens) and not force:
-                self.check_provenance(tokens)
-            return fn(self, tokens, **options)
-        if not force:
+        size = _piece_size(self, batch_size)
+        if isinstance(tokens, Tokens) and not force:
             self.check_provenance(tokens)
-        batch = tokens.batch_size
-        return torch.cat([fn(self, tokens[lo:lo + size], **{k: _rows(v, batch, lo, lo + size) for k, v in options.items()})
-                          for lo in range(0, batch, size)])
+        with one_thread_per_op():
+            if not isinstance(tokens, Tokens) or tokens.batch_size <= size:
+                return fn(self, tokens, **options)
+            batch = tokens.batch_size
+            return torch.cat(map_threads(
+                lambda lo: fn(self, tokens[lo:lo + size], **{k: _rows(v, batch, lo, lo + size) for k, v in options.items()}),
+                range(0, batch, size)))
 
     decode._zoo_contract = True
     return decode

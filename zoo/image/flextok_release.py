@@ -51,11 +51,12 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from zoo.hub import register_family, register_release
-from zoo.image.flextok import budget_lengths, seeded_noise
+from zoo.image.flextok import seeded_noise
 from zoo.nn.patch import Patchify, Unpatchify, sincos_pos_embed_2d
 from zoo.nn.timestep import TimestepEmbedding
 from zoo.nn.transformer import prefix_causal_mask
-from zoo.tokenizer import InputContract, Tokenizer, Tokens, TokenSpec, check_budget, check_input, check_tokens
+from zoo.tokenizer import (InputContract, Tokenizer, Tokens, TokenSpec, budget_lengths, check_budget, check_input,
+                           check_tokens, length_mask)
 
 LICENCE = "LicenseRef-apple-amlr"  # Apple Machine Learning Research Model licence ('apple-amlr' on the hub)
 LICENCE_URL = "https://github.com/apple/ml-flextok/blob/main/LICENSE_WEIGHTS"
@@ -357,7 +358,7 @@ class FlexTokRelease(Tokenizer):
         x = check_input(x, self.spec.input, "images").to(self.device)
         lengths = budget_lengths(num_tokens, x.shape[0], self.config.num_registers, x.device)
         codes, ids = self.quantize(self.latents(x * 2 - 1), int(lengths.max()))
-        keep = torch.arange(ids.shape[1], device=x.device)[None] < lengths[:, None]
+        keep = length_mask(lengths, ids.shape[1])
         return Tokens(ids=ids.long() * keep, lengths=lengths, latents=codes * keep[..., None])
 
     @torch.no_grad()
