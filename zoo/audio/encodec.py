@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from zoo.audio.rvq import rvq_decode, rvq_encode
 from zoo.audio.released import RVQCodec, hf_config, read_safetensors
 from zoo.audio.streaming import Stack, seanet_layers
+from zoo.audio.weights import fold_weight_norm
 from zoo.hub import register_family, register_release
 from zoo.tokenizer import InputContract, Tokens, TokenSpec, check_budget
 
@@ -313,21 +314,8 @@ def _official_to_hf(key: str) -> str:
 
 
 def _to_ours(state: dict[str, Tensor], config: EncodecConfig) -> dict[str, Tensor]:
-    """transformers-named weights -> ours: weight norm folded (as torch computes it), codebooks stacked."""
-    out, pairs = {}, {}
-    for key, value in state.items():
-        for g, v in ((".weight_g", ".weight_v"), (".parametrizations.weight.original0", ".parametrizations.weight.original1")):
-            if key.endswith(g) or key.endswith(v):
-                stem = key[:-len(g)] if key.endswith(g) else key[:-len(v)]
-                pairs.setdefault(stem, {})["g" if key.endswith(g) else "v"] = value
-                break
-        else:
-            if not key.startswith("quantizer."):
-                out[key] = value.float()
-    for stem, gv in pairs.items():
-        if set(gv) != {"g", "v"}:
-            raise ValueError(f"weight norm of {stem} is incomplete: has only {sorted(gv)}")
-        out[f"{stem}.weight"] = torch._weight_norm(gv["v"].float(), gv["g"].float(), 0)
+    """transformers-named weights -> ours: weight norm folded (`zoo.audio.weights`), codebooks stacked."""
+    out = {k: v.float() for k, v in fold_weight_norm(state).items() if not k.startswith("quantizer.")}
     out["codebooks"] = torch.stack([state[f"quantizer.layers.{i}.codebook.embed"].float()
                                     for i in range(config.num_codebooks)])
     return out
