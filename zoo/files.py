@@ -15,7 +15,6 @@ No torch here: `import zoo` stays light.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import fcntl
 import hashlib
@@ -23,8 +22,6 @@ import os
 import shutil
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -125,6 +122,8 @@ def _staging_siblings(directory: Path) -> list[Path]:
 
 def _exchange(a: Path, b: Path) -> bool:
     """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE); False where the system cannot."""
+    import ctypes
+
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         renameat2 = libc.renameat2
@@ -197,6 +196,9 @@ def download(url: str, path: Path, sha256: str | None = None, *, max_bytes: int 
         max_bytes: size cap (default `DEFAULT_MAX_BYTES`); pass the recorded size where it is known.
         deadline_s: total time allowed, however slowly the server trickles bytes.
     """
+    import urllib.error
+    import urllib.request
+
     if offline():
         raise ValueError(f"{url} is not cached and downloads are disabled (offline: ZOO_OFFLINE or HF_HUB_OFFLINE)")
     cap = DEFAULT_MAX_BYTES if max_bytes is None else int(max_bytes)

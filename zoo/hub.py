@@ -189,6 +189,7 @@ def _names() -> dict[str, Entry]:
             try:
                 entry = Entry.from_json(name, e)
                 _check_name(name)
+                _check_name(entry.family, "family")
             except (TypeError, ValueError) as err:
                 warnings.warn(f"ignoring {name!r} in {user_registry_file()}: {err}", stacklevel=2)
                 continue

@@ -8,6 +8,7 @@ with the same clear `ValueError`s.
 from __future__ import annotations
 
 import dataclasses
+import contextlib
 import functools
 import hashlib
 import inspect
@@ -404,7 +405,8 @@ def check_input(x: Any, contract: InputContract, name: str = "input") -> Tensor:
         xmin, xmax = float(x.min()), float(x.max())
         if xmin < lo or xmax > hi:
             raise ValueError(f"{name} values must lie in [{lo:g}, {hi:g}], got [{xmin:g}, {xmax:g}]")
-    return x.float()
+    # half and bfloat16 stay as they are: `Tokenizer.encode` has already cast them to the model's dtype
+    return x if x.dtype in (torch.float16, torch.bfloat16) else x.float()
 
 
 def check_ids(ids: Tensor, vocab_size: int, lengths: Tensor | None = None, name: str = "ids") -> None:
@@ -494,6 +496,10 @@ class Tokenizer(Pretrained, nn.Module):
       count, so neither do the results. On a GPU the batch stays whole.
     - provenance: `encode` stamps its Tokens with this tokenizer's name and `fingerprint`; `decode`
       refuses tokens another tokenizer made, unless `force=True`.
+    - precision and device: the input must be on the tokenizer's device (else a `ValueError`); a floating
+      input is cast to the weights' dtype (`tok.to(torch.bfloat16)` runs in bfloat16); an ambient
+      `torch.autocast` is switched off inside encode/decode, so a tokenizer computes at its own dtype and
+      gives the same ids under autocast as without (cast the model to run it in half precision).
     """
 
     family: ClassVar[str] = ""
@@ -573,6 +579,14 @@ class Tokenizer(Pretrained, nn.Module):
             return t.device
         return torch.device("cpu")
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The floating dtype of the weights (`tok.to(torch.bfloat16)` changes it); float32 for a model without any."""
+        for t in (*self.parameters(), *self.buffers()):
+            if t.is_floating_point():
+                return t.dtype
+        return torch.float32
+
     def extra_state(self) -> dict[str, Any]:
         """JSON-serialisable state beyond weights (fitted bounds, BPE merges), stored in config.json."""
         return {}
@@ -634,18 +648,55 @@ def _rows(value: Any, batch: int, lo: int, hi: int) -> Any:
     return value
 
 
+def _on_device(tok: Tokenizer, x: Any) -> Any:
+    """Refuse an input on another device than the tokenizer's; cast a floating one to the tokenizer's dtype."""
+    if not isinstance(x, Tensor) or x.device.type == "meta":
+        return x  # numpy, lists and meta tensors are refused or converted by the family's check_input
+    here = tok.device
+    if x.device.type != here.type or (here.index is not None and x.device.index not in (None, here.index)):
+        raise ValueError(f"the input is on {x.device}, this tokenizer on {here}; move one of them "
+                         f"(x.to({str(here)!r}) or tok.to({str(x.device)!r}))")
+    return x.to(tok.dtype) if x.is_floating_point() else x
+
+
+def _own_precision(tok: Tokenizer) -> Any:
+    """A context in which the tokenizer runs at its own dtype, whatever the caller's autocast.
+
+    float32 (or float64) weights: autocast off, so an ambient `torch.autocast` changes nothing. Half or bfloat16
+    weights: autocast at that dtype, which casts what the family code makes in float32 (noise, time embeddings,
+    quantizer codes) to the weights' dtype at each matrix product and keeps the precision-sensitive ops (norms,
+    softmax, FFTs) in float32, as mixed-precision training does.
+    """
+    half = tok.dtype in (torch.float16, torch.bfloat16)
+    try:
+        return torch.autocast(tok.device.type, dtype=tok.dtype if half else None, enabled=half)
+    except RuntimeError:  # a device type autocast does not know
+        return contextlib.nullcontext()
+
+
+def _at_own_precision(tok: Tokenizer, fn: Any) -> Any:
+    """`fn` run inside `_own_precision(tok)` (in whichever thread calls it)."""
+    def run(*args: Any, **kwargs: Any) -> Any:
+        with _own_precision(tok):
+            return fn(*args, **kwargs)
+
+    return run
+
+
 def _checked_encode(fn: Any, allowed: tuple[str, ...]) -> Any:
     @functools.wraps(fn)
     def encode(self: Tokenizer, x: Any, *args: Any, batch_size: int | None = None, **knobs: Any) -> Tokens:
         _refuse_unknown(self, "encode", allowed, knobs, ("batch_size",), len(args))
+        x = _on_device(self, x)
+        run = _at_own_precision(self, fn)  # inside each worker thread: autocast state is per thread
         size = _piece_size(self, batch_size)
         batch = x.shape[0] if isinstance(x, (Tensor, np.ndarray)) and x.ndim >= 1 else 0
         with one_thread_per_op():
             if batch <= size:
-                tokens = fn(self, x, **knobs)
+                tokens = run(self, x, **knobs)
             else:
                 tokens = Tokens.cat(map_threads(
-                    lambda lo: fn(self, x[lo:lo + size], **{k: _rows(v, batch, lo, lo + size) for k, v in knobs.items()}),
+                    lambda lo: run(self, x[lo:lo + size], **{k: _rows(v, batch, lo, lo + size) for k, v in knobs.items()}),
                     range(0, batch, size)))
         tokens.provenance = self.provenance
         return tokens
@@ -661,15 +712,16 @@ def _checked_decode(fn: Any, allowed: tuple[str, ...]) -> Any:
         _refuse_unknown(self, "decode", allowed, options, ("batch_size", "force"), len(args))
         if not isinstance(force, bool):
             raise ValueError(f"force must be True or False, got {force!r}")
+        run = _at_own_precision(self, fn)
         size = _piece_size(self, batch_size)
         if isinstance(tokens, Tokens) and not force:
             self.check_provenance(tokens)
         with one_thread_per_op():
             if not isinstance(tokens, Tokens) or tokens.batch_size <= size:
-                return fn(self, tokens, **options)
+                return run(self, tokens, **options)
             batch = tokens.batch_size
             return torch.cat(map_threads(
-                lambda lo: fn(self, tokens[lo:lo + size], **{k: _rows(v, batch, lo, lo + size) for k, v in options.items()}),
+                lambda lo: run(self, tokens[lo:lo + size], **{k: _rows(v, batch, lo, lo + size) for k, v in options.items()}),
                 range(0, batch, size)))
 
     decode._zoo_contract = True
