@@ -19,6 +19,7 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest
+	PY=$(PY) bash scripts/check_wheel.sh
 
 bench: setup
 	for script in benchmarks/[a-z]*.py; do \

@@ -21,7 +21,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.report import FIGURES, ROOT, best_time, machine, table, write_section  # noqa: E402
+from benchmarks.report import FIGURES, best_time, machine, table, write_section  # noqa: E402
+from zoo import hub  # noqa: E402
 from zoo.data.images import shape_scenes  # noqa: E402
 from zoo.demo import DEMO_LM  # noqa: E402
 from zoo.llm import MultimodalLM  # noqa: E402
@@ -132,7 +133,7 @@ def guidance_sweep(lm: MultimodalLM, results: dict, judge: object, protocol: dic
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", default=str(ROOT / "checkpoints" / DEMO_LM))
+    parser.add_argument("--checkpoint", default=DEMO_LM, help="an LM folder or registered name")
     parser.add_argument("--quick", action="store_true", help="smaller protocol (for a smoke run); does not write BENCHMARKS.md")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -143,7 +144,7 @@ def main() -> None:
         protocol.update(action_samples=1, image_prompts=16)
     names = [e.name for e in lm.vocab.entries]
     start = time.time()
-    judge = load_judge(Path(args.checkpoint) / JUDGE)
+    judge = load_judge(hub.locate(args.checkpoint) / JUDGE)
     protocol.setdefault("guidance", 1.0)
     keys = ("action_samples", "image_prompts", "image_levels", "temperature", "seed", "guidance")
     results = measure(lm, judge=judge, **{k: protocol[k] for k in keys if k in protocol})

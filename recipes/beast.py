@@ -1,9 +1,10 @@
-"""Fit BEAST (and the binning and DCT+BPE baselines) from a dataset config, and write checkpoints.
+"""Fit BEAST, or the binning and DCT+BPE baselines, from a dataset config, and write one checkpoint.
 
 BEAST has no weights to train: its recipe fits per-(control point, dof) bounds once from the training
 split (and the baseline fits its BPE merges), then measures on the validation split for the card.
 
-    zoo train configs/beast/lasa.yaml
+    zoo train configs/beast/lasa.yaml          # -> runs/beast-lasa/
+    zoo train configs/binning/lasa.yaml        # -> runs/binning-lasa/ (dct-bpe likewise)
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from recipes.export import write_checkpoint
+from recipes.export import announce, run_folder, write_checkpoint
+from recipes.train import RUNS
 from zoo.action.baselines import DCTBPE, Binning, BinningConfig, DCTBPEConfig
 from zoo.action.beast import BEAST, BEASTConfig
 from zoo.data import actions
@@ -54,9 +56,9 @@ def evaluate(tok: Any, x_val: torch.Tensor, **encode_kwargs: Any) -> dict[str, f
     }
 
 
-def fit_beast(name: str, output: str, dataset: str = "lasa", num_steps: int = 100, augment: str | None = None,
-              tokenizer: dict[str, Any] | None = None, baselines: bool = True) -> BEAST:
-    """Fit BEAST's bounds on the training split, measure on val, and write `output` (plus baselines beside it)."""
+def fit_beast(name: str, output: str | None = None, dataset: str = "lasa", num_steps: int = 100,
+              augment: str | None = None, tokenizer: dict[str, Any] | None = None) -> BEAST:
+    """Fit BEAST's bounds on the training split, measure on val, and write `output` (default runs/<name>)."""
     start = time.time()
     x_train = torch.from_numpy(load_split(dataset, "train", num_steps, augment))
     x_val = torch.from_numpy(load_split(dataset, "val", num_steps))
@@ -64,7 +66,6 @@ def fit_beast(name: str, output: str, dataset: str = "lasa", num_steps: int = 10
     tok = BEAST(config).fit(x_train)
     metrics = evaluate(tok, x_val)
     metrics["val_mse_continuous"] = evaluate(tok, x_val, continuous=True)["val_mse"]
-    seconds = time.time() - start
     n, d = config.num_control_points, config.num_dof
     summary = {
         "description": f"BEAST B-spline action tokenizer: degree {config.degree}, {n} control points per dof, "
@@ -75,33 +76,44 @@ def fit_beast(name: str, output: str, dataset: str = "lasa", num_steps: int = 10
         "bits": tok.bits_per_trajectory(),
         "headline": f"val MSE {metrics['val_mse']:.4g}",
     }
-    data = describe_data(dataset, augment)
-    write_checkpoint(tok, output, name=name, summary=summary, metrics=metrics, data=data,
-                     recipe=f"zoo train configs/beast/{dataset}.yaml", train_seconds=seconds)
-    if baselines:
-        _fit_baselines(name, output, x_train, x_val, data, num_steps, dataset)
+    _write(tok, name, output, summary, metrics, describe_data(dataset, augment), f"zoo train configs/beast/{dataset}.yaml",
+           time.time() - start)
     return tok
 
 
-def _fit_baselines(name: str, output: str, x_train: torch.Tensor, x_val: torch.Tensor, data: str, num_steps: int,
-                   dataset: str) -> None:
+BASELINES = {"binning": (Binning, BinningConfig), "dct-bpe": (DCTBPE, DCTBPEConfig)}
+
+
+def fit_baseline(family: str, name: str, output: str | None = None, dataset: str = "lasa", num_steps: int = 100,
+                 augment: str | None = None) -> Any:
+    """Fit a baseline action tokenizer (per-step binning, or DCT + BPE) on the training split like BEAST's,
+    measure on val, and write `output` (default runs/<name>)."""
+    if family not in BASELINES:
+        raise ValueError(f"family must be one of {sorted(BASELINES)}, got {family!r}")
+    start = time.time()
+    x_train = torch.from_numpy(load_split(dataset, "train", num_steps, augment))
+    x_val = torch.from_numpy(load_split(dataset, "val", num_steps))
     d = x_train.shape[-1]
-    suffix = name.removeprefix("beast-")
-    root = output.rstrip("/").rsplit("/", 1)[0]
-    for family, tok in (("binning", Binning(BinningConfig(num_dof=d, num_steps=num_steps))),
-                        ("dct-bpe", DCTBPE(DCTBPEConfig(num_dof=d, num_steps=num_steps)))):
-        start = time.time()
-        tok.fit(x_train)
-        metrics = evaluate(tok, x_val)
-        tokens = metrics["tokens_per_trajectory"]
-        tokens = int(tokens) if float(tokens).is_integer() else round(tokens, 1)
-        summary = {
-            "description": {"binning": f"Per-step uniform binning baseline (256 bins, {num_steps} steps x {d} dofs).",
-                            "dct-bpe": "FAST-style baseline: DCT, scale, round, BPE (variable length)."}[family],
-            "modality": "action", "tokens": tokens, "vocab": tok.spec.vocab_size,
-            "bits": tokens * float(np.log2(tok.spec.vocab_size)),
-            "headline": f"val MSE {metrics['val_mse']:.4g}",
-        }
-        write_checkpoint(tok, f"{root}/{family}-{suffix}", name=f"{family}-{suffix}", summary=summary,
-                         metrics=metrics, data=data, recipe=f"zoo train configs/beast/{dataset}.yaml (baseline)",
-                         train_seconds=time.time() - start)
+    cls, config_cls = BASELINES[family]
+    tok = cls(config_cls(num_dof=d, num_steps=num_steps)).fit(x_train)
+    metrics = evaluate(tok, x_val)
+    tokens = metrics["tokens_per_trajectory"]
+    tokens = int(tokens) if float(tokens).is_integer() else round(tokens, 1)
+    summary = {
+        "description": {"binning": f"Per-step uniform binning baseline (256 bins, {num_steps} steps x {d} dofs).",
+                        "dct-bpe": "FAST-style baseline: DCT, scale, round, BPE (variable length)."}[family],
+        "modality": "action", "tokens": tokens, "vocab": tok.spec.vocab_size,
+        "bits": tokens * float(np.log2(tok.spec.vocab_size)),
+        "headline": f"val MSE {metrics['val_mse']:.4g}",
+    }
+    _write(tok, name, output, summary, metrics, describe_data(dataset, augment),
+           f"zoo train configs/{family}/{dataset}.yaml", time.time() - start)
+    return tok
+
+
+def _write(tok: Any, name: str, output: str | None, summary: dict[str, Any], metrics: dict[str, float], data: str,
+           recipe: str, seconds: float) -> None:
+    directory = run_folder(output or RUNS / name)
+    write_checkpoint(tok, directory, name=name, summary=summary, metrics=metrics, data=data, recipe=recipe,
+                     train_seconds=seconds)
+    announce(directory)

@@ -21,23 +21,20 @@ second-stage config, e.g. to give the estimator more time without retraining the
 
 from __future__ import annotations
 
-import copy
 import math
-import time
 from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as pl
 import torch
 from einops import rearrange
 from torch import Tensor
 
-from recipes.schedule import budget_progress, ema_decay, update_average, warmup_cosine
+from recipes.base import Recipe, ema_decay, update_average, warmup_cosine
 from zoo.evaluate import cat_ratio_psnr
-from zoo.image.cat import CAT, CATConfig
+from zoo.image.cat import CAT
 
 
-class CATModule(pl.LightningModule):
+class CATModule(Recipe):
     """Args:
         preset: a `CATConfig` preset name; `config` overrides its fields.
         lr, weight_decay, betas, warmup_steps: AdamW and the linear warmup of the autoencoder phase.
@@ -63,32 +60,13 @@ class CATModule(pl.LightningModule):
         if not (0 <= ae_fraction < 1 if init_from else 0 < ae_fraction < 1):
             raise ValueError(f"ae_fraction must lie in (0, 1) (or [0, 1) with init_from), got {ae_fraction}")
         self.save_hyperparameters()
-        if init_from:
-            from zoo import hub
-
-            self.model = hub.load_dir(hub.locate(init_from), family="cat").train()
-        else:
-            self.model = CAT(CATConfig.from_name(preset, **(config or {})))
-        self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
-        self.start_time: float | None = None
-
-    @property
-    def tokenizer(self) -> CAT:
-        """What is validated and exported: the weight average."""
-        return self.ema
+        self.init_preset(CAT, preset, config, init_from)
 
     # -- phases and schedule ----------------------------------------------------------------------------
-
-    def progress(self) -> float:
-        """Fraction of the budget used: steps or seconds, whichever is further along."""
-        return budget_progress(self)
 
     @property
     def phase(self) -> int:
         return 1 if self.progress() < self.hparams.ae_fraction else 2
-
-    def on_fit_start(self) -> None:
-        self.start_time = time.monotonic()
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
@@ -163,11 +141,6 @@ class CATModule(pl.LightningModule):
     def on_train_batch_end(self, *args: Any) -> None:
         if self.hparams.budget_seconds and self.progress() >= 1:  # both phases are done: stop, export
             self.trainer.should_stop = True
-
-    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
-        super().optimizer_step(*args, **kwargs)
-        # here, not in on_train_batch_end: callbacks run before the module's batch-end hook (see recipes/flextok.py)
-        self.update_ema()
 
     @torch.no_grad()
     def update_ema(self) -> None:

@@ -14,7 +14,6 @@ spectral one, which costs three STFTs and is computed only with a weight).
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import lightning.pytorch as pl
@@ -24,6 +23,7 @@ from einops import rearrange
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm
 
+from recipes.base import warmup_cosine
 from zoo import metrics
 from zoo.audio.codec import Codec, CodecConfig
 
@@ -154,9 +154,7 @@ class CodecModule(pl.LightningModule):
         opt_d = torch.optim.AdamW(self.discriminator.parameters(), lr=h.lr, betas=tuple(h.betas))
 
         def schedule(step: int) -> float:
-            warm = min(1.0, (step + 1) / max(h.warmup_steps, 1))
-            t = min(step / max(h.decay_steps, 1), 1.0)
-            return warm * (h.lr_min_ratio + (1 - h.lr_min_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
+            return warmup_cosine(step, h.warmup_steps, step / max(h.decay_steps, 1), h.lr_min_ratio)
 
         return [opt_g, opt_d], [torch.optim.lr_scheduler.LambdaLR(opt_g, schedule),
                                 torch.optim.lr_scheduler.LambdaLR(opt_d, schedule)]

@@ -1,4 +1,9 @@
-"""Write a trained tokenizer as a shipped checkpoint: weights, config, and a model card with metrics."""
+"""Write a trained tokenizer as a checkpoint folder: weights, config, and a model card with metrics.
+
+Training writes into its run folder (`runs/<name>/` by default, see `recipes.train`), never into the
+shipped `checkpoints/` or `zoo/registry.json`: a maintainer copies a reviewed run folder there and
+re-indexes (`zoo.hub.write_index()`).
+"""
 
 from __future__ import annotations
 
@@ -14,10 +19,24 @@ import torch
 from zoo import hub
 
 
+def run_folder(directory: str | Path) -> Path:
+    """`directory` as a training output, refused when it is (or lies inside) a shipped checkpoint folder."""
+    directory = Path(directory)
+    if directory.resolve().is_relative_to(hub.REPO_CHECKPOINTS.resolve()):
+        raise ValueError(f"training writes into its own run folder, not the shipped {directory}: use --output DIR "
+                         "(default runs/<name>/), then copy the reviewed folder into checkpoints/")
+    return directory
+
+
+def announce(directory: str | Path, loader: str = "zoo.load") -> None:
+    """The last lines of a run: where its checkpoint is and how to load it."""
+    print(f"\ncheckpoint written to {directory}/\n  {loader}({str(directory)!r})", flush=True)
+
+
 def write_checkpoint(tokenizer: Any, directory: str | Path, *, name: str, summary: dict[str, Any],
                      metrics: dict[str, float], data: str, recipe: str, train_seconds: float,
-                     notes: str = "", index: bool = True, hardware: str | None = None) -> Path:
-    """Save `tokenizer` with a model card; re-index checkpoints/ when the folder lives there.
+                     notes: str = "", hardware: str | None = None) -> Path:
+    """Save `tokenizer` with a model card.
 
     `hardware` names what trained it (`hardware_name()` of the training device); default: this machine's CPU.
     """
@@ -54,8 +73,6 @@ Weights: Apache-2.0, trained by the zoo recipe above on data built offline by `z
 """
     summary = {**summary, "metrics": metrics}
     hub.save_module(tokenizer, directory, card=card, summary=summary)
-    if index and directory.resolve().parent == hub.REPO_CHECKPOINTS:
-        hub.write_index()
     return directory
 
 
@@ -92,14 +109,17 @@ def rewrite_card(module: Any, directory: str | Path, datamodule: Any, *, name: s
 
 
 class ExportTokenizer(pl.Callback):
-    """At the end of `fit`, save `pl_module.tokenizer` (EMA weights if averaged) as a checkpoint folder.
+    """At the end of `fit`, save `pl_module.tokenizer` (EMA weights if averaged) as a checkpoint folder:
+    `directory` (`zoo train` sets it to the run folder, runs/<name>/), else `<trainer.default_root_dir>/<name>`.
 
     The LightningModule may define `card_metrics(datamodule) -> dict` (measured on validation data)
     and `card_summary() -> dict` (tokens, bits, description) for the card and `zoo list`.
     """
 
-    def __init__(self, directory: str, name: str, data: str = "", recipe: str = "", notes: str = "",
-                 measure: bool = True) -> None:
+    def __init__(self, directory: str | None = None, name: str = "", data: str = "", recipe: str = "",
+                 notes: str = "", measure: bool = True) -> None:
+        if not name:
+            raise ValueError("ExportTokenizer needs the checkpoint's name (name: ...)")
         self.directory, self.name, self.data, self.recipe, self.notes = directory, name, data, recipe, notes
         self.measure = measure
         self.start = time.time()
@@ -123,15 +143,19 @@ class ExportTokenizer(pl.Callback):
         metrics = pl_module.card_metrics(trainer.datamodule) if measure else {}
         summary = pl_module.card_summary() if hasattr(pl_module, "card_summary") else {}
         hardware = hardware_name(trainer.strategy.root_device)  # the module is back on the CPU by now
-        Path(self.directory).mkdir(parents=True, exist_ok=True)
-        (Path(self.directory) / "train_log.json").write_text(json.dumps(
+        directory = run_folder(self.directory or Path(trainer.default_root_dir) / self.name)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "train_log.json").write_text(json.dumps(
             {"seconds": seconds, "global_step": trainer.global_step, "hardware": hardware, "metrics": metrics}, indent=1))
-        write_checkpoint(pl_module.tokenizer, self.directory, name=self.name, summary=summary, metrics=metrics,
+        write_checkpoint(pl_module.tokenizer, directory, name=self.name, summary=summary, metrics=metrics,
                          data=self.data, recipe=self.recipe, train_seconds=seconds, notes=self.notes, hardware=hardware)
+        announce(directory)
 
 
-def remeasure(config: str | Path) -> dict[str, float]:
+def remeasure(config: str | Path, directory: str | Path | None = None) -> dict[str, float]:
     """Measure the checkpoint that `config`'s ExportTokenizer wrote again and rewrite its card.
+
+    `directory`: the run folder (default: the callback's directory, else runs/<name>/).
 
     For a run exported with `measure: false` (trained where the metric packages are missing, e.g. a GPU
     machine without pesq) or after a change to decoding: builds the config's module and data, loads the
@@ -142,7 +166,7 @@ def remeasure(config: str | Path) -> dict[str, float]:
     """
     import yaml
 
-    from recipes.train import instantiate
+    from recipes.train import RUNS, instantiate
 
     cfg = yaml.safe_load(Path(config).read_text())
     exports = [c["init_args"] for c in cfg.get("trainer", {}).get("callbacks", [])
@@ -150,9 +174,10 @@ def remeasure(config: str | Path) -> dict[str, float]:
     if len(exports) != 1:
         raise ValueError(f"{config}: expected one ExportTokenizer callback in trainer.callbacks, found {len(exports)}")
     export = exports[0]
+    directory = Path(directory or export.get("directory") or RUNS / export["name"])
     module, datamodule = instantiate(cfg["model"]), instantiate(cfg["data"])
     datamodule.setup("validate")
-    module.tokenizer.load_state_dict(hub.load_dir(export["directory"]).state_dict())
+    module.tokenizer.load_state_dict(hub.load_dir(directory).state_dict())
     module.eval()
-    return rewrite_card(module, export["directory"], datamodule, name=export["name"], data=export.get("data", ""),
+    return rewrite_card(module, directory, datamodule, name=export["name"], data=export.get("data", ""),
                         recipe=export.get("recipe", ""), notes=export.get("notes", ""))

@@ -16,21 +16,18 @@ x̂, and the loss is ‖(x̂ - z_t)/(1 - t) - (x - ε)‖², with 1 - t clipped 
 
 from __future__ import annotations
 
-import copy
 import math
-import time
 from typing import Any
 
-import lightning.pytorch as pl
 import torch
 from torch import Tensor
 
-from recipes.schedule import budget_progress, ema_decay, update_average, warmup_cosine
+from recipes.base import Recipe
 from zoo import metrics
-from zoo.image.flextok import FlexTok, FlexTokConfig
+from zoo.image.flextok import FlexTok
 
 
-class FlexTokModule(pl.LightningModule):
+class FlexTokModule(Recipe):
     """Args:
         preset: a `FlexTokConfig` preset name; `config` overrides its fields.
         nested_dropout: draw a prefix k per step (FlexTok); False trains at k = K (a fixed-length baseline).
@@ -50,6 +47,8 @@ class FlexTokModule(pl.LightningModule):
             pushes the codes toward a linear (PCA-like) code of the image early in training.
         uniform_prefix: fraction of steps whose k is drawn uniformly in 1..K instead of log-uniformly (ours):
             log-uniform trains the long prefixes rarely (k >= K/2 in one step of six at K = 64).
+        init_from: a FlexTok checkpoint to fine-tune (a folder, or anything `zoo.load` accepts); its config
+            replaces `preset`/`config`.
     """
 
     def __init__(self, preset: str = "tiny", config: dict[str, Any] | None = None, nested_dropout: bool = True,
@@ -58,17 +57,10 @@ class FlexTokModule(pl.LightningModule):
                  budget_seconds: float | None = None, ema_decay: float = 0.999, t_mean: float = -2.0,
                  t_std: float = 1.0, t_eps: float = 0.25, eval_tokens: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64),
                  eval_steps: int | None = None, check_images: int = 64, readout_weight: float = 0.0,
-                 uniform_prefix: float = 0.0) -> None:
+                 uniform_prefix: float = 0.0, init_from: str | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.model = FlexTok(FlexTokConfig.from_name(preset, **(config or {})))
-        self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
-        self.start_time: float | None = None
-
-    @property
-    def tokenizer(self) -> FlexTok:
-        """What is validated and exported: the weight average."""
-        return self.ema
+        self.init_preset(FlexTok, preset, config, init_from)
 
     # -- the loss -------------------------------------------------------------------------------------
 
@@ -117,37 +109,7 @@ class FlexTokModule(pl.LightningModule):
         self.log("train/k", float(k))
         return parts["loss"]
 
-    # -- EMA, optimiser, schedule ---------------------------------------------------------------------
-
-    def on_fit_start(self) -> None:
-        self.start_time = time.monotonic()
-
-    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
-        super().optimizer_step(*args, **kwargs)
-        # here, not in on_train_batch_end: callbacks (ModelCheckpoint) run before the module's batch-end hook,
-        # so an average updated there would be missing its last step in a checkpoint and lost on resume
-        self.update_ema()
-
-    @torch.no_grad()
-    def update_ema(self) -> None:
-        update_average(self.ema.parameters(), self.model.parameters(), ema_decay(self.hparams.ema_decay, self.global_step))
-
-    def progress(self) -> float:
-        """Fraction of the budget used: steps or seconds, whichever is further along."""
-        return budget_progress(self)
-
-    def configure_optimizers(self) -> dict[str, Any]:
-        hp = self.hparams
-        decay = [p for n, p in self.model.named_parameters() if p.ndim >= 2 and "pos" not in n and "registers" not in n]
-        rest = [p for n, p in self.model.named_parameters() if not (p.ndim >= 2 and "pos" not in n and "registers" not in n)]
-        opt = torch.optim.AdamW([{"params": decay, "weight_decay": hp.weight_decay}, {"params": rest, "weight_decay": 0.0}],
-                                lr=hp.lr, betas=tuple(hp.betas))
-
-        def factor(step: int) -> float:
-            return warmup_cosine(step, hp.warmup_steps, self.progress())
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+    no_decay_keys = ("pos", "registers")
 
     # -- validation and the card ----------------------------------------------------------------------
 

@@ -20,23 +20,20 @@ Each step, for a batch of images x:
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
-import time
 from typing import Any
 
-import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from recipes.schedule import budget_progress, ema_decay, update_average, warmup_cosine
+from recipes.base import Recipe
 from zoo import metrics
-from zoo.image.karl import KARL, KARLConfig, extend_curve
+from zoo.image.karl import KARL, extend_curve
 
 
-class KARLModule(pl.LightningModule):
+class KARLModule(Recipe):
     """Args:
         preset: a `KARLConfig` preset name; `config` overrides its fields.
         rec_weight, halt_weight, curve_weight: weights of the reconstruction MSE, the halting BCE and
@@ -60,14 +57,7 @@ class KARLModule(pl.LightningModule):
                  check_quality: float | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.model = KARL(KARLConfig.from_name(preset, **(config or {})))
-        self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
-        self.start_time: float | None = None
-
-    @property
-    def tokenizer(self) -> KARL:
-        """What is validated and exported: the weight average."""
-        return self.ema
+        self.init_preset(KARL, preset, config)
 
     # -- the two phases -------------------------------------------------------------------------------
 
@@ -110,36 +100,7 @@ class KARLModule(pl.LightningModule):
             self.log(f"train/{k}", v, prog_bar=k in ("loss", "halt"))
         return out["loss"]
 
-    # -- EMA, optimiser, schedule ---------------------------------------------------------------------
-
-    def on_fit_start(self) -> None:
-        self.start_time = time.monotonic()
-
-    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
-        super().optimizer_step(*args, **kwargs)
-        self.update_ema()  # here, so a checkpoint written by a callback already holds this step's average
-
-    @torch.no_grad()
-    def update_ema(self) -> None:
-        update_average(self.ema.parameters(), self.model.parameters(), ema_decay(self.hparams.ema_decay, self.global_step))
-
-    def progress(self) -> float:
-        """Fraction of the budget used: steps or seconds, whichever is further along."""
-        return budget_progress(self)
-
-    def configure_optimizers(self) -> dict[str, Any]:
-        hp = self.hparams
-        named = list(self.model.named_parameters())
-        no_decay = {n for n, p in named if p.ndim < 2 or any(s in n for s in ("pos", "latents", "token", "query"))}
-        opt = torch.optim.AdamW([{"params": [p for n, p in named if n not in no_decay], "weight_decay": hp.weight_decay},
-                                 {"params": [p for n, p in named if n in no_decay], "weight_decay": 0.0}],
-                                lr=hp.lr, betas=tuple(hp.betas))
-
-        def factor(step: int) -> float:
-            return warmup_cosine(step, hp.warmup_steps, self.progress())
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+    no_decay_keys = ("pos", "latents", "token", "query")
 
     # -- validation and the card ----------------------------------------------------------------------
 

@@ -32,22 +32,19 @@ usage (perplexity of the sampled ids and the fraction of codes used).
 
 from __future__ import annotations
 
-import copy
 import math
-import time
 from typing import Any
 
-import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from recipes.schedule import budget_progress, ema_decay, update_average, warmup_cosine
+from recipes.base import Recipe
 from zoo import metrics
 from zoo.evaluate import budget_metrics
 from zoo.nn import Transformer
-from zoo.video.larp import LARP, LARPConfig
+from zoo.video.larp import LARP
 
 
 class ARPrior(nn.Module):
@@ -91,7 +88,7 @@ class VideoDiscriminator(nn.Module):
         return self.net(x)
 
 
-class LARPModule(pl.LightningModule):
+class LARPModule(Recipe):
     """Args:
         preset: a `LARPConfig` preset name; `config` overrides its fields.
         nested_dropout: decode a random prefix of the tokens each step (so any n works); False keeps N.
@@ -140,19 +137,12 @@ class LARPModule(pl.LightningModule):
             raise ValueError(f"loss weights must be >= 0, got prior_weight={prior_weight}, disc_weight={disc_weight}")
         self.save_hyperparameters()
         self.automatic_optimization = False  # two optimisers when the discriminator is on
-        self.model = LARP(LARPConfig.from_name(preset, **(config or {})))
+        self.init_preset(LARP, preset, config)
         c = self.model.config
         self.prior = ARPrior(c.code_dim, c.max_tokens, prior_dim, prior_depth, prior_heads)
         self.discriminator = VideoDiscriminator(disc_channels) if disc_weight > 0 else None
-        self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
         self.register_buffer("code_use", torch.ones(c.codebook_size))  # running count per batch of each code
-        self.start_time: float | None = None
         self.batches = 0  # optimiser steps of the tokenizer (Lightning's global_step counts both optimisers)
-
-    @property
-    def tokenizer(self) -> LARP:
-        """What is validated and exported: the weight average (the prior is not part of it)."""
-        return self.ema
 
     # -- the losses -----------------------------------------------------------------------------------
 
@@ -264,33 +254,17 @@ class LARPModule(pl.LightningModule):
 
     # -- EMA, optimiser, schedule ---------------------------------------------------------------------
 
-    def on_fit_start(self) -> None:
-        self.start_time = time.monotonic()
+    no_decay_keys = ("pos", "queries", "query", "start", "svq.embed")
 
-    @torch.no_grad()
-    def update_ema(self) -> None:
-        update_average(self.ema.parameters(), self.model.parameters(), ema_decay(self.hparams.ema_decay, self.batches))
-
-    def progress(self) -> float:
-        """Fraction of the budget used: steps or seconds, whichever is further along."""
-        return budget_progress(self, self.trainer.global_step if self._trainer is not None else None)
+    def ema_step(self) -> int:
+        return self.batches
 
     def configure_optimizers(self) -> Any:
         hp = self.hparams
-        params = [(n, p) for m in (self.model, self.prior) for n, p in m.named_parameters()]
-        no_decay = ("pos", "queries", "query", "start", "svq.embed")
-        decay = [p for n, p in params if p.ndim >= 2 and not any(k in n for k in no_decay)]
-        rest = [p for n, p in params if not (p.ndim >= 2 and not any(k in n for k in no_decay))]
-        opt = torch.optim.AdamW([{"params": decay, "weight_decay": hp.weight_decay}, {"params": rest, "weight_decay": 0.0}],
-                                lr=hp.lr, betas=tuple(hp.betas))
-
-        def factor(step: int) -> float:
-            return warmup_cosine(step, hp.warmup_steps, self.progress())
-
-        opts = [opt]
+        opts = [torch.optim.AdamW(self.param_groups(self.model, self.prior), lr=hp.lr, betas=tuple(hp.betas))]
         if self.discriminator is not None:
             opts.append(torch.optim.AdamW(self.discriminator.parameters(), lr=hp.lr, betas=(0.5, 0.9)))
-        return opts, [torch.optim.lr_scheduler.LambdaLR(o, factor) for o in opts]
+        return opts, [torch.optim.lr_scheduler.LambdaLR(o, lambda step: self.lr_factor(step)) for o in opts]
 
     # -- validation and the card ----------------------------------------------------------------------
 

@@ -12,7 +12,6 @@ trains its image judge) and writes the checkpoint with its card.
 from __future__ import annotations
 
 import json
-import math
 import platform
 import time
 from pathlib import Path
@@ -24,40 +23,41 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from recipes.base import Recipe
+from recipes.export import announce, run_folder
 from recipes.lm_data import InterleavedData
 from zoo.llm import MultimodalLM
 from zoo.llm.evaluate import (ACTION, IMAGE, JUDGE, ShapeJudge, describe_judge, judge_accuracy, load_judge, measure,
                               reconstruct)
 
 
-class InterleavedLM(pl.LightningModule):
+class InterleavedLM(Recipe):
     """Next-id training of a `MultimodalLM` built (at setup) for the datamodule's vocabulary.
 
     Args:
         n_layer, n_embd, n_head, n_positions, dropout: the GPT-2 config.
-        lr: peak learning rate; weight_decay on weight matrices only.
-        warmup_steps: linear warm-up, then cosine decay to `min_lr_ratio * lr` at `trainer.max_steps`, or
+        lr, betas: AdamW's peak learning rate and betas; weight_decay on weight matrices only (not the embeddings).
+        warmup_steps: linear warm-up, times a cosine decay to `min_lr_ratio * lr` at `trainer.max_steps`, or
             at `budget_seconds` of training if that comes first (set `trainer.max_time` to match), so a
-            run cut by the clock on a busy machine still ends its schedule.
+            run cut by the clock on a busy machine still ends its schedule (`recipes.base.warmup_cosine`).
         threads: torch CPU threads (None: leave as is).
-        init_from: start from the weights of a saved LM (a folder, or the name of one under checkpoints/,
-            e.g. "lm-tiny-interleaved") to continue its training; its vocabulary, text tokenizer and
+        init_from: start from the weights of a saved LM (anything `zoo.load` takes: a run folder such as
+            "runs/lm-tiny-interleaved-base", or a registered name such as "lm-tiny-interleaved") to continue its training; its vocabulary, text tokenizer and
             architecture must be the ones this run builds (ValueError otherwise).
     """
 
     def __init__(self, n_layer: int = 4, n_embd: int = 256, n_head: int = 4, n_positions: int = 160,
                  dropout: float = 0.1, lr: float = 1e-3, weight_decay: float = 0.1, warmup_steps: int = 100,
                  min_lr_ratio: float = 0.1, budget_seconds: float | None = None, threads: int | None = 1,
-                 init_from: str | None = None) -> None:
+                 init_from: str | None = None, betas: tuple[float, float] = (0.9, 0.95)) -> None:
         super().__init__()
         if threads:
             torch.set_num_threads(threads)  # the machines are shared: one thread per training by default
         self.save_hyperparameters()
         self.lm: MultimodalLM | None = None
-        self.fit_start = time.time()
+        self.start_time: float | None = None
 
-    def on_train_start(self) -> None:
-        self.fit_start = time.time()
+    no_decay_keys = ("wte", "wpe")
 
     def setup(self, stage: str) -> None:
         if self.lm is None:
@@ -73,7 +73,7 @@ class InterleavedLM(pl.LightningModule):
                                      n_positions=h.n_positions, dropout=h.dropout)
         if h.init_from:
             self.lm.model.load_state_dict(initial_weights(h.init_from, self.lm), strict=True)
-        self.model = self.lm.model.train()  # a submodule, so Lightning moves and optimises it
+        self.init_model(self.lm.model.train(), ema=False)  # a submodule, so Lightning moves and optimises it
 
     def losses(self, ids: Tensor) -> dict[str, Tensor]:
         """ids: (B, N) right-padded sequences → mean next-id loss overall and on each entry's codes."""
@@ -100,35 +100,11 @@ class InterleavedLM(pl.LightningModule):
         losses = self.losses(ids)
         self.log_dict({f"val/{k}": v for k, v in losses.items()}, batch_size=len(ids))
 
-    def configure_optimizers(self) -> Any:
-        h = self.hparams
-        decay = [p for n, p in self.model.named_parameters() if p.ndim >= 2 and "wte" not in n and "wpe" not in n]
-        rest = [p for n, p in self.model.named_parameters() if not (p.ndim >= 2 and "wte" not in n and "wpe" not in n)]
-        opt = torch.optim.AdamW([{"params": decay, "weight_decay": h.weight_decay}, {"params": rest, "weight_decay": 0.0}],
-                                lr=h.lr, betas=(0.9, 0.95))
-        total = max(self.trainer.max_steps, h.warmup_steps + 1)
-
-        def factor(step: int) -> float:
-            if step < h.warmup_steps:
-                return (step + 1) / h.warmup_steps
-            t = (step - h.warmup_steps) / (total - h.warmup_steps)
-            if h.budget_seconds:
-                t = max(t, (time.time() - self.fit_start) / h.budget_seconds)
-            t = min(t, 1.0)
-            return h.min_lr_ratio + (1 - h.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
-
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.LambdaLR(opt, factor),
-                                                   "interval": "step"}}
-
 
 def initial_weights(source: str | Path, lm: MultimodalLM) -> dict[str, Tensor]:
-    """The state dict of the saved LM `source` (folder or checkpoints/ name), checked to fit `lm`."""
-    from zoo.hub import REPO_CHECKPOINTS
-
-    path = Path(source) if Path(source).is_dir() else REPO_CHECKPOINTS / str(source)
-    if not path.is_dir():
-        raise ValueError(f"init_from={str(source)!r} is neither a folder nor a checkpoint under {REPO_CHECKPOINTS}")
-    saved = MultimodalLM.from_pretrained(path)
+    """The state dict of the saved LM `source` (anything `zoo.load` takes: a run folder, a registered name),
+    checked to fit `lm`."""
+    saved = MultimodalLM.from_pretrained(source)
     if saved.vocab.to_dict() != lm.vocab.to_dict():
         raise ValueError(f"init_from={str(source)!r} has the vocabulary {saved.vocab.ranges()}, this run builds "
                          f"{lm.vocab.ranges()}: the same vocabulary is required to continue training")
@@ -205,9 +181,10 @@ def train_judge(path: str | Path, levels: Any = (0, 1), n: int = 20000, steps: i
 
 
 class ExportLM(pl.Callback):
-    """At the end of `fit`, measure the LM by sampling and write it (weights, vocabulary, text tokenizer, card)."""
+    """At the end of `fit`, measure the LM by sampling and write it (weights, vocabulary, text tokenizer, card)
+    into `directory` (`zoo train` sets it to the run folder, runs/<name>/), else `<trainer.default_root_dir>/<name>`."""
 
-    def __init__(self, directory: str, name: str, recipe: str = "", action_samples: int = 4,
+    def __init__(self, directory: str | None = None, name: str = "lm", recipe: str = "", action_samples: int = 4,
                  image_prompts: int = 128, judge: str | None = None, judge_steps: int = 800,
                  guidance: float = 1.0) -> None:
         self.directory, self.name, self.recipe, self.guidance = directory, name, recipe, guidance
@@ -222,10 +199,12 @@ class ExportLM(pl.Callback):
         if not trainer.is_global_zero:
             return
         val = {k.split("/", 1)[1]: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-        export_lm(pl_module.lm, self.directory, name=self.name, dm=trainer.datamodule, recipe=self.recipe,
+        directory = run_folder(self.directory or Path(trainer.default_root_dir) / self.name)
+        export_lm(pl_module.lm, directory, name=self.name, dm=trainer.datamodule, recipe=self.recipe,
                   seconds=time.time() - self.start, global_step=trainer.global_step, val=val,
                   action_samples=self.action_samples, image_prompts=self.image_prompts, judge=self.judge,
                   judge_steps=self.judge_steps, guidance=self.guidance)
+        announce(directory)
 
 
 def export_lm(lm: MultimodalLM, directory: str | Path, *, name: str, dm: InterleavedData, recipe: str, seconds: float,
@@ -256,8 +235,9 @@ def export_lm(lm: MultimodalLM, directory: str | Path, *, name: str, dm: Interle
                "judge": {"file": JUDGE, "val_accuracy": judge_acc} if judge_acc else {},
                "train_seconds": seconds, "global_step": global_step, "protocol": results["protocol"],
                "metrics": metrics}
+    judge_file = Path(directory) / JUDGE
     lm.save_pretrained(directory, card=lm_card(name, lm, dm, summary, recipe, seconds), summary=summary,
-                       dtype=torch.float16)
+                       dtype=torch.float16, files={JUDGE: judge_file.read_bytes()} if judge_file.is_file() else None)
     (Path(directory) / "train_log.json").write_text(json.dumps(
         {"seconds": seconds, "global_step": global_step, "metrics": metrics}, indent=1))
     return summary
@@ -288,7 +268,7 @@ def lm_card(name: str, lm: MultimodalLM, dm: InterleavedData, summary: dict[str,
     return f"""# {name}
 
 {summary['description']} Not a tokenizer: a demonstration that the zoo's tokens plug into an LLM.
-It is not in `zoo list`; load it with `zoo.llm.MultimodalLM.from_pretrained("checkpoints/{name}")`.
+It is not in `zoo list`; load it with `zoo.load("{name}")` once shipped (a `zoo.llm.MultimodalLM`).
 
 ## Vocabulary (`vocabulary.json`)
 | range | ids |
@@ -318,7 +298,8 @@ Weights: Apache-2.0, trained by the zoo recipe above on data built offline by `z
 """
 
 
-def remeasure(config: str | Path, judge_steps: int = 800, keep_judge: bool = False) -> dict[str, Any]:
+def remeasure(config: str | Path, judge_steps: int = 800, keep_judge: bool = False,
+              directory: str | Path | None = None) -> dict[str, Any]:
     """Measure an LM trained by `config` again (a new judge, the current protocol) without training it.
 
     The LM, its training time and its validation losses are read from the checkpoint directory that the
@@ -327,9 +308,11 @@ def remeasure(config: str | Path, judge_steps: int = 800, keep_judge: bool = Fal
     """
     import yaml
 
+    from recipes.train import RUNS
+
     cfg = yaml.safe_load(Path(config).read_text())
     export = next(cb["init_args"] for cb in cfg["trainer"]["callbacks"] if cb["class_path"].endswith("ExportLM"))
-    directory = Path(export["directory"])
+    directory = Path(directory or export.get("directory") or RUNS / export["name"])
     log = json.loads((directory / "train_log.json").read_text())
     val = {k[len("val_"):]: v for k, v in log["metrics"].items() if k.startswith("val_")}
     if not keep_judge:

@@ -24,6 +24,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from torch.utils.data import TensorDataset
 
+from recipes.export import announce, run_folder
 from recipes.vit_host import ShapesDataModule, augment, evaluate_host  # noqa: F401  (the data module of the config)
 from zoo.hub import save_module
 from zoo.reduce.host import load_host_classifier
@@ -98,15 +99,17 @@ class SelectorModule(pl.LightningModule):
     def on_fit_end(self) -> None:
         if self.hparams.export_dir is None or not self.trainer.is_global_zero:
             return
+        directory = run_folder(self.hparams.export_dir)
         minutes = (time.time() - self.start) / 60
         self.selector.eval()
         val = self.trainer.datamodule.val_set
         acc = {str(k): self.accuracy_with_selector(val, k) for k in CARD_KEEPS}
         summary = {"val_accuracy_at_keep": acc, "val_size": len(val), "host": self.hparams.host,
                    "train_minutes": minutes, "global_step": self.trainer.global_step}
-        save_module(self.selector, self.hparams.export_dir, summary=summary,
+        save_module(self.selector, directory, summary=summary,
                     card=selector_card(self.selector.config, acc, len(val), minutes, self.trainer.global_step,
                                        self.hparams))
+        announce(directory, "zoo.reduce.select.load_selector")
 
 
 def selector_card(config: SelectorConfig, acc: dict[str, dict[str, float]], val_size: int, minutes: float,

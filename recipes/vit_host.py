@@ -5,15 +5,13 @@
 Data: `zoo.data.images` shape scenes (all complexity levels), train split for training, val split
 (disjoint scene seeds) for the card. Augmentation: flips and 90-degree rotations, which keep kind,
 colour and count. Loss: the sum of the three heads' cross-entropies (label smoothing 0.1). The cosine learning-rate decay
-follows max(step / max_steps, elapsed / budget_minutes), so a time-limited run on a busy machine still
+follows max(step / max_steps, elapsed / budget_seconds) (`recipes.base`), so a time-limited run on a busy machine still
 ends at a low learning rate.
 """
 
 from __future__ import annotations
 
-import math
 import time
-from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -23,6 +21,8 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
+from recipes.base import Recipe
+from recipes.export import announce, run_folder
 from zoo.data.images import build_image_dataset, images_to_tensor
 from zoo.hub import save_module
 from zoo.reduce.host import HEADS, HostClassifier, HostConfig, host_accuracy
@@ -77,17 +77,23 @@ def augment(x: Tensor) -> Tensor:
     return torch.where(flip[:, None, None, None], x.flip(3), x)
 
 
-class HostModule(pl.LightningModule):
-    """Cross-entropy on the three heads, AdamW, linear warm-up then cosine decay."""
+class HostModule(Recipe):
+    """Cross-entropy on the three heads, AdamW, linear warm-up then cosine decay (`recipes.base`)."""
+
+    no_decay_keys = ("pos_embed",)
 
     def __init__(self, config: dict[str, Any] | None = None, lr: float = 1e-3, weight_decay: float = 0.05,
                  warmup_steps: int = 100, label_smoothing: float = 0.1, threads: int = 1,
-                 budget_minutes: float | None = None, export_dir: str | None = None) -> None:
+                 budget_seconds: float | None = None, export_dir: str | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
         torch.set_num_threads(threads)
-        self.host = HostClassifier(HostConfig(**(config or {})))
+        self.init_model(HostClassifier(HostConfig(**(config or {}))), ema=False)
         self.start = time.time()
+
+    @property
+    def host(self) -> HostClassifier:
+        return self.model
 
     def loss(self, batch: list[Tensor]) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
         x, *y = batch
@@ -112,27 +118,8 @@ class HostModule(pl.LightningModule):
         logged = {k: round(float(v), 4) for k, v in self.trainer.callback_metrics.items() if k.startswith("val/")}
         rank_zero_info(f"step {self.global_step} ({(time.time() - self.start) / 60:.1f} min): {logged}")
 
-    def configure_optimizers(self) -> dict[str, Any]:
-        decay = [p for n, p in self.host.named_parameters() if p.ndim >= 2 and "pos_embed" not in n]
-        rest = [p for n, p in self.host.named_parameters() if not (p.ndim >= 2 and "pos_embed" not in n)]
-        opt = torch.optim.AdamW([{"params": decay, "weight_decay": self.hparams.weight_decay},
-                                 {"params": rest, "weight_decay": 0.0}], lr=self.hparams.lr)
-        total = max(self.trainer.estimated_stepping_batches, 1)
-        warm = self.hparams.warmup_steps
-        budget = self.hparams.budget_minutes
-
-        def schedule(step: int) -> float:
-            if step < warm:
-                return (step + 1) / warm
-            done = (step - warm) / max(total - warm, 1)
-            if budget:  # on a shared machine steps/s drift: decay over the wall-clock budget too
-                done = max(done, (time.time() - self.start) / (60 * budget))
-            return 0.5 * (1 + math.cos(math.pi * min(done, 1.0)))
-
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.LambdaLR(opt, schedule),
-                                                   "interval": "step"}}
-
     def on_fit_start(self) -> None:
+        super().on_fit_start()
         self.start = time.time()
 
     @torch.no_grad()
@@ -143,13 +130,15 @@ class HostModule(pl.LightningModule):
     def on_fit_end(self) -> None:
         if self.hparams.export_dir is None or not self.trainer.is_global_zero:
             return
+        directory = run_folder(self.hparams.export_dir)
         minutes = (time.time() - self.start) / 60
         dm = self.trainer.datamodule
         acc = self.evaluate(dm.val_set)
         summary = {"val_accuracy": acc, "val_size": len(dm.val_set), "train_minutes": minutes,
                    "global_step": self.trainer.global_step}
-        save_module(self.host, self.hparams.export_dir, summary=summary,
+        save_module(self.host, directory, summary=summary,
                     card=host_card(self.host.config, acc, len(dm.val_set), dm.hparams, minutes, self.trainer.global_step))
+        announce(directory, "zoo.reduce.host.load_host_classifier")
 
 
 def host_card(config: HostConfig, acc: dict[str, float], val_size: int, data: Any, minutes: float, steps: int) -> str:

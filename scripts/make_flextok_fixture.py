@@ -39,8 +39,14 @@ LEVELS = [8, 8, 8, 5, 5, 5]
 GRID = IMAGE // F // P
 
 
-def tree(vae_dir: str) -> dict:
-    """The Hydra tree in the layout of the released configs (module names and keys as in the release)."""
+def tree(vae_dir: str, C: int = C, P: int = P, K: int = K, ENC_DIM: int = ENC_DIM, DEC_DIM: int = DEC_DIM,
+         HEAD_DIM: int = HEAD_DIM, ENC_DEPTH: int = ENC_DEPTH, DEC_DEPTH: int = DEC_DEPTH, GRID: int = GRID,
+         flex: bool = False) -> dict:
+    """The Hydra tree in the layout of the released configs (module names and keys as in the release).
+
+    The defaults are the fixture's tiny shape; `flex=True` keeps the official fast path (flex_attention block
+    masks) instead of the materialised masks its SDPA fallback needs (benchmarks/flextok.py times both).
+    """
     packer = "flextok.model.preprocessors.flex_seq_packing.BlockWiseSequencePacker"
     transformer = "flextok.model.trunks.transformers.FlexTransformer"
     to_last = {"_target_": "flextok.model.utils.dict_ops.channels_first_to_last", "_partial_": True}
@@ -68,7 +74,7 @@ def tree(vae_dir: str) -> dict:
             "enc_seq_packer": {"_target_": packer, "input_list_read_keys": ["enc_patches", "enc_registers"],
                                "packed_seq_write_key": "enc_packed_seq", "block_mask_write_key": "enc_block_mask",
                                "inner_packed_shapes_write_key": "enc_ps_inner", "outer_packed_shapes_write_key": "enc_ps_outer",
-                               "mask_mode": "causal_last", "pad_to_multiple": 128, "return_materialized_mask": True},
+                               "mask_mode": "causal_last", "pad_to_multiple": 128, "return_materialized_mask": not flex},
             "enc_transformer": {"_target_": transformer, "input_seq_read_key": "enc_packed_seq",
                                 "output_seq_write_key": "enc_packed_seq", "dim": ENC_DIM, "depth": ENC_DEPTH,
                                 "head_dim": HEAD_DIM, "block_mask_read_key": "enc_block_mask"},
@@ -106,7 +112,7 @@ def tree(vae_dir: str) -> dict:
                                "packed_seq_write_key": "dec_packed_seq", "block_mask_write_key": "dec_block_mask",
                                "inner_packed_shapes_write_key": "dec_ps_inner", "outer_packed_shapes_write_key": "dec_ps_outer",
                                "mask_mode": "full", "pad_to_multiple": 128, "emb_packing_fn_write_key": "emb_packing_fn",
-                               "per_subseq_embs": True, "return_materialized_mask": True},
+                               "per_subseq_embs": True, "return_materialized_mask": not flex},
             "dec_time_embedder": {"_target_": "flextok.model.preprocessors.time_embedding.TimestepEmbedder",
                                   "timesteps_read_key": "timesteps", "time_embedding_write_key": "dec_temb", "dim": DEC_DIM,
                                   "frequency_embedding_size": 256, "max_timestep": 1.0},

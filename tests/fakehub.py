@@ -1,9 +1,12 @@
-"""Loopback servers for hub tests: a plain file server and a minimal Hugging Face hub (resolve endpoint)."""
+"""Loopback servers for hub tests: a plain file server and a minimal Hugging Face hub (resolve, and the
+create-repo / preupload / commit endpoints `HfApi.upload_folder` calls, which publish what is uploaded)."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import http.server
+import json
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,6 +42,43 @@ def serve(routes: dict[str, bytes], hf: bool = False):
         def do_GET(self) -> None:
             self._reply(True)
 
+        def _json(self, obj: object) -> None:
+            body = json.dumps(obj).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_POST(self) -> None:
+            requests.append(f"{self.command} {self.path}")
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            path = self.path.split("?")[0]
+            if not hf:
+                self.send_response(405)
+                self.end_headers()
+            elif path == "/api/repos/create":
+                spec = json.loads(body)
+                repo = f"{spec.get('organization') or 'user'}/{spec['name']}" if "/" not in spec["name"] else spec["name"]
+                self._json({"url": f"http://{self.headers['Host']}/{repo}", "name": repo})
+            elif path == "/api/validate-yaml":  # the card's YAML header: accepted
+                self._json({"errors": [], "warnings": []})
+            elif "/preupload/" in path:
+                files = json.loads(body)["files"]
+                self._json({"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]})
+            elif "/commit/" in path:  # /api/models/{org}/{name}/commit/{revision}: NDJSON header, then files
+                repo = path[len("/api/models/"):].split("/commit/")[0]
+                for line in body.decode().splitlines():
+                    item = json.loads(line)
+                    if item["key"] == "file":
+                        value = item["value"]
+                        routes[f"/{repo}/resolve/main/{value['path']}"] = base64.b64decode(value["content"])
+                self._json({"commitUrl": f"http://{self.headers['Host']}/{repo}/commit/{'1' * 40}", "commitOid": "1" * 40,
+                            "pullRequestUrl": None})
+            else:
+                self.send_response(404)
+                self.end_headers()
+
         def log_message(self, *args) -> None:
             pass
 
@@ -54,3 +94,18 @@ def serve(routes: dict[str, bytes], hf: bool = False):
 
 def checkpoint_routes(directory: Path, prefix: str) -> dict[str, bytes]:
     return {f"{prefix}/{p.name}": p.read_bytes() for p in directory.iterdir() if p.is_file()}
+
+
+def load_release_from_fake_hub(repo: str, folder: Path, files: tuple[str, ...], code: str, cache: Path):
+    """Serve `files` of `folder` as hub repo `repo` and run `code` in a fresh process against it (huggingface_hub
+    reads HF_ENDPOINT at import). Returns (completed process, the requests the server saw)."""
+    import os
+    import subprocess
+    import sys
+
+    routes = {f"/{repo}/resolve/main/{f}": (folder / f).read_bytes() for f in files}
+    with serve(routes, hf=True) as (base, requests):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                             cwd=Path(__file__).parent.parent,
+                             env={**os.environ, "HF_ENDPOINT": base, "ZOO_CACHE": str(cache), "HF_HUB_OFFLINE": "0"})
+    return out, requests

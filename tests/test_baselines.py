@@ -1,5 +1,7 @@
 """The binning and DCT+BPE baselines: round trips, budgets, fitted state, and strict decoding."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -67,3 +69,79 @@ def test_dct_bpe_refuses_what_it_cannot_do(data):
         DCTBPE(DCTBPEConfig(num_dof=7)).encode(val)
     with pytest.raises(ValueError, match="vocab_size must exceed"):
         DCTBPEConfig(num_dof=7, scale=100, vocab_size=512)
+
+
+# ----------------------------------------------------------------------------------------- FAST's release layout
+
+FAST = Path(__file__).parent / "fixtures" / "fast_release"  # made by scripts/make_fast_fixture.py
+
+
+@pytest.mark.parametrize("case", ["in_range", "wide"])
+def test_fast_release_loads_to_identical_tokens_and_decodes(case):
+    import numpy as np
+
+    io = np.load(FAST / "io.npz")
+    assert DCTBPE.is_release(FAST) and DCTBPE.is_release(FAST / "tokenizer.json")
+    tok = DCTBPE.from_release(FAST)
+    actions = torch.from_numpy(io[f"{case}.actions"])
+    t = tok.encode(actions)
+    assert t.lengths.tolist() == io[f"{case}.lengths"].tolist()
+    assert torch.equal(t.ids, torch.from_numpy(io[f"{case}.ids"]))
+    decoded = tok.decode(t)
+    assert decoded.shape == actions.shape  # any length and any dofs: no resampling, no fitted bounds
+    torch.testing.assert_close(decoded.double(), torch.from_numpy(io[f"{case}.decoded"]), atol=1e-5, rtol=0)
+    if case == "in_range":  # FAST's own rounding error only: within half a quantisation step per coefficient
+        assert float((decoded - actions.float()).abs().max()) < 0.5 / 10 * actions.shape[1] ** 0.5
+
+
+def test_fast_release_survives_our_checkpoint_and_needs_sizes_from_somewhere(tmp_path):
+    import numpy as np
+
+    io = np.load(FAST / "io.npz")
+    tok = DCTBPE.from_release(FAST)
+    actions = torch.from_numpy(io["in_range.actions"])
+    t = tok.encode(actions)
+    again = zoo.load(tok.save_pretrained(tmp_path / "fast"))
+    assert torch.equal(again.encode(actions).ids, t.ids)
+    bare = zoo.Tokens(ids=t.ids, lengths=t.lengths)  # as an LLM would emit them: no recorded sizes
+    with pytest.raises(ValueError, match="num_steps=T, num_dof=D"):
+        tok.decode(bare)
+    torch.testing.assert_close(tok.decode(bare, num_steps=12, num_dof=3), tok.decode(t))
+    with pytest.raises(ValueError, match="truncated or malformed"):
+        tok.decode(bare, num_steps=12, num_dof=4)
+    with pytest.raises(ValueError, match="from_release"):
+        tok.fit(actions)
+
+
+def test_fast_release_refuses_what_is_not_one(tmp_path):
+    import json
+    import shutil
+
+    assert not DCTBPE.is_release(tmp_path)
+    with pytest.raises(ValueError, match="not a FAST tokenizer release"):
+        DCTBPE.from_release(tmp_path)
+    shutil.copy(FAST / "tokenizer.json", tmp_path / "tokenizer.json")
+    config = json.loads((FAST / "processor_config.json").read_text())
+    (tmp_path / "processor_config.json").write_text(json.dumps({**config, "min_token": "low"}))
+    with pytest.raises(ValueError, match="min_token must be an integer"):
+        DCTBPE.from_release(tmp_path)
+    (tmp_path / "processor_config.json").write_text(json.dumps(config))
+    (tmp_path / "tokenizer.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not a tokenizers file"):
+        DCTBPE.from_release(tmp_path)
+    with pytest.raises(ValueError, match="resample=True needs"):
+        DCTBPEConfig(num_dof=None, min_token=0)
+
+
+def test_fast_universal_downloads_converts_and_loads_from_a_local_fake_hub(tmp_path):
+    """`zoo.load("fast-universal")` against a loopback hub serving the fixture under the release's repo name."""
+    from tests.fakehub import load_release_from_fake_hub
+
+    code = ("import numpy as np, torch, zoo; io = np.load('tests/fixtures/fast_release/io.npz'); "
+            "tok = zoo.load('fast-universal'); t = tok.encode(torch.from_numpy(io['wide.actions'])); "
+            "print(tok.family, torch.equal(t.ids, torch.from_numpy(io['wide.ids'])))")
+    out, requests = load_release_from_fake_hub("physical-intelligence/fast", FAST, ("tokenizer.json", "processor_config.json"),
+                                               code, tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["dct-bpe", "True"]
+    assert any("processor_config.json" in r for r in requests)

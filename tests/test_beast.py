@@ -208,19 +208,21 @@ def test_shipped_beast_lasa_meets_its_card():
 def test_recipe_writes_loadable_checkpoints_with_cards(tmp_path):
     from recipes.train import main as train
 
-    config = tmp_path / "lasa.yaml"
-    config.write_text(f"""
+    for family, init in (("beast", "fit_beast"), ("binning", "fit_baseline"), ("dct-bpe", "fit_baseline")):
+        config = tmp_path / f"{family}.yaml"
+        extra = "    tokenizer: {num_dof: 2, num_control_points: 8, max_control_points: 9}\n" if family == "beast" \
+            else f"    family: {family}\n"
+        config.write_text(f"""
 fit:
-  class_path: recipes.beast.fit_beast
+  class_path: recipes.beast.{init}
   init_args:
-    name: beast-test
-    output: {tmp_path}/out/beast-test
+    name: {family}-test
     dataset: lasa
     num_steps: 50
     augment: dihedral
-    tokenizer: {{num_dof: 2, num_control_points: 8, max_control_points: 9}}
-""")
-    train([str(config)])
+{extra}""")
+        train([str(config), "--output", str(tmp_path / "out" / f"{family}-test")])  # one config, one checkpoint
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["beast-test", "binning-test", "dct-bpe-test"]
     for name in ("beast-test", "binning-test", "dct-bpe-test"):
         tok = zoo.load(tmp_path / "out" / name)
         card = (tmp_path / "out" / name / "README.md").read_text()

@@ -68,3 +68,65 @@ def test_remeasure_needs_exactly_one_export_callback(tmp_path) -> None:
 def test_hardware_name_names_the_cpu_and_torch() -> None:
     name = hardware_name(torch.device("cpu"))
     assert "CPU" in name and f"({torch.get_num_threads()} threads)" in name and torch.__version__ in name
+
+
+# ----------------------------------------------------------------------------------------- where training writes
+
+
+FIT = """
+fit:
+  class_path: recipes.beast.fit_baseline
+  init_args: {{family: binning, name: binning-where, dataset: lasa, num_steps: 20{extra}}}
+"""
+
+
+def test_training_writes_runs_name_prints_how_to_load_and_refuses_what_a_config_cannot_take(tmp_path, monkeypatch,
+                                                                                              capsys) -> None:
+    import hashlib
+
+    import zoo
+    from recipes.train import main as train
+
+    registry = hashlib.sha256(hub.REGISTRY_FILE.read_bytes()).hexdigest()
+    shipped = {p: p.stat().st_mtime_ns for p in hub.REPO_CHECKPOINTS.glob("*/*")}
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "fit.yaml").write_text(FIT.format(extra=""))
+    train(["fit.yaml"])
+    out = capsys.readouterr().out
+    assert "runs/binning-where/" in out and "zoo.load('runs/binning-where')" in out
+    assert zoo.load("runs/binning-where").spec.modality == "action"
+    train(["fit.yaml", "--output", "elsewhere/b"])
+    assert zoo.load("elsewhere/b").spec.modality == "action"
+    for bad in (["fit.yaml", "--trainer.max_steps=3"], ["fit.yaml", "--output"], ["missing.yaml"],
+                ["fit.yaml", "--config", "fit.yaml"]):
+        with pytest.raises(SystemExit) as info:
+            train(bad)
+        assert info.value.code == 2
+    (tmp_path / "set.yaml").write_text(FIT.format(extra=", output: set/b"))
+    with pytest.raises(SystemExit) as info:
+        train(["set.yaml", "--output", "other"])  # the config names its folder: --output cannot apply
+    assert info.value.code == 2
+    (tmp_path / "shipped.yaml").write_text(FIT.format(extra=f", output: {hub.REPO_CHECKPOINTS / 'binning-lasa'}"))
+    with pytest.raises(ValueError, match="run folder"):
+        train(["shipped.yaml"])
+    assert hashlib.sha256(hub.REGISTRY_FILE.read_bytes()).hexdigest() == registry
+    assert {p: p.stat().st_mtime_ns for p in hub.REPO_CHECKPOINTS.glob("*/*")} == shipped
+
+
+def test_a_lightning_run_lands_in_runs_name_with_its_logs(tmp_path, monkeypatch, capsys) -> None:
+    from recipes.train import main as train
+
+    cfg = _config("")
+    del cfg["trainer"]["callbacks"][0]["init_args"]["directory"]
+    cfg["trainer"].update(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                          enable_progress_bar=False, enable_model_summary=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "larp.yaml").write_text(yaml.safe_dump(cfg))
+    train(["larp.yaml"])
+    assert "zoo.load('runs/larp-export-test')" in capsys.readouterr().out
+    assert hub.load_dir(tmp_path / "runs" / "larp-export-test").spec.modality == "video"
+    from recipes.export import run_folder
+
+    for shipped in (hub.REPO_CHECKPOINTS / "larp-tiny-motion32", hub.REPO_CHECKPOINTS / "a" / ".." / "b"):
+        with pytest.raises(ValueError, match="run folder"):  # what every export callback writes through
+            run_folder(shipped)

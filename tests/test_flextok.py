@@ -286,6 +286,18 @@ def test_prefix_sampling_covers_every_k() -> None:
 
 
 @pytest.mark.skipif(not (SHIPPED / "config.json").is_file(), reason="checkpoint not shipped yet")
+def test_shipped_checkpoint_keeps_its_ids() -> None:
+    """Speed work must not change what the shipped model emits (ids recorded by scripts/make_flextok_ids_fixture.py)."""
+    from safetensors.torch import load_file
+
+    ref = load_file(str(Path(__file__).parent / "fixtures" / "flextok_tiny_nat32_ids.safetensors"))
+    tok = hub.load("flextok-tiny-nat32")
+    images = ref["pixels"].float() / 255
+    assert torch.equal(tok.encode(images).ids, ref["ids"])
+    assert torch.equal(tok.encode(images, num_tokens=8).ids, ref["ids"][:, :8])
+
+
+@pytest.mark.skipif(not (SHIPPED / "config.json").is_file(), reason="checkpoint not shipped yet")
 def test_shipped_checkpoint_reaches_its_card() -> None:
     from zoo.data.images import images_to_tensor, mixed_val_set
 

@@ -205,3 +205,282 @@ def test_shipped_files_match_the_registry():
 def test_import_zoo_stays_light():
     out = _run("import sys, zoo; zoo.list_tokenizers(); print('torch' in sys.modules)", {})
     assert out.stdout.strip() == "False", out.stderr
+
+
+# ----------------------------------------------------------------------------------------- listing and the index
+
+
+def test_index_is_current():
+    """zoo/registry.json is what the registrations at the bottom of the family files and the shipped folders say."""
+    out = _run("""
+        import json, zoo.hub as h
+        print(json.dumps(h.build_index() == json.loads(h.REGISTRY_FILE.read_text())))
+    """, {})
+    assert out.stdout.strip() == "true", "zoo/registry.json is stale: run python -c 'import zoo.hub as h; h.write_index()'" + out.stderr[-2000:]
+
+
+def test_list_tokenizers_filters_and_types():
+    rows = zoo.list_tokenizers()
+    assert rows == sorted(rows, key=lambda r: r["name"])
+    for r in rows:
+        assert isinstance(r["name"], str) and isinstance(r["family"], str) and r["pretrained"] is True
+        assert r["bits"] is None or isinstance(r["bits"], float)
+        assert r["max_tokens"] is None or isinstance(r["max_tokens"], int)
+        assert isinstance(r["shipped"], bool) and isinstance(r["non_commercial"], bool)
+    flex = zoo.list_tokenizers("flex*")
+    assert flex and all(r["name"].startswith("flex") for r in flex)
+    audio = zoo.list_tokenizers(modality="audio")
+    assert audio and all(r["modality"] == "audio" for r in audio)
+    assert {r["name"] for r in zoo.list_tokenizers("*", modality="image")} >= {"cat-tiny-nat32", "karl-tiny-nat32"}
+    archs = zoo.list_tokenizers(pretrained=False)
+    assert "flextok-tiny" in {r["name"] for r in archs} and all(r["pretrained"] is False for r in archs)
+    assert {r["modality"] for r in zoo.list_tokenizers("larp-*", pretrained=False)} == {"video"}
+    assert zoo.list_tokenizers("no-such-*") == []
+
+
+def test_shipped_models_that_are_not_tokenizers_load_by_name():
+    from zoo.reduce.host import HostClassifier
+    from zoo.reduce.select import LearnedSelector
+
+    assert isinstance(zoo.load("vit-host-shapes32"), HostClassifier)
+    assert isinstance(zoo.load("selector-vit-host-shapes32"), LearnedSelector)
+    with pytest.raises(ValueError, match="expected family 'selector'"):
+        zoo.load("vit-host-shapes32", family="selector")
+
+
+# ----------------------------------------------------------------------------------------- hub habits
+
+
+def test_an_existing_local_path_wins_over_a_registered_name(beast_dir, tmp_path, monkeypatch):
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(beast_dir, tmp_path / "beast-lasa")
+    assert zoo.load("beast-lasa").config.num_dof == 3  # the local folder, not the shipped 2-dof tokenizer
+    shutil.rmtree(tmp_path / "beast-lasa")
+    assert zoo.load("beast-lasa").config.num_dof == 2
+
+
+def test_register_persist_is_read_by_later_processes(beast_dir, tmp_path):
+    sha = {n: hub.sha256_file(beast_dir / n).upper() for n in ("config.json", "model.safetensors")}  # any case
+    cache = str(tmp_path / "cache")
+    code = f"""
+        import zoo
+        zoo.register("my-persisted", "beast", sha256={sha!r}, url="http://127.0.0.1:9/none", persist=True)
+    """
+    assert _run(code, {"ZOO_CACHE": cache}).returncode == 0
+    out = _run("import zoo.hub as h; e = h._names()['my-persisted']; print(e.family, e.url)", {"ZOO_CACHE": cache})
+    assert out.stdout.split() == ["beast", "http://127.0.0.1:9/none"], out.stderr
+    (tmp_path / "cache" / "registry.json").write_text("{not json")
+    out = _run("import zoo; print(len(zoo.list_tokenizers()) > 5)", {"ZOO_CACHE": cache})
+    assert out.stdout.strip() == "True" and "ignoring the user registry" in out.stderr
+    with pytest.raises(ValueError, match="already registered as a shipped"):
+        zoo.register("beast-lasa", "binning")
+
+
+def test_push_to_hub_then_load_from_it(beast_dir, tmp_path):
+    routes: dict = {}
+    with serve(routes, hf=True) as (base, requests):
+        out = _run(f"""
+            import zoo
+            tok = zoo.load({str(beast_dir)!r})
+            print(tok.push_to_hub("me/pushed-beast", card="# pushed"))
+            again = zoo.load("hf-hub:me/pushed-beast")
+            print(again.config == tok.config, again.family)
+        """, {"HF_ENDPOINT": base, "ZOO_CACHE": str(tmp_path / "c"), "HF_HUB_OFFLINE": "0", "HF_TOKEN": "hf_fake"})
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert out.stdout.split()[-2:] == ["True", "beast"], out.stdout
+        assert any("/commit/main" in r for r in requests)
+    assert set(k.rsplit("/", 1)[1] for k in routes) == {"config.json", "model.safetensors", "README.md"}
+
+
+def test_offline_lookups_fail_fast(tmp_path):
+    import time
+
+    code = """
+        import zoo
+        zoo.register("remote-only", "beast", hf_repo="org/never-downloaded")
+        try:
+            zoo.load("remote-only")
+        except ValueError as e:
+            print("ERROR", e)
+    """
+    for env in ({"HF_HUB_OFFLINE": "1"}, {"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9"}):
+        start = time.monotonic()
+        out = _run(code, {**env, "ZOO_CACHE": str(tmp_path)})
+        assert "ERROR" in out.stdout and "cannot be reached" in out.stdout, out.stdout + out.stderr
+        assert time.monotonic() - start < 15  # the process itself takes seconds; huggingface_hub retried 20 s more
+
+
+# ----------------------------------------------------------------------------------------- releases
+
+
+def _fake_release(tmp_path, weight=(1.0, 2.0, 3.0)):
+    from tests.fakefamily import release_bytes
+
+    data = release_bytes(list(weight))
+    return data, hub.hashlib.sha256(data).hexdigest()
+
+
+def test_a_url_release_converts_once_caches_and_prints_its_licence(tmp_path, monkeypatch):
+    from tests.fakefamily import Fake
+
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "cache"))
+    data, sha = _fake_release(tmp_path)
+    with serve({"/rel/fake.json": data}) as (base, requests):
+        zoo.register_release("fake-nc", "fake", url=f"{base}/rel", files=("fake.json",), sha256={"fake.json": sha},
+                             license="CC-BY-NC-4.0", license_url="https://creativecommons.org/licenses/by-nc/4.0/",
+                             non_commercial=True, summary={"modality": "features", "description": "a fake release"})
+        before = Fake.conversions
+        with pytest.warns(UserWarning, match="CC-BY-NC-4.0.*forbids commercial use"):
+            m = zoo.load("fake-nc")
+        assert m.weight.tolist() == [1.0, 2.0, 3.0] and Fake.conversions == before + 1
+        n = len(requests)
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # printed once per process, and no second conversion
+            again = zoo.load("fake-nc")
+        assert torch.equal(again.weight, m.weight) and Fake.conversions == before + 1 and len(requests) == n
+    folder = tmp_path / "cache" / "checkpoints" / "fake-nc"
+    config = json.loads((folder / "config.json").read_text())
+    assert config["license"] == {"spdx": "CC-BY-NC-4.0", "url": "https://creativecommons.org/licenses/by-nc/4.0/",
+                                 "non_commercial": True}
+    assert config["source"]["files"] == {"fake.json": sha} and config["family"] == "fake"
+    card = (folder / "README.md").read_text()
+    assert "CC-BY-NC-4.0" in card and "Non-commercial" in card
+    row = zoo.list_tokenizers("fake-nc")
+    assert row == [] or row[0]["non_commercial"]  # the fake family is not a tokenizer, so it is not listed
+
+
+def test_a_release_with_a_wrong_hash_writes_nothing(tmp_path, monkeypatch):
+    import tests.fakefamily  # noqa: F401
+
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "cache"))
+    data, _ = _fake_release(tmp_path)
+    with serve({"/rel/fake.json": data}) as (base, _):
+        zoo.register_release("fake-bad", "fake", url=f"{base}/rel", files=("fake.json",), sha256={"fake.json": "ab" * 32},
+                             license="MIT", license_url="https://opensource.org/license/mit")
+        with pytest.raises(ValueError, match="sha256 mismatch"):
+            zoo.load("fake-bad")
+    leftovers = [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
+    assert leftovers == []
+
+
+def test_a_hub_release_pinned_to_a_revision_converts_in_one_process_and_loads_offline_in_the_next(tmp_path):
+    data, sha = _fake_release(tmp_path, (4.0, 5.0))
+    rev = "c" * 40
+    register = f"""
+        import tests.fakefamily, zoo
+        zoo.register_release("fake-hf", "fake", hf_repo="org/fake", revision="{rev}", files=("fake.json",),
+                             license="MIT", license_url="https://opensource.org/license/mit")
+        print(zoo.load("fake-hf").weight.tolist())
+    """
+    env = {"ZOO_CACHE": str(tmp_path / "cache"), "FAKE_CONVERSIONS": str(tmp_path / "conversions.txt")}
+    with serve({f"/org/fake/resolve/{rev}/fake.json": data}, hf=True) as (base, requests):
+        out = _run(register, {**env, "HF_ENDPOINT": base, "HF_HUB_OFFLINE": "0"})
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert out.stdout.strip() == "[4.0, 5.0]"
+    out = _run(register, {**env, "HF_HUB_OFFLINE": "1"})  # the hub is gone; the converted checkpoint is cached
+    assert out.returncode == 0 and out.stdout.strip() == "[4.0, 5.0]", out.stderr[-3000:]
+    assert len((tmp_path / "conversions.txt").read_text().splitlines()) == 1
+    config = json.loads((tmp_path / "cache" / "checkpoints" / "fake-hf" / "config.json").read_text())
+    assert config["source"] == {"hf_repo": "org/fake", "revision": rev, "files": {"fake.json": sha}}
+
+
+def test_a_release_downloaded_by_hand_is_recognised_and_converted_once(tmp_path, monkeypatch):
+    from tests.fakefamily import Fake
+
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "cache"))
+    data, _ = _fake_release(tmp_path, (7.0,))
+    folder = tmp_path / "downloaded"
+    folder.mkdir()
+    (folder / "fake.json").write_bytes(data)
+    before = Fake.conversions
+    assert zoo.load(folder).weight.tolist() == [7.0]
+    assert zoo.load(folder / "fake.json").weight.tolist() == [7.0]  # the file itself works too (converted once more)
+    assert zoo.load(folder).weight.tolist() == [7.0]
+    assert Fake.conversions == before + 2
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("hello")
+    with pytest.raises(ValueError, match="not a zoo checkpoint.*no registered family recognises"):
+        zoo.load(tmp_path / "other")
+
+
+# ----------------------------------------------------------------------------------------- hostile configs and names
+
+
+def _mutate(beast_dir, fn):
+    config = json.loads((beast_dir / "config.json").read_text())
+    out = fn(config)
+    text = out if isinstance(out, str) else json.dumps(config if out is None else out)
+    (beast_dir / "config.json").write_text(text)
+
+
+HOSTILE = {
+    "family a list": lambda c: c.update(family=["beast"]),
+    "family null": lambda c: c.update(family=None),
+    "format_version a string": lambda c: c.update(format_version="2"),
+    "format_version from the future": lambda c: c.update(format_version=99),
+    "config a number": lambda c: c.update(config=5),
+    "extra a list": lambda c: c.update(extra=[1]),
+    "top-level null": lambda c: "null",
+    "top-level list": lambda c: "[1, 2]",
+    "deeply nested": lambda c: "[" * 200_000 + "]" * 200_000,
+    "moderately nested": lambda c: c.update(summary={"a": json.loads("[" * 100 + "]" * 100)}),
+    "NaN": lambda c: json.dumps(c).replace('"degree": 4', '"degree": NaN'),
+    "no weight hash": lambda c: c.update(files={}),
+    "weight hash not hex": lambda c: c["files"].update({"model.safetensors": "z" * 64}),
+    "file outside the folder": lambda c: c["files"].update({"../escape": "0" * 64}),
+    "int field a string": lambda c: c["config"].update(num_dof="3"),
+    "int field a bool": lambda c: c["config"].update(num_dof=True),
+    "int field a float": lambda c: c["config"].update(num_dof=3.5),
+    "unknown family": lambda c: c.update(family="no-such-family"),
+    "not utf-8": lambda c: "\udcff",
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_every_malformed_config_is_a_one_line_value_error(beast_dir, case):
+    if case == "not utf-8":
+        (beast_dir / "config.json").write_bytes(b"\xff\xfe{")
+    else:
+        _mutate(beast_dir, HOSTILE[case])
+    with pytest.raises(ValueError) as e:
+        zoo.load(beast_dir)
+    assert "\n" not in str(e.value) and len(str(e.value)) < 600, str(e.value)
+
+
+def test_a_huge_config_is_refused_before_it_is_parsed(beast_dir, monkeypatch):
+    monkeypatch.setattr(hub, "MAX_CONFIG_BYTES", 10_000)
+    _mutate(beast_dir, lambda c: c["summary"].update(pad="x" * 20_000))
+    with pytest.raises(ValueError, match="more than the 10000"):
+        zoo.load(beast_dir)
+
+
+@pytest.mark.parametrize("source", ["", "   ", "a" * 5000, "nul\x00byte", 5, None, ["beast-lasa"], "hf-hub:", "hf-hub:a/b/c/d"])
+def test_bad_names_are_one_line_value_errors(source):
+    with pytest.raises(ValueError) as e:
+        zoo.load(source)
+    assert "\n" not in str(e.value) and len(str(e.value)) < 400
+
+
+def test_empty_source_does_not_load_the_current_folder(beast_dir, monkeypatch):
+    monkeypatch.chdir(beast_dir)
+    with pytest.raises(ValueError, match="empty source"):
+        zoo.load("")
+
+
+def test_hashes_compare_case_insensitively(beast_dir):
+    _mutate(beast_dir, lambda c: c["files"].update({"model.safetensors": c["files"]["model.safetensors"].upper()}))
+    assert zoo.load(beast_dir).family == "beast"
+
+
+def test_the_wheel_ships_every_checkpoint_file():
+    """pyproject's package data (zoo/checkpoints/*/*) reaches every shipped file; scripts/check_wheel.sh installs it."""
+    import tomllib
+
+    globs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["zoo"]
+    assert "registry.json" in globs and (ROOT / "zoo" / "checkpoints").resolve() == hub.REPO_CHECKPOINTS
+    files = [p.relative_to(hub.REPO_CHECKPOINTS) for p in hub.REPO_CHECKPOINTS.rglob("*") if p.is_file()]
+    assert files and all(Path("checkpoints", f).match(g) for f in files for g in globs if g.startswith("checkpoints"))

@@ -394,3 +394,17 @@ def test_larp_l_parameter_count_matches_the_release() -> None:
         tok = LARP(LARPConfig.from_name("larp-l"))
     count = sum(p.numel() for p in tok.parameters())
     assert round(count / 1e6) == 173, count
+
+
+def test_larp_l_long_downloads_converts_and_loads_from_a_local_fake_hub(tmp_path: Path) -> None:
+    """`zoo.load("larp-l-long")` against a loopback hub serving the fixture under the release's repo name."""
+    from tests.fakehub import load_release_from_fake_hub
+
+    code = ("import torch, zoo; from safetensors.torch import load_file; "
+            "io = load_file('tests/fixtures/larp_official/io.safetensors'); tok = zoo.load('larp-l-long'); "
+            "print(tok.family, torch.equal(tok.encode(io['videos']).ids, io['ids']))")
+    out, requests = load_release_from_fake_hub("hywang66/LARP-L-long-tokenizer", RELEASE, ("config.json", "model.safetensors"),
+                                               code, tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["larp", "True"]
+    assert any("model.safetensors" in r for r in requests)

@@ -337,8 +337,10 @@ def test_multimodal_lm_save_load_generate_and_tamper(tmp_path):
     weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)
     with pytest.raises(ValueError, match="sha256"):
         MultimodalLM.from_pretrained(tmp_path / "lm")
-    with pytest.raises(ValueError, match="not a MultimodalLM"):
-        MultimodalLM.from_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="expected family 'lm'"):
+        MultimodalLM.from_pretrained(tmp_path / "beast")  # a tokenizer's folder is not an LM
+    with pytest.raises(ValueError):
+        MultimodalLM.from_pretrained(tmp_path)  # no checkpoint at all
 
 
 def test_recipe_loss_falls_when_overfitting_a_tiny_batch():
@@ -527,8 +529,10 @@ def test_init_from_loads_the_weights_and_rejects_another_vocabulary_or_shape(tmp
     other.save_pretrained(tmp_path / "other")
     with pytest.raises(ValueError, match="same vocabulary"):
         InterleavedLM(**arch, init_from=str(tmp_path / "other")).build(dm)
-    with pytest.raises(ValueError, match="neither a folder"):
+    with pytest.raises(ValueError, match="not a registered"):
         InterleavedLM(**arch, init_from="no-such-lm").build(dm)
+    with pytest.raises(ValueError, match="expected family 'lm'"):  # a tokenizer is not an LM to continue
+        InterleavedLM(**arch, init_from="beast-lasa").build(dm)
 
 
 # ----------------------------------------------------------------------------------------- provenance and hostile files
@@ -540,7 +544,7 @@ def test_a_vocabulary_refuses_another_family_or_config(tmp_path):
 
     beast = zoo.load("beast-lasa")
     e = Entry.from_tokenizer("action", beast, "beast-lasa")
-    assert e.family == "beast" and len(e.config_hash) == 64
+    assert e.family == "beast" and e.fingerprint == beast.fingerprint
     d = Vocabulary(5, [e]).to_dict()
     d["entries"][0]["tokenizer"] = "binning-lasa"  # same vocabulary size and shape, another family
     with pytest.raises(ValueError, match="built for a 'beast' tokenizer"):
@@ -556,7 +560,7 @@ def test_a_vocabulary_refuses_another_family_or_config(tmp_path):
     d = Vocabulary(5, [built]).to_dict()
     d["entries"][0]["tokenizer"] = "b"
     (tmp_path / "swapped.json").write_text(json.dumps(d))
-    with pytest.raises(ValueError, match="config hash"):
+    with pytest.raises(ValueError, match="fingerprint"):
         Vocabulary.load(tmp_path / "swapped.json").load_tokenizer("action")
 
 
@@ -658,3 +662,46 @@ def test_the_library_side_imports_neither_recipes_nor_transformers():
             "print(sorted(m for m in ('recipes', 'transformers', 'lightning') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_registered_name_in_a_vocabulary_is_never_a_folder_of_that_name_here(tmp_path, monkeypatch):
+    import zoo
+
+    here = tmp_path / "cwd"
+    zoo.load("binning-lasa").save_pretrained(here / "beast-lasa")  # a local folder shadowing the registered name
+    monkeypatch.chdir(here)
+    assert zoo.load("beast-lasa").family == "binning"  # zoo.load: a local path wins, as in Hugging Face
+    vocab = Vocabulary(5, [Entry.from_tokenizer("action", zoo.load("binning-lasa"), "beast-lasa")])
+    vocab.save(tmp_path / "v.json")
+    with pytest.raises(ValueError, match="built for a 'binning'"):  # the vocabulary loads the registered BEAST
+        Vocabulary.load(tmp_path / "v.json").load_tokenizer("action")
+
+
+def test_the_shipped_lm_loads_by_name_in_the_one_format_with_the_old_weights_and_ids():
+    """zoo.load("lm-tiny-interleaved") (the README's example); the folder moved to the hub's one format
+    (family "lm") with the very tensors and id layout of the folder it replaced (commit 0d5f292)."""
+    pytest.importorskip("transformers")
+    import subprocess
+
+    import zoo
+    from safetensors.torch import load
+    from zoo import hub
+    from zoo.llm import MultimodalLM
+
+    lm = zoo.load("lm-tiny-interleaved")
+    assert isinstance(lm, MultimodalLM) and lm.summary["metrics"]["image_match"] > 0
+    assert hub.read_config(SHIPPED)["family"] == "lm" and "judge.safetensors" in hub.read_config(SHIPPED)["files"]
+    assert all(e.family and e.fingerprint for e in lm.vocab.entries)  # provenance recorded
+    assert [e.name for e in lm.vocab.entries] == ["image", "action"] and lm.vocab.load_tokenizer("action").family == "beast"
+    root = Path(__file__).resolve().parent.parent
+
+    def old(name: str) -> bytes:
+        return subprocess.run(["git", "-C", str(root), "show", f"0d5f292:checkpoints/lm-tiny-interleaved/{name}"],
+                              capture_output=True, check=True).stdout
+    try:
+        weights, vocabulary = old("model.safetensors"), json.loads(old("vocabulary.json"))
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("no git history here to compare with the old-format folder")
+    state, now = load(weights), lm.model.state_dict()
+    assert state and all(torch.equal(now[k], v.float()) for k, v in state.items())
+    assert vocabulary["ranges"] == lm.vocab.to_dict()["ranges"]

@@ -11,7 +11,7 @@ import torch
 
 import zoo
 from zoo import hub
-from zoo.data.cache import atomic_write_bytes
+from zoo.files import atomic_write_bytes
 from tests.fakehub import checkpoint_routes, serve
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,6 +53,85 @@ def test_two_processes_loading_one_name_into_one_cache_both_succeed(tmp_path):
     files = sorted(p.name for p in (cache / "checkpoints" / "shared-beast").iterdir())
     assert files == ["config.json", "model.safetensors"]  # no temp files left behind
     assert hub.sha256_file(cache / "checkpoints" / "shared-beast" / "model.safetensors") == sha["model.safetensors"]
+
+
+def test_saves_killed_at_random_moments_leave_a_whole_checkpoint_and_no_debris(tmp_path):
+    """benchmarks/save_trials.py runs 30 of these and records them in BENCHMARKS.md."""
+    from benchmarks.save_trials import kill_trials
+
+    rows = kill_trials(3, tmp_path, seed=1, max_delay=0.6, dim=64)
+    assert [r["loads_as"] in ("A", "B") for r in rows] == [True] * 3, rows
+    assert all(r["debris_after_next_save"] == 0 for r in rows)
+
+
+def test_two_writers_into_one_folder_never_mix(tmp_path):
+    from benchmarks.save_trials import concurrent_writers
+
+    out = concurrent_writers(4, tmp_path, read_seconds=3, dim=64)
+    assert out["final_loads_as"] in ("A", "B") and out["debris"] == 0
+    assert out["reader_loads_failed"] == 0, out["reader_failures"]
+
+
+def test_save_keeps_the_files_it_does_not_write_and_leaves_nothing_beside_the_folder(tmp_path):
+    tok = zoo.load("beast-lasa")
+    folder = tok.save_pretrained(tmp_path / "ckpt", card="# one")
+    (folder / "train_log.json").write_text("{}")
+    tok.save_pretrained(folder)  # no card: the old one stays, as does the log
+    assert sorted(os.listdir(folder)) == ["README.md", "config.json", "model.safetensors", "train_log.json"]
+    assert (folder / "README.md").read_text() == "# one"
+    assert os.listdir(tmp_path) == ["ckpt"]
+    with pytest.raises(ValueError, match="family"):  # a failing save changes nothing
+        hub.save_module(tok, folder, family="not a family name")
+    assert sorted(os.listdir(tmp_path)) == ["ckpt"] and (folder / "README.md").read_text() == "# one"
+
+
+def _trickle(chunks: int, pause: float, size: int | None = None):
+    """A server that sends `chunks` bytes, one every `pause` seconds (declaring `size` bytes if given)."""
+    import http.server
+    import threading
+    import time
+
+    class Slow(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            if size is not None:
+                self.send_header("Content-Length", str(size))
+            self.end_headers()
+            try:
+                for _ in range(chunks):
+                    self.wfile.write(b"x" * 1000)
+                    self.wfile.flush()
+                    time.sleep(pause)
+            except OSError:
+                pass
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_downloads_are_capped_in_size_and_total_time(tmp_path):
+    import time
+
+    from zoo.files import download
+
+    for server, kwargs, match in [
+        (_trickle(50, 0.2), dict(deadline_s=1.0), "took longer than 1 s"),  # a byte now and then: no hang
+        (_trickle(5, 0.0), dict(max_bytes=3000), "more than the 3000 bytes"),
+        (_trickle(1, 0.0, size=10**12), dict(max_bytes=3000), "is 1000000000000 bytes"),
+    ]:
+        try:
+            start = time.monotonic()
+            with pytest.raises(ValueError, match=match):
+                download(f"http://127.0.0.1:{server.server_port}/f", tmp_path / "f", **kwargs)
+            assert time.monotonic() - start < 5
+        finally:
+            server.shutdown()
+            server.server_close()
+    assert os.listdir(tmp_path) == []
 
 
 TINY_FLEXTOK = """

@@ -1,4 +1,4 @@
-"""The recipes' shared budget clock and weight average (recipes/schedule.py)."""
+"""The recipes' shared base (recipes/base.py): budget clock, the one LR schedule, weight average, parameter groups."""
 
 import time
 
@@ -6,7 +6,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
-from recipes.schedule import budget_progress, ema_decay, update_average, warmup_cosine
+from recipes.base import Recipe, budget_progress, ema_decay, update_average, warmup_cosine
 
 
 class Clocked(pl.LightningModule):
@@ -48,6 +48,43 @@ def test_warmup_then_cosine() -> None:
     assert warmup_cosine(100, 10, 0.5) == pytest.approx(0.5)
     assert warmup_cosine(100, 10, 1.0) == pytest.approx(0.0)
     assert warmup_cosine(0, 0, 0.0) == pytest.approx(1.0)  # no warmup
+    assert warmup_cosine(100, 10, 1.0, min_ratio=0.1) == pytest.approx(0.1)  # decays to the floor
+    assert warmup_cosine(100, 10, 0.5, min_ratio=0.1) == pytest.approx(0.55)
+    assert warmup_cosine(100, 10, 2.0) == pytest.approx(0.0)  # progress past the end stays at the end
+
+
+class Tiny(Recipe):
+    no_decay_keys = ("pos",)
+
+    def __init__(self, ema: bool = True, lr: float = 1.0, weight_decay: float = 0.1, warmup_steps: int = 1,
+                 budget_seconds: float | None = None, ema_decay: float = 0.5, min_lr_ratio: float = 0.25) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.LayerNorm(4))
+        model.register_parameter("pos", torch.nn.Parameter(torch.zeros(5, 4)))
+        self.init_model(model, ema=ema)
+
+
+def test_the_base_recipe_groups_parameters_averages_and_schedules() -> None:
+    m = Tiny()
+    decay, rest = m.param_groups()
+    assert [p.shape for p in decay["params"]] == [(4, 3)] and decay["weight_decay"] == 0.1
+    assert sorted(p.numel() for p in rest["params"]) == [4, 4, 4, 20] and rest["weight_decay"] == 0.0
+    assert m.tokenizer is m.ema and not any(p.requires_grad for p in m.ema.parameters())
+    plain = Tiny(ema=False)
+    assert plain.ema is None and plain.tokenizer is plain.model
+    with torch.no_grad():
+        m.model[0].weight.add_(1.0)
+    m.update_ema()  # decay at step 0: min(0.5, 1/10) = 0.1
+    torch.testing.assert_close(m.ema[0].weight, m.model[0].weight - 0.1)
+    opt = m.configure_optimizers()
+    sched = opt["lr_scheduler"]["scheduler"]
+    m._trainer = type("T", (), {"max_steps": 10, "global_step": 0})()
+    m.start_time = time.monotonic()
+    assert sched.lr_lambdas[0](0) == pytest.approx(1.0)  # warmup of one step, nothing done yet
+    m._trainer = type("T", (), {"max_steps": 0, "global_step": 5})()
+    m.hparams.budget_seconds, m.start_time = 10.0, time.monotonic() - 100.0
+    assert sched.lr_lambdas[0](5) == pytest.approx(0.25)  # the clock ran out: the floor
 
 
 def test_rewrite_card_keeps_the_training_time_and_records_the_new_metrics(tmp_path) -> None:

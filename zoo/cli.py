@@ -4,7 +4,8 @@
     zoo info beast-lasa
     zoo encode beast-lasa traj.csv -o tokens.npz --num-tokens 20
     zoo decode beast-lasa tokens.npz -o recon.csv
-    zoo decode flextok-tiny-nat32 tokens.npz -o image.png -O steps=8
+    zoo encode flextok-tiny-nat32 photo.jpg -o tokens.npz --num-tokens 16   # any size and mode
+    zoo decode flextok-tiny-nat32 tokens.npz -o recon.png                  # back at the photo's size
     zoo train configs/beast/lasa.yaml
     zoo demo
     zoo shards images --split train --n 20000 --out shards/images-train
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import inspect
 import json
 import sys
 from pathlib import Path
@@ -40,10 +40,9 @@ def _options(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
-def _keywords(fn) -> str:
+def _keywords(keywords: dict[str, str]) -> str:
     """`name=default` for each keyword-only argument of a family's encode/decode."""
-    params = [p for p in inspect.signature(fn).parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY]
-    return ", ".join(f"{p.name}={p.default!r}" for p in params) or "none"
+    return ", ".join(f"{name}={default}" for name, default in keywords.items()) or "none"
 
 
 def cmd_list(args: argparse.Namespace) -> None:
@@ -88,8 +87,15 @@ def cmd_info(args: argparse.Namespace) -> None:
         f"max tokens:   {spec.get('max_tokens')}",
         f"latent dim:   {spec.get('latent_dim')}",
     ]
-    cls = hub.family_class(config["family"])
-    lines += [f"encode knobs: {_keywords(cls.encode)}", f"decode opts:  {_keywords(cls.decode)}",
+    from zoo.processing import processor_for
+    from zoo.tokenizer import TokenSpec
+
+    proc = processor_for(TokenSpec.from_dict(spec).input) if spec else None
+    if proc is not None:
+        lines.append(f"processor:    {proc.describe()}")
+        lines.append(f"              {proc.options()}")
+    knobs = hub.family_info(config["family"])  # from the index: no model is built for `zoo info`
+    lines += [f"encode knobs: {_keywords(knobs['encode'])}", f"decode opts:  {_keywords(knobs['decode'])}",
               "every call:   batch_size=N (at most N samples at a time); decode also force=True (tokens of another tokenizer)"]
     if summary.get("description"):
         lines.append(f"about:        {summary['description']}")
@@ -98,15 +104,31 @@ def cmd_info(args: argparse.Namespace) -> None:
     print("\n".join(lines))
 
 
+def _processor(tok: Any, args: argparse.Namespace) -> Any:
+    """The tokenizer's processor with -P overrides, or None with --raw (or for modalities without one)."""
+    from zoo.processing import processor_for
+
+    if args.raw:
+        if args.process:
+            raise ValueError("--raw skips the processor, so -P/--process options do not apply")
+        return None
+    return processor_for(tok, **_options(args.process))
+
+
 def cmd_encode(args: argparse.Namespace) -> None:
     import torch
 
     import zoo
-    from zoo.io import read_input
+    from zoo.io import read_input, read_raw
 
     tok = zoo.load(args.name)
     spec = tok.spec
-    x = read_input(args.input, spec.modality, spec.input.sample_rate)
+    proc = _processor(tok, args)
+    if proc is None:
+        x = read_input(args.input, spec.modality, spec.input.sample_rate)
+    else:
+        processed = proc(read_raw(args.input, spec.modality))
+        x = processed.batch
     budget = {k: getattr(args, k) for k in BUDGET_KNOBS if getattr(args, k) not in (None, False)}
     options = _options(args.option)
     twice = sorted(set(budget) & set(options))
@@ -114,6 +136,8 @@ def cmd_encode(args: argparse.Namespace) -> None:
         raise ValueError(f"{', '.join(twice)} given both as a flag and as -O")
     with torch.no_grad():
         tokens = tok.encode(x, **budget, **options)
+    if proc is not None:
+        tokens = processed.attach(tokens)
     tokens.save(args.output)
     print(f"{args.input} -> {args.output}: {tokens.batch_size} sample(s), "
           f"{tokens.lengths.tolist()} tokens, ids {None if tokens.ids is None else tuple(tokens.ids.shape)}")
@@ -130,7 +154,15 @@ def cmd_decode(args: argparse.Namespace) -> None:
     tokens = Tokens.load(args.tokens)
     with torch.no_grad():
         y = tok.decode(tokens, force=args.force, **_options(args.option))
-    write_output(args.output, y, tok.spec.modality, tok.spec.input.sample_rate)
+    proc = _processor(tok, args)
+    rate = tok.spec.input.sample_rate
+    if proc is not None and "input_index" in tokens.meta:  # made by the processor: back at the input's size
+        outs = proc.invert(y, tokens.meta)
+        if len({tuple(o.shape) for o in outs}) > 1:
+            raise ValueError(f"the token file holds {len(outs)} inputs of different sizes; decode them one file each")
+        y = torch.stack(outs)
+        rate = int(tokens.meta["input_rate"][0]) if "input_rate" in tokens.meta else rate
+    write_output(args.output, y, tok.spec.modality, rate)
     print(f"{args.tokens} -> {args.output}: {tuple(y.shape)}")
 
 
@@ -161,15 +193,31 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s = sub.add_parser("info", help="input contract, vocabulary and card metrics of a tokenizer")
     s.add_argument("name")
+    process_help = {
+        "encode": "Images (any size; PIL modes RGB, RGBA, L, P, 16-bit...), clips (.gif/.mp4/.npy, any length and size) "
+                  "and recordings (any sample rate and channel count) are brought to the tokenizer's input contract by "
+                  "its processor, shown by `zoo info NAME`: images resized (interpolation and fit as recorded), clips "
+                  "resized and cut into segments of the tokenizer's frame count, recordings resampled with torchaudio, "
+                  "downmixed to the tokenizer's channels and clamped to [-1, 1]. The token file records the input's "
+                  "size, length and rate, so `zoo decode` writes the output back at them. --raw skips all this: the "
+                  "input must then meet the contract exactly.",
+        "decode": "When the tokens were made by `zoo encode` with its processor (the default), the output is written "
+                  "back at the input's size, length, sample rate and channel count (an image stretched to 32x32 comes "
+                  "back at its own size; segments of a long clip or recording are joined and trimmed). --raw writes "
+                  "the decoder's output as it is.",
+    }
     for name, helptext in (("encode", "encode a file to tokens (.npz or .safetensors)"),
                            ("decode", "decode a token file to a file of the tokenizer's modality")):
-        s = sub.add_parser(name, help=helptext)
+        s = sub.add_parser(name, help=helptext, description=f"{helptext[0].upper()}{helptext[1:]}. {process_help[name]}")
         s.add_argument("name", help="registered name, checkpoint folder, hf-hub:org/repo")
         s.add_argument("tokens" if name == "decode" else "input")
         s.add_argument("-o", "--output", required=True)
         s.add_argument("--option", "-O", action="append", default=[], metavar="KEY=VALUE",
                        help=f"another keyword of {name} (`zoo info NAME` lists them), e.g. "
                             + ("-O sample=True" if name == "encode" else "-O steps=8 -O seed=0"))
+        s.add_argument("--process", "-P", action="append", default=[], metavar="KEY=VALUE",
+                       help="processor option, e.g. -P fit=crop, -P interpolation=bilinear, -P segment_seconds=10")
+        s.add_argument("--raw", action="store_true", help="no processor: the input must meet the contract exactly")
         if name == "decode":
             s.add_argument("--force", action="store_true",
                            help="decode tokens another tokenizer made (their file records which); expect garbage")

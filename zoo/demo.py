@@ -192,9 +192,9 @@ def run_demo(out: Path = Path("out/demo")) -> list[dict[str, Any]]:
 
 def _lm_demo(out: Path) -> None:
     """Generations of the shipped demo LM through our tokens (needs the `llm` extra: transformers)."""
-    from zoo.hub import REPO_CHECKPOINTS
+    from zoo import hub
 
-    if not (REPO_CHECKPOINTS / DEMO_LM / "config.json").is_file():
+    if not hub.is_registered(DEMO_LM):
         return
     try:
         print("\n" + lm_demo(out))
@@ -221,19 +221,18 @@ def lm_demo(out_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = N
 
     Args:
         out_dir: where `llm_<entry>.png` files go.
-        checkpoint: an LM folder (default: this repo's checkpoints/lm-tiny-interleaved).
+        checkpoint: an LM folder or registered name (default: the shipped lm-tiny-interleaved).
     Returns:
         A short text report: the prompts, the files written, and the card's headline numbers.
     """
     from PIL import Image, ImageDraw
 
-    from zoo.hub import REPO_CHECKPOINTS
     from zoo.llm import MultimodalLM
     from zoo.tokenizer import Tokens
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    lm = MultimodalLM.from_pretrained(checkpoint or REPO_CHECKPOINTS / DEMO_LM)
+    lm = MultimodalLM.from_pretrained(checkpoint or DEMO_LM)
     lines = [f"demo LM: {checkpoint or DEMO_LM} ({lm.vocab.size} ids: " + ", ".join(e.name for e in lm.vocab.entries) + ")"]
     cell = 96
     for e in lm.vocab.entries:

@@ -15,7 +15,6 @@ No torch here: `import zoo` stays light.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import fcntl
 import hashlib
@@ -23,8 +22,6 @@ import os
 import shutil
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -125,6 +122,8 @@ def _staging_siblings(directory: Path) -> list[Path]:
 
 def _exchange(a: Path, b: Path) -> bool:
     """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE); False where the system cannot."""
+    import ctypes
+
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         renameat2 = libc.renameat2
@@ -197,6 +196,9 @@ def download(url: str, path: Path, sha256: str | None = None, *, max_bytes: int 
         max_bytes: size cap (default `DEFAULT_MAX_BYTES`); pass the recorded size where it is known.
         deadline_s: total time allowed, however slowly the server trickles bytes.
     """
+    import urllib.error
+    import urllib.request
+
     if offline():
         raise ValueError(f"{url} is not cached and downloads are disabled (offline: ZOO_OFFLINE or HF_HUB_OFFLINE)")
     cap = DEFAULT_MAX_BYTES if max_bytes is None else int(max_bytes)
@@ -228,7 +230,9 @@ def download(url: str, path: Path, sha256: str | None = None, *, max_bytes: int 
                         h.update(chunk)
                         f.write(chunk)
             except (urllib.error.URLError, OSError) as e:  # includes socket timeouts
-                raise ValueError(f"could not download {url}: {e}") from e
+                if time.monotonic() - start >= deadline_s:
+                    raise ValueError(f"{url} took longer than {deadline_s:g} s; nothing was written") from None
+                raise ValueError(f"could not download {url}: {e}") from None
             f.flush()
             os.fsync(f.fileno())
         if sha256 is not None and not same_sha(h.hexdigest(), sha256):
@@ -241,3 +245,21 @@ def download(url: str, path: Path, sha256: str | None = None, *, max_bytes: int 
             os.unlink(tmp)
         raise
     return path
+
+
+def read_release(path: str | os.PathLike, config: str, companion: str, keys: tuple[str, ...]) -> tuple[Path, dict] | None:
+    """(folder, its JSON config) when `path` (a release folder or a file in it) holds `config`, a JSON object
+    naming every key in `keys`, beside `companion`; else None. The cheap sniff of `is_release`: no weights read."""
+    import json
+
+    folder = Path(path)
+    folder = folder.parent if folder.is_file() else folder
+    if not ((folder / config).is_file() and (folder / companion).is_file()):
+        return None
+    try:
+        args = json.loads((folder / config).read_text())
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    if not isinstance(args, dict) or not all(k in args for k in keys):
+        return None
+    return folder, args

@@ -189,6 +189,7 @@ def _names() -> dict[str, Entry]:
             try:
                 entry = Entry.from_json(name, e)
                 _check_name(name)
+                _check_name(entry.family, "family")
             except (TypeError, ValueError) as err:
                 warnings.warn(f"ignoring {name!r} in {user_registry_file()}: {err}", stacklevel=2)
                 continue
@@ -215,7 +216,8 @@ def register_family(cls: type, *, presets: Iterable[str] = ()) -> type:
     """
     family = _check_name(getattr(cls, "family", None), "family")
     info = {"module": cls.__module__, "class": cls.__qualname__, "tokenizer": hasattr(cls, "spec"),
-            "presets": sorted(presets), "releases": hasattr(cls, "from_release")}
+            "presets": sorted(presets), "releases": hasattr(cls, "from_release"),
+            "encode": _keywords(getattr(cls, "encode", None)), "decode": _keywords(getattr(cls, "decode", None))}
     known = _families().get(family)
     if known is not None and (known["module"], known["class"]) != (info["module"], info["class"]):
         raise ValueError(f"family {family!r} is already registered to {known['module']}:{known['class']}, "
@@ -223,6 +225,28 @@ def register_family(cls: type, *, presets: Iterable[str] = ()) -> type:
     _FAMILIES[family] = info
     _CLASSES[family] = cls
     return cls
+
+
+def _keywords(fn: Any) -> dict[str, str]:
+    """{name: repr(default)} of a method's keyword-only arguments (its budget knobs or decode options),
+    kept in the index so `zoo info` shows them without importing torch."""
+    if fn is None:
+        return {}
+    import inspect
+
+    params = inspect.signature(fn).parameters.values()
+    return {p.name: repr(p.default) for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+def family_info(family: str) -> dict[str, Any]:
+    """What the index knows of a family: module, class, presets, and its `encode`/`decode` keywords."""
+    info = _families().get(family) if isinstance(family, str) else None
+    if info is None:
+        raise ValueError(f"unknown family {family!r}; known: {sorted(_families())}")
+    if "encode" not in info:  # an index written before keywords were recorded
+        cls = family_class(family)
+        info = {**info, "encode": _keywords(getattr(cls, "encode", None)), "decode": _keywords(getattr(cls, "decode", None))}
+    return info
 
 
 def family_class(family: str) -> type:
@@ -611,19 +635,68 @@ def _write(path: Path, data: bytes) -> None:
 # ----------------------------------------------------------------------------------------- load
 
 
+class _Pinned:
+    """A folder opened once: every file is read from that same folder even if a writer swaps a new one in meanwhile.
+
+    Files are opened relative to the folder's descriptor and read through /proc/self/fd (Linux), so a
+    reader never pairs one save's config with another save's weights. Elsewhere the plain paths are used.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.fds: dict[str, int] = {}
+        self.dir_fd: int | None = None
+        if Path("/proc/self/fd").is_dir() and directory.is_dir():
+            self.dir_fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+
+    def path(self, name: str) -> Path:
+        if self.dir_fd is None:
+            return self.directory / name
+        if name not in self.fds:
+            try:
+                self.fds[name] = os.open(name, os.O_RDONLY, dir_fd=self.dir_fd)
+            except FileNotFoundError:
+                raise ValueError(f"checkpoint file is missing: {self.directory / name}") from None
+            except IsADirectoryError:
+                raise ValueError(f"{self.directory / name} is a folder, not a checkpoint file") from None
+        return Path(f"/proc/self/fd/{self.fds[name]}")
+
+    def close(self) -> None:
+        for fd in [*self.fds.values(), *([self.dir_fd] if self.dir_fd is not None else [])]:
+            os.close(fd)
+        self.fds.clear()
+        self.dir_fd = None
+
+
 def load_dir(directory: str | os.PathLike, *, family: str | None = None, sha256: dict[str, str] | None = None,
              device: Any = None, name: str | None = None) -> Any:
     """Build a model from a checkpoint folder, checking every file's sha256 and every weight key."""
+    directory = Path(directory)
+    folder = _Pinned(directory)
+    try:
+        return _load_pinned(folder, family, sha256 or {}, device, name)
+    finally:
+        folder.close()
+
+
+def _load_pinned(folder: _Pinned, family: str | None, sha256: dict[str, str], device: Any, name: str | None) -> Any:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    directory = Path(directory)
-    sha256 = sha256 or {}
-    config = read_config(directory, sha256.get(CONFIG))
+    directory = folder.directory
+    config_path = folder.path(CONFIG)
+    check_sha(config_path, sha256.get(CONFIG))
+    if config_path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ValueError(f"{directory / CONFIG} is {config_path.stat().st_size} bytes, more than the "
+                         f"{MAX_CONFIG_BYTES} a config may have")
+    config = validate_config(parse_json(config_path.read_bytes(), str(directory / CONFIG)), str(directory / CONFIG))
     if family is not None and config["family"] != family:
         raise ValueError(f"{directory} holds a {config['family']!r} checkpoint, expected family {family!r}")
     for fname, sha in config["files"].items():
-        check_sha(directory / fname, sha256.get(fname, sha))
+        try:
+            check_sha(folder.path(fname), sha256.get(fname, sha))
+        except ValueError as e:
+            raise ValueError(str(e).replace(str(folder.path(fname)), str(directory / fname))) from None
     cls = family_class(config["family"])
     extra = config.get("extra", {})
     if hasattr(cls, "from_checkpoint"):
@@ -636,7 +709,7 @@ def load_dir(directory: str | os.PathLike, *, family: str | None = None, sha256:
             module.load_extra_state(extra)
     weights = directory / WEIGHTS
     try:
-        state = load_file(str(weights), device="cpu")
+        state = load_file(str(folder.path(WEIGHTS)), device="cpu")
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise ValueError(f"{weights} is truncated or not a safetensors file: {str(e).splitlines()[0]}") from None
     _load_state_strict(module, state, weights, config["family"])
@@ -695,6 +768,19 @@ def load(source: str | os.PathLike, *, device: Any = None, sha256: str | None = 
     if family is not None and expected_family is not None and family != expected_family:
         raise ValueError(f"{source!s} is a {expected_family!r} model, expected family {family!r}")
     return load_dir(directory, family=family or expected_family, sha256=expected, device=device, name=name)
+
+
+def is_registered(name: str) -> bool:
+    """Whether `name` is a registered name (shipped, released, or added with `register`)."""
+    return isinstance(name, str) and name in _names()
+
+
+def load_registered(name: str, *, device: Any = None) -> Any:
+    """Load a registered name only, never a local path that happens to share it (what a vocabulary's entry names)."""
+    entry = _names().get(name)
+    if entry is None:
+        raise ValueError(f"{name!r} is not a registered name")
+    return load_dir(_locate(entry), family=entry.family, sha256=entry.sha256, device=device, name=entry.name)
 
 
 def locate(source: str | os.PathLike, **kwargs: Any) -> Path:
@@ -803,6 +889,9 @@ def _hf_download(repo: str, filename: str, revision: str | None) -> Path:
         pass
     if offline():
         raise ValueError(f"hf-hub:{repo} is not in the cache and the hub cannot be reached (offline or HF_HUB_OFFLINE=1)")
+    if (reason := _hub_unreachable()) is not None:  # huggingface_hub would retry for ~20 s before saying so
+        raise ValueError(f"hf-hub:{repo} is not in the cache and the hub cannot be reached ({reason}); "
+                         "connect, or set HF_HUB_OFFLINE=1 to use cached files only")
     try:
         return Path(hf_hub_download(repo, filename, etag_timeout=10, **kw))
     except LocalEntryNotFoundError as e:
@@ -812,6 +901,28 @@ def _hf_download(repo: str, filename: str, revision: str | None) -> Path:
         raise ValueError(f"hf-hub:{repo} has no file {filename}: {str(e).splitlines()[0]}") from None
     except OSError as e:
         raise ValueError(f"hf-hub:{repo}: could not download {filename}: {str(e).splitlines()[0]}") from None
+
+
+_REACHABLE: dict[str, str | None] = {}
+
+
+def _hub_unreachable(timeout: float = 3.0) -> str | None:
+    """Why the Hugging Face endpoint cannot be reached (DNS, refused, timeout), or None; asked once per process."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    endpoint = constants.ENDPOINT
+    if endpoint not in _REACHABLE:
+        url = urlparse(endpoint)
+        port = url.port or (443 if url.scheme == "https" else 80)
+        try:
+            socket.create_connection((url.hostname, port), timeout=timeout).close()
+            _REACHABLE[endpoint] = None
+        except OSError as e:
+            _REACHABLE[endpoint] = f"{endpoint}: {e.strerror or e}"
+    return _REACHABLE[endpoint]
 
 
 def _valid_part(p: str) -> bool:

@@ -150,6 +150,23 @@ def write_video(path: Path, x: Tensor, fps: int = 8) -> None:
             container.mux(packet)
 
 
+def read_raw(path: str | Path, modality: str) -> object:
+    """A file as the modality's processor takes it (`zoo.processing`): an image path or a .npy batch, a
+    (1, 3, T, H, W) clip, or (wave (C, S), sample rate)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"no input file at {str(path)!r}")
+    if modality == "image":
+        return torch.from_numpy(np.asarray(_read_array(path), dtype=np.float32)) if path.suffix == ".npy" else path
+    if modality == "video":
+        return read_video(path)
+    if modality == "audio":
+        from zoo.processing import read_sound
+
+        return read_sound(path)
+    raise ValueError(f"no processor reads {modality!r} files")
+
+
 def read_input(path: str | Path, modality: str, sample_rate: int | None = None) -> Tensor:
     path = Path(path)
     if not path.is_file():

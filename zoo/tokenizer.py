@@ -8,6 +8,7 @@ with the same clear `ValueError`s.
 from __future__ import annotations
 
 import dataclasses
+import contextlib
 import functools
 import hashlib
 import inspect
@@ -24,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from zoo.hub import Pretrained, config_from_dict  # noqa: F401  (config_from_dict: re-exported for the families)
+from zoo.nn.threads import map_threads, one_thread_per_op
 
 MODALITIES = ("image", "video", "audio", "action", "features")
 
@@ -42,6 +44,8 @@ class InputContract:
         sizes: fixed sizes of named axes, e.g. {"D": 2, "H": 32}.
         multiples: axes whose size must be a multiple of a number, e.g. {"S": 320}.
         sample_rate: Hz, for audio.
+        processor: options of the processor that brings any image, clip or recording to this contract
+            (`zoo.processing`: interpolation, fit, resampler, ...); empty means the layout's defaults, filled in.
     """
 
     layout: str
@@ -50,6 +54,13 @@ class InputContract:
     sizes: dict[str, int] = field(default_factory=dict)
     multiples: dict[str, int] = field(default_factory=dict)
     sample_rate: int | None = None
+    processor: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.processor:
+            from zoo.processing import default_options
+
+            object.__setattr__(self, "processor", default_options(self.layout))
 
     @property
     def axes(self) -> list[str]:
@@ -182,7 +193,7 @@ class Tokens:
     @property
     def mask(self) -> Tensor:
         """BoolTensor [B, L], True on valid tokens."""
-        return torch.arange(self.width, device=self.lengths.device)[None] < self.lengths[:, None]
+        return length_mask(self.lengths, self.width)
 
     def __len__(self) -> int:
         return self.batch_size
@@ -394,7 +405,8 @@ def check_input(x: Any, contract: InputContract, name: str = "input") -> Tensor:
         xmin, xmax = float(x.min()), float(x.max())
         if xmin < lo or xmax > hi:
             raise ValueError(f"{name} values must lie in [{lo:g}, {hi:g}], got [{xmin:g}, {xmax:g}]")
-    return x.float()
+    # half and bfloat16 stay as they are: `Tokenizer.encode` has already cast them to the model's dtype
+    return x if x.dtype in (torch.float16, torch.bfloat16) else x.float()
 
 
 def check_ids(ids: Tensor, vocab_size: int, lengths: Tensor | None = None, name: str = "ids") -> None:
@@ -403,8 +415,7 @@ def check_ids(ids: Tensor, vocab_size: int, lengths: Tensor | None = None, name:
         raise ValueError(f"{name} must be integers, got {ids.dtype}")
     valid = ids
     if lengths is not None:
-        mask = torch.arange(ids.shape[1], device=ids.device)[None] < lengths[:, None]
-        valid = ids[mask]
+        valid = ids[length_mask(lengths, ids.shape[1])]
     if valid.numel() and (int(valid.min()) < 0 or int(valid.max()) >= vocab_size):
         bad = valid[(valid < 0) | (valid >= vocab_size)]
         raise ValueError(
@@ -440,6 +451,27 @@ def check_budget(value: int, low: int, high: int, name: str = "num_tokens") -> i
     return int(value)
 
 
+def length_mask(lengths: Tensor, width: int) -> Tensor:
+    """BoolTensor (B, width), True on the first `lengths[b]` positions of row b; lengths: (B,)."""
+    return torch.arange(width, device=lengths.device)[None] < lengths[:, None]
+
+
+def budget_lengths(num_tokens: int | Tensor | None, batch: int, max_tokens: int, device: torch.device) -> Tensor:
+    """A `num_tokens=` budget as lengths (B,) in 1..max_tokens: None (all), an int, or a LongTensor [B], one per sample."""
+    if num_tokens is None:
+        return torch.full((batch,), max_tokens, dtype=torch.long, device=device)
+    if isinstance(num_tokens, Tensor):
+        if num_tokens.shape != (batch,) or num_tokens.is_floating_point() or num_tokens.dtype == torch.bool:
+            raise ValueError(f"num_tokens as a tensor must be integer with shape ({batch},), one per sample; "
+                             f"got {num_tokens.dtype} {tuple(num_tokens.shape)}")
+        lo, hi = int(num_tokens.min()), int(num_tokens.max())
+        if lo < 1 or hi > max_tokens:
+            raise ValueError(f"num_tokens must lie in [1, {max_tokens}] for every sample, got values in [{lo}, {hi}]")
+        return num_tokens.to(device=device, dtype=torch.long)
+    n = check_budget(num_tokens, 1, max_tokens)
+    return torch.full((batch,), n, dtype=torch.long, device=device)
+
+
 # ----------------------------------------------------------------------------------------- the base class
 
 
@@ -458,8 +490,16 @@ class Tokenizer(Pretrained, nn.Module):
 
     - `batch_size=`: encode/decode at most this many samples at a time (default `max_batch`) and
       join the results, so memory stays bounded for any batch; the ids are the same as in one piece.
+    - threads (CPU): every op runs on one thread and pieces of `parallel_chunk` samples go over a pool
+      of as many Python threads as torch had (`zoo.nn.threads`): a busy core then slows one piece, not
+      every op, so more threads are never slower than one. The pieces do not depend on the thread
+      count, so neither do the results. On a GPU the batch stays whole.
     - provenance: `encode` stamps its Tokens with this tokenizer's name and `fingerprint`; `decode`
       refuses tokens another tokenizer made, unless `force=True`.
+    - precision and device: the input must be on the tokenizer's device (else a `ValueError`); a floating
+      input is cast to the weights' dtype (`tok.to(torch.bfloat16)` runs in bfloat16); an ambient
+      `torch.autocast` is switched off inside encode/decode, so a tokenizer computes at its own dtype and
+      gives the same ids under autocast as without (cast the model to run it in half precision).
     """
 
     family: ClassVar[str] = ""
@@ -467,6 +507,7 @@ class Tokenizer(Pretrained, nn.Module):
     encode_knobs: ClassVar[tuple[str, ...]] = ()
     decode_options: ClassVar[tuple[str, ...]] = ()
     max_batch: ClassVar[int] = 256  # default chunk of encode/decode (`batch_size=` overrides per call)
+    parallel_chunk: ClassVar[int] = 4  # samples per piece of work spread over CPU threads
     budget_note: ClassVar[str] = ""  # said when encode refuses a knob, e.g. why the family has no budget
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -538,6 +579,14 @@ class Tokenizer(Pretrained, nn.Module):
             return t.device
         return torch.device("cpu")
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The floating dtype of the weights (`tok.to(torch.bfloat16)` changes it); float32 for a model without any."""
+        for t in (*self.parameters(), *self.buffers()):
+            if t.is_floating_point():
+                return t.dtype
+        return torch.float32
+
     def extra_state(self) -> dict[str, Any]:
         """JSON-serialisable state beyond weights (fitted bounds, BPE merges), stored in config.json."""
         return {}
@@ -586,6 +635,12 @@ def _check_batch_size(tok: Tokenizer, batch_size: Any) -> int:
     return check_budget(batch_size, 1, 1 << 31, "batch_size")
 
 
+def _piece_size(tok: Tokenizer, batch_size: Any) -> int:
+    """Samples per call of the family's method: the memory bound, and on CPU the thread piece too."""
+    size = _check_batch_size(tok, batch_size)
+    return min(size, tok.parallel_chunk) if tok.device.type == "cpu" else size
+
+
 def _rows(value: Any, batch: int, lo: int, hi: int) -> Any:
     """A knob's value for samples lo..hi: per-sample tensors [B, ...] are sliced, anything else is shared."""
     if isinstance(value, Tensor) and value.ndim >= 1 and value.shape[0] == batch:
@@ -593,17 +648,56 @@ def _rows(value: Any, batch: int, lo: int, hi: int) -> Any:
     return value
 
 
+def _on_device(tok: Tokenizer, x: Any) -> Any:
+    """Refuse an input on another device than the tokenizer's; cast a floating one to the tokenizer's dtype."""
+    if not isinstance(x, Tensor) or x.device.type == "meta":
+        return x  # numpy, lists and meta tensors are refused or converted by the family's check_input
+    here = tok.device
+    if x.device.type != here.type or (here.index is not None and x.device.index not in (None, here.index)):
+        raise ValueError(f"the input is on {x.device}, this tokenizer on {here}; move one of them "
+                         f"(x.to({str(here)!r}) or tok.to({str(x.device)!r}))")
+    return x.to(tok.dtype) if x.is_floating_point() else x
+
+
+def _own_precision(tok: Tokenizer) -> Any:
+    """A context in which the tokenizer runs at its own dtype, whatever the caller's autocast.
+
+    float32 (or float64) weights: autocast off, so an ambient `torch.autocast` changes nothing. Half or bfloat16
+    weights: autocast at that dtype, which casts what the family code makes in float32 (noise, time embeddings,
+    quantizer codes) to the weights' dtype at each matrix product and keeps the precision-sensitive ops (norms,
+    softmax, FFTs) in float32, as mixed-precision training does.
+    """
+    half = tok.dtype in (torch.float16, torch.bfloat16)
+    try:
+        return torch.autocast(tok.device.type, dtype=tok.dtype if half else None, enabled=half)
+    except RuntimeError:  # a device type autocast does not know
+        return contextlib.nullcontext()
+
+
+def _at_own_precision(tok: Tokenizer, fn: Any) -> Any:
+    """`fn` run inside `_own_precision(tok)` (in whichever thread calls it)."""
+    def run(*args: Any, **kwargs: Any) -> Any:
+        with _own_precision(tok):
+            return fn(*args, **kwargs)
+
+    return run
+
+
 def _checked_encode(fn: Any, allowed: tuple[str, ...]) -> Any:
     @functools.wraps(fn)
     def encode(self: Tokenizer, x: Any, *args: Any, batch_size: int | None = None, **knobs: Any) -> Tokens:
         _refuse_unknown(self, "encode", allowed, knobs, ("batch_size",), len(args))
-        size = _check_batch_size(self, batch_size)
+        x = _on_device(self, x)
+        run = _at_own_precision(self, fn)  # inside each worker thread: autocast state is per thread
+        size = _piece_size(self, batch_size)
         batch = x.shape[0] if isinstance(x, (Tensor, np.ndarray)) and x.ndim >= 1 else 0
-        if batch <= size:
-            tokens = fn(self, x, **knobs)
-        else:
-            tokens = Tokens.cat([fn(self, x[lo:lo + size], **{k: _rows(v, batch, lo, lo + size) for k, v in knobs.items()})
-                                 for lo in range(0, batch, size)])
+        with one_thread_per_op():
+            if batch <= size:
+                tokens = run(self, x, **knobs)
+            else:
+                tokens = Tokens.cat(map_threads(
+                    lambda lo: run(self, x[lo:lo + size], **{k: _rows(v, batch, lo, lo + size) for k, v in knobs.items()}),
+                    range(0, batch, size)))
         tokens.provenance = self.provenance
         return tokens
 
@@ -618,16 +712,17 @@ def _checked_decode(fn: Any, allowed: tuple[str, ...]) -> Any:
         _refuse_unknown(self, "decode", allowed, options, ("batch_size", "force"), len(args))
         if not isinstance(force, bool):
             raise ValueError(f"force must be True or False, got {force!r}")
-        size = _check_batch_size(self, batch_size)
-        if not isinstance(tokens, Tokens) or tokens.batch_size <= size:
-            if isinstance(tokens, Tokens) and not force:
-                self.check_provenance(tokens)
-            return fn(self, tokens, **options)
-        if not force:
+        run = _at_own_precision(self, fn)
+        size = _piece_size(self, batch_size)
+        if isinstance(tokens, Tokens) and not force:
             self.check_provenance(tokens)
-        batch = tokens.batch_size
-        return torch.cat([fn(self, tokens[lo:lo + size], **{k: _rows(v, batch, lo, lo + size) for k, v in options.items()})
-                          for lo in range(0, batch, size)])
+        with one_thread_per_op():
+            if not isinstance(tokens, Tokens) or tokens.batch_size <= size:
+                return run(self, tokens, **options)
+            batch = tokens.batch_size
+            return torch.cat(map_threads(
+                lambda lo: run(self, tokens[lo:lo + size], **{k: _rows(v, batch, lo, lo + size) for k, v in options.items()}),
+                range(0, batch, size)))
 
     decode._zoo_contract = True
     return decode

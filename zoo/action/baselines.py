@@ -9,6 +9,13 @@
 
 Unlike FAST's reference decoder, which returns zeros for a sequence it cannot parse, both raise a
 ValueError for ids outside the vocabulary or a stream that does not decode to T·D coefficients.
+
+Released weights: `DCTBPE.from_release(folder)` loads FAST's universal tokenizer (physical-intelligence/fast
+on the Hugging Face hub, Apache-2.0: `tokenizer.json` + `processor_config.json`) exactly, through three
+options of `DCTBPEConfig` that reproduce its processor: `min_token` (each rounded coefficient v becomes the
+character chr(max(v - min_token, 0)), then its byte-level BPE), `resample=False` (the DCT runs over each
+input's own steps) and `normalise=False` (identity bounds: FAST expects actions already normalised, e.g. to
+[-1, 1] by the 1st/99th percentiles). With `num_dof=None` any number of dofs is accepted (FAST universal).
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,8 +32,22 @@ from einops import rearrange
 from torch import Tensor
 
 from zoo.action.beast import output_steps
-from zoo.hub import register_family
+from zoo.files import read_release
+from zoo.hub import register_family, register_release
 from zoo.tokenizer import InputContract, Tokenizer, Tokens, TokenSpec, check_budget, check_input, check_tokens
+
+
+_UNBOUNDED = 1 << 20  # spec.max_tokens of a DCT+BPE tokenizer whose length or dofs are left open
+
+
+def _recorded(tokens: Tokens, key: str) -> int | None:
+    """A per-sample size the tokens recorded at encode (equal across the batch), or None."""
+    v = tokens.meta.get(key)
+    if v is None or v.numel() == 0:
+        return None
+    if bool((v != v[0]).any()):
+        raise ValueError(f"tokens record different {key} {v.unique().tolist()}; pass {key}=")
+    return int(v[0])
 
 
 def resample(x: Tensor, steps: int) -> Tensor:
@@ -84,6 +106,7 @@ class Binning(_FittedBounds, Tokenizer):
     config_class = BinningConfig
     encode_knobs = ("num_tokens",)
     decode_options = ("num_steps",)
+    parallel_chunk = 1 << 20  # microseconds per sample: handing pieces to threads would cost more than the work
 
     def __init__(self, config: BinningConfig) -> None:
         super().__init__(config)
@@ -135,27 +158,47 @@ _SYMBOL_BASE = 0x4E00  # CJK block: printable, and far from the surrogates (U+D8
 @dataclass
 class DCTBPEConfig:
     """Args:
-        num_dof; num_steps, the fixed time grid the DCT runs on (inputs are resampled to it);
+        num_dof: D, or None for any number of dofs (FAST universal; needs `resample=False`).
+        num_steps: the fixed time grid the DCT runs on (inputs are resampled to it); with `resample=False`
+            only the default length to decode tokens that do not record theirs (None: such tokens need
+            `decode(..., num_steps=)`).
         scale: DCT coefficients are multiplied by this before rounding (FAST's gamma; higher = finer);
         vocab_size: BPE vocabulary, including one symbol per possible rounded coefficient.
+        min_token: FAST's symbols: coefficient v is the character chr(max(v - min_token, 0)); None: ours, a
+            printable block centred on 0 (fitted by `fit`).
+        resample: resample inputs to `num_steps` before the DCT (ours); False: the DCT runs over the
+            input's own steps (FAST).
+        normalise: map each dof to [-1, 1] by bounds fitted on data (ours); False: identity bounds, the
+            input is used as it is (FAST expects actions normalised beforehand).
     """
 
-    num_dof: int = 2
-    num_steps: int = 100
+    num_dof: int | None = 2
+    num_steps: int | None = 100
     scale: float = 10.0
     vocab_size: int = 1024
+    min_token: int | None = None
+    resample: bool = True
+    normalise: bool = True
 
     def __post_init__(self) -> None:
         if self.scale <= 0:
             raise ValueError(f"scale must be > 0, got {self.scale}")
-        if self.vocab_size <= 2 * self.max_coefficient + 1:
+        if self.num_dof is not None and self.num_dof < 1:
+            raise ValueError(f"num_dof must be >= 1 (or None for any), got {self.num_dof}")
+        if self.resample and (self.num_steps is None or self.num_dof is None):
+            raise ValueError("resample=True needs num_steps and num_dof (the grid the DCT runs on); "
+                             "use resample=False for any length and any number of dofs")
+        if self.min_token is None and (self.num_steps is None or self.num_dof is None or not self.normalise):
+            raise ValueError("our symbol layout (min_token=None) needs num_steps, num_dof and normalise=True; "
+                             "FAST's layout sets min_token")
+        if self.min_token is None and self.vocab_size <= 2 * self.max_coefficient + 1:
             raise ValueError(f"vocab_size must exceed the {2 * self.max_coefficient + 1} coefficient symbols of "
                              f"scale={self.scale}, num_steps={self.num_steps}; got {self.vocab_size}")
 
     @property
     def max_coefficient(self) -> int:
         """Bound on |rounded coefficient|: an orthonormal DCT of values in [-1, 1] stays within sqrt(T)."""
-        return math.ceil(self.scale * math.sqrt(self.num_steps))
+        return math.ceil(self.scale * math.sqrt(self.num_steps or 1))
 
 
 class DCTBPE(_FittedBounds, Tokenizer):
@@ -165,7 +208,7 @@ class DCTBPE(_FittedBounds, Tokenizer):
     config_class = DCTBPEConfig
     encode_knobs = ()
     budget_note = "DCT+BPE cannot honour a budget: its length follows the content; set `scale` in its config instead"
-    decode_options = ("num_steps",)
+    decode_options = ("num_steps", "num_dof")
 
     def __init__(self, config: DCTBPEConfig) -> None:
         super().__init__(config)
@@ -173,22 +216,36 @@ class DCTBPE(_FittedBounds, Tokenizer):
         self.bpe = None  # a tokenizers.Tokenizer, trained by fit
 
     def _coefficients(self, x: Tensor) -> np.ndarray:
-        """(B, T, D) → rounded, scaled DCT coefficients (B, num_steps·D), frequency-major."""
+        """(B, T, D) → rounded, scaled DCT coefficients (B, T'·D), frequency-major (T' = num_steps when resampling)."""
         from scipy.fft import dct
 
         c = self.config
-        z = self._normalise(resample(x.double(), c.num_steps)).clamp(-1, 1).cpu().numpy()
-        coeffs = np.round(dct(z, axis=1, norm="ortho") * c.scale).astype(np.int64)
+        z = x.double()
+        if c.resample:
+            z = resample(z, c.num_steps)
+        if c.normalise:
+            z = self._normalise(z).clamp(-1, 1)
+        coeffs = np.round(dct(z.cpu().numpy(), axis=1, norm="ortho") * c.scale).astype(np.int64)
         return rearrange(coeffs, "b t d -> b (t d)")
 
     def _to_text(self, coeffs: np.ndarray) -> list[str]:
-        return ["".join(chr(_SYMBOL_BASE + int(v) + self.config.max_coefficient) for v in row) for row in coeffs]
+        c = self.config
+        if c.min_token is not None:  # FAST: values below min_token clip to the first symbol
+            return ["".join(map(chr, np.maximum(row - c.min_token, 0).tolist())) for row in coeffs]
+        return ["".join(chr(_SYMBOL_BASE + int(v) + c.max_coefficient) for v in row) for row in coeffs]
+
+    def _from_text(self, text: str) -> list[int]:
+        c = self.config
+        offset = -c.min_token if c.min_token is not None else _SYMBOL_BASE + c.max_coefficient
+        return [ord(ch) - offset for ch in text]
 
     def fit(self, trajectories: Tensor | np.ndarray) -> "DCTBPE":
         from tokenizers import Tokenizer as HFTokenizer
         from tokenizers import models, trainers
 
         c = self.config
+        if c.min_token is not None:
+            raise ValueError("fit trains our symbol layout (min_token=None); FAST tokenizers load with from_release")
         x = check_input(trajectories, self.spec.input, "trajectories")
         self.bounds = _per_dof_bounds(x, 0.01, 0.99)
         alphabet = [chr(_SYMBOL_BASE + i) for i in range(2 * c.max_coefficient + 1)]
@@ -215,9 +272,12 @@ class DCTBPE(_FittedBounds, Tokenizer):
     @property
     def spec(self) -> TokenSpec:
         c = self.config
-        return TokenSpec(modality="action", vocab_size=self.vocab_size, num_codebooks=1,
-                         max_tokens=c.num_steps * c.num_dof,
-                         input=InputContract(layout="B T D", sizes={"D": c.num_dof}))
+        if c.num_steps is None or c.num_dof is None:
+            max_tokens = _UNBOUNDED  # the length grows with T·D, which the config leaves open
+        else:  # one token per coefficient at most; FAST's byte-level BPE: up to 3 bytes per symbol
+            max_tokens = c.num_steps * c.num_dof * (1 if c.min_token is None else 3)
+        return TokenSpec(modality="action", vocab_size=self.vocab_size, num_codebooks=1, max_tokens=max_tokens,
+                         input=InputContract(layout="B T D", sizes={} if c.num_dof is None else {"D": c.num_dof}))
 
     @torch.no_grad()
     def encode(self, x: Tensor) -> Tokens:
@@ -229,30 +289,90 @@ class DCTBPE(_FittedBounds, Tokenizer):
         ids = torch.zeros(len(rows), int(lengths.max()), dtype=torch.long)
         for i, r in enumerate(rows):
             ids[i, : len(r)] = torch.tensor(r)
-        return Tokens(ids=ids, lengths=lengths, meta={"num_steps": torch.full((len(rows),), x.shape[1])})
+        b = len(rows)
+        meta = {"num_steps": torch.full((b,), x.shape[1])}
+        if self.config.num_dof is None:
+            meta["num_dof"] = torch.full((b,), x.shape[2])
+        return Tokens(ids=ids, lengths=lengths, meta=meta)
 
     @torch.no_grad()
-    def decode(self, tokens: Tokens, *, num_steps: int | None = None) -> Tensor:
+    def decode(self, tokens: Tokens, *, num_steps: int | None = None, num_dof: int | None = None) -> Tensor:
+        """Tokens → (B, T, D). num_steps: the length to decode to (default: as encoded); num_dof: D, for a
+        tokenizer of any dofs (`num_dof=None`) and tokens that do not record theirs (e.g. from an LLM)."""
         from scipy.fft import idct
 
         c = self.config
         if self.bpe is None:
             raise ValueError("DCTBPE is not fitted; call fit(data) first")
         check_tokens(tokens, self.spec)
-        coeffs = np.empty((tokens.batch_size, c.num_steps * c.num_dof), dtype=np.float64)
-        offset = _SYMBOL_BASE + c.max_coefficient
+        steps = output_steps(tokens, num_steps, c.num_steps)  # None when neither the tokens nor the config say
+        dofs = c.num_dof or (check_budget(num_dof, 1, 1_000_000, "num_dof") if num_dof is not None
+                             else _recorded(tokens, "num_dof"))
+        if steps is None or dofs is None:
+            raise ValueError("these tokens do not record their length and dofs: pass decode(..., num_steps=T, num_dof=D)")
+        grid = c.num_steps if c.resample else steps  # the DCT's length
+        coeffs = np.empty((tokens.batch_size, grid * dofs), dtype=np.float64)
         for i, (row, n) in enumerate(zip(tokens.ids.tolist(), tokens.lengths.tolist())):
-            text = "".join(self.bpe.id_to_token(t) for t in row[:n])
+            if self.bpe.decoder is not None:  # FAST: byte-level BPE, its decoder turns bytes back into symbols
+                text = self.bpe.decode(row[:n], skip_special_tokens=False)
+            else:
+                text = "".join(self.bpe.id_to_token(t) for t in row[:n])
             if len(text) != coeffs.shape[1]:
                 raise ValueError(f"sample {i}: tokens decode to {len(text)} DCT coefficients, expected "
-                                 f"{coeffs.shape[1]} (num_steps·num_dof); the sequence is truncated or malformed")
-            coeffs[i] = [ord(ch) - offset for ch in text]
-        z = idct(rearrange(coeffs, "b (t d) -> b t d", d=c.num_dof) / c.scale, axis=1, norm="ortho")
-        x = self._normalise(torch.from_numpy(z).float(), inverse=True)
-        return resample(x, output_steps(tokens, num_steps, c.num_steps))
+                                 f"{coeffs.shape[1]} ({grid} steps x {dofs} dofs); the sequence is truncated or malformed")
+            coeffs[i] = self._from_text(text)
+        z = idct(rearrange(coeffs, "b (t d) -> b t d", d=dofs) / c.scale, axis=1, norm="ortho")
+        x = torch.from_numpy(z)
+        x = self._normalise(x.float(), inverse=True) if c.normalise else x.float()
+        return resample(x, steps) if c.resample else x
+
+    # -- released weights ------------------------------------------------------------------------------
+
+    @staticmethod
+    def is_release(path: str | Path) -> bool:
+        """A folder as FAST's tokenizers are published: processor_config.json naming `min_token` and
+        `scale` (FAST's UniversalActionProcessor) beside tokenizer.json."""
+        return read_release(path, "processor_config.json", "tokenizer.json", ("min_token", "scale")) is not None
+
+    @classmethod
+    def from_release(cls, path: str | Path) -> "DCTBPE":
+        """Load a FAST tokenizer folder (tokenizer.json + processor_config.json) as a `DCTBPE`, exactly."""
+        from tokenizers import Tokenizer as HFTokenizer
+
+        found = read_release(path, "processor_config.json", "tokenizer.json", ("min_token", "scale"))
+        if found is None:
+            raise ValueError(f"{path} is not a FAST tokenizer release: expected a folder with tokenizer.json and "
+                             "processor_config.json (with 'scale' and 'min_token')")
+        folder, args = found
+        for key in ("scale", "min_token", "vocab_size"):
+            v = args.get(key)
+            if key != "scale" and v is not None and (isinstance(v, bool) or not isinstance(v, int)):
+                raise ValueError(f"processor_config.json: {key} must be an integer, got {v!r}")
+        for key in ("action_dim", "time_horizon"):
+            v = args.get(key)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ValueError(f"processor_config.json: {key} must be a positive integer or null, got {v!r}")
+        try:
+            bpe = HFTokenizer.from_file(str(folder / "tokenizer.json"))
+        except Exception as e:  # the tokenizers library raises its own exception type
+            raise ValueError(f"{folder / 'tokenizer.json'} is not a tokenizers file: {e}") from e
+        config = DCTBPEConfig(num_dof=args.get("action_dim"), num_steps=args.get("time_horizon"),
+                              scale=float(args["scale"]), vocab_size=int(args.get("vocab_size") or bpe.get_vocab_size()),
+                              min_token=int(args["min_token"]), resample=False, normalise=False)
+        tok = cls(config)
+        tok.bpe = bpe
+        return tok.eval()
 
 
 # ----------------------------------------------------------------------------------------- registration
 
 register_family(Binning)
 register_family(DCTBPE)
+register_release(
+    "fast-universal", "dct-bpe", hf_repo="physical-intelligence/fast", revision=None,  # not pinned: no hub access here
+    files=("tokenizer.json", "processor_config.json"), license="Apache-2.0",
+    license_url="https://www.apache.org/licenses/LICENSE-2.0",
+    summary={"modality": "action", "description": (
+        "FAST+ universal action tokenizer (Pertsch et al., 2025), from physical-intelligence/fast: DCT over the "
+        "chunk's own steps, x10, rounded, byte-level BPE with a 2048 vocabulary; any number of steps and dofs. "
+        "Normalise actions first (FAST uses each dof's 1st/99th percentiles mapped to [-1, 1]).")})

@@ -37,7 +37,7 @@ from torch import Tensor
 from zoo.hub import register_family
 from zoo.nn.istft import ISTFTDecoder
 from zoo.nn.seanet import SEANetConfig, SEANetDecoder, SEANetEncoder, receptive_field
-from zoo.nn.threads import map_threads, small_ops
+from zoo.nn.threads import map_threads
 from zoo.tokenizer import InputContract, Tokenizer, Tokens, TokenSpec, check_budget, check_input, check_tokens
 
 
@@ -264,7 +264,6 @@ class Codec(Tokenizer):
         return out
 
     @torch.no_grad()
-    @small_ops
     def encode(self, wav: Tensor, *, bitrate: float | None = None, num_codebooks: int | None = None,
                sample_rate: int | None = None, chunk_seconds: float | None = None) -> Tokens:
         """Encode waveforms into codes.
@@ -303,7 +302,6 @@ class Codec(Tokenizer):
                       meta={"num_samples": torch.full((b,), num_samples, device=ids.device)})
 
     @torch.no_grad()
-    @small_ops
     def decode(self, tokens: Tokens, *, num_samples: int | None = None, chunk_seconds: float | None = None) -> Tensor:
         """Codes -> waveforms (B, 1, S) in [-1, 1].
 

@@ -1,6 +1,6 @@
 """Images for training and evaluating image tokenizers (and a small ViT classifier), built offline.
 
-Three sources, each split train/val by where its pixels come from, never by crop:
+Seven sources, each split train/val by where its pixels come from, never by crop:
 
 - ``natural``: random square crops (log-uniform scale from `NATURAL_MIN_SCALE` to the whole short
   side, uniform position, random horizontal flip) of scikit-image's bundled photos, resized with PIL
@@ -16,6 +16,21 @@ Three sources, each split train/val by where its pixels come from, never by crop
   with text). Scene `i` of a split is drawn from its own integer seed,
   ``SHAPES_SEED_BASE[split] + seed * 2**32 + i``: train seeds lie in [0, 2**63) and val seeds in
   [2**63, 2**64), so no val scene is ever a train scene (`render_scene` re-draws any one of them).
+- ``flat``: one uniform colour, uniform in the RGB cube, with each channel pushed to 0 or 255 a third
+  of the time (saturated colours are what the first models never saw).
+- ``gradients``: a linear (two thirds) or radial ramp between two random colours.
+- ``textures``: procedural textures in random colours: 1/f^beta noise (beta 1-3) mapped onto a
+  two-colour ramp, or stripes / a checker / dots at a random period and angle.
+- ``jittered``: natural crops (same photos and split as ``natural``) with colour jitter: hue rotation,
+  saturation 0-2x, brightness 0.6-1.4x, contrast 0.6-1.4x.
+
+  flat, gradients and textures are generated from seeds, ``SHAPES_SEED_BASE[split] + seed * 2**32 + j``
+  as for shapes, so val never repeats train; they are not part of `mixed_val_set` (the set the cards
+  of the first checkpoints report on), but `source_val_sets` reports on each.
+
+`real_photo_crops` holds out more than the val photos: crops of `HELDOUT_PHOTOS` (the val photos and
+matplotlib's bundled Grace Hopper portrait, which no builder trains on), the real inputs the
+benchmarks compare tokenizers and baselines on.
 
 `build_image_dataset` interleaves the requested sources round-robin (image ``i`` comes from
 ``sources[i % len(sources)]``), cycles natural crops over their source photos, faces over their
@@ -46,7 +61,9 @@ from zoo.data.cache import cached_arrays
 
 VERSION = 1  # bump when the builders' output changes, so stale caches are not reused
 SPLITS = ("train", "val")
-SOURCES = ("natural", "faces", "shapes")  # the `source` array holds indices into this tuple
+SOURCES = ("natural", "faces", "shapes")  # the default build and `mixed_val_set`
+# the `source` array holds indices into ALL_SOURCES (SOURCES first, so their indices keep their meaning)
+ALL_SOURCES = (*SOURCES, "flat", "gradients", "textures", "jittered")
 RESOLUTIONS = (16, 32, 64, 128)
 MIXED_VAL_SEED = 0
 MAX_SEED = 2**31
@@ -65,6 +82,8 @@ NATURAL_IMAGES: dict[str, tuple[str, ...]] = {
     ),
     "val": ("chelsea", "rocket", "camera", "gravel"),
 }
+# photos no builder ever trains on: the natural val photos, and matplotlib's bundled sample photo
+HELDOUT_PHOTOS = (*NATURAL_IMAGES["val"], "matplotlib:grace_hopper.jpg")
 NATURAL_MIN_SCALE = 0.12  # smallest crop side, as a fraction of the photo's short side
 FACE_INDICES: dict[str, range] = {"train": range(0, 80), "val": range(80, 100)}
 FACE_MIN_SCALE = 0.75
@@ -72,7 +91,13 @@ FACE_MIN_SCALE = 0.75
 
 @lru_cache(maxsize=None)
 def _natural_photo(name: str) -> Image.Image:
-    """One bundled scikit-image photo as an RGB PIL image (grey repeated to three channels)."""
+    """One bundled scikit-image photo (or "matplotlib:<file>", one of matplotlib's sample photos) as an RGB PIL
+    image (grey repeated to three channels)."""
+    if name.startswith("matplotlib:"):
+        import matplotlib.cbook
+
+        with matplotlib.cbook.get_sample_data(name.partition(":")[2]) as f:
+            return Image.open(f).convert("RGB")
     import skimage.data
 
     img = getattr(skimage.data, name)()
@@ -89,12 +114,16 @@ def _faces() -> np.ndarray:
     return np.round(skimage.data.lfw_subset()[:100] * 255).astype(np.uint8)
 
 
-def _natural_crop(split: str, seed: int, j: int, resolution: int) -> tuple[np.ndarray, str]:
-    """Crop `j` of the natural photos of `split`: uint8 (R, R, 3) and the photo's name."""
-    names = NATURAL_IMAGES[split]
+def _natural_crop(split: str, seed: int, j: int, resolution: int,
+                  names: tuple[str, ...] | None = None, stream: int = 0) -> tuple[np.ndarray, str]:
+    """Crop `j` of the natural photos of `split` (or of `names`): uint8 (R, R, 3) and the photo's name.
+
+    `stream` separates random streams that crop the same photos (0 for ``natural``)."""
+    names = NATURAL_IMAGES[split] if names is None else names
     name = names[j % len(names)]
     photo = _natural_photo(name)
-    rng = np.random.default_rng([SOURCES.index("natural"), SPLITS.index(split), seed, j])
+    key = [ALL_SOURCES.index("natural"), SPLITS.index(split), seed, j] + ([stream] if stream else [])
+    rng = np.random.default_rng(key)
     short = min(photo.size)
     scale = math.exp(rng.uniform(math.log(NATURAL_MIN_SCALE), 0.0))
     side = max(round(short * scale), min(resolution, short))
@@ -369,6 +398,93 @@ def render_scene(scene_seed: int, level: int, resolution: int = 32) -> Scene:
 
 
 # --------------------------------------------------------------------------------------------------
+# Flat colours, gradients, textures, colour jitter
+# --------------------------------------------------------------------------------------------------
+
+SATURATE_P = 1 / 3  # per channel, the chance a flat colour's (or a ramp end's) channel is pushed to 0 or 255
+
+
+def _random_colour(rng: np.random.Generator) -> np.ndarray:
+    """float (3,) in [0, 255]: uniform in the RGB cube, each channel saturated with probability `SATURATE_P`."""
+    c = rng.uniform(0, 255, 3)
+    return np.where(rng.random(3) < SATURATE_P, np.where(rng.random(3) < 0.5, 0.0, 255.0), c)
+
+
+def flat_image(rng: np.random.Generator, resolution: int) -> np.ndarray:
+    """One uniform colour: uint8 (R, R, 3)."""
+    return np.broadcast_to(np.round(_random_colour(rng)).astype(np.uint8), (resolution, resolution, 3)).copy()
+
+
+def gradient_image(rng: np.random.Generator, resolution: int) -> np.ndarray:
+    """A linear (2/3) or radial ramp between two random colours: uint8 (R, R, 3)."""
+    y, x = _grid(resolution)
+    if rng.random() < 2 / 3:
+        theta = rng.uniform(0, 2 * math.pi)
+        t = x * math.cos(theta) + y * math.sin(theta)
+    else:
+        cx, cy = rng.uniform(0, resolution, 2)
+        t = np.hypot(x - cx, y - cy)
+    t = (t - t.min()) / max(float(t.max() - t.min()), 1e-6)
+    a, b = _random_colour(rng), _random_colour(rng)
+    return np.round(a + (b - a) * t[..., None]).astype(np.uint8)
+
+
+def texture_image(rng: np.random.Generator, resolution: int) -> np.ndarray:
+    """A procedural texture in two random colours: uint8 (R, R, 3).
+
+    Half are 1/f^beta noise (beta uniform in [1, 3], smooth clouds to grain) mapped onto a ramp between
+    the colours; the rest stripes, a checker or dots at a random period (2-12 px) and angle, drawn at
+    `SUPERSAMPLE` x and box-filtered down.
+    """
+    a, b = _random_colour(rng), _random_colour(rng)
+    if rng.random() < 0.5:
+        beta = rng.uniform(1.0, 3.0)
+        fy = np.fft.fftfreq(resolution)[:, None]
+        fx = np.fft.rfftfreq(resolution)[None, :]
+        amp = np.hypot(fy, fx)
+        amp[0, 0] = 1.0
+        spec = (rng.normal(size=amp.shape) + 1j * rng.normal(size=amp.shape)) / amp ** (beta / 2)
+        spec[0, 0] = 0.0
+        t = np.fft.irfft2(spec, s=(resolution, resolution))
+        t = (t - t.min()) / max(float(t.max() - t.min()), 1e-9)
+    else:
+        size = resolution * SUPERSAMPLE
+        y, x = _grid(size)
+        period = rng.uniform(2.0, 12.0) * SUPERSAMPLE
+        theta = rng.uniform(0, math.pi)
+        u = (x * math.cos(theta) + y * math.sin(theta)) / period
+        v = (-x * math.sin(theta) + y * math.cos(theta)) / period
+        style = int(rng.integers(3))
+        if style == 0:  # stripes
+            mask = np.floor(u) % 2 == 1
+        elif style == 1:  # checker
+            mask = (np.floor(u) + np.floor(v)) % 2 == 1
+        else:  # dots
+            mask = np.hypot(u - np.floor(u) - 0.5, v - np.floor(v) - 0.5) < rng.uniform(0.15, 0.45)
+        t = mask.astype(np.float32).reshape(resolution, SUPERSAMPLE, resolution, SUPERSAMPLE).mean((1, 3))
+    return np.round(a + (b - a) * t[..., None]).astype(np.uint8)
+
+
+def colour_jitter(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Hue rotation (any angle), saturation x[0, 2], brightness x[0.6, 1.4], contrast x[0.6, 1.4]: uint8 (H, W, 3)."""
+    x = img.astype(np.float32) / 255.0
+    # hue and saturation act on the chroma plane of YIQ, which keeps luma
+    yiq = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], np.float32)
+    q = x @ yiq.T
+    angle, sat = rng.uniform(0, 2 * math.pi), rng.uniform(0.0, 2.0)
+    c, s_ = math.cos(angle) * sat, math.sin(angle) * sat
+    q[..., 1], q[..., 2] = c * q[..., 1] - s_ * q[..., 2], s_ * q[..., 1] + c * q[..., 2]
+    x = q @ np.linalg.inv(yiq).T
+    x = x * rng.uniform(0.6, 1.4)
+    mean = x.mean()
+    x = mean + (x - mean) * rng.uniform(0.6, 1.4)
+    return np.round(np.clip(x, 0.0, 1.0) * 255).astype(np.uint8)
+
+
+GENERATED = {"flat": flat_image, "gradients": gradient_image, "textures": texture_image}
+
+
+# --------------------------------------------------------------------------------------------------
 # Builders
 # --------------------------------------------------------------------------------------------------
 
@@ -405,9 +521,9 @@ def _check_args(split: str, n: int, resolution: int, sources: Sequence[str], see
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < MAX_SEED:
         raise ValueError(f"seed={seed!r} must be an integer in [0, 2**31)")
     sources = (sources,) if isinstance(sources, str) else tuple(sources)
-    unknown = [s for s in sources if s not in SOURCES]
+    unknown = [s for s in sources if s not in ALL_SOURCES]
     if not sources or unknown or len(set(sources)) != len(sources):
-        raise ValueError(f"sources={sources!r} must be distinct names from {SOURCES} (at least one); "
+        raise ValueError(f"sources={sources!r} must be distinct names from {ALL_SOURCES} (at least one); "
                          f"unknown: {unknown}")
     return sources
 
@@ -420,12 +536,12 @@ def build_image_dataset(split: str, n: int, resolution: int = 32,
         split: "train" or "val" (disjoint photos, faces and scene seeds; see the module docstring).
         n: number of images.
         resolution: side R in pixels, one of `RESOLUTIONS`.
-        sources: names from `SOURCES`; image i comes from sources[i % len(sources)].
+        sources: names from `ALL_SOURCES`; image i comes from sources[i % len(sources)].
         seed: in [0, 2**31); picks crops and scenes.
 
     Returns:
         images: uint8 (N, R, R, 3).
-        source: int64 (N,), index into `SOURCES`.
+        source: int64 (N,), index into `ALL_SOURCES`.
         complexity: int64 (N,), the shape scene's level 0..4 (cycling), -1 for natural and faces.
         png_bytes: int64 (N,), `png_complexity` of each image (defined for every source).
         captions: unicode (N,), the scene's caption for shapes, "" for natural and faces.
@@ -447,11 +563,19 @@ def _build(split: str, n: int, resolution: int, sources: tuple[str, ...], seed: 
     captions, origins = [""] * n, [""] * n
     for i in range(n):
         name, j = sources[i % len(sources)], i // len(sources)
-        source[i] = SOURCES.index(name)
+        source[i] = ALL_SOURCES.index(name)
         if name == "natural":
             images[i], origins[i] = _natural_crop(split, seed, j, resolution)
         elif name == "faces":
             images[i], origins[i] = _face_crop(split, seed, j, resolution)
+        elif name == "jittered":
+            crop, photo = _natural_crop(split, seed, j, resolution, stream=1)
+            rng = np.random.default_rng([ALL_SOURCES.index("jittered"), SPLITS.index(split), seed, j])
+            images[i], origins[i] = colour_jitter(crop, rng), photo
+        elif name in GENERATED:
+            scene_seed = SHAPES_SEED_BASE[split] + seed * 2**32 + j
+            rng = np.random.default_rng([ALL_SOURCES.index(name), scene_seed])
+            images[i], origins[i] = GENERATED[name](rng, resolution), f"{name}{scene_seed}"
         else:
             scene_seed = SHAPES_SEED_BASE[split] + seed * 2**32 + j
             level = j % len(LEVELS)
@@ -474,6 +598,34 @@ def mixed_val_set(n: int = 256, resolution: int = 32) -> dict[str, np.ndarray]:
     over the val photos), a third LFW val faces, a third shape scenes (cycling over levels 0..4).
     """
     return build_image_dataset("val", n, resolution, SOURCES, seed=MIXED_VAL_SEED)
+
+
+def source_val_sets(n: int = 48, resolution: int = 32) -> dict[str, dict[str, np.ndarray]]:
+    """Validation sets, one per source: {"photos": `real_photo_crops`, "faces": ..., "flat": ..., ...}.
+
+    Each is `n` images of the val split (seed `MIXED_VAL_SEED`) from that source alone, so training runs
+    and benchmarks can report per source; "photos" replaces "natural" and "jittered" (its photos are held out
+    from every builder).
+    """
+    sets = {"photos": real_photo_crops(n, resolution)}
+    for name in ("faces", "shapes", "flat", "gradients", "textures"):
+        sets[name] = build_image_dataset("val", n, resolution, (name,), seed=MIXED_VAL_SEED)
+    return sets
+
+
+def real_photo_crops(n: int = 48, resolution: int = 32, seed: int = 0) -> dict[str, np.ndarray]:
+    """Held-out real inputs: `n` random crops (scales as ``natural``) of `HELDOUT_PHOTOS`, cycling over them.
+
+    Returns {"images": uint8 (N, R, R, 3), "origin": unicode (N,) photo names}.
+    """
+    _check_args("val", n, resolution, ("natural",), seed)
+
+    def build() -> dict[str, np.ndarray]:
+        crops = [_natural_crop("val", seed, j, resolution, names=HELDOUT_PHOTOS, stream=2) for j in range(n)]
+        return {"images": np.stack([c for c, _ in crops]), "origin": np.array([o for _, o in crops], dtype=str)}
+
+    return cached_arrays("real_photos", {"version": VERSION, "n": int(n), "resolution": int(resolution),
+                                         "seed": int(seed), "photos": list(HELDOUT_PHOTOS)}, build)
 
 
 class ImageDataset(torch.utils.data.Dataset):

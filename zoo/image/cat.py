@@ -380,7 +380,7 @@ class CAT(Tokenizer):
             rows = (levels == level).nonzero().squeeze(1)
             z, level_ids, _ = self.latent(raws[level][rows])
             n = z.shape[1]
-            latents[rows, :n] = z
+            latents[rows, :n] = z.to(latents.dtype)  # the quantizer's codes are float32 in a half model
             if ids is not None:
                 ids[rows, :n] = level_ids
         ratios = torch.tensor(c.ratios, device=x.device)[levels]
@@ -431,7 +431,7 @@ class CAT(Tokenizer):
                 z = self.fsq.indices_to_codes(tokens.ids.to(self.device)[rows, :n])
             else:
                 z = tokens.latents.to(self.device, torch.float32)[rows, :n]
-            out[rows] = self.pixels(z, level)
+            out[rows] = self.pixels(z, level).to(out.dtype)  # bfloat16 under a half model's autocast
         return out
 
 

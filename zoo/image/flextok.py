@@ -60,7 +60,8 @@ from zoo.nn import (AdaLNTransformer, Patchify, TimestepEmbedding, Transformer, 
                     sincos_pos_embed_2d)
 from zoo.nn.transformer import key_padding_mask, prefix_causal_mask
 from zoo.hub import register_family
-from zoo.tokenizer import InputContract, Tokenizer, Tokens, TokenSpec, check_budget, check_input, check_tokens
+from zoo.tokenizer import (InputContract, Tokenizer, Tokens, TokenSpec, budget_lengths, check_budget, check_input,
+                           check_tokens, length_mask)
 
 
 @dataclass
@@ -265,7 +266,7 @@ class FlexTok(Tokenizer):
         """
         c = self.config
         b, k = codes.shape[:2]
-        kept = torch.arange(k, device=z.device)[None] < lengths[:, None]  # (B, k)
+        kept = length_mask(lengths, k)  # (B, k)
         patches = self.dec_patch(z) + self.dec_pos  # (B, N, Dd)
         mask_tok = (self.mask_token + self.register_pos[lengths])[:, None]  # (B, 1, Dd): slot of the first dropped
         regs = self.from_code(codes) + self.register_pos[:k]  # (B, k, Dd)
@@ -307,7 +308,7 @@ class FlexTok(Tokenizer):
         x = check_input(x, self.spec.input, "images").to(self.device)
         lengths = self.lengths_from_budget(num_tokens, x.shape[0], x.device)
         codes, ids = self.quantize(x * 2 - 1, int(lengths.max()))
-        keep = torch.arange(ids.shape[1], device=x.device)[None] < lengths[:, None]
+        keep = length_mask(lengths, ids.shape[1])
         return Tokens(ids=ids.long() * keep, lengths=lengths, latents=codes * keep[..., None])
 
     @torch.no_grad()
@@ -339,7 +340,7 @@ class FlexTok(Tokenizer):
             raise ValueError(f"token lengths must lie in [1, {c.num_registers}], got {tokens.lengths.tolist()}")
         k = int(lengths.max())
         ids = tokens.ids[:, :k].to(self.device)
-        ids = ids * (torch.arange(k, device=ids.device)[None] < lengths[:, None])  # padding → a valid id
+        ids = ids * length_mask(lengths, k)  # padding → a valid id
         codes = self.fsq.indices_to_codes(ids)  # (B, k, len(levels))
         b = ids.shape[0]
         if guidance != 1:
@@ -371,22 +372,6 @@ class FlexTok(Tokenizer):
 
 
 # ----------------------------------------------------------------------------------------- shared with flextok_release
-
-
-def budget_lengths(num_tokens: int | Tensor | None, batch: int, k_max: int, device: torch.device) -> Tensor:
-    """num_tokens: None (all k_max), an int, or a LongTensor [B] → lengths (B,) in 1..k_max."""
-    if num_tokens is None:
-        return torch.full((batch,), k_max, dtype=torch.long, device=device)
-    if isinstance(num_tokens, Tensor):
-        if num_tokens.shape != (batch,) or num_tokens.is_floating_point() or num_tokens.dtype == torch.bool:
-            raise ValueError(f"num_tokens as a tensor must be integer with shape ({batch},), one per image; "
-                             f"got {num_tokens.dtype} {tuple(num_tokens.shape)}")
-        lo, hi = int(num_tokens.min()), int(num_tokens.max())
-        if lo < 1 or hi > k_max:
-            raise ValueError(f"num_tokens must lie in [1, {k_max}] for every image, got values in [{lo}, {hi}]")
-        return num_tokens.to(device=device, dtype=torch.long)
-    k = check_budget(num_tokens, 1, k_max)
-    return torch.full((batch,), k, dtype=torch.long, device=device)
 
 
 def seeded_noise(batch: int, seed: int | Tensor | None, shape: tuple[int, ...], device: torch.device) -> Tensor:

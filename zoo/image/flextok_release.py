@@ -51,11 +51,12 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from zoo.hub import register_family, register_release
-from zoo.image.flextok import budget_lengths, seeded_noise
+from zoo.image.flextok import seeded_noise
 from zoo.nn.patch import Patchify, Unpatchify, sincos_pos_embed_2d
 from zoo.nn.timestep import TimestepEmbedding
 from zoo.nn.transformer import prefix_causal_mask
-from zoo.tokenizer import InputContract, Tokenizer, Tokens, TokenSpec, check_budget, check_input, check_tokens
+from zoo.tokenizer import (InputContract, Tokenizer, Tokens, TokenSpec, budget_lengths, check_budget, check_input,
+                           check_tokens, length_mask)
 
 LICENCE = "LicenseRef-apple-amlr"  # Apple Machine Learning Research Model licence ('apple-amlr' on the hub)
 LICENCE_URL = "https://github.com/apple/ml-flextok/blob/main/LICENSE_WEIGHTS"
@@ -204,8 +205,8 @@ class QKNormAttention(nn.Module):
 class ReleaseBlock(nn.Module):
     """A pre-norm transformer block of the release; with `expansion` > 0 it is adaLN-Zero modulated.
 
-    forward(x (B, L, dim), bias, emb (B, dim) or None, segments (L,) long in [0, expansion) or None):
-    `segments` picks which of the `expansion` modulation tables each token uses (patches 0, registers 1).
+    forward(x (B, L, dim), bias, emb (B, dim) or None, split): with two modulation tables (`expansion` 2),
+    tokens before `split` (the patches) use the first and the rest (the registers) the second.
     """
 
     def __init__(self, dim: int, head_dim: int, mlp_ratio: float, eps: float, expansion: int = 0) -> None:
@@ -218,15 +219,25 @@ class ReleaseBlock(nn.Module):
         self.ada = nn.Sequential(nn.SiLU(), nn.Linear(dim, expansion * 6 * dim)) if expansion else None
 
     def forward(self, x: Tensor, bias: Tensor | None = None, emb: Tensor | None = None,
-                segments: Tensor | None = None) -> Tensor:
+                split: int | None = None) -> Tensor:
         if self.ada is None:
             x = x + self.attn(fp32_layer_norm(x, self.eps), bias)
             return x + self.mlp(fp32_layer_norm(x, self.eps))
-        mod = rearrange(self.ada(emb), "b (e six d) -> b e six d", e=self.expansion, six=6)
-        mod = mod[:, segments] if segments is not None else mod[:, :1].expand(-1, x.shape[1], -1, -1)  # (B, L, 6, D)
-        gate_msa, gate_mlp, shift_msa, scale_msa, shift_mlp, scale_mlp = mod.unbind(2)
-        x = x + gate_msa * self.attn(fp32_layer_norm(x, self.eps) * (1 + scale_msa) + shift_msa, bias)
-        return x + gate_mlp * self.mlp(fp32_layer_norm(x, self.eps) * (1 + scale_mlp) + shift_mlp)
+        mod = rearrange(self.ada(emb), "b (e six d) -> six b e 1 d", e=self.expansion, six=6)
+        gate_msa, gate_mlp, shift_msa, scale_msa, shift_mlp, scale_mlp = mod.unbind(0)  # each (B, e, 1, D)
+
+        def modulated(h: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
+            return per_segment(fp32_layer_norm(h, self.eps), split, lambda part, i: part * (1 + scale[:, i]) + shift[:, i])
+
+        x = x + per_segment(self.attn(modulated(x, shift_msa, scale_msa), bias), split, lambda part, i: part * gate_msa[:, i])
+        return x + per_segment(self.mlp(modulated(x, shift_mlp, scale_mlp)), split, lambda part, i: part * gate_mlp[:, i])
+
+
+def per_segment(x: Tensor, split: int | None, fn) -> Tensor:
+    """fn(part, i) on x[:, :split] (i = 0) and x[:, split:] (i = 1), or on all of x (i = 0) when split is None."""
+    if split is None:
+        return fn(x, 0)
+    return torch.cat([fn(x[:, :split], 0), fn(x[:, split:], 1)], dim=1)
 
 
 # ----------------------------------------------------------------------------------------- the tokenizer
@@ -329,12 +340,10 @@ class FlexTokRelease(Tokenizer):
         if extra:  # log-count on the key of the shared token (0 when it stands for itself)
             bias = x.new_zeros(1, x.shape[1])  # (1, L): every query, each key
             bias[0, -1] = extra
-        segments = None
-        if c.adaln_expansion == 2:
-            segments = torch.cat([torch.zeros(n, dtype=torch.long), torch.ones(regs.shape[1], dtype=torch.long)]).to(z.device)
+        split = n if c.adaln_expansion == 2 else None
         emb = self.time_embed(t)
         for block in self.decoder:
-            x = block(x, bias, emb, segments)
+            x = block(x, bias, emb, split)
         h = fp32_layer_norm(x[:, :n], c.norm_eps)
         if self.head_ada is not None:
             shift, scale = self.head_ada(emb)[:, None].chunk(2, dim=-1)
@@ -357,7 +366,7 @@ class FlexTokRelease(Tokenizer):
         x = check_input(x, self.spec.input, "images").to(self.device)
         lengths = budget_lengths(num_tokens, x.shape[0], self.config.num_registers, x.device)
         codes, ids = self.quantize(self.latents(x * 2 - 1), int(lengths.max()))
-        keep = torch.arange(ids.shape[1], device=x.device)[None] < lengths[:, None]
+        keep = length_mask(lengths, ids.shape[1])
         return Tokens(ids=ids.long() * keep, lengths=lengths, latents=codes * keep[..., None])
 
     @torch.no_grad()

@@ -55,7 +55,8 @@ from zoo.metrics import mse as image_mse
 from zoo.nn import Patchify, TimestepEmbedding, Transformer, Unpatchify, kept_codes, sincos_pos_embed_2d
 from zoo.nn.transformer import prefix_causal_mask
 from zoo.hub import register_family
-from zoo.tokenizer import InputContract, Tokenizer, Tokens, TokenSpec, check_budget, check_input, check_tokens
+from zoo.tokenizer import (InputContract, Tokenizer, Tokens, TokenSpec, budget_lengths, check_budget, check_input,
+                           check_tokens, length_mask)
 
 QUANTIZERS = ("fsq", "none")
 
@@ -308,7 +309,7 @@ class KARL(Tokenizer):
         """
         c = self.config
         b, k = codes.shape[:2]
-        keep = (torch.arange(k, device=codes.device)[None] < lengths[:, None])[..., None]  # (B, k, 1)
+        keep = length_mask(lengths, k)[..., None]  # (B, k, 1)
         slots = torch.where(keep, self.from_code(codes), self.mask_token)  # (B, k, Dd)
         if k < c.max_tokens:
             slots = torch.cat([slots, repeat(self.mask_token, "d -> b m d", b=b, m=c.max_tokens - k)], dim=1)
@@ -360,7 +361,7 @@ class KARL(Tokenizer):
             return self._search(x, eps, float(min_gain), threshold, self._check_candidates(search))
         x = x * 2 - 1
         if num_tokens is not None:
-            lengths = self._check_num_tokens(num_tokens, b)
+            lengths = budget_lengths(num_tokens, b, self.config.max_tokens, self.device)
             eps = self.quality_for_lengths(self.halting_curve(self.patch_features(x)), lengths, threshold)
         else:
             eps = self._check_quality(c.default_quality if quality is None else quality, b)
@@ -377,7 +378,7 @@ class KARL(Tokenizer):
         past them; `width` (default the longest length) is the padded width."""
         width = int(lengths.max()) if width is None else width
         codes, ids = self.quantize(self.encode_latents(scaled, eps)[0][:, :width])
-        keep = torch.arange(width, device=scaled.device)[None] < lengths[:, None]  # (B, width)
+        keep = length_mask(lengths, width)  # (B, width)
         return Tokens(ids=None if ids is None else ids.long() * keep, lengths=lengths, latents=codes * keep[..., None])
 
     def _search(self, x: Tensor, eps: Tensor, min_gain: float, threshold: float, candidates: list[int]) -> Tokens:
@@ -452,18 +453,6 @@ class KARL(Tokenizer):
         if not bool(torch.isfinite(q).all()) or float(q.min()) <= 0:
             raise ValueError(f"quality must be a finite positive target MSE (e.g. 0.003 ≈ 25 dB), got {quality!r}")
         return q
-
-    def _check_num_tokens(self, num_tokens: Any, batch: int) -> Tensor:
-        k_max = self.config.max_tokens
-        if isinstance(num_tokens, Tensor):
-            if num_tokens.shape != (batch,) or num_tokens.is_floating_point() or num_tokens.dtype == torch.bool:
-                raise ValueError(f"num_tokens as a tensor must be integer with shape ({batch},), one per image; "
-                                 f"got {num_tokens.dtype} {tuple(num_tokens.shape)}")
-            lo, hi = int(num_tokens.min()), int(num_tokens.max())
-            if lo < 1 or hi > k_max:
-                raise ValueError(f"num_tokens must lie in [1, {k_max}] for every image, got values in [{lo}, {hi}]")
-            return num_tokens.to(self.device, torch.long)
-        return torch.full((batch,), check_budget(num_tokens, 1, k_max), dtype=torch.long, device=self.device)
 
     @staticmethod
     def _check_threshold(threshold: Any) -> float:

@@ -9,7 +9,7 @@ Importing this package imports neither transformers nor any tokenizer family.
 
 from zoo.llm.hf import ConstrainedLogits, extend_hf_tokenizer, resize_hf_embeddings
 from zoo.llm.model import MultimodalLM, guided_logits, sequence_ids
-from zoo.llm.vocabulary import Entry, Range, Segment, Vocabulary, config_hash
+from zoo.llm.vocabulary import Entry, Range, Segment, Vocabulary
 
-__all__ = ["Entry", "Range", "Segment", "Vocabulary", "config_hash", "ConstrainedLogits",
+__all__ = ["Entry", "Range", "Segment", "Vocabulary", "ConstrainedLogits",
            "extend_hf_tokenizer", "resize_hf_embeddings", "MultimodalLM", "guided_logits", "sequence_ids"]

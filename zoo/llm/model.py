@@ -14,12 +14,12 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
+from zoo.hub import register_family
 from zoo.llm.hf import ConstrainedLogits, extend_hf_tokenizer
-from zoo.llm.vocabulary import FORMAT_VERSION, Segment, Vocabulary
+from zoo.llm.vocabulary import Segment, Vocabulary
 
 
-LM_FORMAT = "zoo.MultimodalLM"
-LM_CONFIG, LM_WEIGHTS, LM_VOCAB, LM_TEXT = "config.json", "model.safetensors", "vocabulary.json", "tokenizer.json"
+LM_VOCAB, LM_TEXT = "vocabulary.json", "tokenizer.json"  # the files beside the weights
 
 
 def _require_transformers() -> None:
@@ -66,6 +66,8 @@ class MultimodalLM:
         vocab: the joint vocabulary.
         text_tokenizer: a transformers fast tokenizer over the text range, with bos and eos tokens.
     """
+
+    family = "lm"  # its family in zoo.hub: `zoo.load("lm-tiny-interleaved")`
 
     def __init__(self, model: Any, vocab: Vocabulary, text_tokenizer: Any) -> None:
         extend_hf_tokenizer(text_tokenizer, vocab)
@@ -193,65 +195,76 @@ class MultimodalLM:
 
     # -- files -------------------------------------------------------------------------------------------
 
+    # -- files (through zoo.hub, the one checkpoint reader and writer) ---------------------------------------
+
+    def lm_config(self) -> dict[str, Any]:
+        """What config.json records of the model beside the weights: the GPT-2 config and the text specials."""
+        return {"architecture": "gpt2", "model": self.model.config.to_diff_dict(),
+                "bos_token": self.text_tokenizer.bos_token, "eos_token": self.text_tokenizer.eos_token}
+
     def save_pretrained(self, directory: str | os.PathLike, card: str | None = None,
-                        summary: dict[str, Any] | None = None, dtype: torch.dtype | None = None) -> Path:
-        """Write config.json, model.safetensors, vocabulary.json, tokenizer.json (and README.md).
+                        summary: dict[str, Any] | None = None, dtype: torch.dtype | None = None,
+                        files: dict[str, bytes] | None = None) -> Path:
+        """Write the LM as a zoo checkpoint folder: config.json (family "lm"), model.safetensors,
+        vocabulary.json, tokenizer.json (and README.md), whole or not at all (`zoo.hub.save_module`).
 
         Args:
+            summary: the measured numbers (config.json's summary; `MultimodalLM.summary` on load).
             dtype: store the weights in this dtype (e.g. torch.float16 halves the file); loading casts
                 them back to the model's float32.
+            files: more files to ship and hash-check beside the weights (the judge of its card).
         """
-        import copy
-        import hashlib
+        from zoo import hub
 
-        from safetensors.torch import save_model
-
-        from zoo.files import atomic_write_bytes
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        model = self.model if dtype is None else copy.deepcopy(self.model).to(dtype)
-        save_model(model, str(directory / LM_WEIGHTS))  # handles the tied input/output embeddings
-        os.chmod(directory / LM_WEIGHTS, 0o644)  # safetensors writes 0600; shipped files are world-readable
-        self.vocab.save(directory / LM_VOCAB)
-        self.text_tokenizer.backend_tokenizer.save(str(directory / LM_TEXT))
-        files = {n: hashlib.sha256((directory / n).read_bytes()).hexdigest() for n in (LM_WEIGHTS, LM_VOCAB, LM_TEXT)}
-        config = {"format": LM_FORMAT, "format_version": FORMAT_VERSION, "architecture": "gpt2",
-                  "model": self.model.config.to_diff_dict(), "bos_token": self.text_tokenizer.bos_token,
-                  "eos_token": self.text_tokenizer.eos_token, "files": files, "summary": summary or {},
-                  "weights_dtype": str(dtype or next(self.model.parameters()).dtype).removeprefix("torch.")}
-        atomic_write_bytes(directory / LM_CONFIG, (json.dumps(config, indent=2, sort_keys=True) + "\n").encode())
-        if card is not None:
-            atomic_write_bytes(directory / "README.md", card.encode())
-        return directory
+        text = self.text_tokenizer.backend_tokenizer.to_str(pretty=True).encode()
+        vocab = (json.dumps(self.vocab.to_dict(), indent=2) + "\n").encode()
+        return hub.save_module(self, directory, config=self.lm_config(), extra={}, card=card, summary=summary,
+                               dtype=dtype, files={LM_VOCAB: vocab, LM_TEXT: text, **(files or {})})
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, device: Any = None) -> "MultimodalLM":
-        """Load a folder written by `save_pretrained`, checking every file's sha256 and every weight key."""
-        import hashlib
-
-        from safetensors.torch import load_model
-
+    def from_checkpoint(cls, config: dict[str, Any], extra: dict[str, Any], directory: Path) -> "MultimodalLM":
+        """Build the LM a checkpoint folder describes (`zoo.hub.load_dir` then loads its weights strictly)."""
         _require_transformers()
         from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
-        directory = Path(directory)
-        if not (directory / LM_CONFIG).is_file():
-            raise ValueError(f"{str(directory)!r} is not a MultimodalLM folder (no {LM_CONFIG})")
-        config = json.loads((directory / LM_CONFIG).read_text())
-        if config.get("format") != LM_FORMAT or config.get("architecture") != "gpt2":
-            raise ValueError(f"{directory / LM_CONFIG} is not a {LM_FORMAT} config (format {config.get('format')!r})")
-        for name, sha in config["files"].items():
-            path = directory / name
-            if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != sha:
-                raise ValueError(f"{path} is missing or does not match the sha256 in {LM_CONFIG}")
+        from zoo import hub
+
+        if not isinstance(config, dict) or config.get("architecture") != "gpt2" or not isinstance(config.get("model"), dict):
+            raise ValueError(f"{directory}: an LM config needs architecture 'gpt2' and a model config object")
+        model_config = config["model"]
+        size = model_config.get("vocab_size", 0) * model_config.get("n_embd", 0) + \
+            model_config.get("n_positions", 0) * model_config.get("n_embd", 0) * model_config.get("n_layer", 0)
+        if not all(isinstance(model_config.get(k, 1), int) for k in ("vocab_size", "n_embd", "n_layer", "n_positions")) \
+                or size > 2**31:
+            raise ValueError(f"{directory}: the GPT-2 config is not a model this loader builds (sizes {size})")
         vocab = Vocabulary.load(directory / LM_VOCAB)
-        text = PreTrainedTokenizerFast(tokenizer_file=str(directory / LM_TEXT), bos_token=config["bos_token"],
-                                       eos_token=config["eos_token"])
-        model = GPT2LMHeadModel(GPT2Config(**config["model"]))
-        missing, unexpected = load_model(model, str(directory / LM_WEIGHTS), strict=True, device="cpu")
-        lm = cls(model, vocab, text)
-        lm.summary = config.get("summary", {})
-        if device is not None:
-            lm.model.to(device)
+        text = PreTrainedTokenizerFast(tokenizer_file=str(directory / LM_TEXT), bos_token=config.get("bos_token"),
+                                       eos_token=config.get("eos_token"))
+        lm = cls(GPT2LMHeadModel(GPT2Config(**model_config)), vocab, text)
+        lm.summary = hub.read_config(directory).get("summary", {})
         return lm
+
+    @classmethod
+    def from_pretrained(cls, source: str | os.PathLike, device: Any = None) -> "MultimodalLM":
+        """`zoo.load(source)` of an LM: a folder, or a registered name ("lm-tiny-interleaved")."""
+        from zoo import hub
+
+        return hub.load(source, family=cls.family, device=device)
+
+    # what zoo.hub reads and writes of a model: the weights are the GPT-2's
+    def state_dict(self) -> dict[str, Tensor]:
+        return self.model.state_dict()
+
+    def load_state_dict(self, state: dict[str, Tensor], strict: bool = True) -> Any:
+        return self.model.load_state_dict(state, strict=strict)
+
+    def eval(self) -> "MultimodalLM":
+        self.model.eval()
+        return self
+
+    def to(self, device: Any) -> "MultimodalLM":
+        self.model.to(device)
+        return self
+
+
+register_family(MultimodalLM)

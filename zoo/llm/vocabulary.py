@@ -34,7 +34,6 @@ over the next id, so sampling never leaves it (`ConstrainedLogits` plugs it into
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import json
 import math
@@ -64,12 +63,6 @@ TEXT = "text"
 MAX_IDS = 2**22  # ids in the whole vocabulary (text + every entry)
 MAX_CODEBOOKS = 1024
 MAX_TOKENS = 2**20  # frames per segment
-
-
-def config_hash(tokenizer: "Tokenizer") -> str:
-    """sha256 of a tokenizer's config (canonical JSON): what a vocabulary records to recognise it."""
-    text = json.dumps(tokenizer.config_dict(), sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _codebooks(tokenizer: "Tokenizer", num_codebooks: int | None, bitrate: float | None) -> int:
@@ -130,7 +123,8 @@ class Entry:
             or KARL, {"ratio": 8} for CAT, {"num_codebooks": 8} for an audio codec at 8 of its codebooks), so
             the same tokens can be made again; {} when not recorded.
         family: the tokenizer's family ("beast", "cat", ...), checked when the tokenizer is loaded.
-        config_hash: `config_hash(tokenizer)`, checked when the tokenizer is loaded; "" when not recorded.
+        fingerprint: the tokenizer's `fingerprint` (a hash of its family, config and fitted state, as token
+            files record it), checked when the tokenizer is loaded; "" when not recorded.
     """
 
     name: str
@@ -144,13 +138,13 @@ class Entry:
     tokenizer: str = ""
     encode_kwargs: dict[str, Any] = field(default_factory=dict)
     family: str = ""
-    config_hash: str = ""
+    fingerprint: str = ""
 
     def __post_init__(self) -> None:
         _check_fields(f"entry {str(self.name)[:40]!r}", vars(self), {
             "name": str, "modality": str, "vocab_size": int, "num_codebooks": int, "digits": (list, tuple),
             "max_tokens": int, "min_tokens": int, "sep_every": (int, type(None)), "tokenizer": str,
-            "encode_kwargs": dict, "family": str, "config_hash": str})
+            "encode_kwargs": dict, "family": str, "fingerprint": str})
         if any(not isinstance(k, str) or not isinstance(v, (str, int, float, bool, type(None)))
                for k, v in self.encode_kwargs.items()):
             raise ValueError(f"entry {self.name!r}: encode_kwargs must map names to numbers or strings, "
@@ -216,7 +210,7 @@ class Entry:
         return cls(name=name, modality=spec.modality, vocab_size=spec.vocab_size, num_codebooks=q,
                    digits=tuple(digits), max_tokens=max_tokens, min_tokens=max_tokens if fixed_length else 1,
                    sep_every=sep_every, tokenizer=source, encode_kwargs=budget, family=tokenizer.family,
-                   config_hash=config_hash(tokenizer))
+                   fingerprint=tokenizer.fingerprint)
 
     @property
     def num_specials(self) -> int:
@@ -628,8 +622,9 @@ class Vocabulary:
         """Load the tokenizer an entry names and check it is the one the vocabulary was built for.
 
         `entry.tokenizer` resolves only to a folder inside the vocabulary JSON's own folder or to a
-        registered name (never an absolute path, `..`, `hf-hub:` or a URL); the tokenizer's family and
-        config hash must match the entry's (when recorded), and its spec must fit.
+        registered name (never an absolute path, `..`, `hf-hub:`, a URL, or a folder of that name in the
+        current directory); the tokenizer's family and fingerprint must match the entry's (when
+        recorded), and its spec must fit.
         """
         from zoo import hub
 
@@ -646,14 +641,14 @@ class Vocabulary:
             if not local.resolve().is_relative_to(self.root.resolve()):
                 raise ValueError(f"entry {name!r}: {str(local)!r} leads outside the vocabulary's folder")
             tok = hub.load_dir(local, device=device)
-        elif src in {t["name"] for t in hub.list_tokenizers()}:
-            tok = hub.load(src, device=device)
+        elif hub.is_registered(src):
+            tok = hub.load_registered(src, device=device)  # never a local folder of the same name
         else:
             raise ValueError(f"entry {name!r}: tokenizer {src!r} is neither a folder beside the vocabulary "
                              f"({self.root}) nor a registered name")
-        if e.family and tok.family != e.family or e.config_hash and config_hash(tok) != e.config_hash:
-            raise ValueError(f"entry {name!r} was built for a {e.family!r} tokenizer with config hash "
-                             f"{e.config_hash[:12]}; {src!r} is a {tok.family!r} one with {config_hash(tok)[:12]}")
+        if e.family and tok.family != e.family or e.fingerprint and tok.fingerprint != e.fingerprint:
+            raise ValueError(f"entry {name!r} was built for a {e.family!r} tokenizer of fingerprint {e.fingerprint}; "
+                             f"{src!r} is a {tok.family!r} one of fingerprint {tok.fingerprint}")
         spec = tok.spec
         fits = spec.num_codebooks == e.num_codebooks or (
             spec.num_codebooks > e.num_codebooks and e.encode_kwargs.keys() & {"num_codebooks", "bitrate"})

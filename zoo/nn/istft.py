@@ -72,11 +72,11 @@ class ISTFTDecoder(nn.Module):
     def forward(self, z: Tensor) -> Tensor:
         h = self.up(self.coarse(self.input(z)))  # (B, C, T · upsample)
         h = self.head(self.norm(self.fine(h).transpose(1, 2)))  # (B, T', n_fft + 2)
-        log_magnitude, phase = h.chunk(2, dim=-1)
+        log_magnitude, phase = h.float().chunk(2, dim=-1)  # the FFT runs in float32 (no half FFTs on CPU)
         magnitude = log_magnitude.clamp(max=6.0).exp()  # |X| <= e^6, as Vocos clips at 1e2
         spectrum = torch.complex(magnitude * phase.cos(), magnitude * phase.sin())  # torch.polar: 2x slower on CPU
         frames = torch.fft.irfft(spectrum, n=self.n_fft)  # (B, T', n_fft)
-        return overlap_add(frames, self.window, self.stft_hop)[:, None]
+        return overlap_add(frames, self.window.float(), self.stft_hop)[:, None]
 
 
 def overlap_add(frames: Tensor, window: Tensor, hop: int) -> Tensor:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from zoo.tokenizer import length_mask
 
 
 def kept_codes(codes: Tensor, lengths: Tensor, total: int) -> Tensor:
@@ -14,5 +15,5 @@ def kept_codes(codes: Tensor, lengths: Tensor, total: int) -> Tensor:
     so one linear layer over all `total` slots reads any prefix.
     """
     k = codes.shape[1]
-    kept = torch.arange(k, device=codes.device)[None] < lengths[:, None]  # (B, k)
+    kept = length_mask(lengths, k)  # (B, k)
     return F.pad(codes * kept[..., None], (0, 0, 0, total - k)).flatten(1)

@@ -13,19 +13,19 @@ number of threads.
 
 from __future__ import annotations
 
-import functools
+import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any, Callable, Iterable, Iterator, TypeVar
+from typing import Callable, Iterable, Iterator, TypeVar
 
 import torch
 
 T = TypeVar("T")
 R = TypeVar("R")
-F = TypeVar("F", bound=Callable[..., Any])
 
-# the caller's thread count while a `small_ops` call runs its ops on one thread
+# the caller's thread count while a `one_thread_per_op` block runs its ops on one thread
 _POOL: ContextVar[int | None] = ContextVar("zoo_pool_threads", default=None)
 
 
@@ -53,35 +53,52 @@ def map_threads(fn: Callable[[T], R], items: Iterable[T], threads: int | None = 
     Args:
         fn: the work on one item; it runs with the caller's autograd mode (which is thread-local).
         items: independent pieces of work; results come back in their order.
-        threads: pool size; default the thread count the caller had (inside a `small_ops` call, the
-            count before it switched to one thread).
+        threads: pool size; default the thread count the caller had (inside a `one_thread_per_op`
+            block, the count before it switched to one thread).
+
+    The pools live for the process (starting threads costs more than a small call); a `map_threads`
+    inside a pooled item runs its items in that worker, so nested calls never oversubscribe the cores.
     """
     items = list(items)
     threads = min(threads or _POOL.get() or torch.get_num_threads(), len(items))
     grad = torch.is_grad_enabled()
 
     def run(item: T) -> R:
-        with torch.set_grad_enabled(grad):
-            return fn(item)
+        _WORKER.active = True
+        try:
+            with torch.set_grad_enabled(grad):
+                return fn(item)
+        finally:
+            _WORKER.active = False
 
     with op_threads(1):
-        if threads <= 1:
+        if threads <= 1 or getattr(_WORKER, "active", False):
             return [fn(item) for item in items]
-        with ThreadPoolExecutor(threads) as pool:
-            return list(pool.map(run, items))
+        return list(_executor(threads).map(run, items))
 
 
-def small_ops(method: F) -> F:
-    """Decorator for an inference method made of many small ops: every op runs on one thread, and
-    `map_threads` inside it spreads work over as many Python threads as the caller had."""
+def _executor(threads: int) -> ThreadPoolExecutor:
+    with _LOCK:
+        if threads not in _EXECUTORS:
+            _EXECUTORS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="zoo")
+        return _EXECUTORS[threads]
 
-    @functools.wraps(method)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        token = _POOL.set(_POOL.get() or torch.get_num_threads())
-        try:
-            with op_threads(1):
-                return method(*args, **kwargs)
-        finally:
-            _POOL.reset(token)
 
-    return wrapper  # type: ignore[return-value]
+_EXECUTORS: dict[int, ThreadPoolExecutor] = {}
+_LOCK = threading.Lock()
+_WORKER = threading.local()  # .active: this thread is running an item of a pool
+# a forked child (a DataLoader worker) has none of the parent's pool threads: start its own pools
+os.register_at_fork(after_in_child=_EXECUTORS.clear)
+
+
+@contextmanager
+def one_thread_per_op() -> Iterator[None]:
+    """Inside the block every op runs on one thread, and `map_threads` spreads work over as many
+    Python threads as the caller had (nested blocks keep the outermost caller's count)."""
+    token = _POOL.set(_POOL.get() or torch.get_num_threads())
+    try:
+        with op_threads(1):
+            yield
+    finally:
+        _POOL.reset(token)
+

@@ -36,7 +36,7 @@ from torch import Tensor
 
 from zoo.reduce.base import Reducer
 from zoo.hub import register_family
-from zoo.tokenizer import InputContract, Tokenizer, Tokens, TokenSpec, check_budget, check_ids, check_input
+from zoo.tokenizer import InputContract, Tokenizer, Tokens, TokenSpec, check_budget, check_ids, check_input, length_mask
 
 CRITERIA = ("elbow", "tolerance")
 INITS = ("farthest", "strided")
@@ -110,7 +110,7 @@ def kmeans(x: Tensor, valid: Tensor, k: Tensor, iters: int, init: str = "farthes
     b, n, _ = x.shape
     u = F.normalize(x.float(), dim=-1)
     k_max = int(k.max())
-    live = torch.arange(k_max, device=x.device)[None] < k[:, None]  # (B, K) centroids in use
+    live = length_mask(k, k_max)  # (B, K) centroids in use
     dead = None if bool(live.all()) else ~live[:, None]  # mask only when some sample uses fewer codes
     rows = torch.arange(b, device=x.device)
     if init == "strided":

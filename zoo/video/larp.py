@@ -43,7 +43,6 @@ The state dict also carries the training-only prior (`prior_model.*`); the conve
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,8 +55,10 @@ from torch import Tensor, nn
 
 from zoo.nn import Transformer, kept_codes, sincos_pos_embed_2d
 from zoo.nn.transformer import key_padding_mask, prefix_causal_mask
+from zoo.files import read_release
 from zoo.hub import register_family, register_release
-from zoo.tokenizer import InputContract, Tokenizer, Tokens, TokenSpec, check_budget, check_input, check_tokens
+from zoo.tokenizer import (InputContract, Tokenizer, Tokens, TokenSpec, budget_lengths, check_input, check_tokens,
+                           length_mask)
 
 
 @dataclass
@@ -321,19 +322,7 @@ class LARP(Tokenizer):
 
     def lengths_from_budget(self, num_tokens: int | Tensor | None, batch: int, device: torch.device) -> Tensor:
         """num_tokens: None (all N), an int, or a LongTensor [B] → lengths (B,) in 1..N."""
-        n_max = self.config.max_tokens
-        if num_tokens is None:
-            return torch.full((batch,), n_max, dtype=torch.long, device=device)
-        if isinstance(num_tokens, Tensor):
-            if num_tokens.shape != (batch,) or num_tokens.is_floating_point() or num_tokens.dtype == torch.bool:
-                raise ValueError(f"num_tokens as a tensor must be integer with shape ({batch},), one per clip; "
-                                 f"got {num_tokens.dtype} {tuple(num_tokens.shape)}")
-            lo, hi = int(num_tokens.min()), int(num_tokens.max())
-            if lo < 1 or hi > n_max:
-                raise ValueError(f"num_tokens must lie in [1, {n_max}] for every clip, got values in [{lo}, {hi}]")
-            return num_tokens.to(device=device, dtype=torch.long)
-        n = check_budget(num_tokens, 1, n_max)
-        return torch.full((batch,), n, dtype=torch.long, device=device)
+        return budget_lengths(num_tokens, batch, self.config.max_tokens, device)
 
     def _check_prefix(self, lengths: Tensor) -> None:
         n_max = self.config.max_tokens
@@ -385,7 +374,7 @@ class LARP(Tokenizer):
         c = self.config
         b, n = codes.shape[:2]
         lengths = torch.full((b,), n, device=codes.device) if lengths is None else lengths
-        kept = torch.arange(n, device=codes.device)[None] < lengths[:, None]  # (B, n)
+        kept = length_mask(lengths, n)  # (B, n)
         tokens = self.from_code(codes) + self.token_pos[:n]  # (B, n, dim)
         queries = (self.patch_query + self.pos).expand(b, -1, -1)  # (B, P, dim)
         if c.token_mixing:  # dropped tokens mix in nothing
@@ -426,7 +415,7 @@ class LARP(Tokenizer):
         lengths = self.lengths_from_budget(num_tokens, x.shape[0], x.device)
         self._check_prefix(lengths)
         codes, ids, _ = self.quantize(x * 2 - 1 if self.config.signed_pixels else x, int(lengths.max()), sample)
-        keep = torch.arange(ids.shape[1], device=x.device)[None] < lengths[:, None]
+        keep = length_mask(lengths, ids.shape[1])
         return Tokens(ids=ids.long() * keep, lengths=lengths, latents=codes * keep[..., None])
 
     # -- released weights ------------------------------------------------------------------------------
@@ -435,28 +424,19 @@ class LARP(Tokenizer):
     def is_release(path: str | Path) -> bool:
         """A folder (or its model.safetensors) as the official LARP tokenizer is published: a config.json
         of constructor arguments naming `bottleneck_token_num` and `bottleneck`, beside model.safetensors."""
-        folder = Path(path)
-        folder = folder.parent if folder.is_file() else folder
-        config = folder / "config.json"
-        if not (config.is_file() and (folder / "model.safetensors").is_file()):
-            return False
-        try:
-            args = json.loads(config.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-            return False
-        return isinstance(args, dict) and "bottleneck_token_num" in args and "bottleneck" in args
+        return read_release(path, "config.json", "model.safetensors", _RELEASE_KEYS) is not None
 
     @classmethod
     def from_release(cls, path: str | Path) -> "LARP":
         """Convert the official tokenizer (a folder with config.json + model.safetensors) into a `LARP`."""
-        folder = Path(path)
-        folder = folder.parent if folder.is_file() else folder
-        if not cls.is_release(folder):
+        found = read_release(path, "config.json", "model.safetensors", _RELEASE_KEYS)
+        if found is None:
             raise ValueError(f"{path} is not an official LARP tokenizer release: expected a folder with config.json "
                              "(constructor arguments with 'bottleneck_token_num' and 'bottleneck') and model.safetensors")
+        folder, args = found
         from safetensors.torch import load_file
 
-        config = release_config(json.loads((folder / "config.json").read_text()))
+        config = release_config(args)
         state = load_file(str(folder / "model.safetensors"), device="cpu")
         tok = cls(config)
         tok.load_state_dict(release_state_dict(state, config), strict=True)
@@ -479,12 +459,14 @@ class LARP(Tokenizer):
         self._check_prefix(lengths)
         n = int(lengths.max())
         ids = tokens.ids[:, :n].to(self.device)
-        ids = ids * (torch.arange(n, device=ids.device)[None] < lengths[:, None])  # padding → a valid id
+        ids = ids * length_mask(lengths, n)  # padding → a valid id
         x = self.decode_codes(self.svq.lookup(ids), lengths)
         return ((x + 1) / 2 if c.signed_pixels else x).clamp(0, 1)
 
 
 # ----------------------------------------------------------------------------------------- checkpoint conversion
+
+_RELEASE_KEYS = ("bottleneck_token_num", "bottleneck")  # what marks the official config.json
 
 # defaults of the official LARPTokenizer constructor (hywang66/LARP models/larp_tokenizer.py), for configs
 # that store only the arguments that were passed

@@ -1,0 +1,144 @@
+"""What the gradient-trained recipes share: the model and its weight average, AdamW in two groups, one LR schedule.
+
+`Recipe` is the base LightningModule. A subclass calls `self.init_model(model)` (or `self.init_preset(...)`
+for a tokenizer family) after `save_hyperparameters()`, writes its losses, and gets:
+
+- `tokenizer`: what is validated and exported (`ExportTokenizer`): the weight average (EMA) when kept;
+- the EMA, updated in `optimizer_step` (so a checkpoint written by a callback already holds this step's
+  average), warming up as (1 + step) / (10 + step) before it reaches `hparams.ema_decay`;
+- `configure_optimizers`: AdamW over `param_groups()` (weight decay on matrices only; `no_decay` names
+  more) with `lr_factor` per step.
+
+The one schedule is `warmup_cosine`: a linear warmup times a cosine from 1 to `min_lr_ratio` over
+`budget_progress`, the fraction of the run done, by steps (`trainer.max_steps`) or by seconds
+(`hparams.budget_seconds`, the one name of the time budget) whichever is further along, so a run cut by
+the clock on a busy machine still ends its schedule.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from typing import Any, Iterable
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor, nn
+
+
+def budget_progress(module: pl.LightningModule, step: int | None = None) -> float:
+    """Fraction in [0, 1] of the budget `module` has used: steps or seconds, whichever is further along.
+
+    Args:
+        module: reads `trainer.max_steps` (when attached), `hparams.budget_seconds` and `start_time`.
+        step: the step count to use (default `module.global_step`).
+    """
+    frac = 0.0
+    trainer = module._trainer
+    if trainer is not None and trainer.max_steps and trainer.max_steps > 0:
+        frac = (module.global_step if step is None else step) / trainer.max_steps
+    budget, start = module.hparams.get("budget_seconds"), getattr(module, "start_time", None)
+    if budget and start is not None:
+        frac = max(frac, (time.monotonic() - start) / budget)
+    return min(frac, 1.0)
+
+
+def warmup_cosine(step: int, warmup_steps: int, progress: float, min_ratio: float = 0.0) -> float:
+    """LR factor: a linear warmup over `warmup_steps` (counted from `step` 0) times a cosine from 1 to
+    `min_ratio` over `progress` in [0, 1]."""
+    cosine = 0.5 * (1 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+    return min(1.0, (step + 1) / max(1, warmup_steps)) * (min_ratio + (1 - min_ratio) * cosine)
+
+
+def ema_decay(limit: float, step: int) -> float:
+    """The EMA decay at `step`: (1 + step) / (10 + step), capped at `limit`."""
+    return min(limit, (1 + step) / (10 + step))
+
+
+@torch.no_grad()
+def update_average(average: Iterable[Tensor], params: Iterable[Tensor], decay: float) -> None:
+    """average <- decay·average + (1 - decay)·params, pairwise."""
+    for e, p in zip(average, params):
+        e.lerp_(p.detach(), 1 - decay)
+
+
+class Recipe(pl.LightningModule):
+    """Base of the gradient-trained recipes (see the module docstring).
+
+    Hyperparameters it reads (declare those you use in the subclass's `__init__`): lr, weight_decay,
+    betas, warmup_steps, min_lr_ratio (default 0), budget_seconds, ema_decay.
+    """
+
+    no_decay_keys: tuple[str, ...] = ()  # parameters whose names contain one of these get no weight decay
+
+    def init_model(self, model: nn.Module, ema: bool = True) -> None:
+        """Hold `model` as `self.model`, and a frozen copy as its weight average when `ema`."""
+        self.model = model
+        self.ema = copy.deepcopy(model).requires_grad_(False).eval() if ema else None
+        self.start_time: float | None = None
+
+    def init_preset(self, family: type, preset: str, config: dict[str, Any] | None = None,
+                    init_from: str | None = None, ema: bool = True) -> None:
+        """`init_model` of a tokenizer family: its `config_class.from_name(preset, **config)`, or the
+        checkpoint `init_from` (anything `zoo.load` accepts; its config replaces `preset`/`config`)."""
+        if init_from:
+            from zoo import hub
+
+            model = hub.load_dir(hub.locate(init_from), family=family.family).train()
+        else:
+            model = family(family.config_class.from_name(preset, **(config or {})))
+        self.init_model(model, ema=ema)
+
+    @property
+    def tokenizer(self) -> nn.Module:
+        """What is validated and exported: the weight average when kept, else the model."""
+        return self.ema if self.ema is not None else self.model
+
+    # -- the clock, the average -------------------------------------------------------------------------
+
+    def on_fit_start(self) -> None:
+        self.start_time = time.monotonic()
+
+    def progress(self) -> float:
+        """Fraction of the budget used: steps or seconds, whichever is further along."""
+        return budget_progress(self)
+
+    def ema_step(self) -> int:
+        """The step count the average warms up over (a recipe with two optimisers counts one of them)."""
+        return self.global_step
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
+        # here, not in on_train_batch_end: callbacks (ModelCheckpoint) run before the module's batch-end hook,
+        # so an average updated there would be missing its last step in a checkpoint and lost on resume
+        if self.ema is not None:
+            self.update_ema()
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        update_average(self.ema.parameters(), self.model.parameters(),
+                       ema_decay(self.hparams.ema_decay, self.ema_step()))
+
+    # -- optimiser and schedule -------------------------------------------------------------------------
+
+    def decays(self, name: str, p: Tensor) -> bool:
+        """Whether a parameter gets weight decay: matrices, unless named in `no_decay_keys`."""
+        return p.ndim >= 2 and not any(k in name for k in self.no_decay_keys)
+
+    def param_groups(self, *modules: nn.Module) -> list[dict[str, Any]]:
+        """Two AdamW groups over `modules` (default `self.model`): weight decay, and none."""
+        named = [(n, p) for m in (modules or (self.model,)) for n, p in m.named_parameters()]
+        return [{"params": [p for n, p in named if self.decays(n, p)], "weight_decay": self.hparams.weight_decay},
+                {"params": [p for n, p in named if not self.decays(n, p)], "weight_decay": 0.0}]
+
+    def lr_factor(self, step: int) -> float:
+        """The LR multiplier at optimiser step `step` (the one schedule)."""
+        hp = self.hparams
+        return warmup_cosine(step, hp.warmup_steps, self.progress(), hp.get("min_lr_ratio", 0.0))
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        opt = torch.optim.AdamW(self.param_groups(), lr=hp.lr, betas=tuple(hp.get("betas", (0.9, 0.999))))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: self.lr_factor(step))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
