@@ -1,9 +1,12 @@
 """Fuzzing counts: every public entry point under the thorough hypothesis profile (>= 1000 cases each).
 
-    .venv/bin/python benchmarks/fuzz.py
+    .venv/bin/python benchmarks/fuzz.py             # hypothesis counts, then the memory bombs
+    .venv/bin/python benchmarks/fuzz.py --attacks   # the memory bombs only (section "fuzz-attacks")
 
 Runs `HYPOTHESIS_PROFILE=fuzz pytest tests/test_fuzz.py --hypothesis-show-statistics` and writes the
-"fuzz" section of BENCHMARKS.md: cases tried per entry point and what failed.
+"fuzz" section of BENCHMARKS.md: cases tried per entry point and what failed; then runs each memory-bomb
+attack of issue 19 (`tests/test_fuzz.py` ATTACKS, BOUNDED) in a capped subprocess and records its outcome,
+time and peak memory.
 """
 
 from __future__ import annotations
@@ -12,7 +15,9 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent.parent))
 
@@ -29,7 +34,43 @@ FOUND_AND_FIXED = [
 ]
 
 
+def attacks_section() -> str:
+    """The issue-19 attacks of tests/test_fuzz.py, each measured alone in a capped subprocess."""
+    from tests.test_fuzz import ATTACK_MB, ATTACKS, BOUNDED, BOUNDED_MB, UNBOUNDED, run_attacks
+
+    rows = []
+    for kind, attacks, mem_mb in (("refused", ATTACKS, ATTACK_MB), ("bounded", BOUNDED, BOUNDED_MB),
+                                  ("comparison", UNBOUNDED, 4096)):
+        with tempfile.TemporaryDirectory() as tmp:
+            results = run_attacks(attacks, mem_mb, Path(tmp))
+        for name, (entry, _) in attacks.items():
+            r = results.get(name, {"outcome": "not run (an earlier attack crashed)", "seconds": None, "peak_mb": None})
+            ok = r["outcome"].startswith("ValueError") if kind == "refused" else r["outcome"] == "accepted"
+            rows.append([name, entry, f"{mem_mb} MB", r["outcome"][:90].replace("|", "/"), r["seconds"], r["peak_mb"],
+                         "n/a" if kind == "comparison" else "yes" if ok else "**no**"])
+    timed = [r for r in rows if r[4] is not None]
+    lines = ["## Memory bombs and large batches (issue 19)",
+             f"`.venv/bin/python benchmarks/fuzz.py --attacks` on {machine()}. The attacks run one after another in a "
+             "fresh process whose address space is capped (RLIMIT_AS) at what it held after importing torch and zoo "
+             "plus the limit shown; seconds and peak MB are each attack's own (peak resident memory above what the "
+             "process held before it, the peak reset between attacks). A refusal must be a ValueError; the bounded "
+             "case must finish under its cap (the load of the model included); the comparison row is the same "
+             "batch in one piece, under a 4 GB cap.",
+             table(["attack", "entry point", "cap", "outcome", "seconds", "peak MB", "as required"], rows)]
+    if timed:
+        worst_time, worst_mem = max(timed, key=lambda r: r[4]), max(timed, key=lambda r: r[5])
+        lines.append(f"Worst time: {worst_time[0]} ({worst_time[4]:.2f} s); worst peak memory: {worst_mem[0]} "
+                     f"({worst_mem[5]:.0f} MB); {sum(r[6] == 'yes' for r in rows)}/{sum(r[6] != 'n/a' for r in rows)} as required; "
+                     f"load average {os.getloadavg()[0]:.1f}.")
+    return "\n\n".join(lines)
+
+
 def main() -> None:
+    attacks = attacks_section()
+    write_section("fuzz-attacks", attacks)
+    print(attacks)
+    if "--attacks" in sys.argv[1:]:
+        return
     start = time.time()
     out = subprocess.run([sys.executable, "-m", "pytest", "tests/test_fuzz.py", "-p", "no:warnings", "-p", "no:cacheprovider",
                           "--hypothesis-show-statistics"], cwd=ROOT, capture_output=True, text=True,

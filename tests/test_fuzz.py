@@ -247,3 +247,135 @@ def test_cli_decode_fuzz(tmp_path_factory, ids, lengths, suffix):
     assert code in (0, 2)
     if code == 0:
         assert np.isfinite(np.load(d / "y.npy")).all()
+
+
+# ----------------------------------------------------------------------------------------- issue 19: bombs
+# Each attack runs in a fresh process whose address space is capped at what it held after its imports plus
+# `mem_mb`, under a wall-clock limit: a memory bomb then fails the test (MemoryError or a kill) instead of
+# swapping the machine. An attack passes when it is refused with a ValueError within those limits.
+
+_RUNNER = """
+import json, os, resource, shutil, sys, time, warnings
+import numpy as np, torch
+import zoo
+from zoo import hub
+from zoo.tokenizer import Tokens
+warnings.simplefilter("ignore")
+def _status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (_status("VmSize") + MEM_MB * 2**20, resource.RLIM_INFINITY))
+tmp = sys.argv[1]
+for name, code in json.loads(sys.argv[2]).items():
+    os.makedirs(os.path.join(tmp, "a"), exist_ok=True)
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset the peak RSS, so each attack's peak is its own
+    rss = _status("VmRSS")
+    start = time.perf_counter()
+    try:
+        exec(code, {**globals(), "tmp": os.path.join(tmp, "a")})
+        outcome = "accepted"
+    except ValueError as e:
+        outcome = "ValueError: " + str(e).splitlines()[0][:160]
+    except BaseException as e:
+        outcome = (type(e).__name__ + ": " + str(e).splitlines()[0][:160]) if str(e) else type(e).__name__
+    print(json.dumps({"name": name, "outcome": outcome, "seconds": time.perf_counter() - start,
+                      "peak_mb": (_status("VmHWM") - rss) / 2**20}), flush=True)
+    shutil.rmtree(os.path.join(tmp, "a"))
+"""
+
+
+def _copy_checkpoint(name: str) -> str:
+    """A writable copy of a shipped checkpoint: its config.json copied, its weights hard-linked (no re-save)."""
+    return (f"src = hub.locate({name!r}); d = tmp + '/ckpt'; os.makedirs(d)\n"
+            "shutil.copy(src / 'config.json', d)\n"
+            "try:\n    os.link(src / 'model.safetensors', d + '/model.safetensors')\n"
+            "except OSError:\n    shutil.copy(src / 'model.safetensors', d)\n")
+
+
+def _token_file(name: str, steps: int, suffix: str = ".npz") -> str:
+    return (f"t = zoo.load({name!r}).encode(torch.rand(1, 100, 2) * 2 - 1)\n"
+            f"t.meta['num_steps'] = torch.tensor([{steps}])\n"
+            f"t.save(tmp + '/t{suffix}')\n"
+            f"zoo.load({name!r}).decode(Tokens.load(tmp + '/t{suffix}'))")
+
+
+def _config_attack(name: str, field: str, value: str, drop: str | None = None) -> str:
+    return (_copy_checkpoint(name) + "p = d + '/config.json'; c = json.loads(open(p).read())\n"
+            + (f"c['config'].pop({drop!r}, None)\n" if drop else "")
+            + f"c['config'][{field!r}] = {value}\n"
+            "open(p, 'w').write(json.dumps(c))\n"
+            "zoo.load(d)")
+
+
+# a deflated .npz whose ids.npy header declares 400 M int64 ids (3.2 GB) over 64 MB of zeros (64 KB on disk):
+# the header alone must stop it (written member by member, so building the bomb costs no memory)
+_NPZ_BOMB = """import io, zipfile
+with zipfile.ZipFile(tmp + '/b.npz', 'w', zipfile.ZIP_DEFLATED) as z:
+    with z.open('ids.npy', 'w', force_zip64=True) as f:
+        np.lib.format.write_array_header_1_0(f, {'descr': '<i8', 'fortran_order': False, 'shape': (1, 400_000_000)})
+        for _ in range(64):
+            f.write(bytes(1 << 20))
+    z.writestr('lengths.npy', (lambda b: (np.save(b, np.array([1])), b.getvalue())[1])(io.BytesIO()))
+Tokens.load(tmp + '/b.npz')"""
+
+# name -> (entry point, attack code); all run in one process capped at ATTACK_MB above its imports
+ATTACK_MB = 512
+ATTACKS: dict[str, tuple[str, str]] = {
+    **{f"{n} meta.num_steps={s}": (f"{n}.decode(Tokens.load(f))", _token_file(n, s))
+       for n in ("beast-lasa", "binning-lasa", "dct-bpe-lasa") for s in (10**9, -5, 0)},
+    "npz of zeros declaring 400 M ids": ("Tokens.load", _NPZ_BOMB),
+    **{f"codec config {f}={v}": ("zoo.load(config.json)", _config_attack("codec-small-speech16k", f, v))
+       for f, v in (("num_codebooks", "10**7"), ("channels", "65536"), ("codebook_size", "2**31"), ("latent_dim", "10**6"))},
+    **{f"beast config {f}={v}": ("zoo.load(config.json)", _config_attack("beast-lasa", f, v))
+       for f, v in (("vocab_size", "10**12"), ("ridge", "float('nan')"), ("num_steps", "10**9"),
+                    ("max_control_points", "10**6"))},
+    "flextok config encoder_depth=10**6": ("zoo.load(config.json)", _config_attack("flextok-tiny-nat32", "encoder_depth", "10**6")),
+    "larp config max_tokens=10**8": ("zoo.load(config.json)", _config_attack("larp-tiny-motion32", "max_tokens", "10**8",
+                                                                        drop="num_tokens")),
+    "larp config (old name) num_tokens=10**8": (
+        "zoo.load(config.json)", _config_attack("larp-tiny-motion32", "num_tokens", "10**8", drop="max_tokens")),
+}
+# accepted work that must stay within a smaller cap: a batch far larger than a chunk
+BOUNDED_MB = 400  # address space, which runs ahead of resident memory (allocator arenas, the model's weights)
+_ENCODE_480 = ("tok = zoo.load('flextok-tiny-nat32')\nx = torch.rand(480, 3, 32, 32)\n"
+               "t = tok.encode(x, batch_size=BATCH)\nassert t.ids.shape == (480, 64)")
+BOUNDED: dict[str, tuple[str, str]] = {
+    "flextok encode of 480 images, batch_size=32": ("FlexTok.encode", _ENCODE_480.replace("BATCH", "32")),
+}
+UNBOUNDED = {"flextok encode of 480 images in one piece (for comparison)": ("FlexTok.encode",
+                                                                             _ENCODE_480.replace("BATCH", "480"))}
+
+
+def run_attacks(attacks: dict[str, tuple[str, str]], mem_mb: int, tmp: Path, timeout: int = 600) -> dict[str, dict]:
+    """Run attacks one after another in one subprocess capped at `mem_mb` above its imports.
+
+    Returns, per attack, its outcome ("accepted", "ValueError: ...", another exception), seconds and peak MB
+    (the peak resident memory of the attack alone); an attack that kills the process is reported as crashed."""
+    import os
+    import subprocess
+    import sys
+
+    src = _RUNNER.replace("MEM_MB", str(mem_mb))
+    out = subprocess.run([sys.executable, "-c", src, str(tmp), json.dumps({k: v[1] for k, v in attacks.items()})],
+                         capture_output=True, text=True, timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    results = {r["name"]: r for r in map(json.loads, out.stdout.strip().splitlines()) if r}
+    for name in attacks:
+        if name not in results:
+            last = out.stderr.strip().splitlines()[-1:] if out.stderr.strip() else []
+            results[name] = {"name": name, "outcome": f"crashed (exit {out.returncode}) {last}", "seconds": None,
+                             "peak_mb": None}
+            break  # the attacks after a crash did not run
+    return results
+
+
+def test_memory_bombs_are_refused_within_limits(tmp_path):
+    results = run_attacks(ATTACKS, ATTACK_MB, tmp_path)
+    wrong = {k: r["outcome"] for k, r in results.items() if not r["outcome"].startswith("ValueError")}
+    assert not wrong and len(results) == len(ATTACKS), wrong
+
+
+def test_large_batches_run_in_bounded_memory(tmp_path):
+    results = run_attacks(BOUNDED, BOUNDED_MB, tmp_path)
+    assert all(r["outcome"] == "accepted" for r in results.values()), results

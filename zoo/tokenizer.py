@@ -7,6 +7,8 @@ with the same clear `ValueError`s.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import contextlib
 import functools
@@ -14,6 +16,7 @@ import hashlib
 import inspect
 import json
 import math
+import os
 import warnings
 import zipfile
 from dataclasses import dataclass, field
@@ -449,6 +452,68 @@ def check_budget(value: int, low: int, high: int, name: str = "num_tokens") -> i
     if not low <= value <= high:
         raise ValueError(f"{name} must lie in [{low}, {high}], got {value}")
     return int(value)
+
+
+# ----------------------------------------------------------------------------------------- config bounds
+
+MAX_PARAMETERS = 4_000_000_000  # 16 GB of float32: about twice the largest released model a family here imports
+_LARGE = contextvars.ContextVar("zoo_large_models", default=False)
+
+
+@contextlib.contextmanager
+def large_models():
+    """Lift the upper bounds on config fields and parameter count, for a genuinely giant model.
+
+        with zoo.tokenizer.large_models():
+            tok = zoo.load("my-giant-checkpoint")
+
+    (or set ZOO_LARGE_MODELS=1). The bounds stop a hostile or mistyped config.json from allocating
+    tens of gigabytes before anything else is checked; only lift them for a checkpoint you trust.
+    """
+    token = _LARGE.set(True)
+    try:
+        yield
+    finally:
+        _LARGE.reset(token)
+
+
+def _large_allowed() -> bool:
+    return _LARGE.get() or os.environ.get("ZOO_LARGE_MODELS") == "1"
+
+
+def check_fields(config: Any, **bounds: tuple[float, float]) -> None:
+    """Refuse config fields outside [low, high] before a model allocates anything.
+
+    Args:
+        config: a config dataclass (its `__post_init__` calls this).
+        bounds: field name -> (low, high); a tuple field has every element checked, None is skipped. The high ends are
+            what the family can honestly use, with headroom; `large_models()` lifts them, never the lows.
+    """
+    name = type(config).__name__
+    for field_name, (low, high) in bounds.items():
+        value = getattr(config, field_name)
+        if value is None:  # an optional field left unset: the family's own checks say when it is needed
+            continue
+        for v in value if isinstance(value, (tuple, list)) else (value,):
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not math.isfinite(v):
+                raise ValueError(f"{name}.{field_name} must be a finite number, got {value!r}")
+            if v < low:
+                raise ValueError(f"{name}.{field_name} must be >= {low:g}, got {value!r}")
+            if v > high and not _large_allowed():
+                raise ValueError(f"{name}.{field_name}={value!r} is beyond {high:g}, more than this family uses; for a "
+                                 "genuinely larger model build it inside `with zoo.tokenizer.large_models():` "
+                                 "(or ZOO_LARGE_MODELS=1)")
+
+
+def check_weights(config: Any, count: int, what: str = "weights") -> None:
+    """Refuse a config whose weights (an estimate the family computes from its fields) exceed MAX_PARAMETERS.
+
+    For transformer stacks, about 12·dim²·depth each; for codebooks, codebooks x entries x dim.
+    """
+    if count > MAX_PARAMETERS and not _large_allowed():
+        raise ValueError(f"this {type(config).__name__} has about {count:,} {what}, over the limit of "
+                         f"{MAX_PARAMETERS:,}; for a genuinely larger model build it inside "
+                         "`with zoo.tokenizer.large_models():` (or ZOO_LARGE_MODELS=1)")
 
 
 def length_mask(lengths: Tensor, width: int) -> Tensor:

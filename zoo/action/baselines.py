@@ -31,10 +31,11 @@ import torch
 from einops import rearrange
 from torch import Tensor
 
-from zoo.action.beast import output_steps
+from zoo.action.beast import MAX_STEPS, output_steps
 from zoo.files import read_release
 from zoo.hub import register_family, register_release
-from zoo.tokenizer import InputContract, Tokenizer, Tokens, TokenSpec, check_budget, check_input, check_tokens
+from zoo.tokenizer import (InputContract, Tokenizer, Tokens, TokenSpec, check_budget, check_fields, check_input,
+                           check_tokens, check_weights)
 
 
 _UNBOUNDED = 1 << 20  # spec.max_tokens of a DCT+BPE tokenizer whose length or dofs are left open
@@ -97,6 +98,9 @@ class BinningConfig:
     num_dof: int = 2
     vocab_size: int = 256
     num_steps: int = 100
+
+    def __post_init__(self) -> None:
+        check_fields(self, num_dof=(1, 1024), vocab_size=(2, 1 << 24), num_steps=(1, MAX_STEPS // 10))
 
 
 class Binning(_FittedBounds, Tokenizer):
@@ -181,6 +185,8 @@ class DCTBPEConfig:
     normalise: bool = True
 
     def __post_init__(self) -> None:
+        check_fields(self, num_dof=(1, 1024), num_steps=(1, MAX_STEPS // 10), scale=(0, 1e6), vocab_size=(2, 1 << 24),
+                     min_token=(-(1 << 24), 1 << 24))
         if self.scale <= 0:
             raise ValueError(f"scale must be > 0, got {self.scale}")
         if self.num_dof is not None and self.num_dof < 1:

@@ -31,7 +31,8 @@ from einops import rearrange
 from torch import Tensor
 
 from zoo.hub import register_family
-from zoo.tokenizer import InputContract, Tokenizer, Tokens, TokenSpec, check_budget, check_input, check_tokens
+from zoo.tokenizer import (InputContract, Tokenizer, Tokens, TokenSpec, check_budget, check_fields, check_input,
+                           check_tokens, check_weights)
 
 
 @dataclass
@@ -63,6 +64,8 @@ class BEASTConfig:
 
     def __post_init__(self) -> None:
         self.gripper_dims = tuple(self.gripper_dims)
+        check_fields(self, num_dof=(1, 1024), num_control_points=(1, 4096), max_control_points=(1, 4096), degree=(0, 32),
+                     vocab_size=(2, 1 << 24), num_steps=(1, MAX_STEPS), ridge=(0, 1e6), bound_margin=(0, 10))
         if self.num_dof < 1:
             raise ValueError(f"num_dof must be >= 1, got {self.num_dof}")
         if self.degree < 0:
@@ -118,16 +121,24 @@ def fit_matrix(steps: int, n: int, degree: int, ridge: float, pin: bool) -> np.n
     return np.linalg.solve(gram, phi.T)
 
 
+MAX_STEPS = 1_000_000  # longest trajectory decode writes: 1e6 steps is hours of control at 100 Hz
+
+
 def output_steps(tokens: Tokens, num_steps: int | None, default: int) -> int:
-    """The length to decode to: `num_steps` if given, else the length the tokens were encoded from."""
+    """The length to decode to: `num_steps` if given, else the length the tokens were encoded from.
+
+    Both are checked to lie in [1, MAX_STEPS] before anything is allocated (a token file is untrusted).
+    """
     if num_steps is not None:
-        return check_budget(num_steps, 1, 1_000_000, "num_steps")
+        return check_budget(num_steps, 1, MAX_STEPS, "num_steps")
     steps = tokens.meta.get("num_steps")
     if steps is None or steps.numel() == 0:
         return default
+    if steps.shape != (tokens.batch_size,) or steps.is_floating_point() or steps.dtype == torch.bool:
+        raise ValueError(f"tokens.meta['num_steps'] must be integers [B], got {steps.dtype} {tuple(steps.shape)}")
     if bool((steps != steps[0]).any()):
         raise ValueError(f"tokens record different lengths {steps.unique().tolist()}; pass num_steps=")
-    return int(steps[0])
+    return check_budget(int(steps[0]), 1, MAX_STEPS, "tokens.meta['num_steps']")
 
 
 # ----------------------------------------------------------------------------------------- the tokenizer
@@ -294,8 +305,11 @@ class BEAST(Tokenizer):
             low, high = low[c.pin_start:], high[c.pin_start:]
             cps = (z[rows, :m].float() + 1) / 2 * (high - low) + low  # (b, m, D)
             if c.pin_start:
-                if "start" not in tokens.meta:
-                    raise ValueError("this BEAST pins the start pose: tokens need meta['start'] (B, D)")
+                start = tokens.meta.get("start")
+                if start is None or start.shape != (tokens.batch_size, c.num_dof) or not start.is_floating_point() \
+                        or not bool(torch.isfinite(start).all()):
+                    raise ValueError(f"this BEAST pins the start pose: tokens need finite meta['start'] "
+                                     f"({tokens.batch_size}, {c.num_dof}), got {None if start is None else tuple(start.shape)}")
                 cps = torch.cat([tokens.meta["start"][rows].float()[:, None], cps], dim=1)
             out[rows] = self._curve(cps, steps)
         return out

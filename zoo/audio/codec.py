@@ -38,7 +38,8 @@ from zoo.hub import register_family
 from zoo.nn.istft import ISTFTDecoder
 from zoo.nn.seanet import SEANetConfig, SEANetDecoder, SEANetEncoder, receptive_field
 from zoo.nn.threads import map_threads
-from zoo.tokenizer import InputContract, Tokenizer, Tokens, TokenSpec, check_budget, check_input, check_tokens
+from zoo.tokenizer import (InputContract, Tokenizer, Tokens, TokenSpec, check_budget, check_fields, check_input,
+                           check_tokens, check_weights)
 
 
 DECODERS = ("seanet", "istft")
@@ -85,6 +86,14 @@ class CodecConfig:
     def __post_init__(self) -> None:
         self.strides, self.dilations = tuple(self.strides), tuple(self.dilations)
         self.decoder_blocks = tuple(self.decoder_blocks)
+        check_fields(self, sample_rate=(1, 384_000), channels=(1, 4096), max_channels=(1, 4096), latent_dim=(1, 4096),
+                     strides=(1, 64), dilations=(1, 1024), num_codebooks=(1, 64), codebook_size=(2, 1 << 20),
+                     codebook_decay=(0, 1), dead_code_threshold=(0, 1e9), chunk_seconds=(0, 86_400),
+                     max_seconds=(0, 7 * 86_400), decoder_dim=(1, 8192), decoder_blocks=(0, 64),
+                     decoder_upsample=(1, 64))
+        if len(self.strides) > 16 or len(self.dilations) > 16:
+            raise ValueError(f"strides and dilations hold at most 16 levels, got {len(self.strides)} and {len(self.dilations)}")
+        check_weights(self, self.num_codebooks * self.codebook_size * self.latent_dim, "codebook entries")
         if self.decoder not in DECODERS:
             raise ValueError(f"decoder={self.decoder!r} is not supported; use one of {DECODERS}")
         if self.sample_rate < 1000:

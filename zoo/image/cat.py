@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from zoo.image.budget import choose_measured
 from zoo.metrics import mse as image_mse
 from zoo.hub import register_family
-from zoo.tokenizer import InputContract, Tokenizer, Tokens, TokenSpec, check_input, check_tokens
+from zoo.tokenizer import InputContract, Tokenizer, Tokens, TokenSpec, check_fields, check_input, check_tokens
 
 QUANTIZERS = ("fsq", "kl")
 
@@ -74,6 +74,10 @@ class CATConfig:
     default_quality: float = 0.004
 
     def __post_init__(self) -> None:
+        check_fields(self, image_size=(1, 4096), in_channels=(1, 256), channels=(1, 8192), ratios=(1, 1024),
+                     blocks=(0, 64), fsq_levels=(2, 1 << 16), latent_dim=(1, 4096), estimator_dim=(1, 8192))
+        if len(self.channels) > 11:  # ratios[0] = 2 ** (len(channels) - 1) <= 1024
+            raise ValueError(f"channels has {len(self.channels)} levels; at most 11 (a finest ratio of 1024)")
         self.channels = tuple(int(c) for c in self.channels)
         self.ratios = tuple(int(r) for r in self.ratios)
         self.fsq_levels = tuple(int(v) for v in self.fsq_levels)

@@ -60,8 +60,8 @@ from zoo.nn import (AdaLNTransformer, Patchify, TimestepEmbedding, Transformer, 
                     sincos_pos_embed_2d)
 from zoo.nn.transformer import key_padding_mask, prefix_causal_mask
 from zoo.hub import register_family
-from zoo.tokenizer import (InputContract, Tokenizer, Tokens, TokenSpec, budget_lengths, check_budget, check_input,
-                           check_tokens, length_mask)
+from zoo.tokenizer import (InputContract, Tokenizer, Tokens, TokenSpec, budget_lengths, check_budget, check_fields,
+                           check_input, check_tokens, check_weights, length_mask)
 
 
 @dataclass
@@ -114,6 +114,12 @@ class FlexTokConfig:
     time_shift: float = 1.0
 
     def __post_init__(self) -> None:
+        check_fields(self, image_size=(1, 4096), in_channels=(1, 256), patch_size=(1, 256), num_registers=(1, 16384),
+                     encoder_dim=(1, 8192), encoder_depth=(0, 128), encoder_heads=(1, 256), decoder_dim=(1, 8192),
+                     decoder_depth=(0, 128), decoder_heads=(1, 256), mlp_ratio=(0, 64), fsq_levels=(2, 1 << 16),
+                     steps=(1, 10_000), guidance=(0, 1000), time_shift=(1, 10_000))
+        check_weights(self, 12 * (self.encoder_dim**2 * self.encoder_depth + self.decoder_dim**2 * self.decoder_depth),
+                      "transformer weights")
         self.fsq_levels = tuple(int(v) for v in self.fsq_levels)
         if self.patch_size < 1 or self.image_size % self.patch_size:
             raise ValueError(f"image_size={self.image_size} must be a multiple of patch_size={self.patch_size}")

@@ -55,8 +55,8 @@ from zoo.metrics import mse as image_mse
 from zoo.nn import Patchify, TimestepEmbedding, Transformer, Unpatchify, kept_codes, sincos_pos_embed_2d
 from zoo.nn.transformer import prefix_causal_mask
 from zoo.hub import register_family
-from zoo.tokenizer import (InputContract, Tokenizer, Tokens, TokenSpec, budget_lengths, check_budget, check_input,
-                           check_tokens, length_mask)
+from zoo.tokenizer import (InputContract, Tokenizer, Tokens, TokenSpec, budget_lengths, check_budget, check_fields,
+                           check_input, check_tokens, check_weights, length_mask)
 
 QUANTIZERS = ("fsq", "none")
 
@@ -105,6 +105,14 @@ class KARLConfig:
     renamed_fields: ClassVar[dict[str, str]] = {"num_tokens": "max_tokens"}  # checkpoints before the budget contract
 
     def __post_init__(self) -> None:
+        self.fsq_levels = tuple(self.fsq_levels)
+        self.quality_range = tuple(self.quality_range)
+        check_fields(self, image_size=(1, 4096), in_channels=(1, 256), patch_size=(1, 256), max_tokens=(1, 16384),
+                     encoder_dim=(1, 8192), encoder_depth=(0, 128), encoder_heads=(1, 256), decoder_dim=(1, 8192),
+                     decoder_depth=(0, 128), decoder_heads=(1, 256), mlp_ratio=(0, 64), fsq_levels=(2, 1 << 16),
+                     latent_dim=(1, 4096), quality_range=(0, 1e6), default_quality=(0, 1e6))
+        check_weights(self, 12 * (self.encoder_dim**2 * self.encoder_depth + self.decoder_dim**2 * self.decoder_depth),
+                      "transformer weights")
         self.fsq_levels = tuple(int(v) for v in self.fsq_levels)
         self.quality_range = tuple(float(v) for v in self.quality_range)
         if self.patch_size < 1 or self.image_size % self.patch_size:

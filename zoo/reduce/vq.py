@@ -36,7 +36,8 @@ from torch import Tensor
 
 from zoo.reduce.base import Reducer
 from zoo.hub import register_family
-from zoo.tokenizer import InputContract, Tokenizer, Tokens, TokenSpec, check_budget, check_ids, check_input, length_mask
+from zoo.tokenizer import (InputContract, Tokenizer, Tokens, TokenSpec, check_budget, check_fields, check_ids,
+                           check_input, length_mask)
 
 CRITERIA = ("elbow", "tolerance")
 INITS = ("farthest", "strided")
@@ -74,6 +75,8 @@ class VQTokenConfig:
     max_positions: int = 8192
 
     def __post_init__(self) -> None:
+        check_fields(self, dim=(1, 65536), max_codes=(1, 65536), min_codes=(1, 65536), tolerance=(0, 1),
+                     iters=(0, 10_000), max_positions=(1, 1 << 20))
         if self.dim < 1:
             raise ValueError(f"dim must be >= 1, got {self.dim}")
         if not 1 <= self.min_codes <= self.max_codes:
