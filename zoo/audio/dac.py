@@ -51,7 +51,8 @@ from zoo.audio.rvq import nearest
 from zoo.audio.weights import fold_weight_norm
 from zoo.hub import register_family, register_release
 from zoo.nn.seanet import Resample, Tiled, conv_by_taps, receptive_field
-from zoo.tokenizer import InputContract, Tokenizer, Tokens, TokenSpec, check_budget, check_input, check_tokens
+from zoo.tokenizer import (InputContract, Tokenizer, Tokens, TokenSpec, check_budget, check_fields, check_input,
+                           check_tokens, check_weights)
 
 
 @dataclass
@@ -84,8 +85,16 @@ class DACConfig:
 
     def __post_init__(self) -> None:
         self.encoder_rates, self.decoder_rates = tuple(self.encoder_rates), tuple(self.decoder_rates)
+        check_fields(self, sample_rate=(1, 384_000), encoder_dim=(1, 4096), encoder_rates=(1, 64), latent_dim=(1, 16384),
+                     decoder_dim=(1, 16384), decoder_rates=(1, 64), num_codebooks=(1, 1024), codebook_size=(2, 1 << 20),
+                     codebook_dim=(1, 4096), chunk_seconds=(0, 86_400), max_seconds=(0, 7 * 86_400))
+        if not 1 <= len(self.encoder_rates) <= 16:
+            raise ValueError(f"encoder_rates holds 1 to 16 strides, got {self.encoder_rates}")
         if self.latent_dim is None:
             self.latent_dim = self.encoder_dim * 2 ** len(self.encoder_rates)
+        # the decoder's first levels dominate: about 30·decoder_dim² weights; plus the codebooks
+        check_weights(self, 30 * self.decoder_dim**2 + 8 * (self.encoder_dim * 2 ** len(self.encoder_rates))**2
+                      + self.num_codebooks * self.codebook_size * self.codebook_dim)
         if math.prod(self.encoder_rates) != math.prod(self.decoder_rates):
             raise ValueError(f"encoder_rates {self.encoder_rates} and decoder_rates {self.decoder_rates} "
                              "must have the same product (the hop)")
