@@ -107,7 +107,8 @@ class KARLModule(Recipe):
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         images, tok = batch["image"], self.tokenizer
         b = images.shape[0]
-        t = tok.encode(images, quality=self.hparams.check_quality or tok.config.default_quality)
+        t = tok.encode(images, quality=self.hparams.check_quality or tok.config.default_quality,
+                       min_gain_db=tok.config.min_gain_db)
         self.log("val/psnr_adaptive", metrics.psnr(tok.decode(t), images).mean(), batch_size=b)
         self.log("val/tokens_adaptive", t.lengths.float().mean(), batch_size=b)
         k = min(8, tok.config.max_tokens)

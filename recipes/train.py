@@ -81,10 +81,13 @@ def main(argv: list[str] | None = None) -> None:
         raise _usage("usage: zoo train CONFIG.yaml [--config STAGE.yaml ...] [--output DIR] [--trainer.max_steps=N ...]")
     paths, output, rest = _split(argv)
     config: dict[str, Any] = {}
-    for path in paths:  # later stages replace the keys they name (a shallow merge per top-level section)
+    last_callbacks = 0  # the stage whose trainer.callbacks list the others' `callbacks+` append to
+    for i, path in enumerate(paths):  # later stages replace the keys they name (a shallow merge per section)
         part = yaml.safe_load(path.read_text()) or {}
         if not isinstance(part, dict):
             raise _usage(f"{path} is not a YAML mapping")
+        if isinstance(part.get("trainer"), dict) and "callbacks" in part["trainer"]:
+            last_callbacks = i
         for key, value in part.items():
             config[key] = {**config[key], **value} if isinstance(value, dict) and isinstance(config.get(key), dict) \
                 else value
@@ -104,14 +107,17 @@ def main(argv: list[str] | None = None) -> None:
         raise _usage("use --output DIR, not --trainer.default_root_dir (a run's logs and checkpoint share one folder)")
     name = (export or {}).get("name") or paths[-1].stem
     root = str(output or (export or {}).get("directory") or RUNS / name)
-    stages = [a for p in paths for a in ("--config", str(p))]
-    if export is not None:  # the export callback writes the run folder: one more config stage says where
+    stages = [str(p) for p in paths]
+    if export is not None:  # the export callback writes the run folder: a stage after the list's own says where
         import tempfile
 
         export["directory"] = root
         stage = Path(tempfile.mkdtemp(prefix="zoo-train-")) / "output.yaml"
         stage.write_text(yaml.safe_dump({"trainer": {"callbacks": config["trainer"]["callbacks"]}}))
-        stages += ["--config", str(stage)]
+        stages.insert(last_callbacks + 1, str(stage))  # before overlays that append (`callbacks+:`)
+    # Lightning's own files go beside the run folder, unless the config names a place for them
+    lightning_root = [] if "default_root_dir" in (config.get("trainer") or {}) else \
+        [f"--trainer.default_root_dir={root.rstrip('/')}.lightning"]
 
     import torch
     from lightning.pytorch.cli import LightningCLI
@@ -119,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     from recipes.resilience import RNGState
 
     torch.set_float32_matmul_precision("high")  # TF32 matrix products on GPUs that have them; no effect on a CPU
-    LightningCLI(args=["fit", *stages, *rest, f"--trainer.default_root_dir={root.rstrip('/')}.lightning"],
+    LightningCLI(args=["fit", *(a for p in stages for a in ("--config", p)), *rest, *lightning_root],
                  save_config_kwargs={"overwrite": True}, trainer_defaults={"callbacks": [RNGState()]})
 
 

@@ -254,7 +254,7 @@ def test_shipped_checkpoint_meets_its_card(shipped) -> None:
     q = [k for k in card if k.startswith("check_psnr_q")][0]
     eps, n = float(q.split("_q")[1].split("_first")[0]), int(q.split("_first")[1])
     x = val[:n]
-    t = tok.encode(x, quality=eps)
+    t = tok.encode(x, quality=eps, min_gain_db=tok.config.min_gain_db)  # the card's protocol: target + the stop
     psnr = float(metrics.psnr(tok.decode(t), x).mean())
     tokens = float(t.lengths.float().mean())
     assert psnr >= card[q] - 0.1, f"PSNR {psnr:.2f} dB at ε={eps:g}, the card says {card[q]:.2f}"
@@ -326,3 +326,18 @@ def test_choose_measured_rules() -> None:
     assert shuffled.tolist() == [3, 1]
     with pytest.raises(ValueError, match="quality"):
         choose_measured(mse, tokens)
+
+
+def test_explicit_quality_is_a_target_not_preempted_by_the_min_gain_stop():
+    """Issue 20: quality=0.016 and quality=0.0001 gave the same tokens (the 0.2 dB stop fired first)."""
+    import zoo
+    from zoo.data.images import images_to_tensor, real_photo_crops
+
+    tok = zoo.load("karl-tiny-nat32")
+    x = images_to_tensor(real_photo_crops(8)["images"])
+    loose, tight = tok.encode(x, quality=0.016), tok.encode(x, quality=0.0001)
+    assert tight.lengths.float().mean() > loose.lengths.float().mean()
+    assert tight.meta["quality_met"].dtype == torch.bool and not bool(tight.meta["quality_met"].any())  # 40 dB: out of reach
+    assert bool(loose.meta["quality_met"].any())
+    both = tok.encode(x, quality=0.0001, min_gain_db=0.2)  # the stop still applies when asked for
+    assert (both.lengths <= tight.lengths).all() and not bool(both.meta["quality_met"].any())

@@ -217,7 +217,8 @@ def register_family(cls: type, *, presets: Iterable[str] = ()) -> type:
     family = _check_name(getattr(cls, "family", None), "family")
     info = {"module": cls.__module__, "class": cls.__qualname__, "tokenizer": hasattr(cls, "spec"),
             "presets": sorted(presets), "releases": hasattr(cls, "from_release"),
-            "encode": _keywords(getattr(cls, "encode", None)), "decode": _keywords(getattr(cls, "decode", None))}
+            "encode": _keywords(getattr(cls, "encode", None)), "decode": _keywords(getattr(cls, "decode", None)),
+            "modality": _family_modality(cls)}
     known = _families().get(family)
     if known is not None and (known["module"], known["class"]) != (info["module"], info["class"]):
         raise ValueError(f"family {family!r} is already registered to {known['module']}:{known['class']}, "
@@ -1145,8 +1146,7 @@ def build_index(root: Path = REPO_CHECKPOINTS, hf_org: str = "zoo-tokenizers") -
     for family, info in sorted(_FAMILIES.items()):
         if not info["module"].startswith("zoo."):
             continue
-        cls = _CLASSES[family]
-        families[family] = {**info, "modality": _family_modality(cls)}
+        families[family] = dict(info)
     return {"families": families, "names": names}
 
 

@@ -342,8 +342,9 @@ class KARL(Tokenizer):
                 float tensor [B]. A larger ε (looser target) never keeps more tokens.
             num_tokens: a fixed budget instead of ε: an int in 1..K or a LongTensor [B].
             halt_threshold: halting probability above which a token is dropped (default the config's).
-            min_gain_db: with `quality`, also stop where further tokens are predicted to buy less than
-                this many dB each (default the config's; 0 = tokens until ε, the paper's rule).
+            min_gain_db: also stop where further tokens are predicted to buy less than this many dB each.
+                Default: the config's when `quality` is not given; 0 when it is, so an explicit ε is a target
+                the tokens meet when they can (pass both to combine them).
             search: measure instead of predict (`zoo.image.budget`): encode and decode every budget
                 1..K (or the budgets given as a sequence) and keep, per image, the fewest tokens whose
                 measured error meets ε, or fewer where a token buys less than `min_gain_db` dB on the
@@ -351,13 +352,16 @@ class KARL(Tokenizer):
             Give at most one of quality / num_tokens; with neither, ε = `config.default_quality`.
         Returns:
             Tokens with lengths (B,) in 1..K, ids (B, max length) for FSQ (zeros past each length) and
-            latents (B, max length, D), the codes (zeros past each length).
+            latents (B, max length, D), the codes (zeros past each length). With `quality`, also
+            meta["quality_met"] (B,) bool: whether the image is predicted to reach ε within its tokens (False:
+            even K tokens are predicted to stay above ε, or the min-gain stop cut it short).
         """
         c = self.config
         x = check_input(x, self.spec.input, "images").to(self.device)
         b = x.shape[0]
         threshold = self._check_threshold(c.halt_threshold if halt_threshold is None else halt_threshold)
-        min_gain = c.min_gain_db if min_gain_db is None else min_gain_db
+        # an explicit target is honoured: the config's min-gain stop applies only to the default ε
+        min_gain = (0.0 if quality is not None else c.min_gain_db) if min_gain_db is None else min_gain_db
         if isinstance(min_gain, bool) or not isinstance(min_gain, (int, float)) or not (math.isfinite(min_gain) and min_gain >= 0):
             raise ValueError(f"min_gain_db must be a finite number >= 0 (dB per token), got {min_gain!r}")
         if quality is not None and num_tokens is not None:
@@ -375,10 +379,16 @@ class KARL(Tokenizer):
             eps = self._check_quality(c.default_quality if quality is None else quality, b)
             curve = self.halting_curve(self.patch_features(x))
             lengths = self.lengths_for_quality(curve, eps, threshold)
+            target = eps
             if min_gain > 0:
                 cut = self.lengths_for_gain(curve, min_gain)
                 eps = torch.where(cut < lengths, self.quality_for_lengths(curve, cut, threshold), eps)  # what they reach
                 lengths = torch.minimum(lengths, cut)
+            tokens = self._tokens_at(x, eps, lengths)
+            # c_j is the predicted log error with j tokens: met when a length below K suffices, or ε is above c_{K-1}
+            met = (lengths < c.max_tokens) | (target.log() >= curve[:, -1])
+            tokens.meta["quality_met"] = met & (eps <= target)
+            return tokens
         return self._tokens_at(x, eps, lengths)
 
     def _tokens_at(self, scaled: Tensor, eps: Tensor, lengths: Tensor, width: int | None = None) -> Tokens:
