@@ -399,7 +399,7 @@ RELEASES: dict[str, dict[str, Any]] = {
         summary=dict(modality="audio", tokens="150 frames/s x 2-16 codebooks (bitrate=3-24), 1 s segments",
                      vocab="1024 x 16",
                      description="EnCodec 48 kHz stereo, non-causal, 1 s segments with their own RMS scale "
-                                 "(Défossez et al. 2022); 18.9 M parameters; 3/6/12/24 kbps. " + _LICENCE),
+                                 "(Défossez et al. 2022); 14.9 M parameters; 3/6/12/24 kbps. " + _LICENCE),
     ),
 }
 
