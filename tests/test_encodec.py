@@ -284,3 +284,15 @@ def test_registered_release_downloads_converts_and_loads_from_a_fake_hub(tmp_pat
     again = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=300,
                            env={**env, "HF_HUB_OFFLINE": "1"})  # the hub is gone: the converted copy loads
     assert again.returncode == 0 and again.stdout.splitlines()[0] == "True encodec", again.stderr[-3000:]
+
+
+def test_a_vocabulary_holds_encodec_at_a_chosen_bitrate(causal):
+    """Into the LLM: an entry of 6 kbps (8 of the 8 codebooks here would be all; take 3 kbps = 4) round-trips."""
+    from zoo.llm import Entry, Vocabulary
+
+    vocab = Vocabulary(text_size=100, entries=[Entry.from_tokenizer("speech", causal, bitrate=3.0)])
+    assert vocab.entries[0].num_codebooks == 4
+    t = causal.encode(audio(1, 3000)[:1], **vocab.entries[0].encode_kwargs)
+    ids = vocab.to_llm(t, "speech")
+    back = vocab.from_llm(ids[0])[-1].tokens()
+    assert torch.equal(back.ids, t.ids)

@@ -23,7 +23,8 @@ Long inputs run in chunks of `chunk_seconds` with enough context on each side to
 of the (non-causal) convolutions, so chunked and whole-file results are the same up to float rounding
 (exact, not merely seam-free; tested) and memory stays bounded. Without autograd each chunk runs as an
 inference plan (`zoo.nn.seanet.Tiled`): the stride-1 layers of one rate window by window, so activations
-stay in cache, with Snake computed in three passes instead of the reference's six.
+stay in cache, with Snake computed in three passes instead of the reference's six, and the transposed
+convolutions as polyphase convolutions (`zoo.nn.seanet.conv_transpose_polyphase`; torch's own takes a slow path).
 
 Release formats `from_release` converts: the official pickle (`weights_16khz.pth` etc.: state_dict with
 weight_g/weight_v and metadata.kwargs, read once with torch.load(weights_only=True)) and the transformers
@@ -46,10 +47,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from zoo.audio.rvq import nearest
 from zoo.audio.weights import fold_weight_norm
 from zoo.hub import register_family, register_release
 from zoo.nn.seanet import Resample, Tiled, conv_by_taps, receptive_field
-from zoo.tokenizer import InputContract, Tokenizer, Tokens, TokenSpec, check_budget, check_input, check_tokens
+from zoo.tokenizer import (InputContract, Tokenizer, Tokens, TokenSpec, check_budget, check_fields, check_input,
+                           check_tokens, check_weights)
 
 
 @dataclass
@@ -82,8 +85,16 @@ class DACConfig:
 
     def __post_init__(self) -> None:
         self.encoder_rates, self.decoder_rates = tuple(self.encoder_rates), tuple(self.decoder_rates)
+        check_fields(self, sample_rate=(1, 384_000), encoder_dim=(1, 4096), encoder_rates=(1, 64), latent_dim=(1, 16384),
+                     decoder_dim=(1, 16384), decoder_rates=(1, 64), num_codebooks=(1, 1024), codebook_size=(2, 1 << 20),
+                     codebook_dim=(1, 4096), chunk_seconds=(0, 86_400), max_seconds=(0, 7 * 86_400))
+        if not 1 <= len(self.encoder_rates) <= 16:
+            raise ValueError(f"encoder_rates holds 1 to 16 strides, got {self.encoder_rates}")
         if self.latent_dim is None:
             self.latent_dim = self.encoder_dim * 2 ** len(self.encoder_rates)
+        # the decoder's first levels dominate: about 30·decoder_dim² weights; plus the codebooks
+        check_weights(self, 30 * self.decoder_dim**2 + 8 * (self.encoder_dim * 2 ** len(self.encoder_rates))**2
+                      + self.num_codebooks * self.codebook_size * self.codebook_dim)
         if math.prod(self.encoder_rates) != math.prod(self.decoder_rates):
             raise ValueError(f"encoder_rates {self.encoder_rates} and decoder_rates {self.decoder_rates} "
                              "must have the same product (the hop)")
@@ -268,12 +279,9 @@ class VectorQuantize(nn.Module):
     def quantize(self, residual: Tensor) -> tuple[Tensor, Tensor]:
         """residual (B, D, T) -> (ids (B, T), this codebook's contribution (B, D, T))."""
         z = self.in_proj(residual)  # (B, d, T)
-        e = F.normalize(z.transpose(1, 2), dim=-1)  # (B, T, d)
-        c = F.normalize(self.codebook.weight, dim=-1)  # (K, d)
-        # the reference's squared distance, |e|² - 2 e·c + |c|², not just the dot product: the same
-        # rounding, so near-ties resolve to the same code
-        dist = e.pow(2).sum(-1, keepdim=True) - 2 * e @ c.t() + c.pow(2).sum(-1)  # (B, T, K)
-        ids = dist.argmin(-1)
+        e = F.normalize(z.transpose(1, 2).reshape(-1, z.shape[1]), dim=-1)  # (B·T, d)
+        # nearest by the squared distance of the unit vectors, as the reference writes it (same rounding)
+        ids = nearest(e, F.normalize(self.codebook.weight, dim=-1)).view(z.shape[0], z.shape[2])  # (B, T)
         q = self.codebook.weight[ids].transpose(1, 2)  # (B, d, T), the raw code vectors
         # z + (q - z) is q up to rounding: what the reference's straight-through estimator computes
         return ids, self.out_proj(z + (q - z))
@@ -310,7 +318,7 @@ class ResidualVQ(nn.Module):
 # ----------------------------------------------------------------------------------------- inference
 
 
-_WINDOW = 2**18  # activations per window (channels x samples), ~1 MB: a window's layers stay in L2/L3
+_WINDOW = 2**20  # activations per window (channels x samples), 4 MB: a window's layers stay in L3
 
 
 def inference_plan(layers: list[nn.Module], window: int) -> list[Tiled]:

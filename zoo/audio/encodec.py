@@ -25,7 +25,6 @@ mirrored decoder with transposed convolutions. Bitrate = frame rate · 10 bits �
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,10 +34,11 @@ import torch
 from torch import Tensor, nn
 
 from zoo.audio.rvq import rvq_decode, rvq_encode
-from zoo.audio.streaming import Conv, ConvTranspose, ResBlock, SkipLSTM, Stack
+from zoo.audio.released import RVQCodec, hf_config, read_safetensors
+from zoo.audio.streaming import Stack, seanet_layers
+from zoo.audio.weights import fold_weight_norm
 from zoo.hub import register_family, register_release
-from zoo.nn.seanet import ELU
-from zoo.tokenizer import InputContract, Tokenizer, Tokens, TokenSpec, check_budget, check_input, check_tokens
+from zoo.tokenizer import InputContract, Tokens, TokenSpec, check_budget
 
 
 @dataclass
@@ -139,31 +139,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def seanet_layers(c: EncodecConfig, decoder: bool) -> list[nn.Module]:
-    """The official SEANet layer list (module i here is `model.i` there), encoder or decoder."""
-    conv = dict(causal=c.causal, pad_mode=c.pad_mode, group_norm=c.group_norm)
-    res = dict(compress=c.compress, true_skip=c.true_skip, **conv)
-
-    def units(dim: int) -> list[nn.Module]:
-        return [ResBlock(dim, c.residual_kernel_size, c.dilation_base**j, **res) for j in range(c.num_residual_layers)]
-
-    top = c.num_filters * 2 ** len(c.ratios)
-    lstm = [SkipLSTM(top, c.lstm_layers)] if c.lstm_layers else []
-    if not decoder:
-        layers: list[nn.Module] = [Conv(c.channels, c.num_filters, c.kernel_size, **conv)]
-        for level, ratio in enumerate(reversed(c.ratios)):
-            dim = c.num_filters * 2**level
-            layers += [*units(dim), ELU(), Conv(dim, 2 * dim, 2 * ratio, ratio, **conv)]
-        return layers + lstm + [ELU(), Conv(top, c.dimension, c.last_kernel_size, **conv)]
-    layers = [Conv(c.dimension, top, c.kernel_size, **conv), *lstm]
-    for level, ratio in enumerate(c.ratios):
-        dim = top // 2**level
-        layers += [ELU(), ConvTranspose(dim, dim // 2, 2 * ratio, ratio, causal=c.causal, group_norm=c.group_norm),
-                   *units(dim // 2)]
-    return layers + [ELU(), Conv(c.num_filters, c.channels, c.last_kernel_size, **conv)]
-
-
-class EnCodec(Tokenizer):
+class EnCodec(RVQCodec):
     """EnCodec. wav: (B, C, S) in [-1, 1] at `sample_rate` -> ids (B, T, q), T = ceil(S / hop) (24 kHz)."""
 
     family = "encodec"
@@ -179,18 +155,6 @@ class EnCodec(Tokenizer):
         self.register_buffer("codebooks", torch.zeros(c.num_codebooks, c.codebook_size, c.dimension))
 
     @property
-    def sample_rate(self) -> int:
-        return self.config.sample_rate
-
-    @property
-    def channels(self) -> int:
-        return self.config.channels
-
-    @property
-    def frame_rate(self) -> int:
-        return self.config.frame_rate
-
-    @property
     def spec(self) -> TokenSpec:
         c = self.config
         segments = 1 if c.segment is None else c.max_seconds / c.segment_stride * c.sample_rate
@@ -199,20 +163,6 @@ class EnCodec(Tokenizer):
             max_tokens=int(c.max_seconds * c.frame_rate + segments),
             input=InputContract(layout=f"B {c.channels} S", value_range=(-1.0, 1.0), sample_rate=c.sample_rate),
         )
-
-    def codebooks_for(self, bitrate: float | None = None, num_codebooks: int | None = None) -> int:
-        """q for a bitrate in kbit/s (a whole number of codebooks) or an explicit q; default all of them."""
-        c = self.config
-        if bitrate is not None and num_codebooks is not None:
-            raise ValueError(f"pass bitrate= or num_codebooks=, not both (got {bitrate} and {num_codebooks})")
-        if bitrate is not None:
-            q = bitrate / c.kbps(1) if isinstance(bitrate, (int, float)) and not isinstance(bitrate, bool) else -1
-            if abs(q - round(q)) > 1e-6 or not 1 <= round(q) <= c.num_codebooks:
-                raise ValueError(f"bitrate={bitrate!r} kbps is not supported; use a multiple of {c.kbps(1):g} kbps "
-                                 f"up to {c.kbps(c.num_codebooks):g} (released: {RELEASED_KBPS.get(c.sample_rate)})")
-            return int(round(q))
-        return c.num_codebooks if num_codebooks is None else check_budget(num_codebooks, 1, c.num_codebooks,
-                                                                          "num_codebooks")
 
     # -- encode ----------------------------------------------------------------------------------------
 
@@ -239,58 +189,20 @@ class EnCodec(Tokenizer):
             Tokens with ids (B, T, q) and meta["num_samples"]; 48 kHz adds meta["scales"] (B, segments).
         """
         c = self.config
-        if sample_rate is not None and sample_rate != c.sample_rate:
-            raise ValueError(f"audio sampled at {sample_rate} Hz; this codec expects {c.sample_rate} Hz "
-                             "(resample it first, e.g. torchaudio.functional.resample)")
-        wav = check_input(wav, self.spec.input, "audio").to(self.device)
-        if wav.shape[-1] > c.max_seconds * c.sample_rate:
-            raise ValueError(f"audio is {wav.shape[-1] / c.sample_rate:.0f} s long; encode at most "
-                             f"{c.max_seconds:g} s per call (split the file, or raise config.max_seconds)")
+        wav = self._check_audio(wav, sample_rate)
         q = self.codebooks_for(bitrate, num_codebooks)
-        b, n = wav.shape[0], wav.shape[-1]
-        meta = {"num_samples": torch.full((b,), n, device=wav.device)}
         if c.segment is None:
-            piece = self._piece(chunk_seconds)
-            if n <= piece:
-                ids = self._quantize(self.encoder(wav), q)
-            else:
-                stream = self.encode_stream(num_codebooks=q)
-                ids = torch.cat([stream(wav[..., i:i + piece]) for i in range(0, n, piece)] + [stream.flush()], 1)
-        else:
-            parts, scales = [], []
-            for start in range(0, n, c.segment_stride):
-                x = wav[..., start:start + c.segment_length]
-                scale = None
-                if c.normalize:
-                    scale = x.mean(dim=1, keepdim=True).pow(2).mean(dim=2, keepdim=True).sqrt() + 1e-8  # (B, 1, 1)
-                    x = x / scale
-                    scales.append(scale.view(b))
-                parts.append(self._quantize(self.encoder(x), q))
-            ids = torch.cat(parts, dim=1)
-            if scales:
-                meta["scales"] = torch.stack(scales, dim=1)
-        return Tokens(ids=ids, lengths=torch.full((b,), ids.shape[1], device=ids.device), meta=meta)
-
-    def _piece(self, chunk_seconds: float | None) -> int:
-        c = self.config
-        seconds = c.chunk_seconds if chunk_seconds is None else chunk_seconds
-        if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or not seconds * c.frame_rate >= 1:
-            raise ValueError(f"chunk_seconds must be a number covering at least one frame, got {seconds!r}")
-        return max(int(seconds * c.frame_rate), 1) * c.hop
-
-    def encode_stream(self, *, bitrate: float | None = None, num_codebooks: int | None = None) -> "EncodeStream":
-        """A causal encoder fed pieces of any size: `ids = s(wav_piece)` gives the (B, t, q) frames the piece
-        completes (t may be 0), `s.flush()` the last partial frame. The concatenation equals `encode`'s ids."""
-        if not self.config.causal:
-            raise ValueError("the 48 kHz model is not causal and does not stream; encode whole segments")
-        return EncodeStream(self, self.codebooks_for(bitrate, num_codebooks))
-
-    def decode_stream(self) -> "DecodeStream":
-        """A causal decoder fed ids (B, t, q) piece by piece: `s(ids)` returns the audio those frames complete
-        (t · hop samples in all, shifted by the decoder's warm-up), `s.flush()` the rest."""
-        if not self.config.causal:
-            raise ValueError("the 48 kHz model is not causal and does not stream; decode whole segments")
-        return DecodeStream(self)
+            return self._tokens(self._encode_causal(wav, q, chunk_seconds), wav.shape[-1])
+        parts, scales = [], []
+        for start in range(0, wav.shape[-1], c.segment_stride):
+            x = wav[..., start:start + c.segment_length]
+            if c.normalize:
+                scale = x.mean(dim=1, keepdim=True).pow(2).mean(dim=2, keepdim=True).sqrt() + 1e-8  # (B, 1, 1)
+                x = x / scale
+                scales.append(scale.view(-1))
+            parts.append(self._quantize(self.encoder(x), q))
+        meta = {"scales": torch.stack(scales, dim=1)} if scales else {}
+        return self._tokens(torch.cat(parts, dim=1), wav.shape[-1], **meta)
 
     # -- decode ----------------------------------------------------------------------------------------
 
@@ -304,24 +216,12 @@ class EnCodec(Tokenizer):
             chunk_seconds: piece length for long inputs (causal model).
         """
         c = self.config
-        check_tokens(tokens, self.spec)
-        ids = tokens.ids.to(self.device)
-        if bool((tokens.lengths != ids.shape[1]).any()):
-            raise ValueError(f"EnCodec tokens are never padded: lengths must all be {ids.shape[1]}, "
-                             f"got {tokens.lengths.tolist()}")
-        recorded = tokens.meta.get("num_samples")
-        length = num_samples if num_samples is not None else (
-            int(recorded.max()) if recorded is not None and recorded.numel() else None)
+        ids, length = self._ids_and_length(tokens, num_samples)
         if c.segment is not None:
             return self._decode_segments(ids, tokens.meta.get("scales"), length)
         length = ids.shape[1] * c.hop if length is None else check_budget(length, 1, ids.shape[1] * c.hop,
                                                                           "num_samples")
-        piece = self._piece(chunk_seconds) // c.hop
-        if ids.shape[1] <= piece:
-            return self.decoder(self._dequantize(ids))[..., :length]
-        stream = self.decode_stream()
-        out = [stream(ids[:, i:i + piece]) for i in range(0, ids.shape[1], piece)] + [stream.flush()]
-        return torch.cat(out, dim=-1)[..., :length]
+        return self._decode_causal(ids, length, chunk_seconds)
 
     def segment_frames(self, num_samples: int) -> list[int]:
         """Frames of each coded segment of a `num_samples` input (48 kHz)."""
@@ -353,16 +253,16 @@ class EnCodec(Tokenizer):
     def is_release(path: str | Path) -> bool:
         """An official torch-hub `.th` state dict, or a transformers `EncodecModel` folder (config.json)."""
         path = Path(path)
-        return _official_file(path) is not None or _hf_config(path, "encodec") is not None
+        return _official_file(path) is not None or hf_config(path, "encodec") is not None
 
     @classmethod
     def from_release(cls, path: str | Path) -> "EnCodec":
         """Convert a release: `encodec_24khz-d7cc33bc.th` / `encodec_48khz-7e698e3e.th` (read once with
         torch.load(weights_only=True)), or a transformers folder (facebook/encodec_24khz, _48khz)."""
         path = Path(path)
-        hf = _hf_config(path, "encodec")
+        hf = hf_config(path, "encodec")
         if hf is not None:
-            config, state = _config_from_hf(hf), _read_safetensors(path)
+            config, state = _config_from_hf(hf), read_safetensors(path)
         elif (file := _official_file(path)) is not None:
             state = {_official_to_hf(k): v for k, v in torch.load(file, map_location="cpu", weights_only=True).items()}
             config = _config_from_weights(state)
@@ -372,50 +272,6 @@ class EnCodec(Tokenizer):
         model = cls(config)
         model.load_state_dict(_to_ours(state, config), strict=True)
         return model.eval()
-
-
-# ----------------------------------------------------------------------------------------- streams
-
-
-class EncodeStream:
-    """See `EnCodec.encode_stream`."""
-
-    def __init__(self, model: Any, num_codebooks: int) -> None:
-        self.model, self.q, self.stream = model, num_codebooks, model.encoder.stream()
-        self.batch = None
-
-    def __call__(self, wav: Tensor) -> Tensor:
-        """wav: (B, C, s) -> ids (B, t, q)."""
-        self.batch = wav.shape[0]
-        return self._ids(self.stream(wav.to(self.model.device)))
-
-    def flush(self) -> Tensor:
-        return self._ids(self.stream.flush())
-
-    def _ids(self, z: Tensor | None) -> Tensor:
-        if z is None:
-            return torch.zeros(self.batch or 1, 0, self.q, dtype=torch.long, device=self.model.device)
-        return self.model._quantize(z, self.q)
-
-
-class DecodeStream:
-    """See `EnCodec.decode_stream`."""
-
-    def __init__(self, model: Any) -> None:
-        self.model, self.stream, self.batch = model, model.decoder.stream(), None
-
-    def __call__(self, ids: Tensor) -> Tensor:
-        """ids: (B, t, q) -> audio (B, C, s)."""
-        self.batch = ids.shape[0]
-        return self._audio(self.stream(self.model._dequantize(ids.to(self.model.device))))
-
-    def flush(self) -> Tensor:
-        return self._audio(self.stream.flush())
-
-    def _audio(self, y: Tensor | None) -> Tensor:
-        if y is None:
-            return torch.zeros(self.batch or 1, self.model.channels, 0, device=self.model.device)
-        return y
 
 
 def overlap_add(frames: list[Tensor], stride: int) -> Tensor:
@@ -437,18 +293,6 @@ def overlap_add(frames: list[Tensor], stride: int) -> Tensor:
 # ----------------------------------------------------------------------------------------- conversion
 
 
-def _hf_config(path: Path, model_type: str) -> dict[str, Any] | None:
-    """A transformers folder's config.json when its model_type matches, else None."""
-    file = path / "config.json"
-    if not (path.is_dir() and file.is_file()):
-        return None
-    try:
-        config = json.loads(file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    return config if isinstance(config, dict) and config.get("model_type") == model_type else None
-
-
 def _official_file(path: Path) -> Path | None:
     """The official torch-hub state dict `path` is, or the one file of that name in the folder `path`."""
     def official(p: Path) -> bool:
@@ -458,18 +302,6 @@ def _official_file(path: Path) -> Path | None:
         found = [p for p in path.glob("encodec_*.th") if official(p)]
         return found[0] if len(found) == 1 else None
     return path if official(path) else None
-
-
-def _read_safetensors(folder: Path) -> dict[str, Tensor]:
-    from safetensors.torch import load_file
-
-    files = sorted(folder.glob("*.safetensors"))
-    if not files:
-        raise ValueError(f"{folder} has no .safetensors weights (only safetensors are read)")
-    state: dict[str, Tensor] = {}
-    for f in files:
-        state.update(load_file(str(f), device="cpu"))
-    return state
 
 
 def _official_to_hf(key: str) -> str:
@@ -482,21 +314,8 @@ def _official_to_hf(key: str) -> str:
 
 
 def _to_ours(state: dict[str, Tensor], config: EncodecConfig) -> dict[str, Tensor]:
-    """transformers-named weights -> ours: weight norm folded (as torch computes it), codebooks stacked."""
-    out, pairs = {}, {}
-    for key, value in state.items():
-        for g, v in ((".weight_g", ".weight_v"), (".parametrizations.weight.original0", ".parametrizations.weight.original1")):
-            if key.endswith(g) or key.endswith(v):
-                stem = key[:-len(g)] if key.endswith(g) else key[:-len(v)]
-                pairs.setdefault(stem, {})["g" if key.endswith(g) else "v"] = value
-                break
-        else:
-            if not key.startswith("quantizer."):
-                out[key] = value.float()
-    for stem, gv in pairs.items():
-        if set(gv) != {"g", "v"}:
-            raise ValueError(f"weight norm of {stem} is incomplete: has only {sorted(gv)}")
-        out[f"{stem}.weight"] = torch._weight_norm(gv["v"].float(), gv["g"].float(), 0)
+    """transformers-named weights -> ours: weight norm folded (`zoo.audio.weights`), codebooks stacked."""
+    out = {k: v.float() for k, v in fold_weight_norm(state).items() if not k.startswith("quantizer.")}
     out["codebooks"] = torch.stack([state[f"quantizer.layers.{i}.codebook.embed"].float()
                                     for i in range(config.num_codebooks)])
     return out
@@ -580,7 +399,7 @@ RELEASES: dict[str, dict[str, Any]] = {
         summary=dict(modality="audio", tokens="150 frames/s x 2-16 codebooks (bitrate=3-24), 1 s segments",
                      vocab="1024 x 16",
                      description="EnCodec 48 kHz stereo, non-causal, 1 s segments with their own RMS scale "
-                                 "(Défossez et al. 2022); 18.9 M parameters; 3/6/12/24 kbps. " + _LICENCE),
+                                 "(Défossez et al. 2022); 14.9 M parameters; 3/6/12/24 kbps. " + _LICENCE),
     ),
 }
 

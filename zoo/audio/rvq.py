@@ -11,19 +11,25 @@ import torch
 from torch import Tensor
 
 
-def nearest(x: Tensor, codebook: Tensor) -> Tensor:
-    """Index of the nearest code. x: (N, D), codebook: (K, D) -> (N,)."""
+def nearest(x: Tensor, codebook: Tensor, distance: str = "expanded") -> Tensor:
+    """Index of the nearest code. x: (N, D), codebook: (K, D) -> (N,).
+
+    distance: "expanded" computes |x|² - 2 x·e + |e|² (EnCodec), "cdist" calls torch.cdist (Mimi in transformers);
+    the same nearest code up to float ties, written as each release's code does.
+    """
+    if distance == "cdist":
+        return torch.cdist(x[None], codebook[None], p=2)[0].argmin(dim=-1)
     dist = -(x.pow(2).sum(1, keepdim=True) - 2 * x @ codebook.t() + codebook.pow(2).sum(1)[None])
     return dist.max(dim=-1).indices
 
 
-def rvq_encode(z: Tensor, codebooks: Tensor, num_codebooks: int) -> Tensor:
+def rvq_encode(z: Tensor, codebooks: Tensor, num_codebooks: int, distance: str = "expanded") -> Tensor:
     """Latents (B, T, D) -> ids (B, T, q) with the first q = num_codebooks codebooks (Q, K, D)."""
     b, t, d = z.shape
     residual = z.reshape(b * t, d)
     ids = []
     for codebook in codebooks[:num_codebooks]:
-        index = nearest(residual, codebook)
+        index = nearest(residual, codebook, distance)
         residual = residual - codebook[index]
         ids.append(index)
     return torch.stack(ids, dim=-1).view(b, t, num_codebooks)

@@ -33,6 +33,8 @@ PAD_MODES = ("reflect", "constant", "replicate")
 
 def pad1d(x: Tensor, left: int, right: int, mode: str) -> Tensor:
     """F.pad along time; reflection of an input no longer than the padding first appends zeros (EnCodec's rule)."""
+    if not left and not right:
+        return x
     if mode != "reflect":
         return F.pad(x, (left, right), mode=mode)
     extra = max(max(left, right) - x.shape[-1] + 1, 0)
@@ -120,6 +122,31 @@ class SkipLSTM(nn.Module):
         seq = x.permute(2, 0, 1)  # (T, B, C)
         y, state = self.lstm(seq, state)
         return (y + seq).permute(1, 2, 0), state
+
+
+def seanet_layers(c: Any, decoder: bool) -> list[nn.Module]:
+    """The SEANet layer list of EnCodec and Mimi (module i here is `model.i` in the official code), encoder or
+    decoder; `c` has EnCodec's field names (`EncodecConfig`, `MimiConfig`)."""
+    conv = dict(causal=c.causal, pad_mode=c.pad_mode, group_norm=c.group_norm)
+    res = dict(compress=c.compress, true_skip=c.true_skip, **conv)
+
+    def units(dim: int) -> list[nn.Module]:
+        return [ResBlock(dim, c.residual_kernel_size, c.dilation_base**j, **res) for j in range(c.num_residual_layers)]
+
+    top = c.num_filters * 2 ** len(c.ratios)
+    lstm = [SkipLSTM(top, c.lstm_layers)] if c.lstm_layers else []
+    if not decoder:
+        layers: list[nn.Module] = [Conv(c.channels, c.num_filters, c.kernel_size, **conv)]
+        for level, ratio in enumerate(reversed(c.ratios)):
+            dim = c.num_filters * 2**level
+            layers += [*units(dim), ELU(), Conv(dim, 2 * dim, 2 * ratio, ratio, **conv)]
+        return layers + lstm + [ELU(), Conv(top, c.dimension, c.last_kernel_size, **conv)]
+    layers = [Conv(c.dimension, top, c.kernel_size, **conv), *lstm]
+    for level, ratio in enumerate(c.ratios):
+        dim = top // 2**level
+        layers += [ELU(), ConvTranspose(dim, dim // 2, 2 * ratio, ratio, causal=c.causal, group_norm=c.group_norm),
+                   *units(dim // 2)]
+    return layers + [ELU(), Conv(c.num_filters, c.channels, c.last_kernel_size, **conv)]
 
 
 # ----------------------------------------------------------------------------------------- stacks
@@ -257,3 +284,49 @@ class Stream:
         y = seg(window)
         self.past[i] = window[..., max(window.shape[-1] - seg.history, 0):]  # whole frames: window is aligned
         return y[..., past.shape[-1] // seg.down * seg.up:]
+
+
+# ----------------------------------------------------------------------------------------- codec streams
+
+
+class EncodeStream:
+    """A codec's causal encoder and quantizer over pieces (`EnCodec.encode_stream`, `Mimi.encode_stream`); the model
+    has `encoder` (a Stack), `_quantize(z (B, D, t), q) -> ids (B, t, q)` and `device`."""
+
+    def __init__(self, model: Any, num_codebooks: int) -> None:
+        self.model, self.q, self.stream = model, num_codebooks, model.encoder.stream()
+        self.batch = None
+
+    def __call__(self, wav: Tensor) -> Tensor:
+        """wav: (B, C, s) -> ids (B, t, q)."""
+        self.batch = wav.shape[0]
+        return self._ids(self.stream(wav.to(self.model.device)))
+
+    def flush(self) -> Tensor:
+        return self._ids(self.stream.flush())
+
+    def _ids(self, z: Tensor | None) -> Tensor:
+        if z is None:
+            return torch.zeros(self.batch or 1, 0, self.q, dtype=torch.long, device=self.model.device)
+        return self.model._quantize(z, self.q)
+
+
+class DecodeStream:
+    """A codec's dequantizer and causal decoder over pieces of ids; the model has `decoder`, `_dequantize` and
+    `channels`."""
+
+    def __init__(self, model: Any) -> None:
+        self.model, self.stream, self.batch = model, model.decoder.stream(), None
+
+    def __call__(self, ids: Tensor) -> Tensor:
+        """ids: (B, t, q) -> audio (B, C, s)."""
+        self.batch = ids.shape[0]
+        return self._audio(self.stream(self.model._dequantize(ids.to(self.model.device))))
+
+    def flush(self) -> Tensor:
+        return self._audio(self.stream.flush())
+
+    def _audio(self, y: Tensor | None) -> Tensor:
+        if y is None:
+            return torch.zeros(self.batch or 1, self.model.channels, 0, device=self.model.device)
+        return y

@@ -1,0 +1,270 @@
+"""Released audio codecs (DAC; EnCodec and Mimi are rows of the same table): our implementation against the
+reference one, on one CPU thread.
+
+    OMP_NUM_THREADS=1 python benchmarks/audio_releases.py [--codecs dac-16khz] [--seconds 10] [--repeat 5]
+        [--long-minutes 10] [--clips 16]
+
+Speed: encode + decode of the same `--seconds` of audio by ours and by the reference (transformers), the
+two interleaved run by run in one process, best of `--repeat` each, with the codes asserted identical; the
+architecture is the release's (its preset) at random initialisation, so no weights are needed. Peak
+memory: encode + decode of `--long-minutes` of audio by ours (chunked) in a fresh process, as the peak
+resident set above what the process held before (model and input loaded). Quality (STOI, PESQ, mel
+distance against Opus at a similar bitrate) needs the released weights: it runs when `zoo.load(name)`
+can fetch them, and says so when it cannot. Writes the "audio-releases" section of BENCHMARKS.md.
+
+A codec is one entry of `CODECS`: how to build ours and the reference at random init (the same weights),
+and how the reference encodes and decodes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.report import machine, table, write_section  # noqa: E402
+
+
+@dataclass
+class Codec:
+    """One released codec in the benchmark.
+
+    build: () -> (ours, reference), the same weights at random init, both in eval mode.
+    reference_codes: (reference, wav (B, 1, S), q) -> ids (B, T, q), as the reference encodes.
+    reference_audio: (reference, ids (B, T, q), S) -> waveform (B, 1, <= S).
+    ours_random: () -> ours alone at random init (for the long-file memory run, no reference needed).
+    """
+
+    build: Callable[[], tuple[Any, Any]]
+    reference_codes: Callable[[Any, torch.Tensor, int], torch.Tensor]
+    reference_audio: Callable[[Any, torch.Tensor, int], torch.Tensor]
+    ours_random: Callable[[], Any]
+    reference_name: str
+
+
+# ----------------------------------------------------------------------------------------- DAC
+
+
+def _dac_preset(name: str) -> str:
+    return name.split("-", 1)[1]  # "dac-16khz" -> "16khz"
+
+
+def _dac_build(name: str) -> tuple[Any, Any]:
+    """transformers' DacModel of the release's architecture, random, saved as a release folder; ours from it."""
+    from transformers import DacConfig, DacModel
+
+    from zoo.audio.dac import DAC, DACConfig as Ours
+
+    c = Ours.from_name(_dac_preset(name))
+    torch.manual_seed(0)
+    reference = DacModel(DacConfig(encoder_hidden_size=c.encoder_dim, downsampling_ratios=list(c.encoder_rates),
+                                   decoder_hidden_size=c.decoder_dim, n_codebooks=c.num_codebooks,
+                                   codebook_size=c.codebook_size, codebook_dim=c.codebook_dim,
+                                   sampling_rate=c.sample_rate)).eval()
+    with torch.no_grad():  # what init leaves constant varies, so that codes vary
+        for key, p in reference.named_parameters():
+            if key.endswith("alpha"):
+                p.uniform_(0.5, 1.5)
+            elif key.endswith("bias"):
+                p.normal_(0, 0.01)
+    with tempfile.TemporaryDirectory() as tmp:
+        reference.save_pretrained(tmp)
+        ours = DAC.from_release(tmp)
+    return ours, reference
+
+
+def _dac_codes(reference: Any, wav: torch.Tensor, q: int) -> torch.Tensor:
+    with torch.no_grad():
+        padded = F.pad(wav, (0, -wav.shape[-1] % reference.config.hop_length))
+        return reference.encode(padded, n_quantizers=q).audio_codes.transpose(1, 2)
+
+
+def _dac_audio(reference: Any, ids: torch.Tensor, samples: int) -> torch.Tensor:
+    with torch.no_grad():
+        return reference.decode(audio_codes=ids.transpose(1, 2)).audio_values[:, None, :samples]
+
+
+def _dac_random(name: str) -> Any:
+    from zoo.audio.dac import DAC, DACConfig
+
+    torch.manual_seed(0)
+    return DAC(DACConfig.from_name(_dac_preset(name))).eval()
+
+
+CODECS: dict[str, Codec] = {
+    "dac-16khz": Codec(lambda: _dac_build("dac-16khz"), _dac_codes, _dac_audio, lambda: _dac_random("dac-16khz"),
+                       "transformers DacModel"),
+}
+
+
+# ----------------------------------------------------------------------------------------- measuring
+
+
+def test_signal(seconds: float, sample_rate: int, seed: int = 0) -> torch.Tensor:
+    """(1, 1, S) a few harmonics with a wandering pitch and noise, in [-0.9, 0.9]."""
+    g = torch.Generator().manual_seed(seed)
+    n = int(seconds * sample_rate)
+    t = torch.arange(n) / sample_rate
+    f0 = 120 * (1 + 0.2 * torch.sin(2 * torch.pi * 0.5 * t))
+    phase = 2 * torch.pi * torch.cumsum(f0, 0) / sample_rate
+    x = sum(torch.sin(k * phase) / k for k in range(1, 8)) + 0.05 * torch.randn(n, generator=g)
+    return (0.9 * x / x.abs().max())[None, None]
+
+
+def speed(name: str, seconds: float, repeat: int) -> dict[str, Any]:
+    """Ours vs the reference, interleaved run by run: best wall and CPU time of encode + decode."""
+    codec = CODECS[name]
+    ours, reference = codec.build()
+    x = test_signal(seconds, ours.sample_rate)
+    q = ours.config.num_codebooks
+    tokens = ours.encode(x)
+    ids = codec.reference_codes(reference, x, q)
+    # a different summation order moves latents by ~1e-6 relative: a code whose two nearest entries are
+    # closer than that can flip (and the frame's later codebooks with it); anything more is a bug
+    differ = int((tokens.ids != ids).sum())
+    assert differ <= 0.01 * ids.numel(), f"{name}: {differ} of {ids.numel()} ids differ"
+    tokens.ids = ids  # decode the reference's codes with both
+    y, y_ref = ours.decode(tokens), codec.reference_audio(reference, ids, x.shape[-1])
+    diff = float((y[..., :y_ref.shape[-1]] - y_ref).abs().max())
+    runs = {"ours": lambda: ours.decode(ours.encode(x)),
+            "reference": lambda: codec.reference_audio(reference, codec.reference_codes(reference, x, q), x.shape[-1])}
+    times: dict[str, dict[str, list[float]]] = {k: {"wall": [], "cpu": []} for k in runs}
+    load_before = os.getloadavg()[0]
+    for _ in range(repeat):
+        for key, fn in runs.items():
+            wall, cpu = time.perf_counter(), time.thread_time()
+            fn()
+            times[key]["cpu"].append(time.thread_time() - cpu)
+            times[key]["wall"].append(time.perf_counter() - wall)
+    load_after = os.getloadavg()[0]
+    best = {k: {c: min(v) for c, v in t.items()} for k, t in times.items()}
+    return {"best": best, "audio_diff": diff, "ids": ids.numel(), "differ": differ, "load": (load_before, load_after),
+            "params": sum(p.numel() for p in ours.parameters()),
+            "reference_params": sum(p.numel() for p in reference.parameters())}
+
+
+def peak_memory(name: str, minutes: float) -> dict[str, float]:
+    """Encode + decode `minutes` of audio with ours in a fresh process: peak RSS above the loaded state."""
+    code = (f"import sys, json; sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r}); "
+            f"from benchmarks.audio_releases import _long_run; print(json.dumps(_long_run({name!r}, {minutes!r})))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    if out.returncode:
+        raise RuntimeError(out.stderr)
+    return json.loads(out.stdout.splitlines()[-1])
+
+
+def _long_run(name: str, minutes: float) -> dict[str, float]:
+    torch.set_num_threads(1)
+    ours = CODECS[name].ours_random()
+    x = test_signal(60 * minutes, ours.sample_rate)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB (Linux reports KiB)
+    start = time.perf_counter()
+    y = ours.decode(ours.encode(x))
+    seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    assert y.shape == x.shape
+    return {"before_mib": before, "peak_mib": after, "extra_mib": after - before, "seconds": seconds,
+            "input_mib": x.numel() * 4 / 2**20}
+
+
+def quality(name: str, clips: int) -> dict[str, Any] | str:
+    """STOI / PESQ / mel of the released model against Opus, when its weights can be fetched."""
+    import zoo
+    from benchmarks.codec import opus_batch
+    from benchmarks.codec import quality as measure
+    from zoo.data.audio import build_audio_dataset
+
+    try:
+        tok = zoo.load(name)
+    except ValueError as e:
+        return f"the released weights were not reachable here ({str(e).splitlines()[0][:160]})"
+    import torchaudio.functional as AF
+
+    x16 = torch.from_numpy(build_audio_dataset("speech", "val", clips, 4.0)["audio"])[:, None]
+    x = AF.resample(x16, 16000, tok.sample_rate) if tok.sample_rate != 16000 else x16
+    rows = {}
+    for q in sorted({1, tok.config.num_codebooks // 2, tok.config.num_codebooks}):
+        y = tok.decode(tok.encode(x.clamp(-1, 1), num_codebooks=q))
+        y16 = AF.resample(y, tok.sample_rate, 16000) if tok.sample_rate != 16000 else y
+        rows[f"{name}, {q} codebooks ({tok.config.kbps(q):.3g} kbps)"] = measure(y16, x16, speech=True)
+    for kbps in (6, 12):
+        y, measured = opus_batch(x16, kbps)
+        rows[f"Opus {kbps} kbps ({measured:.3g} measured)"] = measure(y, x16, speech=True)
+    return rows
+
+
+# ----------------------------------------------------------------------------------------- the job
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--codecs", nargs="+", default=list(CODECS), choices=list(CODECS))
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--long-minutes", type=float, default=10.0)
+    p.add_argument("--clips", type=int, default=16, help="held-out speech clips (4 s) for the quality rows")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+
+    speed_rows, memory_rows, notes, quality_rows = [], [], [], []
+    for name in args.codecs:
+        s = speed(name, args.seconds, args.repeat)
+        b = s["best"]
+        speed_rows.append([name, CODECS[name].reference_name, b["ours"]["wall"], b["reference"]["wall"],
+                           b["reference"]["wall"] / b["ours"]["wall"], b["ours"]["cpu"], b["reference"]["cpu"],
+                           b["reference"]["cpu"] / b["ours"]["cpu"], f"{args.seconds / b['ours']['wall']:.2f}x",
+                           f"{s['ids'] - s['differ']} of {s['ids']}", f"{s['audio_diff']:.1e}", f"{s['load'][0]:.1f} / {s['load'][1]:.1f}"])
+        notes.append(f"{name}: {s['params'] / 1e6:.2f} M parameters in ours, {s['reference_params'] / 1e6:.2f} M in "
+                     f"the reference at the same config")
+        m = peak_memory(name, args.long_minutes)
+        memory_rows.append([name, args.long_minutes, m["extra_mib"], m["peak_mib"], m["input_mib"], m["seconds"]])
+        print(name, speed_rows[-1], memory_rows[-1], flush=True)
+        q = quality(name, args.clips)
+        if isinstance(q, str):
+            notes.append(f"{name} quality: {q}; the STOI / PESQ / mel rows need them (this script fills them when "
+                         "`zoo.load(name)` can download)")
+        else:
+            quality_rows += [[k, v.get("stoi"), v.get("pesq"), v["mel"]] for k, v in q.items()]
+
+    body = [
+        "## Released audio codecs (ours vs the reference implementation)",
+        "",
+        f"`OMP_NUM_THREADS=1 python benchmarks/audio_releases.py --seconds {args.seconds:g} --repeat {args.repeat} "
+        f"--long-minutes {args.long_minutes:g}` on {machine()}.",
+        "",
+        f"Speed: encode + decode of {args.seconds:g} s of audio at all codebooks, the release's architecture at random "
+        "initialisation (the same weights in both), ours and the reference interleaved run by run in one process, "
+        f"best of {args.repeat}. ids: how many of ours equal the reference's (a code can flip where its two nearest entries are closer than float rounding moves the latents; the script fails above 1%); audio max diff: both decoding the reference's codes. Wall and CPU time (this thread's) in seconds; "
+        "ratio = reference / ours.",
+        "",
+        table(["codec", "reference", "ours wall", "ref wall", "ratio wall", "ours CPU", "ref CPU", "ratio CPU",
+               "ours real time", "ids", "audio max diff", "load before / after"], speed_rows),
+        "",
+        f"Peak memory: encode + decode of {args.long_minutes:g} minutes by ours (chunks of `chunk_seconds`), in a "
+        "fresh process; the extra peak resident memory above the loaded model and input, in MiB.",
+        "",
+        table(["codec", "minutes", "extra peak MiB", "process peak MiB", "input MiB", "seconds"], memory_rows),
+        "",
+        *[f"- {n}" for n in notes],
+    ]
+    if quality_rows:
+        body += ["", table(["system", "STOI", "PESQ", "mel"], quality_rows)]
+    write_section("audio-releases", "\n".join(body))
+
+
+if __name__ == "__main__":
+    main()
