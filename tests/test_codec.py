@@ -392,8 +392,10 @@ def test_cli_encodes_and_decodes_wav_files(codec, tmp_path):
     assert main(["decode", name, str(tmp_path / "t.npz"), "-o", str(tmp_path / "out.wav")]) == 0
     y, rate = sf.read(tmp_path / "out.wav")
     assert rate == 16000 and y.shape == x.shape
-    sf.write(tmp_path / "8k.wav", x[:8000], 8000)
-    assert main(["encode", name, str(tmp_path / "8k.wav"), "-o", str(tmp_path / "t2.npz")]) == 2
+    sf.write(tmp_path / "8k.wav", x[:8000], 8000)  # one second at 8 kHz: the processor resamples it
+    assert main(["encode", name, str(tmp_path / "8k.wav"), "-o", str(tmp_path / "t2.npz")]) == 0
+    assert Tokens.load(tmp_path / "t2.npz").ids.shape[1] == 16000 // codec.config.hop
+    assert main(["encode", name, str(tmp_path / "8k.wav"), "-o", str(tmp_path / "t3.npz"), "--raw"]) == 2  # no processor: refused
 
 
 def test_complex_spectral_distance_sees_phase_that_the_mel_distance_does_not():
