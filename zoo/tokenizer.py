@@ -748,6 +748,13 @@ def _at_own_precision(tok: Tokenizer, fn: Any) -> Any:
     return run
 
 
+def _in_pieces(fn: Any, tok: Tokenizer, data: Any, batch: int, size: int, options: dict[str, Any]) -> list[Any]:
+    """`fn(tok, piece, **options)` on each `size` samples of `data` (per-sample options sliced alike),
+    the pieces over the thread pool (`zoo.nn.threads`), results in order."""
+    return map_threads(lambda lo: fn(tok, data[lo:lo + size], **{k: _rows(v, batch, lo, lo + size) for k, v in options.items()}),
+                       range(0, batch, size))
+
+
 def _checked_encode(fn: Any, allowed: tuple[str, ...]) -> Any:
     @functools.wraps(fn)
     def encode(self: Tokenizer, x: Any, *args: Any, batch_size: int | None = None, **knobs: Any) -> Tokens:
@@ -760,9 +767,7 @@ def _checked_encode(fn: Any, allowed: tuple[str, ...]) -> Any:
             if batch <= size:
                 tokens = run(self, x, **knobs)
             else:
-                tokens = Tokens.cat(map_threads(
-                    lambda lo: run(self, x[lo:lo + size], **{k: _rows(v, batch, lo, lo + size) for k, v in knobs.items()}),
-                    range(0, batch, size)))
+                tokens = Tokens.cat(_in_pieces(run, self, x, batch, size, knobs))
         tokens.provenance = self.provenance
         return tokens
 
@@ -785,9 +790,7 @@ def _checked_decode(fn: Any, allowed: tuple[str, ...]) -> Any:
             if not isinstance(tokens, Tokens) or tokens.batch_size <= size:
                 return run(self, tokens, **options)
             batch = tokens.batch_size
-            return torch.cat(map_threads(
-                lambda lo: run(self, tokens[lo:lo + size], **{k: _rows(v, batch, lo, lo + size) for k, v in options.items()}),
-                range(0, batch, size)))
+            return torch.cat(_in_pieces(run, self, tokens, batch, size, options))
 
     decode._zoo_contract = True
     return decode
