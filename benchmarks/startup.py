@@ -1,10 +1,11 @@
-"""Start-up: import time of each family module beyond torch, `zoo list`, `zoo info`, and a first `zoo.load`.
+"""Start-up: import time of each family module beyond torch, and of the `zoo list` and `zoo info` commands.
 
     python benchmarks/startup.py [--runs 3]
 
 Each figure is the best of `--runs` fresh processes. Module rows time `import <module>` after
 `import torch` inside one process (so torch's own import is not counted); command rows time the whole
-process against `python -c pass` measured alongside. Writes the "startup" section of BENCHMARKS.md.
+process against `python -c pass` measured alongside. `import zoo` and a first `zoo.load`, against an
+older checkout, are benchmarks/import_time.py's. Writes the "startup" section of BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -28,8 +29,6 @@ COMMANDS = {
     "python -c 'import torch'": [sys.executable, "-c", "import torch"],
     "zoo list": [sys.executable, "-m", "zoo.cli", "list"],
     "zoo info codec-small-speech16k": [sys.executable, "-m", "zoo.cli", "info", "codec-small-speech16k"],
-    "first zoo.load('codec-small-speech16k')": [sys.executable, "-c", "import zoo; zoo.load('codec-small-speech16k')"],
-    "first zoo.load('flextok-tiny-nat32')": [sys.executable, "-c", "import zoo; zoo.load('flextok-tiny-nat32')"],
 }
 
 
@@ -61,12 +60,13 @@ def main() -> None:
             cmds[name] = min(command_time(cmd), cmds.get(name, float("inf")))
     load_after = os.getloadavg()[0]
     body = "\n".join([
-        "## Start-up: imports, `zoo list`, `zoo info`, first load",
+        "## Start-up: family imports, `zoo list`, `zoo info`",
         "",
         f"`python benchmarks/startup.py --runs {args.runs}`: best of {args.runs} fresh processes each, on "
         f"{os.cpu_count()} cores, load average {load_before:.1f} before and {load_after:.1f} after (a shared machine: "
         "compare rows with `python -c pass` measured in the same rounds). Family modules import the heavy libraries "
-        "they build with (timm, vector-quantize-pytorch, transformers) on first build, not at import.",
+        "they build with (timm, vector-quantize-pytorch, transformers) on first build, not at import. First loads: "
+        "the \"Start-up: import, list, first load\" section (benchmarks/import_time.py).",
         "",
         table(["module", "import beyond torch (s)"],
               [[f"`{m}`", "not installed" if t is None else round(t, 3)] for m, t in mods.items()]),
