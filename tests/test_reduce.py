@@ -504,6 +504,26 @@ def test_constant_r_schedule_options():
         patch_timm(tiny_vit("cls"), ToMe(), keep=0.5, r=2)
 
 
+@pytest.mark.parametrize("protect", [0, 1, 2, 3])
+def test_merge_r_is_the_size_weighted_mean_its_slots_describe_with_gradients(protect):
+    from zoo.reduce.merge import merge_r
+
+    g = torch.Generator().manual_seed(protect)
+    x = torch.randn(3, 21, 6, generator=g, requires_grad=True)
+    sizes = torch.randint(1, 5, (3, 21), generator=g).float()
+    out, out_sizes, slot = merge_r(x, sizes, torch.randn(3, 21, 4, generator=g), r=7, protect=protect)
+    assert out.shape == (3, 14, 6) and torch.equal(slot[:, :protect], torch.arange(protect).expand(3, -1))
+    # written out densely: output j is the size-weighted mean of the inputs whose slot is j
+    member = F.one_hot(slot, 14).transpose(1, 2).float() * sizes[:, None, :]  # (B, M, N)
+    torch.testing.assert_close(out_sizes, member.sum(-1))
+    want = (member / member.sum(-1, keepdim=True)) @ x
+    torch.testing.assert_close(out, want, atol=1e-6, rtol=1e-6)
+    grad = torch.randn(out.shape, generator=g)
+    got_grad, = torch.autograd.grad(out, x, grad)
+    want_grad, = torch.autograd.grad(want, x, grad)
+    torch.testing.assert_close(got_grad, want_grad, atol=1e-6, rtol=1e-6)
+
+
 def test_one_keep_round_merges_the_same_pairs_as_official_tome_with_cls():
     x = tokens(2, 17, 8)
     from zoo.reduce.merge import merge_r
