@@ -53,7 +53,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from zoo.hub import register_family, register_release
-from zoo.image.flextok import seeded_noise
+from zoo.image.flextok import FSQGridConfig, seeded_noise
 from zoo.nn.patch import Patchify, Unpatchify, sincos_pos_embed_2d
 from zoo.nn.timestep import TimestepEmbedding
 from zoo.nn.transformer import prefix_causal_mask
@@ -82,7 +82,7 @@ class LicenceNotice(UserWarning):
 
 
 @dataclass
-class FlexTokReleaseConfig:
+class FlexTokReleaseConfig(FSQGridConfig):
     """Args:
         image_size: side S of the square input image (256 for the releases).
         vae: the diffusers `AutoencoderKL` config of the latent space (downsampling 2^(len(blocks) - 1)).
@@ -124,7 +124,7 @@ class FlexTokReleaseConfig:
     apg: bool = True
 
     def __post_init__(self) -> None:
-        self.fsq_levels = tuple(int(v) for v in self.fsq_levels)
+        self.check_codes()
         self.vae = dict(self.vae)
         if self.image_size % (self.downsample * self.patch_size):
             raise ValueError(f"image_size={self.image_size} must be a multiple of the VAE's downsampling "
@@ -135,8 +135,6 @@ class FlexTokReleaseConfig:
                 raise ValueError(f"{name}_dim={dim} must be a multiple of head_dim={self.head_dim} and of 4")
         if self.adaln_expansion not in (1, 2):
             raise ValueError(f"adaln_expansion must be 1 or 2, got {self.adaln_expansion}")
-        if self.num_registers < 1 or not self.fsq_levels or min(self.fsq_levels) < 2:
-            raise ValueError(f"need num_registers >= 1 and fsq_levels >= 2, got {self.num_registers}, {self.fsq_levels}")
 
     @property
     def downsample(self) -> int:
@@ -150,20 +148,6 @@ class FlexTokReleaseConfig:
     def grid(self) -> tuple[int, int]:
         n = self.image_size // self.downsample // self.patch_size
         return n, n
-
-    @property
-    def num_patches(self) -> int:
-        return self.grid[0] * self.grid[1]
-
-    @property
-    def vocab_size(self) -> int:
-        return math.prod(self.fsq_levels)
-
-    @classmethod
-    def from_name(cls, name: str, **overrides: Any) -> "FlexTokReleaseConfig":
-        if name not in PRESETS:
-            raise ValueError(f"{name!r} is not a supported config name; known: {sorted(PRESETS)}")
-        return cls(**{**PRESETS[name], **overrides})
 
 
 # ----------------------------------------------------------------------------------------- blocks
@@ -778,6 +762,7 @@ RELEASES: dict[str, dict[str, Any]] = {
 
 # ----------------------------------------------------------------------------------------- registration
 
+FlexTokReleaseConfig.presets = PRESETS
 register_family(FlexTokRelease, presets=PRESETS)
 for _name, _release_entry in RELEASES.items():
     register_release(_name, **{k: v for k, v in _release_entry.items() if k != "card"},
