@@ -231,15 +231,25 @@ def register_family(cls: type, *, presets: Iterable[str] = ()) -> type:
     return cls
 
 
-def _keywords(fn: Any) -> dict[str, str]:
-    """{name: repr(default)} of a method's keyword-only arguments (its budget knobs or decode options),
-    kept in the index so `zoo info` shows them without importing torch."""
+def _keywords(fn: Any) -> list[list[str]]:
+    """[name, repr(default)] of a method's keyword-only arguments (its budget knobs or decode options), in the
+    signature's order (a list: the index is written with sorted keys), kept in the index so `zoo info` shows
+    them without importing torch."""
     if fn is None:
-        return {}
+        return []
     import inspect
 
     params = inspect.signature(fn).parameters.values()
-    return {p.name: repr(p.default) for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    return [[p.name, repr(p.default)] for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
+
+
+def shipped_summary(name: str, directory: Path) -> dict[str, Any] | None:
+    """The index's summary of `name` (spec summary, processor line, card summary) when `directory` is its shipped
+    folder; None otherwise (a local folder of that name, the cache, a user's checkpoint)."""
+    entry = _names().get(name)
+    if entry is None or not entry.shipped or Path(directory).resolve() != (REPO_CHECKPOINTS / name).resolve():
+        return None
+    return entry.summary
 
 
 def family_info(family: str) -> dict[str, Any]:
@@ -1184,6 +1194,8 @@ def _import_families() -> None:
 
 def build_index(root: Path = REPO_CHECKPOINTS, hf_org: str = "zoo-tokenizers") -> dict[str, Any]:
     """The index `zoo/registry.json` holds: every family, shipped checkpoint and registered release."""
+    from zoo.processing import describe_spec
+
     _import_families()
     names: dict[str, Any] = {}
     for directory in sorted(p for p in root.iterdir() if (p / CONFIG).is_file()):
@@ -1195,7 +1207,8 @@ def build_index(root: Path = REPO_CHECKPOINTS, hf_org: str = "zoo-tokenizers") -
         names[directory.name] = Entry(
             directory.name, config["family"], {n: sha256_file(directory / n) for n in (CONFIG, WEIGHTS)},
             hf_repo=f"{hf_org}/{directory.name}",
-            summary={**_spec_summary(config.get("spec", {})), **config.get("summary", {})}, shipped=True,
+            summary={**_spec_summary(config.get("spec", {})), **describe_spec(config.get("spec", {})),
+                     **config.get("summary", {})}, shipped=True,
         ).to_json()
     for name, e in sorted(_RELEASES.items()):
         if not _families().get(e.family, {}).get("module", "").startswith("zoo."):
