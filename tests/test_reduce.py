@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -481,6 +483,32 @@ def test_constant_r_schedule_matches_official_tome_when_installed():
         with torch.no_grad():
             torch.testing.assert_close(vit(x), ref(x), atol=1e-5, rtol=1e-5)
         assert torch.equal(vit.zoo_reduce.sizes, ref._tome_info["size"][..., 0])
+
+
+TOME_FIXTURE = Path(__file__).parent / "fixtures" / "tome_official"  # made by scripts/make_tome_fixture.py
+
+
+@pytest.mark.filterwarnings("ignore:global_pool")
+@pytest.mark.parametrize("kind", ["cls", "distilled", "no-cls"])
+def test_constant_r_schedule_matches_saved_official_tome_outputs(kind):
+    """Official ToMe's logits and sizes, saved with the tiny models' weights: checked without the official code."""
+    from safetensors.torch import load_file
+    from timm.models.deit import VisionTransformerDistilled
+    from timm.models.vision_transformer import VisionTransformer
+
+    source = json.loads((TOME_FIXTURE / "SOURCE.json").read_text())
+    saved = load_file(TOME_FIXTURE / f"{kind}.safetensors")
+    cls_name, extra = source["kinds"][kind]
+    cls = {"VisionTransformer": VisionTransformer, "VisionTransformerDistilled": VisionTransformerDistilled}[cls_name]
+    vit = cls(**source["tiny"], **extra).eval()
+    vit.load_state_dict({k[len("model."):]: v for k, v in saved.items() if k.startswith("model.")})
+    patch_timm(vit, ToMe(), r=0)
+    for sched, r in source["schedules"].items():
+        vit.zoo_reduce.r = r if isinstance(r, int) else tuple(r)
+        with torch.no_grad():
+            logits = vit(saved["images"])
+        assert torch.equal(vit.zoo_reduce.sizes, saved[f"{sched}.sizes"]), sched  # the same tokens merged, in order
+        torch.testing.assert_close(logits, saved[f"{sched}.logits"], atol=1e-5, rtol=1e-5)
 
 
 def test_constant_r_schedule_options():

@@ -1062,6 +1062,8 @@ def _convert_release(entry: Entry, target: Path) -> Path:
                 check_sha(p, rel.sha256.get(f))
             folder = paths[rel.files[0]].parents[len(Path(rel.files[0]).parts) - 1]
             source = {"hf_repo": rel.hf_repo, "revision": rel.revision, "files": {f: sha256_file(p) for f, p in paths.items()}}
+            if folder.parent.name == "snapshots":  # the commit the hub resolved: an unpinned release says what it got
+                source["commit"] = folder.name
         else:
             if not all((raw / f).is_file() and same_sha(sha256_file(raw / f), rel.sha256[f]) for f in rel.files):
                 with folder_lock(raw), staging_folder(raw) as stage:
@@ -1082,6 +1084,9 @@ def _save_converted(family: str, path: Path, target: Path, license: dict[str, An
         raise ValueError(f"family {family!r} cannot convert released weights (no from_release)")
     module = cls.from_release(path)
     card = f"# {name}\n\n{summary.get('description', '')}\n\nConverted by zoo from the released weights.\n"
+    if source.get("hf_repo"):
+        pinned = f"pinned revision {source['revision']}" if source.get("revision") else "unpinned (the hub's main)"
+        card += f"\nSource: https://huggingface.co/{source['hf_repo']} at commit {source.get('commit', '?')}, {pinned}.\n"
     with staging_folder(target) as stage:  # the caller holds the lock on target
         write_checkpoint(module, stage, card=card, summary=summary, license=license, source=source)
 
