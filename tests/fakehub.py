@@ -7,6 +7,7 @@ import base64
 import hashlib
 import http.server
 import json
+import re
 import threading
 import time
 from contextlib import contextmanager
@@ -36,7 +37,9 @@ def serve(routes: dict[str, bytes], hf: bool = False, *, claimed_sizes: dict[str
                 return
             self.send_response(200)
             if hf:
-                self.send_header("X-Repo-Commit", "0" * 40)
+                # the commit a revision resolves to: a 40-hex revision is itself, a branch resolves to zeros
+                rev = self.path.split("?")[0].split("/resolve/", 1)[-1].split("/", 1)[0]
+                self.send_header("X-Repo-Commit", rev if re.fullmatch("[0-9a-f]{40}", rev) else "0" * 40)
                 self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
             claimed = claimed_sizes.get(self.path.split("?")[0])
             if not (body and claimed is not None):

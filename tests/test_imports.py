@@ -65,3 +65,13 @@ def test_the_library_and_its_cli_never_import_recipes(tmp_path):
     codes, imported = out.stdout.splitlines()[-2:]
     assert codes == "[0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 2]", out.stderr  # every path ran (the last two are user errors)
     assert imported == "", f"the library imported {imported}"
+
+
+def test_zoo_info_of_a_shipped_name_imports_no_torch():
+    # issue 22: `zoo info NAME` in <= 1 s; it reads the index and the checkpoint's config.json, builds nothing
+    code = ("import sys; from zoo.cli import main; main(['info', 'codec-small-speech16k']); "
+            "print('torch imported:', 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "processor:    any rate and channels → 16000 Hz" in out.stdout
+    assert out.stdout.splitlines()[-1] == "torch imported: False", out.stdout

@@ -231,15 +231,25 @@ def register_family(cls: type, *, presets: Iterable[str] = ()) -> type:
     return cls
 
 
-def _keywords(fn: Any) -> dict[str, str]:
-    """{name: repr(default)} of a method's keyword-only arguments (its budget knobs or decode options),
-    kept in the index so `zoo info` shows them without importing torch."""
+def _keywords(fn: Any) -> list[list[str]]:
+    """[name, repr(default)] of a method's keyword-only arguments (its budget knobs or decode options), in the
+    signature's order (a list: the index is written with sorted keys), kept in the index so `zoo info` shows
+    them without importing torch."""
     if fn is None:
-        return {}
+        return []
     import inspect
 
     params = inspect.signature(fn).parameters.values()
-    return {p.name: repr(p.default) for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    return [[p.name, repr(p.default)] for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
+
+
+def shipped_summary(name: str, directory: Path) -> dict[str, Any] | None:
+    """The index's summary of `name` (spec summary, processor line, card summary) when `directory` is its shipped
+    folder; None otherwise (a local folder of that name, the cache, a user's checkpoint)."""
+    entry = _names().get(name)
+    if entry is None or not entry.shipped or Path(directory).resolve() != (REPO_CHECKPOINTS / name).resolve():
+        return None
+    return entry.summary
 
 
 def family_info(family: str) -> dict[str, Any]:
@@ -1052,6 +1062,8 @@ def _convert_release(entry: Entry, target: Path) -> Path:
                 check_sha(p, rel.sha256.get(f))
             folder = paths[rel.files[0]].parents[len(Path(rel.files[0]).parts) - 1]
             source = {"hf_repo": rel.hf_repo, "revision": rel.revision, "files": {f: sha256_file(p) for f, p in paths.items()}}
+            if folder.parent.name == "snapshots":  # the commit the hub resolved: an unpinned release says what it got
+                source["commit"] = folder.name
         else:
             if not all((raw / f).is_file() and same_sha(sha256_file(raw / f), rel.sha256[f]) for f in rel.files):
                 with folder_lock(raw), staging_folder(raw) as stage:
@@ -1072,6 +1084,9 @@ def _save_converted(family: str, path: Path, target: Path, license: dict[str, An
         raise ValueError(f"family {family!r} cannot convert released weights (no from_release)")
     module = cls.from_release(path)
     card = f"# {name}\n\n{summary.get('description', '')}\n\nConverted by zoo from the released weights.\n"
+    if source.get("hf_repo"):
+        pinned = f"pinned revision {source['revision']}" if source.get("revision") else "unpinned (the hub's main)"
+        card += f"\nSource: https://huggingface.co/{source['hf_repo']} at commit {source.get('commit', '?')}, {pinned}.\n"
     with staging_folder(target) as stage:  # the caller holds the lock on target
         write_checkpoint(module, stage, card=card, summary=summary, license=license, source=source)
 
@@ -1184,6 +1199,8 @@ def _import_families() -> None:
 
 def build_index(root: Path = REPO_CHECKPOINTS, hf_org: str = "zoo-tokenizers") -> dict[str, Any]:
     """The index `zoo/registry.json` holds: every family, shipped checkpoint and registered release."""
+    from zoo.processing import describe_spec
+
     _import_families()
     names: dict[str, Any] = {}
     for directory in sorted(p for p in root.iterdir() if (p / CONFIG).is_file()):
@@ -1195,7 +1212,8 @@ def build_index(root: Path = REPO_CHECKPOINTS, hf_org: str = "zoo-tokenizers") -
         names[directory.name] = Entry(
             directory.name, config["family"], {n: sha256_file(directory / n) for n in (CONFIG, WEIGHTS)},
             hf_repo=f"{hf_org}/{directory.name}",
-            summary={**_spec_summary(config.get("spec", {})), **config.get("summary", {})}, shipped=True,
+            summary={**_spec_summary(config.get("spec", {})), **describe_spec(config.get("spec", {})),
+                     **config.get("summary", {})}, shipped=True,
         ).to_json()
     for name, e in sorted(_RELEASES.items()):
         if not _families().get(e.family, {}).get("module", "").startswith("zoo."):

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from zoo.audio.rvq import rvq_decode, rvq_encode
+from zoo.audio.rvq import cdist_table, rvq_decode, rvq_encode
 from zoo.audio.released import RVQCodec, hf_config, read_safetensors
 from zoo.audio.streaming import Conv, ConvTranspose, Stack, seanet_layers
 from zoo.audio.weights import fold_weight_norm
@@ -219,8 +219,17 @@ class Mimi(RVQCodec):
         for i, (start, n) in enumerate(((0, s), (s, q - s))):
             if n:
                 x = self.input_proj[i](z).transpose(1, 2)
-                parts.append(rvq_encode(x, self.codebooks[start:start + n], n, distance="cdist"))
+                parts.append(rvq_encode(x, self.codebooks[start:start + n], n, distance="cdist",
+                                        tables=self._cdist_tables()[start:start + n]))
         return torch.cat(parts, dim=-1)
+
+    def _cdist_tables(self) -> Tensor:
+        """The codebooks' side of torch.cdist's distance (`cdist_table`), cached until the codebooks change."""
+        cb = self.codebooks
+        key = (cb.data_ptr(), cb._version, cb.dtype, cb.device)
+        if self.__dict__.get("_tables_key") != key:
+            self.__dict__["_tables"], self.__dict__["_tables_key"] = cdist_table(cb), key
+        return self.__dict__["_tables"]
 
     def _dequantize(self, ids: Tensor) -> Tensor:
         """(B, T, q) -> (B, D, T)."""

@@ -49,7 +49,7 @@ importer would add the VAE around this class.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -345,16 +345,7 @@ class FlexTok(Tokenizer):
             (B, 3, S, S) float in [0, 1].
         """
         c = self.config
-        steps = check_budget(c.steps if steps is None else steps, 1, 10_000, "steps")
-        guidance = c.guidance if guidance is None else guidance
-        if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not math.isfinite(guidance) or guidance < 0:
-            raise ValueError(f"guidance must be a finite number >= 0 (1 = no guidance), got {guidance!r}")
-        check_tokens(tokens, self.spec)
-        if tokens.ids is None:
-            raise ValueError("FlexTok decodes ids (B, k); these tokens carry only latents")
-        lengths = tokens.lengths.to(self.device)
-        if int(lengths.min()) < 1 or int(lengths.max()) > c.num_registers:
-            raise ValueError(f"token lengths must lie in [1, {c.num_registers}], got {tokens.lengths.tolist()}")
+        steps, guidance, lengths = decode_arguments(self, tokens, steps, guidance)
         k = int(lengths.max())
         ids = tokens.ids[:, :k].to(self.device)
         ids = ids * length_mask(lengths, k)  # padding → a valid id
@@ -389,6 +380,24 @@ class FlexTok(Tokenizer):
 
 
 # ----------------------------------------------------------------------------------------- shared with flextok_release
+
+
+def decode_arguments(tok: Tokenizer, tokens: Tokens, steps: int | None, guidance: float | None
+                     ) -> tuple[int, float, Tensor]:
+    """What both FlexToks' `decode` checks first: steps and guidance (None: the config's), ids present, every length
+    in [1, K]. Returns (steps, guidance, lengths (B,) on the tokenizer's device)."""
+    c = tok.config
+    steps = check_budget(c.steps if steps is None else steps, 1, 10_000, "steps")
+    guidance = c.guidance if guidance is None else guidance
+    if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not math.isfinite(guidance) or guidance < 0:
+        raise ValueError(f"guidance must be a finite number >= 0 (1 = no guidance), got {guidance!r}")
+    check_tokens(tokens, tok.spec)
+    if tokens.ids is None:
+        raise ValueError(f"{type(tok).__name__} decodes ids (B, k); these tokens carry only latents")
+    lengths = tokens.lengths.to(tok.device)
+    if int(lengths.min()) < 1 or int(lengths.max()) > c.num_registers:
+        raise ValueError(f"token lengths must lie in [1, {c.num_registers}], got {tokens.lengths.tolist()}")
+    return steps, guidance, lengths
 
 
 def seeded_noise(batch: int, seed: int | Tensor | None, shape: tuple[int, ...], device: torch.device) -> Tensor:

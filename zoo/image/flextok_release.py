@@ -53,12 +53,11 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from zoo.hub import register_family, register_release
-from zoo.image.flextok import FSQGridConfig, seeded_noise
+from zoo.image.flextok import FSQGridConfig, decode_arguments, seeded_noise
 from zoo.nn.patch import Patchify, Unpatchify, sincos_pos_embed_2d
 from zoo.nn.timestep import TimestepEmbedding
 from zoo.nn.transformer import prefix_causal_mask
-from zoo.tokenizer import (InputContract, Tokenizer, Tokens, TokenSpec, budget_lengths, check_budget, check_input,
-                           check_tokens, length_mask)
+from zoo.tokenizer import InputContract, Tokenizer, Tokens, TokenSpec, budget_lengths, check_input, length_mask
 
 LICENCE = "LicenseRef-apple-amlr"  # Apple Machine Learning Research Model licence ('apple-amlr' on the hub)
 LICENCE_URL = "https://github.com/apple/ml-flextok/blob/main/LICENSE_WEIGHTS"
@@ -371,16 +370,7 @@ class FlexTokRelease(Tokenizer):
             (B, 3, S, S) float in [0, 1].
         """
         c = self.config
-        steps = check_budget(c.steps if steps is None else steps, 1, 10_000, "steps")
-        guidance = c.guidance if guidance is None else guidance
-        if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not math.isfinite(guidance) or guidance < 0:
-            raise ValueError(f"guidance must be a finite number >= 0 (1 = no guidance), got {guidance!r}")
-        check_tokens(tokens, self.spec)
-        if tokens.ids is None:
-            raise ValueError("FlexTokRelease decodes ids (B, k); these tokens carry only latents")
-        lengths = tokens.lengths.to(self.device)
-        if int(lengths.min()) < 1 or int(lengths.max()) > c.num_registers:
-            raise ValueError(f"token lengths must lie in [1, {c.num_registers}], got {tokens.lengths.tolist()}")
+        steps, guidance, lengths = decode_arguments(self, tokens, steps, guidance)
         k = int(lengths.max())
         codes = self.fsq.indices_to_codes(tokens.ids[:, :k].to(self.device))
         side = c.image_size // c.downsample
