@@ -38,6 +38,8 @@ instantiated.
 
 from __future__ import annotations
 
+import ast
+
 import json
 import math
 import warnings
@@ -421,20 +423,20 @@ class FlexTokRelease(Tokenizer):
 
     @staticmethod
     def is_release(path: str | Path) -> bool:
-        """A folder with config.json holding a FlexTok Hydra tree and model.safetensors (no weights read)."""
-        folder = Path(path)
-        if folder.is_file():
-            folder = folder.parent
+        """A FlexTok release (no weights read): a folder with config.json holding the Hydra tree and
+        model.safetensors, or a model.safetensors alone that carries the tree in its header metadata."""
         try:
-            tree = _unwrap(json.loads((folder / "config.json").read_text()))
+            tree, weights = _release_files(Path(path))
         except (OSError, ValueError):
             return False
-        return (folder / "model.safetensors").is_file() and isinstance(tree, dict) and \
-            str(tree.get("encoder", {}).get("_target_", "")).startswith("flextok.")
+        encoder = tree.get("encoder") if isinstance(tree, dict) else None
+        return weights.is_file() and isinstance(encoder, dict) and \
+            str(encoder.get("_target_", "")).startswith("flextok.")
 
     @classmethod
     def from_release(cls, path: str | Path, vae: str | Path | None = None) -> "FlexTokRelease":
-        """Convert an official release: `path` a folder (or its model.safetensors) as downloaded from the hub.
+        """Convert an official release: `path` a folder (or its model.safetensors) as downloaded from the hub,
+        or the model.safetensors alone as the official README links it (the tree is then read from its header).
 
         The VAE weights come from `model.safetensors` when it holds them (keys vae.vae.*), else from `vae`,
         a folder with the VAE release (config.json + diffusion_pytorch_model.safetensors), by default the
@@ -442,14 +444,13 @@ class FlexTokRelease(Tokenizer):
         """
         from safetensors.torch import load_file
 
-        folder = Path(path)
-        if folder.is_file():
-            folder = folder.parent
-        if not cls.is_release(folder):
+        if not cls.is_release(path):
             raise ValueError(f"{path} is not an official FlexTok release: expected a folder with config.json (the "
-                             "Hydra tree of apple/ml-flextok) and model.safetensors")
-        tree = _unwrap(json.loads((folder / "config.json").read_text()))
-        state = load_file(str(folder / "model.safetensors"))
+                             "Hydra tree of apple/ml-flextok) and model.safetensors, or a model.safetensors whose "
+                             "header metadata holds that tree")
+        tree, weights = _release_files(Path(path))
+        folder = weights.parent
+        state = load_file(str(weights))
         vae_state = {k[len("vae.vae."):]: state.pop(k) for k in list(state) if k.startswith("vae.vae.")}
         vae_config = None
         if not vae_state:
@@ -511,6 +512,40 @@ ALLOWED_TARGETS = frozenset(_PKG + t for t in (
 def _unwrap(tree: Any) -> Any:
     """config.json of a PyTorchModelHubMixin release: the tree itself, or {"config": tree}."""
     return tree["config"] if isinstance(tree, dict) and set(tree) == {"config"} else tree
+
+
+MAX_TREE_CHARS = 1 << 20  # a release's Hydra tree is a few KB; more in a header is refused before it is parsed
+
+
+def _release_files(path: Path) -> tuple[Any, Path]:
+    """(the Hydra tree, the weights file) of a release at `path`, reading no weights.
+
+    The tree comes from config.json beside the weights (what `FlexTokFromHub.save_pretrained` writes), else
+    from the header metadata of the weights file itself: the official `save_safetensors` stores each top-level
+    entry of the tree as `str(value)` and its `load_safetensors` reads each back with `ast.literal_eval`,
+    keeping the string where that fails. We read it the same way (literals only, nothing is executed).
+    """
+    weights = path if path.is_file() else path / "model.safetensors"
+    config = weights.parent / "config.json"
+    if config.is_file():
+        return _unwrap(json.loads(config.read_text())), weights
+    if weights.suffix != ".safetensors" or not weights.is_file():
+        raise ValueError(f"{path}: no config.json and no .safetensors file")
+    from safetensors import safe_open
+
+    with safe_open(str(weights), "pt") as f:  # parses the header only
+        metadata = f.metadata() or {}
+    if sum(len(k) + len(v) for k, v in metadata.items()) > MAX_TREE_CHARS:
+        raise ValueError(f"{weights}: header metadata over {MAX_TREE_CHARS} characters, not a FlexTok tree")
+    tree: dict[str, Any] = {}
+    for key, text in metadata.items():
+        try:
+            tree[key] = ast.literal_eval(text)
+        except (ValueError, SyntaxError, TypeError):
+            tree[key] = text
+        except (RecursionError, MemoryError) as e:
+            raise ValueError(f"{weights}: header metadata {key!r} is nested too deeply to be a FlexTok tree") from e
+    return tree, weights
 
 
 def _check_targets(node: Any, where: str = "config") -> None:
