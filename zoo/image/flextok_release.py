@@ -53,12 +53,11 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from zoo.hub import register_family, register_release
-from zoo.image.flextok import seeded_noise
+from zoo.image.flextok import FSQGridConfig, decode_arguments, seeded_noise
 from zoo.nn.patch import Patchify, Unpatchify, sincos_pos_embed_2d
 from zoo.nn.timestep import TimestepEmbedding
 from zoo.nn.transformer import prefix_causal_mask
-from zoo.tokenizer import (InputContract, Tokenizer, Tokens, TokenSpec, budget_lengths, check_budget, check_input,
-                           check_tokens, length_mask)
+from zoo.tokenizer import InputContract, Tokenizer, Tokens, TokenSpec, budget_lengths, check_input, length_mask
 
 LICENCE = "LicenseRef-apple-amlr"  # Apple Machine Learning Research Model licence ('apple-amlr' on the hub)
 LICENCE_URL = "https://github.com/apple/ml-flextok/blob/main/LICENSE_WEIGHTS"
@@ -82,7 +81,7 @@ class LicenceNotice(UserWarning):
 
 
 @dataclass
-class FlexTokReleaseConfig:
+class FlexTokReleaseConfig(FSQGridConfig):
     """Args:
         image_size: side S of the square input image (256 for the releases).
         vae: the diffusers `AutoencoderKL` config of the latent space (downsampling 2^(len(blocks) - 1)).
@@ -124,7 +123,7 @@ class FlexTokReleaseConfig:
     apg: bool = True
 
     def __post_init__(self) -> None:
-        self.fsq_levels = tuple(int(v) for v in self.fsq_levels)
+        self.check_codes()
         self.vae = dict(self.vae)
         if self.image_size % (self.downsample * self.patch_size):
             raise ValueError(f"image_size={self.image_size} must be a multiple of the VAE's downsampling "
@@ -135,8 +134,6 @@ class FlexTokReleaseConfig:
                 raise ValueError(f"{name}_dim={dim} must be a multiple of head_dim={self.head_dim} and of 4")
         if self.adaln_expansion not in (1, 2):
             raise ValueError(f"adaln_expansion must be 1 or 2, got {self.adaln_expansion}")
-        if self.num_registers < 1 or not self.fsq_levels or min(self.fsq_levels) < 2:
-            raise ValueError(f"need num_registers >= 1 and fsq_levels >= 2, got {self.num_registers}, {self.fsq_levels}")
 
     @property
     def downsample(self) -> int:
@@ -150,20 +147,6 @@ class FlexTokReleaseConfig:
     def grid(self) -> tuple[int, int]:
         n = self.image_size // self.downsample // self.patch_size
         return n, n
-
-    @property
-    def num_patches(self) -> int:
-        return self.grid[0] * self.grid[1]
-
-    @property
-    def vocab_size(self) -> int:
-        return math.prod(self.fsq_levels)
-
-    @classmethod
-    def from_name(cls, name: str, **overrides: Any) -> "FlexTokReleaseConfig":
-        if name not in PRESETS:
-            raise ValueError(f"{name!r} is not a supported config name; known: {sorted(PRESETS)}")
-        return cls(**{**PRESETS[name], **overrides})
 
 
 # ----------------------------------------------------------------------------------------- blocks
@@ -387,16 +370,7 @@ class FlexTokRelease(Tokenizer):
             (B, 3, S, S) float in [0, 1].
         """
         c = self.config
-        steps = check_budget(c.steps if steps is None else steps, 1, 10_000, "steps")
-        guidance = c.guidance if guidance is None else guidance
-        if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not math.isfinite(guidance) or guidance < 0:
-            raise ValueError(f"guidance must be a finite number >= 0 (1 = no guidance), got {guidance!r}")
-        check_tokens(tokens, self.spec)
-        if tokens.ids is None:
-            raise ValueError("FlexTokRelease decodes ids (B, k); these tokens carry only latents")
-        lengths = tokens.lengths.to(self.device)
-        if int(lengths.min()) < 1 or int(lengths.max()) > c.num_registers:
-            raise ValueError(f"token lengths must lie in [1, {c.num_registers}], got {tokens.lengths.tolist()}")
+        steps, guidance, lengths = decode_arguments(self, tokens, steps, guidance)
         k = int(lengths.max())
         codes = self.fsq.indices_to_codes(tokens.ids[:, :k].to(self.device))
         side = c.image_size // c.downsample
@@ -778,6 +752,7 @@ RELEASES: dict[str, dict[str, Any]] = {
 
 # ----------------------------------------------------------------------------------------- registration
 
+FlexTokReleaseConfig.presets = PRESETS
 register_family(FlexTokRelease, presets=PRESETS)
 for _name, _release_entry in RELEASES.items():
     register_release(_name, **{k: v for k, v in _release_entry.items() if k != "card"},
