@@ -1,7 +1,7 @@
-"""Released audio codecs (DAC; EnCodec and Mimi are rows of the same table): our implementation against the
-reference one, on one CPU thread.
+"""Released audio codecs (DAC and Mimi; EnCodec against its official package is benchmarks/encodec_releases.py):
+our implementation against the reference one, on one CPU thread.
 
-    OMP_NUM_THREADS=1 python benchmarks/audio_releases.py [--codecs dac-16khz] [--seconds 10] [--repeat 5]
+    OMP_NUM_THREADS=1 python benchmarks/audio_releases.py [--codecs dac-16khz mimi] [--seconds 10] [--repeat 5]
         [--long-minutes 10] [--clips 16]
 
 Speed: encode + decode of the same `--seconds` of audio by ours and by the reference (transformers), the
@@ -10,7 +10,8 @@ architecture is the release's (its preset) at random initialisation, so no weigh
 memory: encode + decode of `--long-minutes` of audio by ours (chunked) in a fresh process, as the peak
 resident set above what the process held before (model and input loaded). Quality (STOI, PESQ, mel
 distance against Opus at a similar bitrate) needs the released weights: it runs when `zoo.load(name)`
-can fetch them, and says so when it cannot. Writes the "audio-releases" section of BENCHMARKS.md.
+can fetch them, and says so when it cannot. Writes the "audio-releases" section of BENCHMARKS.md; a run of
+some codecs keeps the other codecs' rows from their last run (each run's command line names its codecs).
 
 A codec is one entry of `CODECS`: how to build ours and the reference at random init (the same weights),
 and how the reference encodes and decodes.
@@ -104,9 +105,55 @@ def _dac_random(name: str) -> Any:
     return DAC(DACConfig.from_name(_dac_preset(name))).eval()
 
 
+# ----------------------------------------------------------------------------------------- Mimi
+
+
+def _mimi_build() -> tuple[Any, Any]:
+    """transformers' MimiModel of the release's architecture (its default config), random, with random norms,
+    layer scales and codebooks (so that codes vary), saved as a release folder; ours from it."""
+    from transformers import MimiConfig, MimiModel
+
+    from zoo.audio.mimi import Mimi
+
+    torch.manual_seed(0)
+    reference = MimiModel(MimiConfig()).eval()
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for key, p in reference.named_parameters():
+            if key.endswith("bias") or "norm" in key or "scale" in key:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.1 + (1.0 if key.endswith("norm.weight") else 0.0))
+        for key, b in reference.named_buffers():
+            if key.endswith("embed_sum"):
+                b.copy_(torch.randn(b.shape, generator=g) * 0.5)
+            elif key.endswith("cluster_usage"):
+                b.copy_(torch.rand(b.shape, generator=g) + 0.5)
+    with tempfile.TemporaryDirectory() as tmp:
+        reference.save_pretrained(tmp)
+        ours = Mimi.from_release(tmp)
+    return ours, reference
+
+
+def _mimi_codes(reference: Any, wav: torch.Tensor, q: int) -> torch.Tensor:
+    with torch.no_grad():
+        return reference.encode(wav, num_quantizers=q).audio_codes.transpose(1, 2)
+
+
+def _mimi_audio(reference: Any, ids: torch.Tensor, samples: int) -> torch.Tensor:
+    with torch.no_grad():
+        return reference.decode(ids.transpose(1, 2)).audio_values[..., :samples]
+
+
+def _mimi_random() -> Any:
+    from zoo.audio.mimi import Mimi, MimiConfig
+
+    torch.manual_seed(0)
+    return Mimi(MimiConfig()).eval()
+
+
 CODECS: dict[str, Codec] = {
     "dac-16khz": Codec(lambda: _dac_build("dac-16khz"), _dac_codes, _dac_audio, lambda: _dac_random("dac-16khz"),
                        "transformers DacModel"),
+    "mimi": Codec(_mimi_build, _mimi_codes, _mimi_audio, _mimi_random, "transformers MimiModel"),
 }
 
 
@@ -240,11 +287,14 @@ def main(argv: list[str] | None = None) -> None:
         else:
             quality_rows += [[k, v.get("stoi"), v.get("pesq"), v["mel"]] for k, v in q.items()]
 
+    run = (f"`OMP_NUM_THREADS=1 python benchmarks/audio_releases.py --codecs {' '.join(args.codecs)} --seconds "
+           f"{args.seconds:g} --repeat {args.repeat} --long-minutes {args.long_minutes:g}` on {machine()}.")
+    kept = _kept_rows(set(args.codecs))  # codecs not measured in this run keep the rows of their last run
+    speed_rows, memory_rows, notes = kept["speed"] + speed_rows, kept["memory"] + memory_rows, kept["notes"] + notes
     body = [
         "## Released audio codecs (ours vs the reference implementation)",
         "",
-        f"`OMP_NUM_THREADS=1 python benchmarks/audio_releases.py --seconds {args.seconds:g} --repeat {args.repeat} "
-        f"--long-minutes {args.long_minutes:g}` on {machine()}.",
+        *[f"- {line}" for line in kept["runs"] + [run]],
         "",
         f"Speed: encode + decode of {args.seconds:g} s of audio at all codebooks, the release's architecture at random "
         "initialisation (the same weights in both), ours and the reference interleaved run by run in one process, "
@@ -263,7 +313,36 @@ def main(argv: list[str] | None = None) -> None:
     ]
     if quality_rows:
         body += ["", table(["system", "STOI", "PESQ", "mel"], quality_rows)]
-    write_section("audio-releases", "\n".join(body))
+    write_section(SECTION, "\n".join(body))
+
+
+SECTION = "audio-releases"
+
+
+def _kept_rows(measured: set[str]) -> dict[str, list[Any]]:
+    """The rows, notes and run lines that the section holds for codecs this run does not measure (a run of one
+    codec keeps the others' last results instead of erasing them; each run line names its codecs)."""
+    from benchmarks.report import BENCHMARKS
+
+    text = BENCHMARKS.read_text() if BENCHMARKS.exists() else ""
+    begin, end = text.find(f"<!-- begin {SECTION} -->"), text.find(f"<!-- end {SECTION} -->")
+    kept: dict[str, list[Any]] = {"speed": [], "memory": [], "notes": [], "runs": []}
+    if begin < 0 or end < 0:
+        return kept
+    others = set(CODECS) - measured
+    for line in text[begin:end].splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")] if line.startswith("| ") else []
+        if cells and cells[0] in others:
+            kept["speed" if len(cells) > 8 else "memory"].append(cells)
+        elif line.startswith("- ") and any(line.startswith(f"- {n}:") or line.startswith(f"- {n} ") for n in others):
+            kept["notes"].append(line[2:])
+        elif line.startswith(("`OMP_NUM_THREADS=1 python benchmarks/audio_releases.py", "- `OMP_NUM_THREADS=1")):
+            command = line.removeprefix("- ")
+            named = command.split("--codecs ", 1)[1].split(" --", 1)[0].split() if "--codecs " in command else \
+                ["dac-16khz"]  # the first run, before --codecs was written into the line, measured DAC alone
+            if set(named) <= others:
+                kept["runs"].append(command)
+    return kept
 
 
 if __name__ == "__main__":

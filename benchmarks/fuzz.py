@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent.parent))
@@ -36,13 +37,17 @@ FOUND_AND_FIXED = [
 
 def attacks_section() -> str:
     """The issue-19 attacks of tests/test_fuzz.py, each measured alone in a capped subprocess."""
-    from tests.test_fuzz import ATTACK_MB, ATTACKS, BOUNDED, BOUNDED_MB, UNBOUNDED, run_attacks
+    from tests.test_fuzz import (ATTACK_MB, ATTACKS, BOUNDED, BOUNDED_MB, HUB_ACCEPTED, HUB_ATTACKS, UNBOUNDED,
+                                 hostile_hub, run_attacks)
 
     rows = []
-    for kind, attacks, mem_mb in (("refused", ATTACKS, ATTACK_MB), ("bounded", BOUNDED, BOUNDED_MB),
-                                  ("comparison", UNBOUNDED, 4096)):
-        with tempfile.TemporaryDirectory() as tmp:
-            results = run_attacks(attacks, mem_mb, Path(tmp))
+    for kind, attacks, mem_mb, server in (("refused", ATTACKS, ATTACK_MB, nullcontext({})),
+                                          ("refused", HUB_ATTACKS, ATTACK_MB, hostile_hub()),
+                                          ("bounded", HUB_ACCEPTED, ATTACK_MB, hostile_hub()),
+                                          ("bounded", BOUNDED, BOUNDED_MB, nullcontext({})),
+                                          ("comparison", UNBOUNDED, 4096, nullcontext({}))):
+        with tempfile.TemporaryDirectory() as tmp, server as env:
+            results = run_attacks(attacks, mem_mb, Path(tmp), env=env)
         for name, (entry, _) in attacks.items():
             r = results.get(name, {"outcome": "not run (an earlier attack crashed)", "seconds": None, "peak_mb": None})
             ok = r["outcome"].startswith("ValueError") if kind == "refused" else r["outcome"] == "accepted"
@@ -54,8 +59,10 @@ def attacks_section() -> str:
              "fresh process whose address space is capped (RLIMIT_AS) at what it held after importing torch and zoo "
              "plus the limit shown; seconds and peak MB are each attack's own (peak resident memory above what the "
              "process held before it, the peak reset between attacks). A refusal must be a ValueError; the bounded "
-             "case must finish under its cap (the load of the model included); the comparison row is the same "
-             "batch in one piece, under a 4 GB cap.",
+             "cases must finish under their cap (the load of the model included); the comparison row is the same "
+             "batch in one piece, under a 4 GB cap. The hub rows run against a Hugging Face hub served on loopback "
+             "(tests/test_fuzz.py `hostile_hub`) with the total download deadline cut to 1 s; each also requires "
+             "that nothing is left in its cache.",
              table(["attack", "entry point", "cap", "outcome", "seconds", "peak MB", "as required"], rows)]
     if timed:
         worst_time, worst_mem = max(timed, key=lambda r: r[4]), max(timed, key=lambda r: r[5])

@@ -6,13 +6,15 @@ for a tokenizer family) after `save_hyperparameters()`, writes its losses, and g
 - `tokenizer`: what is validated and exported (`ExportTokenizer`): the weight average (EMA) when kept;
 - the EMA, updated in `optimizer_step` (so a checkpoint written by a callback already holds this step's
   average), warming up as (1 + step) / (10 + step) before it reaches `hparams.ema_decay`;
-- `configure_optimizers`: AdamW over `param_groups()` (weight decay on matrices only; `no_decay` names
-  more) with `lr_factor` per step.
+- `configure_optimizers`: AdamW over `param_groups()` (weight decay on matrices only; `no_decay_keys` names
+  more) with `lr_factor` per step and group.
 
 The one schedule is `warmup_cosine`: a linear warmup times a cosine from 1 to `min_lr_ratio` over
 `budget_progress`, the fraction of the run done, by steps (`trainer.max_steps`) or by seconds
 (`hparams.budget_seconds`, the one name of the time budget) whichever is further along, so a run cut by
-the clock on a busy machine still ends its schedule.
+the clock on a busy machine still ends its schedule. A recipe that trains in phases (CAT: the autoencoder,
+then its estimator) gives each parameter group a `phase`, the (start, end) fraction of the budget it trains
+in: the same warmup and cosine run inside the phase, and the group's LR is zero outside it.
 """
 
 from __future__ import annotations
@@ -49,6 +51,13 @@ def warmup_cosine(step: int, warmup_steps: int, progress: float, min_ratio: floa
     `min_ratio` over `progress` in [0, 1]."""
     cosine = 0.5 * (1 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
     return min(1.0, (step + 1) / max(1, warmup_steps)) * (min_ratio + (1 - min_ratio) * cosine)
+
+
+def log_uniform_ints(k_max: int, shape: tuple[int, ...] = (), device: torch.device | str | None = None) -> Tensor:
+    """Integers in 1..k_max, log-uniform (each doubling equally likely, every value possible): floor(exp(u)),
+    u uniform in [0, log(k_max + 1))."""
+    u = torch.rand(shape, device=device) * math.log(k_max + 1)
+    return u.exp().floor().long().clamp(1, k_max)
 
 
 def ema_decay(limit: float, step: int) -> float:
@@ -126,19 +135,34 @@ class Recipe(pl.LightningModule):
         """Whether a parameter gets weight decay: matrices, unless named in `no_decay_keys`."""
         return p.ndim >= 2 and not any(k in name for k in self.no_decay_keys)
 
-    def param_groups(self, *modules: nn.Module) -> list[dict[str, Any]]:
-        """Two AdamW groups over `modules` (default `self.model`): weight decay, and none."""
+    def param_groups(self, *modules: nn.Module, **options: Any) -> list[dict[str, Any]]:
+        """Two AdamW groups over `modules` (default `self.model`): weight decay, and none; `options` go into
+        both (an `lr`, or a `phase` and `warmup_steps` for `lr_factor`)."""
         named = [(n, p) for m in (modules or (self.model,)) for n, p in m.named_parameters()]
-        return [{"params": [p for n, p in named if self.decays(n, p)], "weight_decay": self.hparams.weight_decay},
-                {"params": [p for n, p in named if not self.decays(n, p)], "weight_decay": 0.0}]
+        return [{"params": [p for n, p in named if self.decays(n, p)], "weight_decay": self.hparams.weight_decay,
+                 **options},
+                {"params": [p for n, p in named if not self.decays(n, p)], "weight_decay": 0.0, **options}]
 
-    def lr_factor(self, step: int) -> float:
-        """The LR multiplier at optimiser step `step` (the one schedule)."""
-        hp = self.hparams
-        return warmup_cosine(step, hp.warmup_steps, self.progress(), hp.get("min_lr_ratio", 0.0))
+    def lr_factor(self, step: int, group: dict[str, Any] | None = None) -> float:
+        """The LR multiplier of a parameter group at optimiser step `step` (the one schedule).
+
+        The group trains in its `phase`, a (start, end) fraction of the budget (default: all of it): a linear
+        warmup over its `warmup_steps` (default `hparams.warmup_steps`) from the phase's first step, times a
+        cosine over the phase to `hparams.min_lr_ratio`; zero before the phase, and after it when it ends early.
+        """
+        hp, group = self.hparams, group or {}
+        start, end = group.get("phase", (0.0, 1.0))
+        progress = self.progress()
+        if progress < start or (end < 1 and progress >= end):
+            return 0.0
+        first = 0 if start == 0 else self.phase_first_steps.setdefault(start, step)
+        return warmup_cosine(step - first, group.get("warmup_steps", hp.warmup_steps),
+                             (progress - start) / (end - start), hp.get("min_lr_ratio", 0.0))
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
         opt = torch.optim.AdamW(self.param_groups(), lr=hp.lr, betas=tuple(hp.get("betas", (0.9, 0.999))))
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: self.lr_factor(step))
+        self.phase_first_steps: dict[float, int] = {}  # a later phase's warmup counts from the step it began
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, [lambda step, group=group: self.lr_factor(step, group) for group in opt.param_groups])
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

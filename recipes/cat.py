@@ -11,9 +11,9 @@ averaged (EMA) as in recipes/flextok.py.
 Phase 2 (the rest): the averaged autoencoder is frozen, and the estimator learns to predict, from the
 averaged trunk's features, the PSNR that autoencoder reaches on this image at each ratio (L1 in dB,
 targets clipped at `max_psnr`, where a few flat images are near lossless). The estimator is averaged too.
-One Lightning optimiser holds both groups; the schedule gives each a linear warmup and a cosine over its
-own phase and zero LR outside it, and only the active phase has gradients. Phase boundaries follow
-whichever is further along: trainer.max_steps or `budget_seconds`.
+One Lightning optimiser holds both groups; the base's schedule (recipes/base.py, groups with a `phase`)
+gives each a linear warmup and a cosine over its own phase and zero LR outside it, and only the active phase
+has gradients. Phase boundaries follow whichever is further along: trainer.max_steps or `budget_seconds`.
 
 `init_from=<checkpoint folder>` with `ae_fraction=0` runs phase 2 alone on a saved autoencoder (a
 second-stage config, e.g. to give the estimator more time without retraining the autoencoder).
@@ -29,7 +29,7 @@ import torch
 from einops import rearrange
 from torch import Tensor
 
-from recipes.base import Recipe, ema_decay, update_average, warmup_cosine
+from recipes.base import Recipe, ema_decay, update_average
 from zoo.evaluate import cat_ratio_psnr
 from zoo.image.cat import CAT
 
@@ -68,32 +68,14 @@ class CATModule(Recipe):
     def phase(self) -> int:
         return 1 if self.progress() < self.hparams.ae_fraction else 2
 
-    def configure_optimizers(self) -> dict[str, Any]:
+    def param_groups(self) -> list[dict[str, Any]]:
+        """The autoencoder (two groups: weight decay on matrices) trains over the first `ae_fraction` of the budget,
+        the estimator (its own LR, weight decay on every parameter, a 20-step warmup) over the rest."""
         hp = self.hparams
-        ae = [(n, p) for n, p in self.model.named_parameters() if not n.startswith("estimator.")]
-        decay = [p for n, p in ae if p.ndim >= 2]
-        rest = [p for n, p in ae if p.ndim < 2]
-        opt = torch.optim.AdamW([{"params": decay, "weight_decay": hp.weight_decay},
-                                 {"params": rest, "weight_decay": 0.0},
-                                 {"params": list(self.model.estimator.parameters()), "weight_decay": hp.weight_decay,
-                                  "lr": hp.estimator_lr}], lr=hp.lr, betas=tuple(hp.betas))
-        first_step: dict[str, int] = {}
-
-        def ae_factor(step: int) -> float:
-            if hp.ae_fraction == 0 or self.progress() >= hp.ae_fraction:
-                return 0.0
-            p = self.progress() / hp.ae_fraction
-            return warmup_cosine(step, hp.warmup_steps, p)
-
-        def estimator_factor(step: int) -> float:
-            p = (self.progress() - hp.ae_fraction) / (1 - hp.ae_fraction)
-            if p < 0:
-                return 0.0
-            start = first_step.setdefault("estimator", step)
-            return warmup_cosine(step - start, 20, min(p, 1.0))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, [ae_factor, ae_factor, estimator_factor])
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        autoencoder = [m for name, m in self.model.named_children() if name != "estimator"]
+        return [*super().param_groups(*autoencoder, phase=(0.0, hp.ae_fraction)),
+                {"params": list(self.model.estimator.parameters()), "weight_decay": hp.weight_decay,
+                 "lr": hp.estimator_lr, "phase": (hp.ae_fraction, 1.0), "warmup_steps": 20}]
 
     # -- phase 1: the autoencoder ---------------------------------------------------------------------
 

@@ -17,13 +17,13 @@ import copy
 import time
 from typing import Any
 
-import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from torch.utils.data import TensorDataset
 
+from recipes.base import Recipe
 from recipes.export import announce, run_folder
 from recipes.vit_host import ShapesDataModule, augment, evaluate_host  # noqa: F401  (the data module of the config)
 from zoo.hub import save_module
@@ -34,12 +34,22 @@ from zoo.reduce.select import LearnedSelector, SelectorConfig
 CARD_KEEPS = (0.75, 0.5, 0.3, 0.1)
 
 
-class SelectorModule(pl.LightningModule):
-    """Reconstruction + sparsity on a frozen host's features."""
+class SelectorModule(Recipe):
+    """Reconstruction + sparsity on a frozen host's features.
+
+    Args:
+        host: the frozen host classifier (a name or folder `load_host_classifier` takes).
+        config: `SelectorConfig` fields; dim and num_tokens must match the host's.
+        lr, weight_decay, warmup_steps, min_lr_ratio: AdamW and the base's schedule; the defaults keep the LR
+            constant (no warmup, and a floor of 1 flattens the cosine), as the shipped selector was trained.
+        sparsity, target_rate, tau: the keep-rate penalty and the Gumbel-Softmax temperature.
+        export_dir: where the checkpoint and its card go at the end of the fit.
+    """
 
     def __init__(self, host: str = "vit-host-shapes32", config: dict[str, Any] | None = None, lr: float = 1e-3,
                  sparsity: float = 2.0, target_rate: float = 0.5, tau: float = 1.0, threads: int = 1,
-                 export_dir: str | None = None) -> None:
+                 export_dir: str | None = None, weight_decay: float = 0.01, warmup_steps: int = 0,
+                 min_lr_ratio: float = 1.0) -> None:
         super().__init__()
         self.save_hyperparameters()
         torch.set_num_threads(threads)
@@ -49,8 +59,17 @@ class SelectorModule(pl.LightningModule):
         if cfg.dim != self.host.config.dim or cfg.num_tokens != self.host.config.num_patches:
             raise ValueError(f"selector dim/num_tokens ({cfg.dim}, {cfg.num_tokens}) must match the host "
                              f"({self.host.config.dim}, {self.host.config.num_patches})")
-        self.selector = LearnedSelector(cfg)
-        self.start = time.time()
+        self.init_model(LearnedSelector(cfg), ema=False)
+
+    @property
+    def selector(self) -> LearnedSelector:
+        return self.model
+
+    def decays(self, name: str, p: Tensor) -> bool:
+        return True  # weight decay on every parameter, norms and biases too, as the shipped selector was trained
+
+    def minutes(self) -> float:
+        return 0.0 if self.start_time is None else (time.monotonic() - self.start_time) / 60
 
     def features(self, x: Tensor) -> Tensor:
         self.host.eval()
@@ -81,13 +100,7 @@ class SelectorModule(pl.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         logged = {k: round(float(v), 4) for k, v in self.trainer.callback_metrics.items()}
-        rank_zero_info(f"step {self.global_step} ({(time.time() - self.start) / 60:.1f} min): {logged}")
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(self.selector.parameters(), lr=self.hparams.lr, weight_decay=0.01)
-
-    def on_fit_start(self) -> None:
-        self.start = time.time()
+        rank_zero_info(f"step {self.global_step} ({self.minutes():.1f} min): {logged}")
 
     @torch.no_grad()
     def accuracy_with_selector(self, dataset: TensorDataset, keep: float) -> dict[str, float]:
@@ -100,7 +113,7 @@ class SelectorModule(pl.LightningModule):
         if self.hparams.export_dir is None or not self.trainer.is_global_zero:
             return
         directory = run_folder(self.hparams.export_dir)
-        minutes = (time.time() - self.start) / 60
+        minutes = self.minutes()
         self.selector.eval()
         val = self.trainer.datamodule.val_set
         acc = {str(k): self.accuracy_with_selector(val, k) for k in CARD_KEEPS}

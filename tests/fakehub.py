@@ -7,15 +7,23 @@ import base64
 import hashlib
 import http.server
 import json
+import re
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
 
 @contextmanager
-def serve(routes: dict[str, bytes], hf: bool = False):
-    """Serve `routes` (URL path -> bytes) on 127.0.0.1; yields the base URL. With `hf`, answer like the hub."""
+def serve(routes: dict[str, bytes], hf: bool = False, *, claimed_sizes: dict[str, int] | None = None,
+          trickle: dict[str, float] | None = None):
+    """Serve `routes` (URL path -> bytes) on 127.0.0.1; yields the base URL. With `hf`, answer like the hub.
+
+    Hostile servers: `claimed_sizes` (path -> bytes) is the size HEAD answers for a path, whose GET then sends
+    its whole body with no Content-Length; `trickle` (path -> seconds) sends that path's body 1 KB at a time,
+    pausing between pieces."""
     requests: list[str] = []
+    claimed_sizes, trickle = claimed_sizes or {}, trickle or {}
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def _reply(self, body: bool) -> None:
@@ -29,12 +37,26 @@ def serve(routes: dict[str, bytes], hf: bool = False):
                 return
             self.send_response(200)
             if hf:
-                self.send_header("X-Repo-Commit", "0" * 40)
+                # the commit a revision resolves to: a 40-hex revision is itself, a branch resolves to zeros
+                rev = self.path.split("?")[0].split("/resolve/", 1)[-1].split("/", 1)[0]
+                self.send_header("X-Repo-Commit", rev if re.fullmatch("[0-9a-f]{40}", rev) else "0" * 40)
                 self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
-            self.send_header("Content-Length", str(len(data)))
+            claimed = claimed_sizes.get(self.path.split("?")[0])
+            if not (body and claimed is not None):
+                self.send_header("Content-Length", str(len(data) if claimed is None else claimed))
             self.end_headers()
-            if body:
-                self.wfile.write(data)
+            if not body:
+                return
+            pause = trickle.get(self.path.split("?")[0])
+            step = 1000 if pause else max(len(data), 1)
+            try:
+                for i in range(0, len(data), step):
+                    self.wfile.write(data[i:i + step])
+                    self.wfile.flush()
+                    if pause:
+                        time.sleep(pause)
+            except OSError:  # the client gave up (as it should with a hostile server)
+                pass
 
         def do_HEAD(self) -> None:
             self._reply(False)

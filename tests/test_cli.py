@@ -86,6 +86,22 @@ def test_user_errors_exit_2_with_one_line_naming_the_knobs(tmp_path, capsys):
     assert "No such file or directory" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("name", ["cat-tiny-nat32", "codec-small-speech16k", "beast-lasa"])
+def test_info_of_a_shipped_name_from_the_index_matches_info_of_a_copy_of_its_folder(name, tmp_path, capsys):
+    """A shipped name is described from the index (no torch); any other folder from its config (with torch)."""
+    import shutil
+
+    from zoo import hub
+
+    copy = shutil.copytree(hub.locate(name), tmp_path / "copy")
+    assert main(["info", name]) == 0
+    shipped = capsys.readouterr().out.splitlines()
+    assert main(["info", str(copy)]) == 0
+    copied = capsys.readouterr().out.splitlines()
+    assert shipped[1] == copied[1] and shipped[3:] == copied[3:] and len(shipped) > 10  # all but name and files
+    assert any(line.startswith("processor:") for line in shipped) == (name != "beast-lasa")
+
+
 def test_info_lists_the_knobs_and_decode_options(capsys):
     assert main(["info", "flextok-tiny-nat32"]) == 0
     out = capsys.readouterr().out
@@ -102,3 +118,63 @@ def test_decoding_another_tokenizers_tokens_needs_force(tmp_path, capsys):
     assert "made by 'karl-tiny-nat32'" in err and "--force" in err and not (tmp_path / "b.png").exists()
     assert main(["decode", "karl-tiny-nat32", out, "-o", str(tmp_path / "a.png")]) == 0
     assert main(["decode", "flextok-tiny-nat32", out, "-o", str(tmp_path / "b.png"), "--force", "-O", "steps=1"]) == 0
+
+
+def _install_commands(site: Path, commands: dict[str, str], name: str = "zoo-commands-test") -> None:
+    """A distribution in `site` (put on sys.path) declaring `commands` in the `zoo.commands` group, as pip
+    writes one: the tests see the entry points pyproject.toml declares whatever the venv installed."""
+    info = site / f"{name.replace('-', '_')}-0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0\n")
+    (info / "entry_points.txt").write_text("[zoo.commands]\n" + "".join(f"{k} = {v}\n" for k, v in commands.items()))
+
+
+def _declared_commands() -> dict[str, str]:
+    import tomllib
+
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"]["zoo.commands"]
+
+
+def test_train_and_shards_come_from_the_recipes_entry_points(tmp_path, monkeypatch, capsys):
+    declared = _declared_commands()
+    assert sorted(declared) == ["shards", "train"] and all(v.startswith("recipes.") for v in declared.values())
+    _install_commands(tmp_path / "site", declared)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0 and "from recipes (`zoo train --help`)" in capsys.readouterr().out
+    assert main(["train", "--help"]) == 0 and "zoo train CONFIG.yaml" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:
+        main(["shards", "--help"])
+    assert e.value.code == 0 and "--chunk-bytes" in capsys.readouterr().out
+    out = tmp_path / "binning"  # the README's `zoo train configs/... --output DIR`, through the entry point
+    assert main(["train", str(ROOT / "configs/binning/lasa.yaml"), "--output", str(out)]) == 0
+    import zoo
+
+    assert zoo.load(out).spec.modality == "action" and str(out) in capsys.readouterr().out
+
+
+def test_train_without_the_training_extras_says_what_to_install(tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    _install_commands(tmp_path / "site", _declared_commands())
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "lightning" else find_spec(name, *a))
+    assert main(["train", str(ROOT / "configs/binning/lasa.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "lightning not installed" in err and "pip install 'zoo-tokenizers[train]'" in err and len(err.splitlines()) == 1
+
+
+def test_any_package_can_add_a_command(tmp_path, monkeypatch, capsys):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "zoo_hello.py").write_text("def hello(argv):\n    print('hello', *argv)\n    return 3\n\n"
+                                      "def bad(argv):\n    raise ValueError('no such thing')\n")
+    _install_commands(site, {"hello": "zoo_hello:hello", "bad": "zoo_hello:bad", "gone": "zoo_gone:run",
+                             "list": "zoo_hello:hello"})
+    monkeypatch.syspath_prepend(str(site))
+    assert main(["hello", "a", "--b"]) == 3 and capsys.readouterr().out == "hello a --b\n"
+    assert main(["bad"]) == 2 and capsys.readouterr().err == "zoo bad: error: no such thing\n"
+    assert main(["gone"]) == 2 and "zoo_gone" in capsys.readouterr().err  # one line, no traceback
+    assert main(["list"]) == 0 and "beast-lasa" in capsys.readouterr().out  # a built-in command is not replaced

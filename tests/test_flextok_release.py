@@ -15,10 +15,11 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+import zoo
 from zoo import hub
 from tests.fakehub import serve
 from zoo.image.flextok_release import (PRESETS, RELEASES, VAE_FILES, VAE_REPO, FlexTokRelease, FlexTokReleaseConfig,
-                                       LicenceNotice)
+                                       LicenceNotice, _release_files)
 from zoo.tokenizer import Tokens
 
 FIXTURE = Path(__file__).parent / "fixtures" / "flextok_release"  # scripts/make_flextok_fixture.py, apple/ml-flextok@87d00cc
@@ -77,6 +78,52 @@ def test_vae_inside_the_release_file(tmp_path: Path, tok: FlexTokRelease) -> Non
         other = FlexTokRelease.from_release(folder, vae=FIXTURE / "vae")
     for (k, a), b in zip(tok.state_dict().items(), other.state_dict().values()):
         assert torch.equal(a, b), k
+
+
+def _single_file(folder: Path, state: dict[str, torch.Tensor]) -> Path:
+    """The release as the official README links it: model.safetensors alone, the Hydra tree in its header,
+    each top-level entry stored as str(value) (flextok/utils/checkpoint.py:save_safetensors at 87d00cc)."""
+    tree = json.loads((FIXTURE / "config.json").read_text())
+    metadata = {"_target_": "flextok.flextok_wrapper.FlexTok", **{k: str(v) for k, v in tree.items()}}
+    folder.mkdir()
+    save_file(state, str(folder / "model.safetensors"), metadata=metadata)
+    return folder / "model.safetensors"
+
+
+def test_single_file_release_with_the_tree_in_its_header(tmp_path: Path, tok: FlexTokRelease, io: dict,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    state = load_file(str(FIXTURE / "model.safetensors"))
+    vae = load_file(str(FIXTURE / "vae" / "diffusion_pytorch_model.safetensors"))
+    weights = _single_file(tmp_path / "alone", {**state, **{f"vae.vae.{k}": v for k, v in vae.items()}})
+    assert FlexTokRelease.is_release(weights) and FlexTokRelease.is_release(weights.parent)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LicenceNotice)
+        other = FlexTokRelease.from_release(weights, vae=FIXTURE / "vae")
+    for (k, a), b in zip(tok.state_dict().items(), other.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert torch.equal(other.encode((io["images"] + 1) / 2).ids, io["ids"])
+    # without the VAE inside, the vae/ folder beside the file serves, as for a downloaded folder; and
+    # zoo.load takes the file as a user downloaded it (converted once into the cache)
+    weights = _single_file(tmp_path / "beside", state)
+    shutil.copytree(FIXTURE / "vae", weights.parent / "vae")
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "cache"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LicenceNotice)
+        loaded = zoo.load(weights)
+    assert isinstance(loaded, FlexTokRelease) and torch.equal(loaded.encode((io["images"] + 1) / 2).ids, io["ids"])
+
+
+def test_single_file_header_is_read_as_literals_only(tmp_path: Path) -> None:
+    state = load_file(str(FIXTURE / "model.safetensors"))
+    weights = _single_file(tmp_path / "bare", {})
+    save_file(state, str(weights), metadata={"encoder": "__import__('os').system('true')"})  # a string, never run
+    assert not FlexTokRelease.is_release(weights)
+    save_file(state, str(weights), metadata={"encoder": "[" * 100_000 + "]" * 100_000})
+    assert not FlexTokRelease.is_release(weights)
+    assert isinstance(_release_files(weights)[0]["encoder"], str)  # Python's parser caps the nesting itself
+    save_file(state, str(weights), metadata={"encoder": "x" * (1 << 21)})
+    with pytest.raises(ValueError, match="over"):
+        _release_files(weights)
 
 
 def test_licence_is_announced_and_carried() -> None:

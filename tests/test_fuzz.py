@@ -10,6 +10,7 @@ import json
 import re
 import struct
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from hypothesis import strategies as st
 import zoo
 from zoo import hub
 from zoo.tokenizer import Tokens
+from tests.fakehub import serve
 
 NAMES = [r["name"] for r in zoo.list_tokenizers() if r["shipped"]]  # releases would download
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64, torch.int32, torch.uint8, torch.bool]
@@ -347,8 +349,51 @@ BOUNDED: dict[str, tuple[str, str]] = {
 UNBOUNDED = {"flextok encode of 480 images in one piece (for comparison)": ("FlexTok.encode",
                                                                              _ENCODE_480.replace("BATCH", "480"))}
 
+# hostile hubs (issue 19, item 2): a Hugging Face hub on loopback whose file is larger than recorded, sends more
+# than its metadata says, claims a 1 GB config.json, or trickles 1 KB every 0.2 s; the total deadline is cut to
+# 1 s so the trickle is given up in time. Each attack also requires that nothing is left in its cache.
+_BODY = bytes(range(256)) * 200  # 51,200 bytes
+_HUB_FILES = {"big": "model.safetensors", "liar": "model.safetensors", "slow": "model.safetensors",
+              "ok": "model.safetensors", "huge-config": "config.json"}
 
-def run_attacks(attacks: dict[str, tuple[str, str]], mem_mb: int, tmp: Path, timeout: int = 600) -> dict[str, dict]:
+
+@contextmanager
+def hostile_hub():
+    """Serve the hostile hub; yields the environment a process needs to use it."""
+    routes = {f"/org/{repo}/resolve/main/{f}": _BODY for repo, f in _HUB_FILES.items()}
+    with serve(routes, hf=True, claimed_sizes={"/org/liar/resolve/main/model.safetensors": 1000,
+                                               "/org/huge-config/resolve/main/config.json": 10**9},
+               trickle={"/org/slow/resolve/main/model.safetensors": 0.2}) as (base, _):
+        yield {"HF_ENDPOINT": base, "HF_HUB_OFFLINE": "0", "ZOO_OFFLINE": "0"}
+
+
+def _hub_attack(call: str, leaves_nothing: bool = True) -> str:
+    return ("import zoo.files\nzoo.files.DEFAULT_DEADLINE_S = 1.0\nos.environ['ZOO_CACHE'] = tmp + '/cache'\n"
+            f"try:\n    {call}\nfinally:\n"
+            "    left = [os.path.join(d, f) for d, _, fs in os.walk(tmp + '/cache') for f in fs]\n"
+            + ("    assert not left, f'left behind: {left}'" if leaves_nothing else "    pass"))
+
+
+HUB_ATTACKS: dict[str, tuple[str, str]] = {
+    "hub file larger than its recorded size": (
+        "hf download, size recorded", _hub_attack("hub._hf_download('org/big', 'model.safetensors', None, size=1000)")),
+    "hub file sending more than its metadata says": (
+        "hf download", _hub_attack("hub._hf_download('org/liar', 'model.safetensors', None)")),
+    "hub config.json of 1 GB": ("zoo.load('hf-hub:...')", _hub_attack("zoo.load('hf-hub:org/huge-config')")),
+    "hub trickling 1 KB / 0.2 s (deadline 1 s)": (
+        "hf download", _hub_attack("hub._hf_download('org/slow', 'model.safetensors', None)")),
+}
+HUB_ACCEPTED: dict[str, tuple[str, str]] = {  # the same path still downloads a well-behaved file, then finds it offline
+    "hub file within its size and deadline": ("hf download", _hub_attack(
+        "p = hub._hf_download('org/ok', 'model.safetensors', None, size=51200)\n"
+        "    os.environ['HF_HUB_OFFLINE'] = '1'\n"
+        "    assert p.read_bytes() == bytes(range(256)) * 200 and hub._hf_download('org/ok', 'model.safetensors', None) == p",
+        leaves_nothing=False)),
+}
+
+
+def run_attacks(attacks: dict[str, tuple[str, str]], mem_mb: int, tmp: Path, timeout: int = 600,
+                env: dict[str, str] | None = None) -> dict[str, dict]:
     """Run attacks one after another in one subprocess capped at `mem_mb` above its imports.
 
     Returns, per attack, its outcome ("accepted", "ValueError: ...", another exception), seconds and peak MB
@@ -359,7 +404,8 @@ def run_attacks(attacks: dict[str, tuple[str, str]], mem_mb: int, tmp: Path, tim
 
     src = _RUNNER.replace("MEM_MB", str(mem_mb))
     out = subprocess.run([sys.executable, "-c", src, str(tmp), json.dumps({k: v[1] for k, v in attacks.items()})],
-                         capture_output=True, text=True, timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                         capture_output=True, text=True, timeout=timeout,
+                         env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
     results = {r["name"]: r for r in map(json.loads, out.stdout.strip().splitlines()) if r}
     for name in attacks:
         if name not in results:
@@ -379,3 +425,13 @@ def test_memory_bombs_are_refused_within_limits(tmp_path):
 def test_large_batches_run_in_bounded_memory(tmp_path):
     results = run_attacks(BOUNDED, BOUNDED_MB, tmp_path)
     assert all(r["outcome"] == "accepted" for r in results.values()), results
+
+
+def test_hostile_hubs_are_refused_in_time_and_leave_nothing(tmp_path):
+    with hostile_hub() as env:
+        results = run_attacks({**HUB_ATTACKS, **HUB_ACCEPTED}, ATTACK_MB, tmp_path, env=env)
+    outcomes = {k: r["outcome"] for k, r in results.items()}
+    assert all(outcomes[k].startswith("ValueError") for k in HUB_ATTACKS), outcomes
+    assert outcomes["hub trickling 1 KB / 0.2 s (deadline 1 s)"].endswith("took longer than 1 s; nothing was written")
+    assert all(outcomes[k] == "accepted" for k in HUB_ACCEPTED), outcomes
+    assert all(r["seconds"] < 5 for r in results.values()), results

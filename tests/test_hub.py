@@ -376,16 +376,30 @@ def test_a_hub_release_pinned_to_a_revision_converts_in_one_process_and_loads_of
                              license="MIT", license_url="https://opensource.org/license/mit")
         print(zoo.load("fake-hf").weight.tolist())
     """
+    unpinned = """
+        import tests.fakefamily, zoo
+        zoo.register_release("fake-main", "fake", hf_repo="org/fake", files=("fake.json",),
+                             license="MIT", license_url="https://opensource.org/license/mit")
+        print(zoo.load("fake-main").weight.tolist())
+    """
     env = {"ZOO_CACHE": str(tmp_path / "cache"), "FAKE_CONVERSIONS": str(tmp_path / "conversions.txt")}
-    with serve({f"/org/fake/resolve/{rev}/fake.json": data}, hf=True) as (base, requests):
+    routes = {f"/org/fake/resolve/{rev}/fake.json": data, "/org/fake/resolve/main/fake.json": data}
+    with serve(routes, hf=True) as (base, requests):
+        out = _run(unpinned, {**env, "HF_ENDPOINT": base, "HF_HUB_OFFLINE": "0"})
+        assert out.returncode == 0 and out.stdout.strip() == "[4.0, 5.0]", out.stderr[-3000:]
         out = _run(register, {**env, "HF_ENDPOINT": base, "HF_HUB_OFFLINE": "0"})
         assert out.returncode == 0, out.stderr[-3000:]
         assert out.stdout.strip() == "[4.0, 5.0]"
     out = _run(register, {**env, "HF_HUB_OFFLINE": "1"})  # the hub is gone; the converted checkpoint is cached
     assert out.returncode == 0 and out.stdout.strip() == "[4.0, 5.0]", out.stderr[-3000:]
-    assert len((tmp_path / "conversions.txt").read_text().splitlines()) == 1
+    assert len((tmp_path / "conversions.txt").read_text().splitlines()) == 2
     config = json.loads((tmp_path / "cache" / "checkpoints" / "fake-hf" / "config.json").read_text())
-    assert config["source"] == {"hf_repo": "org/fake", "revision": rev, "files": {"fake.json": sha}}
+    assert config["source"] == {"hf_repo": "org/fake", "revision": rev, "files": {"fake.json": sha}, "commit": rev}
+    # unpinned, the converted checkpoint still says which commit it came from (the fake hub's main is zeros)
+    config = json.loads((tmp_path / "cache" / "checkpoints" / "fake-main" / "config.json").read_text())
+    assert config["source"] == {"hf_repo": "org/fake", "revision": None, "files": {"fake.json": sha}, "commit": "0" * 40}
+    card = (tmp_path / "cache" / "checkpoints" / "fake-main" / "README.md").read_text()
+    assert f"huggingface.co/org/fake at commit {'0' * 40}, unpinned" in card
 
 
 def test_a_release_downloaded_by_hand_is_recognised_and_converted_once(tmp_path, monkeypatch):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -483,6 +485,32 @@ def test_constant_r_schedule_matches_official_tome_when_installed():
         assert torch.equal(vit.zoo_reduce.sizes, ref._tome_info["size"][..., 0])
 
 
+TOME_FIXTURE = Path(__file__).parent / "fixtures" / "tome_official"  # made by scripts/make_tome_fixture.py
+
+
+@pytest.mark.filterwarnings("ignore:global_pool")
+@pytest.mark.parametrize("kind", ["cls", "distilled", "no-cls"])
+def test_constant_r_schedule_matches_saved_official_tome_outputs(kind):
+    """Official ToMe's logits and sizes, saved with the tiny models' weights: checked without the official code."""
+    from safetensors.torch import load_file
+    from timm.models.deit import VisionTransformerDistilled
+    from timm.models.vision_transformer import VisionTransformer
+
+    source = json.loads((TOME_FIXTURE / "SOURCE.json").read_text())
+    saved = load_file(TOME_FIXTURE / f"{kind}.safetensors")
+    cls_name, extra = source["kinds"][kind]
+    cls = {"VisionTransformer": VisionTransformer, "VisionTransformerDistilled": VisionTransformerDistilled}[cls_name]
+    vit = cls(**source["tiny"], **extra).eval()
+    vit.load_state_dict({k[len("model."):]: v for k, v in saved.items() if k.startswith("model.")})
+    patch_timm(vit, ToMe(), r=0)
+    for sched, r in source["schedules"].items():
+        vit.zoo_reduce.r = r if isinstance(r, int) else tuple(r)
+        with torch.no_grad():
+            logits = vit(saved["images"])
+        assert torch.equal(vit.zoo_reduce.sizes, saved[f"{sched}.sizes"]), sched  # the same tokens merged, in order
+        torch.testing.assert_close(logits, saved[f"{sched}.logits"], atol=1e-5, rtol=1e-5)
+
+
 def test_constant_r_schedule_options():
     vit = tiny_vit("cls")
     x = torch.rand(2, 3, 32, 32)
@@ -502,6 +530,26 @@ def test_constant_r_schedule_options():
         patch_timm(tiny_vit("cls"), PrunePool("prune"), r=2)
     with pytest.raises(ValueError, match="not both"):
         patch_timm(tiny_vit("cls"), ToMe(), keep=0.5, r=2)
+
+
+@pytest.mark.parametrize("protect", [0, 1, 2, 3])
+def test_merge_r_is_the_size_weighted_mean_its_slots_describe_with_gradients(protect):
+    from zoo.reduce.merge import merge_r
+
+    g = torch.Generator().manual_seed(protect)
+    x = torch.randn(3, 21, 6, generator=g, requires_grad=True)
+    sizes = torch.randint(1, 5, (3, 21), generator=g).float()
+    out, out_sizes, slot = merge_r(x, sizes, torch.randn(3, 21, 4, generator=g), r=7, protect=protect)
+    assert out.shape == (3, 14, 6) and torch.equal(slot[:, :protect], torch.arange(protect).expand(3, -1))
+    # written out densely: output j is the size-weighted mean of the inputs whose slot is j
+    member = F.one_hot(slot, 14).transpose(1, 2).float() * sizes[:, None, :]  # (B, M, N)
+    torch.testing.assert_close(out_sizes, member.sum(-1))
+    want = (member / member.sum(-1, keepdim=True)) @ x
+    torch.testing.assert_close(out, want, atol=1e-6, rtol=1e-6)
+    grad = torch.randn(out.shape, generator=g)
+    got_grad, = torch.autograd.grad(out, x, grad)
+    want_grad, = torch.autograd.grad(want, x, grad)
+    torch.testing.assert_close(got_grad, want_grad, atol=1e-6, rtol=1e-6)
 
 
 def test_one_keep_round_merges_the_same_pairs_as_official_tome_with_cls():

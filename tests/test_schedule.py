@@ -109,3 +109,27 @@ def test_rewrite_card_keeps_the_training_time_and_records_the_new_metrics(tmp_pa
     assert log == {"seconds": 120.0, "metrics": out, "chosen_on": "train"}
     card = (tmp_path / "README.md").read_text()
     assert "a re-measured card" in card and "2.0 minutes" in card and "| mse | 0.5 |" in card
+
+
+class Phased(Tiny):
+    def param_groups(self) -> list[dict]:
+        first, second = self.model[0], self.model[1]
+        return [*Recipe.param_groups(self, first, phase=(0.0, 0.5)),
+                {"params": list(second.parameters()), "weight_decay": 0.0, "phase": (0.5, 1.0), "warmup_steps": 2}]
+
+
+def test_groups_with_a_phase_train_in_it_with_their_own_warmup() -> None:
+    m = Phased(ema=False, min_lr_ratio=0.0)
+    sched = m.configure_optimizers()["lr_scheduler"]["scheduler"]
+    assert len(sched.lr_lambdas) == 3
+    m.hparams.budget_seconds = None
+    at = {}
+    for step in (0, 3, 5, 6, 9):  # in order: a phase's first step is the first the schedule sees in it
+        m._trainer = type("T", (), {"max_steps": 10, "global_step": step})()
+        at[step] = [f(step) for f in sched.lr_lambdas]
+    assert at[0][:2] == [pytest.approx(1.0)] * 2 and at[0][2] == 0.0  # the first phase, its warmup of one step
+    assert at[3][0] == pytest.approx(warmup_cosine(3, 1, 0.6))  # its cosine runs over its own half
+    assert at[5][:2] == [0.0, 0.0]  # the first phase is over
+    assert at[5][2] == pytest.approx(0.5)  # the second begins: step 1 of a 2-step warmup
+    assert at[6][2] == pytest.approx(warmup_cosine(1, 2, 0.2))  # counted from the phase's first step
+    assert at[9][2] == pytest.approx(warmup_cosine(4, 2, 0.8))

@@ -1,4 +1,4 @@
-"""The `zoo` command: list, info, encode, decode, train, demo.
+"""The `zoo` command: list, info, encode, decode, demo, and the commands installed packages add to it.
 
     zoo list
     zoo info beast-lasa
@@ -9,6 +9,10 @@
     zoo train configs/beast/lasa.yaml
     zoo demo
     zoo shards images --split train --n 20000 --out shards/images-train
+
+`train` and `shards` belong to the training recipes, which the library never imports: the recipes declare
+them as entry points of the `zoo.commands` group (pyproject.toml, recipes/commands.py) and `zoo` finds them
+there by name, so any package can add a command the same way.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+COMMANDS = "zoo.commands"  # the entry-point group of contributed commands (recipes/commands.py)
 BUDGET_KNOBS = ("num_tokens", "quality", "ratio", "num_codebooks", "bitrate", "search")
 
 
@@ -30,7 +35,7 @@ def _value(text: str) -> Any:
         return text
 
 
-def _options(pairs: list[str]) -> dict[str, Any]:
+def parse_options(pairs: list[str]) -> dict[str, Any]:
     out = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -40,9 +45,9 @@ def _options(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
-def _keywords(keywords: dict[str, str]) -> str:
-    """`name=default` for each keyword-only argument of a family's encode/decode."""
-    return ", ".join(f"{name}={default}" for name, default in keywords.items()) or "none"
+def _keywords(keywords: list[list[str]]) -> str:
+    """`name=default` for each keyword-only argument of a family's encode/decode (`hub.family_info`)."""
+    return ", ".join(f"{name}={default}" for name, default in keywords) or "none"
 
 
 def cmd_list(args: argparse.Namespace) -> None:
@@ -63,11 +68,29 @@ def cmd_list(args: argparse.Namespace) -> None:
 def cmd_info(args: argparse.Namespace) -> None:
     from zoo import hub
 
+    release = hub.unfetched_release(args.name)
+    if release is not None:  # what the index knows; its contract is printed once it is downloaded
+        rel, summary, knobs = release.release, release.summary, hub.family_info(release.family)
+        where = f"hf-hub:{rel.hf_repo}@{rel.revision or 'main'}" if rel.hf_repo else rel.url
+        print("\n".join([
+            f"name:         {args.name}",
+            f"family:       {release.family}",
+            f"files:        not downloaded yet: zoo.load({args.name!r}) fetches {', '.join(rel.files)} from {where} "
+            "and converts them once into the cache",
+            f"modality:     {summary.get('modality')}",
+            f"licence:      {rel.license} ({rel.license_url}){'; non-commercial' if rel.non_commercial else ''}",
+            f"encode knobs: {_keywords(knobs['encode'])}", f"decode opts:  {_keywords(knobs['decode'])}",
+            f"about:        {summary.get('description', '')}"]))
+        return
     directory = hub.locate(args.name)
     config = hub.read_config(directory)
     spec = config.get("spec", {})
     inp = spec.get("input", {})
-    summary = config.get("summary", {})
+    summary = hub.shipped_summary(args.name, directory)  # a shipped name: all from the index, no torch
+    if summary is None:
+        from zoo.processing import describe_spec
+
+        summary = {**config.get("summary", {}), **describe_spec(spec)}
     lines = [
         f"name:         {args.name}",
         f"family:       {config['family']}",
@@ -87,13 +110,9 @@ def cmd_info(args: argparse.Namespace) -> None:
         f"max tokens:   {spec.get('max_tokens')}",
         f"latent dim:   {spec.get('latent_dim')}",
     ]
-    from zoo.processing import processor_for
-    from zoo.tokenizer import TokenSpec
-
-    proc = processor_for(TokenSpec.from_dict(spec).input) if spec else None
-    if proc is not None:
-        lines.append(f"processor:    {proc.describe()}")
-        lines.append(f"              {proc.options()}")
+    if "processor" in summary:
+        lines.append(f"processor:    {summary['processor']}")
+        lines.append(f"              {summary['processor_options']}")
     knobs = hub.family_info(config["family"])  # from the index: no model is built for `zoo info`
     lines += [f"encode knobs: {_keywords(knobs['encode'])}", f"decode opts:  {_keywords(knobs['decode'])}",
               "every call:   batch_size=N (at most N samples at a time); decode also force=True (tokens of another tokenizer)"]
@@ -112,7 +131,7 @@ def _processor(tok: Any, args: argparse.Namespace) -> Any:
         if args.process:
             raise ValueError("--raw skips the processor, so -P/--process options do not apply")
         return None
-    return processor_for(tok, **_options(args.process))
+    return processor_for(tok, **parse_options(args.process))
 
 
 def cmd_encode(args: argparse.Namespace) -> None:
@@ -130,7 +149,7 @@ def cmd_encode(args: argparse.Namespace) -> None:
         processed = proc(read_raw(args.input, spec.modality))
         x = processed.batch
     budget = {k: getattr(args, k) for k in BUDGET_KNOBS if getattr(args, k) not in (None, False)}
-    options = _options(args.option)
+    options = parse_options(args.option)
     twice = sorted(set(budget) & set(options))
     if twice:
         raise ValueError(f"{', '.join(twice)} given both as a flag and as -O")
@@ -153,7 +172,7 @@ def cmd_decode(args: argparse.Namespace) -> None:
     tok = zoo.load(args.name)
     tokens = Tokens.load(args.tokens)
     with torch.no_grad():
-        y = tok.decode(tokens, force=args.force, **_options(args.option))
+        y = tok.decode(tokens, force=args.force, **parse_options(args.option))
     proc = _processor(tok, args)
     rate = tok.spec.input.sample_rate
     if proc is not None and "input_index" in tokens.meta:  # made by the processor: back at the input's size
@@ -166,27 +185,13 @@ def cmd_decode(args: argparse.Namespace) -> None:
     print(f"{args.tokens} -> {args.output}: {tuple(y.shape)}")
 
 
-def cmd_train(args: argparse.Namespace, rest: list[str]) -> None:
-    from recipes.train import main as train_main
-
-    train_main([args.config, *rest])
-
-
-def cmd_shards(args: argparse.Namespace) -> None:
-    from recipes.shards import write_shards
-
-    options = _options(args.option)
-    out = write_shards(args.source, args.split, args.n, args.out, chunk_bytes=args.chunk_bytes, **options)
-    print(f"wrote {args.n} {args.source} samples ({args.split}) as shards to {out}")
-
-
 def cmd_demo(args: argparse.Namespace) -> None:
     from zoo.demo import run_demo
 
     run_demo(Path(args.out))
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(contributed: dict[str, Any] | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="zoo", description="Tokenizers for multimodal LLMs behind one interface.")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("list", help="registered tokenizers")
@@ -228,38 +233,59 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument("--num-codebooks", dest="num_codebooks", type=int)
             s.add_argument("--bitrate", type=float)
             s.add_argument("--search", action="store_true", help="measured budget search (KARL, CAT)")
-    s = sub.add_parser("train", help="run a recipe: zoo train CONFIG.yaml [--trainer.max_steps=N ...]")
-    s.add_argument("config")
-    s = sub.add_parser("shards", help="write a dataset builder's output as streamable shards (litdata)")
-    s.add_argument("source", help="images, speech, music, lasa or reaching")
-    s.add_argument("--split", default="train")
-    s.add_argument("--n", type=int, required=True)
-    s.add_argument("--out", required=True, help="folder or object-storage URL (s3://...)")
-    s.add_argument("--chunk-bytes", dest="chunk_bytes", default="16MB")
-    s.add_argument("--option", "-O", action="append", default=[], metavar="KEY=VALUE",
-                   help="builder option, e.g. -O resolution=64")
     s = sub.add_parser("demo", help="round-trip a real sample through every shipped tokenizer")
     s.add_argument("--out", default="out/demo")
+    for name, entry in (contributed or {}).items():
+        if name not in sub.choices:
+            sub.add_parser(name, add_help=False, help=f"from {entry.module.split('.')[0]} (`zoo {name} --help`)")
     return p
+
+
+def contributed_commands() -> dict[str, Any]:
+    """Commands other installed packages add to `zoo` (the recipes add `train` and `shards`), by name.
+
+    They are entry points of the `zoo.commands` group, each a function `command(argv: list[str]) -> int` that
+    gets the rest of the command line. Listing them imports none of them.
+    """
+    from importlib.metadata import entry_points
+
+    found: dict[str, Any] = {}
+    for entry in entry_points(group=COMMANDS):
+        found.setdefault(entry.name, entry)  # the first on sys.path wins, as for imports
+    return found
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    p = parser()
-    args, rest = p.parse_known_args(argv)
-    if rest and args.command != "train":
-        p.error(f"unrecognised arguments: {' '.join(rest)}")
+    builtin = {"list": cmd_list, "info": cmd_info, "encode": cmd_encode, "decode": cmd_decode, "demo": cmd_demo}
+    contributed = {} if argv[:1] and argv[0] in builtin else contributed_commands()  # `zoo list` looks no further
+    if argv[:1] and argv[0] in contributed:
+        return _run_contributed(argv[0], contributed[argv[0]], argv[1:])
+    args = parser(contributed).parse_args(argv)
     try:
-        if args.command == "train":
-            cmd_train(args, rest)
-        else:
-            {"list": cmd_list, "info": cmd_info, "encode": cmd_encode, "decode": cmd_decode, "demo": cmd_demo,
-             "shards": cmd_shards}[args.command](args)
+        builtin[args.command](args)
     except (ValueError, OSError) as e:  # user error (bad input, name, file or path): one line, no traceback
-        message = " ".join(str(e).split()) or type(e).__name__
-        print(f"zoo {args.command}: error: {message}", file=sys.stderr)
+        _error(args.command, e)
         return 2
     return 0
+
+
+def _error(command: str, e: Exception) -> None:
+    message = " ".join(str(e).split()) or type(e).__name__
+    print(f"zoo {command}: error: {message}", file=sys.stderr)
+
+
+def _run_contributed(name: str, entry: Any, argv: list[str]) -> int:
+    try:
+        command = entry.load()
+    except ImportError as e:
+        _error(name, ImportError(f"the command comes from {entry.value}, which does not import ({e})"))
+        return 2
+    try:
+        return int(command(argv) or 0)
+    except (ValueError, OSError) as e:
+        _error(name, e)
+        return 2
 
 
 if __name__ == "__main__":

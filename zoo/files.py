@@ -8,7 +8,8 @@ second process never leaves a half-written file or a folder that mixes two saves
   on success it is swapped in whole (files not rewritten are carried over from the old folder), on an
   exception it is removed. Staging folders left by a killed writer are removed by the next writer.
 - `download(url, path, ...)`: streams to a temp file with a size cap and a total deadline, then checks
-  the sha256 (case-insensitively) before anything is renamed into place.
+  the size and sha256 (case-insensitively) before anything is renamed into place. The hub's files come
+  through it too (`zoo.hub._hf_download`), into huggingface_hub's cache layout.
 
 No torch here: `import zoo` stays light.
 """
@@ -29,6 +30,7 @@ from typing import Iterator
 STAGING = ".zoo-staging"  # suffix of the sibling folders a writer fills before the swap
 DEFAULT_MAX_BYTES = 20 << 30  # a download with no recorded size may not exceed 20 GiB
 DEFAULT_DEADLINE_S = 3600.0  # nor take more than an hour in all
+MIN_BYTES_PER_S = 1 << 20  # ... unless it is so large that an hour means less than 1 MiB/s (`deadline_for`)
 
 
 def cache_root() -> Path:
@@ -187,30 +189,46 @@ def writing_folder(directory: str | os.PathLike) -> Iterator[Path]:
 # ----------------------------------------------------------------------------------------- downloads
 
 
-def download(url: str, path: Path, sha256: str | None = None, *, max_bytes: int | None = None,
-             deadline_s: float = DEFAULT_DEADLINE_S) -> Path:
+def deadline_for(size: int | None) -> float:
+    """Total seconds a download of `size` bytes may take: `DEFAULT_DEADLINE_S`, or longer for a file too large to
+    arrive in that time at `MIN_BYTES_PER_S` (a 10 GB release on a slow link), never unbounded."""
+    return max(DEFAULT_DEADLINE_S, (size or 0) / MIN_BYTES_PER_S)
+
+
+def download(url: str, path: Path, sha256: str | None = None, *, max_bytes: int | None = None, size: int | None = None,
+             deadline_s: float | None = None, headers: dict[str, str] | None = None) -> Path:
     """Stream `url` to `path` through a temp file: at most `max_bytes`, within `deadline_s` in all.
 
     Args:
         sha256: expected hash (any case); on a mismatch nothing is written.
-        max_bytes: size cap (default `DEFAULT_MAX_BYTES`); pass the recorded size where it is known.
-        deadline_s: total time allowed, however slowly the server trickles bytes.
+        max_bytes: size cap (default `DEFAULT_MAX_BYTES`) where the exact size is not known.
+        size: the exact size where it is known (a release's record, the hub's metadata): it caps the download,
+            and a body that ends short of it is refused too.
+        deadline_s: total time allowed, however slowly the server trickles bytes (default `deadline_for(size)`).
+        headers: request headers; an `authorization` header is sent to `url`'s host only, never after a redirect.
     """
     import urllib.error
     import urllib.request
 
     if offline():
         raise ValueError(f"{url} is not cached and downloads are disabled (offline: ZOO_OFFLINE or HF_HUB_OFFLINE)")
-    cap = DEFAULT_MAX_BYTES if max_bytes is None else int(max_bytes)
+    cap = int(size) if size is not None else DEFAULT_MAX_BYTES if max_bytes is None else int(max_bytes)
+    deadline_s = deadline_for(size) if deadline_s is None else float(deadline_s)
+    request = urllib.request.Request(url)
+    for k, v in (headers or {}).items():
+        if k.lower() == "authorization":
+            request.add_unredirected_header(k, v)  # a redirect to a CDN must not carry the token
+        else:
+            request.add_header(k, v)
     start = time.monotonic()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    h, size = hashlib.sha256(), 0
+    h, got = hashlib.sha256(), 0
     try:
         with os.fdopen(fd, "wb") as f:
             try:
-                with urllib.request.urlopen(url, timeout=min(30.0, deadline_s)) as r:
+                with urllib.request.urlopen(request, timeout=min(30.0, deadline_s)) as r:
                     declared = r.headers.get("Content-Length")
                     if declared is not None and declared.isdigit() and int(declared) > cap:
                         raise ValueError(f"{url} is {int(declared)} bytes, more than the {cap} allowed; nothing was written")
@@ -224,8 +242,8 @@ def download(url: str, path: Path, sha256: str | None = None, *, max_bytes: int 
                         chunk = r.read1(1 << 20)  # returns what one receive brings, however little
                         if not chunk:
                             break
-                        size += len(chunk)
-                        if size > cap:
+                        got += len(chunk)
+                        if got > cap:
                             raise ValueError(f"{url} sent more than the {cap} bytes allowed; nothing was written")
                         h.update(chunk)
                         f.write(chunk)
@@ -235,6 +253,8 @@ def download(url: str, path: Path, sha256: str | None = None, *, max_bytes: int 
                 raise ValueError(f"could not download {url}: {e}") from None
             f.flush()
             os.fsync(f.fileno())
+        if size is not None and got != size:
+            raise ValueError(f"{url} ended after {got} of its {size} bytes; nothing was written")
         if sha256 is not None and not same_sha(h.hexdigest(), sha256):
             raise ValueError(f"sha256 mismatch for {url}: expected {sha256[:16]}…, got {h.hexdigest()[:16]}…; "
                              "nothing was written")

@@ -55,6 +55,7 @@ import json
 import math
 import os
 import re
+import shutil
 import sys
 import typing
 import warnings
@@ -83,6 +84,8 @@ MAX_NAME = 200
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 FILE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 SHA_RE = re.compile(r"[0-9a-fA-F]{64}")
+COMMIT_RE = re.compile(r"[0-9a-f]{40}")
+REVISION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,199}")
 
 
 # ----------------------------------------------------------------------------------------- registrations
@@ -228,15 +231,25 @@ def register_family(cls: type, *, presets: Iterable[str] = ()) -> type:
     return cls
 
 
-def _keywords(fn: Any) -> dict[str, str]:
-    """{name: repr(default)} of a method's keyword-only arguments (its budget knobs or decode options),
-    kept in the index so `zoo info` shows them without importing torch."""
+def _keywords(fn: Any) -> list[list[str]]:
+    """[name, repr(default)] of a method's keyword-only arguments (its budget knobs or decode options), in the
+    signature's order (a list: the index is written with sorted keys), kept in the index so `zoo info` shows
+    them without importing torch."""
     if fn is None:
-        return {}
+        return []
     import inspect
 
     params = inspect.signature(fn).parameters.values()
-    return {p.name: repr(p.default) for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    return [[p.name, repr(p.default)] for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
+
+
+def shipped_summary(name: str, directory: Path) -> dict[str, Any] | None:
+    """The index's summary of `name` (spec summary, processor line, card summary) when `directory` is its shipped
+    folder; None otherwise (a local folder of that name, the cache, a user's checkpoint)."""
+    entry = _names().get(name)
+    if entry is None or not entry.shipped or Path(directory).resolve() != (REPO_CHECKPOINTS / name).resolve():
+        return None
+    return entry.summary
 
 
 def family_info(family: str) -> dict[str, Any]:
@@ -858,11 +871,27 @@ def _complete(directory: Path, sha256: dict[str, str] | None = None) -> bool:
     return sha256 is None or CONFIG not in sha256 or same_sha(sha256_file(directory / CONFIG), sha256[CONFIG])
 
 
-def _locate(entry: Entry) -> Path:
-    """The first source that holds `entry`'s files: shipped checkpoints, the cache, its release, hub or URL."""
+def _local_folder(entry: Entry) -> Path | None:
+    """`entry`'s folder where one is here already: shipped, or in the cache (downloaded, converted)."""
     for directory in (REPO_CHECKPOINTS / entry.name, cache_root() / "checkpoints" / entry.name):
         if (directory / CONFIG).is_file():  # the manifest is written last: its presence means a whole folder
             return directory  # (load_dir checks every hash, the registry's first)
+    return None
+
+
+def unfetched_release(source: Any) -> Entry | None:
+    """The registered release `source` names while nothing of it is here yet (no local path of that name, no
+    converted folder): `zoo info` describes it from the index instead of downloading and converting it."""
+    if not isinstance(source, str) or _exists(Path(source).expanduser()):
+        return None
+    entry = _names().get(source)
+    return entry if entry is not None and entry.release is not None and _local_folder(entry) is None else None
+
+
+def _locate(entry: Entry) -> Path:
+    """The first source that holds `entry`'s files: shipped checkpoints, the cache, its release, hub or URL."""
+    if (directory := _local_folder(entry)) is not None:
+        return directory
     target = cache_root() / "checkpoints" / entry.name
     if entry.release is not None:
         return _convert_release(entry, target)
@@ -876,16 +905,26 @@ def _locate(entry: Entry) -> Path:
 # ----------------------------------------------------------------------------------------- remote sources
 
 
-def _hf_download(repo: str, filename: str, revision: str | None) -> Path:
-    """One file through huggingface_hub's cache: the local copy first, so offline never waits on the network."""
+def _hf_download(repo: str, filename: str, revision: str | None, *, sha256: str | None = None, size: int | None = None,
+                 max_bytes: int | None = None) -> Path:
+    """One file through huggingface_hub's cache: the local copy first, so offline never waits on the network;
+    else streamed by `_hf_fetch` (size cap, total deadline, hash checked before it lands in the cache).
+
+    Args:
+        sha256: the recorded hash (any case), where known.
+        size: the recorded size in bytes, where known; the hub's metadata must agree with it.
+        max_bytes: a cap for a file whose size is not recorded (config.json: `MAX_CONFIG_BYTES`).
+    """
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
     if not repo or not all(_valid_part(p) for p in repo.split("/")) or repo.count("/") > 1:
         raise ValueError(f"hf-hub:{repo[:80]} is not a hub repo id (org/name)")
-    kw = dict(revision=revision, cache_dir=cache_root() / "hf")
+    if revision is not None and not (REVISION_RE.fullmatch(revision) and ".." not in revision):
+        raise ValueError(f"hf-hub:{repo}@{revision[:80]} is not a revision (a branch, tag or commit)")
+    cache = cache_root() / "hf"
     try:
-        return Path(hf_hub_download(repo, filename, local_files_only=True, **kw))
+        return Path(hf_hub_download(repo, filename, local_files_only=True, revision=revision, cache_dir=cache))
     except (LocalEntryNotFoundError, EntryNotFoundError, FileNotFoundError):
         pass
     if offline():
@@ -893,15 +932,64 @@ def _hf_download(repo: str, filename: str, revision: str | None) -> Path:
     if (reason := _hub_unreachable()) is not None:  # huggingface_hub would retry for ~20 s before saying so
         raise ValueError(f"hf-hub:{repo} is not in the cache and the hub cannot be reached ({reason}); "
                          "connect, or set HF_HUB_OFFLINE=1 to use cached files only")
+    return _hf_fetch(repo, filename, revision, cache, sha256=sha256, size=size, max_bytes=max_bytes)
+
+
+def _hf_fetch(repo: str, filename: str, revision: str | None, cache: Path, *, sha256: str | None, size: int | None,
+              max_bytes: int | None) -> Path:
+    """Download one hub file into huggingface_hub's cache layout through `zoo.files.download`.
+
+    `hf_hub_download` has no size cap and only a per-read timeout, so the file is asked about first
+    (`get_hf_file_metadata`: size, etag, commit, where it lives), then streamed with that size as the cap and a
+    total deadline into `blobs/<etag>`, linked from `snapshots/<commit>/<file>` and `refs/<revision>`: the layout
+    `hf_hub_download(local_files_only=True)` reads, so later and offline loads find it. Nothing is linked until
+    the whole file is there with the right size and hash.
+    """
+    from urllib.parse import urlparse
+
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+    from huggingface_hub.file_download import repo_folder_name
+    from huggingface_hub.utils import build_hf_headers
+
+    url = hf_hub_url(repo, filename, revision=revision)
     try:
-        return Path(hf_hub_download(repo, filename, etag_timeout=10, **kw))
-    except LocalEntryNotFoundError as e:
-        raise ValueError(f"hf-hub:{repo} is not in the cache and the hub cannot be reached (offline or "
-                         f"HF_HUB_OFFLINE=1): {str(e).splitlines()[0]}") from None
-    except (EntryNotFoundError, RepositoryNotFoundError) as e:
+        meta = get_hf_file_metadata(url, timeout=10)
+    except (EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError) as e:
         raise ValueError(f"hf-hub:{repo} has no file {filename}: {str(e).splitlines()[0]}") from None
-    except OSError as e:
-        raise ValueError(f"hf-hub:{repo}: could not download {filename}: {str(e).splitlines()[0]}") from None
+    except Exception as e:  # HTTP and transport errors (requests or httpx, by huggingface_hub version)
+        raise ValueError(f"hf-hub:{repo}: could not ask the hub about {filename}: "
+                         f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}") from None
+    commit, etag = meta.commit_hash, meta.etag
+    if not (commit and COMMIT_RE.fullmatch(commit)) or not (etag and NAME_RE.fullmatch(etag) and len(etag) <= 128):
+        raise ValueError(f"hf-hub:{repo}/{filename}: the hub's answer names no usable commit and etag "
+                         f"(got {str(commit)[:80]!r}, {str(etag)[:80]!r})")
+    if size is not None and meta.size is not None and meta.size != size:
+        raise ValueError(f"hf-hub:{repo}/{filename} is {meta.size} bytes on the hub, but {size} are recorded for it; "
+                         "nothing was downloaded")
+    if size is None and max_bytes is not None and meta.size is not None and meta.size > max_bytes:
+        raise ValueError(f"hf-hub:{repo}/{filename} is {meta.size} bytes, more than the {max_bytes} allowed; "
+                         "nothing was downloaded")
+    storage = cache / repo_folder_name(repo_id=repo, repo_type="model")
+    blob = storage / "blobs" / etag
+    if not blob.is_file():
+        headers = build_hf_headers()
+        if urlparse(meta.location).netloc != urlparse(url).netloc:  # a CDN's signed URL: the token stays home
+            headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
+        download(meta.location, blob, sha256, size=size if size is not None else meta.size, max_bytes=max_bytes,
+                 headers=headers)
+    pointer = storage / "snapshots" / commit / filename
+    if not pointer.exists():
+        pointer.parent.mkdir(parents=True, exist_ok=True)
+        tmp = pointer.with_name(f".{pointer.name}.{os.getpid()}.tmp")
+        try:
+            os.symlink(os.path.relpath(blob, pointer.parent), tmp)
+        except OSError:  # no symlinks here: a copy, as huggingface_hub does
+            shutil.copyfile(blob, tmp)
+        os.replace(tmp, pointer)
+    if (revision or "main") != commit:
+        atomic_write_bytes(storage / "refs" / (revision or "main"), commit.encode())
+    return pointer
 
 
 _REACHABLE: dict[str, str | None] = {}
@@ -932,16 +1020,14 @@ def _valid_part(p: str) -> bool:
 
 def _from_hf(repo: str, revision: str | None, sha256: dict[str, str] | None = None, target: Path | None = None) -> Path:
     """Config + weights of a zoo checkpoint on the hub; with `target`, copied there (checked, whole)."""
-    config = _hf_download(repo, CONFIG, revision)
-    if target is None:
-        names = [CONFIG, *validate_config(parse_json(config.read_bytes(), f"hf-hub:{repo}/{CONFIG}"), f"hf-hub:{repo}")["files"]]
-        for n in names[1:]:
-            _hf_download(repo, n, revision)
-        return config.parent
     sha256 = sha256 or {}
+    config = _hf_download(repo, CONFIG, revision, sha256=sha256.get(CONFIG), max_bytes=MAX_CONFIG_BYTES)
     check_sha(config, sha256.get(CONFIG))
     manifest = validate_config(parse_json(config.read_bytes(), f"hf-hub:{repo}/{CONFIG}"), f"hf-hub:{repo}")
-    paths = {CONFIG: config, **{n: _hf_download(repo, n, revision) for n in manifest["files"]}}
+    paths = {CONFIG: config, **{n: _hf_download(repo, n, revision, sha256=sha256.get(n, sha))
+                                for n, sha in manifest["files"].items()}}
+    if target is None:
+        return config.parent
     with folder_lock(target):
         if _complete(target, sha256):
             return target
@@ -986,11 +1072,14 @@ def _convert_release(entry: Entry, target: Path) -> Path:
         if _complete(target):
             return target
         if rel.hf_repo is not None:
-            paths = {f: _hf_download(rel.hf_repo, f, rel.revision) for f in rel.files}
+            paths = {f: _hf_download(rel.hf_repo, f, rel.revision, sha256=rel.sha256.get(f), size=rel.sizes.get(f))
+                     for f in rel.files}
             for f, p in paths.items():
                 check_sha(p, rel.sha256.get(f))
             folder = paths[rel.files[0]].parents[len(Path(rel.files[0]).parts) - 1]
             source = {"hf_repo": rel.hf_repo, "revision": rel.revision, "files": {f: sha256_file(p) for f, p in paths.items()}}
+            if folder.parent.name == "snapshots":  # the commit the hub resolved: an unpinned release says what it got
+                source["commit"] = folder.name
         else:
             if not all((raw / f).is_file() and same_sha(sha256_file(raw / f), rel.sha256[f]) for f in rel.files):
                 with folder_lock(raw), staging_folder(raw) as stage:
@@ -1011,6 +1100,9 @@ def _save_converted(family: str, path: Path, target: Path, license: dict[str, An
         raise ValueError(f"family {family!r} cannot convert released weights (no from_release)")
     module = cls.from_release(path)
     card = f"# {name}\n\n{summary.get('description', '')}\n\nConverted by zoo from the released weights.\n"
+    if source.get("hf_repo"):
+        pinned = f"pinned revision {source['revision']}" if source.get("revision") else "unpinned (the hub's main)"
+        card += f"\nSource: https://huggingface.co/{source['hf_repo']} at commit {source.get('commit', '?')}, {pinned}.\n"
     with staging_folder(target) as stage:  # the caller holds the lock on target
         write_checkpoint(module, stage, card=card, summary=summary, license=license, source=source)
 
@@ -1123,6 +1215,8 @@ def _import_families() -> None:
 
 def build_index(root: Path = REPO_CHECKPOINTS, hf_org: str = "zoo-tokenizers") -> dict[str, Any]:
     """The index `zoo/registry.json` holds: every family, shipped checkpoint and registered release."""
+    from zoo.processing import describe_spec
+
     _import_families()
     names: dict[str, Any] = {}
     for directory in sorted(p for p in root.iterdir() if (p / CONFIG).is_file()):
@@ -1134,7 +1228,8 @@ def build_index(root: Path = REPO_CHECKPOINTS, hf_org: str = "zoo-tokenizers") -
         names[directory.name] = Entry(
             directory.name, config["family"], {n: sha256_file(directory / n) for n in (CONFIG, WEIGHTS)},
             hf_repo=f"{hf_org}/{directory.name}",
-            summary={**_spec_summary(config.get("spec", {})), **config.get("summary", {})}, shipped=True,
+            summary={**_spec_summary(config.get("spec", {})), **describe_spec(config.get("spec", {})),
+                     **config.get("summary", {})}, shipped=True,
         ).to_json()
     for name, e in sorted(_RELEASES.items()):
         if not _families().get(e.family, {}).get("module", "").startswith("zoo."):

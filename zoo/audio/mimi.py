@@ -2,8 +2,10 @@
 
 Paper: Défossez et al., "Moshi: a speech-text foundation model for real-time dialogue" (2024),
 https://arxiv.org/abs/2410.00037; official code kyutai-labs/moshi, also in transformers (`MimiModel`).
-Our own implementation of the released architecture, proven exact against transformers at random init
-(tests/test_mimi.py).
+Our own implementation of the released architecture, proven exact at random init against transformers
+(tests/test_mimi.py) and against Kyutai's moshi code (tests/test_mimi_moshi.py, a fixture recorded by
+scripts/make_mimi_moshi_fixture.py). Both release formats convert: the transformers folder (`mimi`, kyutai/mimi)
+and the original moshi-format file (`mimi-moshiko`, tokenizer-e351c8d8-checkpoint125.safetensors).
 
 Architecture: EnCodec's causal SEANet (strides 4·5·6·8 = 960, 64 filters, identity shortcuts, zero padding,
 no LSTM; `zoo.audio.streaming`) to 512 dimensions at 25 Hz; a causal transformer (8 layers, 8 heads, RoPE,
@@ -16,10 +18,19 @@ SEANet decoder. Moshi uses 8 codebooks (1.1 kbps).
 Everything is causal: long files run in pieces of `chunk_seconds` with the transformer's keys and values
 (its last 250 frames) and a few frames of convolution history carried, equal to a whole-file pass; an
 `encode_stream()` / `decode_stream()` takes pieces of any size.
+
+Two places where the reference implementations differ from each other (ours follows the first of each):
+- a partial last frame: transformers pads each convolution's input on the right; moshi zero-pads the waveform
+  to whole frames first. Only the last frame's codes can differ; `encode(F.pad(wav, (0, -S % 1920)))` gives
+  moshi's.
+- streaming: moshi's streaming mode keeps a ring of exactly `context` keys that already holds the piece's
+  new steps, so past 250 steps (10 s) the first steps of each piece attend to fewer frames than in its own
+  whole-file pass; our streams equal the whole-file pass (and transformers, and moshi's whole-file pass).
 """
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,11 +38,13 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import Tensor, nn
 
-from zoo.audio.rvq import rvq_decode, rvq_encode
+from zoo.audio.rvq import cdist_table, rvq_decode, rvq_encode
 from zoo.audio.released import RVQCodec, hf_config, read_safetensors
 from zoo.audio.streaming import Conv, ConvTranspose, Stack, seanet_layers
+from zoo.audio.weights import fold_weight_norm
 from zoo.hub import register_family, register_release
 from zoo.tokenizer import InputContract, Tokens, TokenSpec, check_budget
 
@@ -206,8 +219,17 @@ class Mimi(RVQCodec):
         for i, (start, n) in enumerate(((0, s), (s, q - s))):
             if n:
                 x = self.input_proj[i](z).transpose(1, 2)
-                parts.append(rvq_encode(x, self.codebooks[start:start + n], n, distance="cdist"))
+                parts.append(rvq_encode(x, self.codebooks[start:start + n], n, distance="cdist",
+                                        tables=self._cdist_tables()[start:start + n]))
         return torch.cat(parts, dim=-1)
+
+    def _cdist_tables(self) -> Tensor:
+        """The codebooks' side of torch.cdist's distance (`cdist_table`), cached until the codebooks change."""
+        cb = self.codebooks
+        key = (cb.data_ptr(), cb._version, cb.dtype, cb.device)
+        if self.__dict__.get("_tables_key") != key:
+            self.__dict__["_tables"], self.__dict__["_tables_key"] = cdist_table(cb), key
+        return self.__dict__["_tables"]
 
     def _dequantize(self, ids: Tensor) -> Tensor:
         """(B, T, q) -> (B, D, T)."""
@@ -247,21 +269,42 @@ class Mimi(RVQCodec):
 
     @staticmethod
     def is_release(path: str | Path) -> bool:
-        """A transformers `MimiModel` folder (config.json with model_type "mimi")."""
-        return hf_config(Path(path), "mimi") is not None
+        """A transformers `MimiModel` folder (config.json with model_type "mimi"), or the moshi-format codec file
+        (`tokenizer-*.safetensors` whose header has moshi's split-RVQ keys) or a folder holding one."""
+        path = Path(path)
+        return hf_config(path, "mimi") is not None or _moshi_file(path) is not None
 
     @classmethod
     def from_release(cls, path: str | Path) -> "Mimi":
-        """Convert a transformers folder (kyutai/mimi, or `MimiModel.save_pretrained`)."""
+        """Convert a release, as downloaded:
+
+        - transformers: a folder with config.json (model_type "mimi") and safetensors (kyutai/mimi, or
+          `MimiModel.save_pretrained`);
+        - moshi (the original): `tokenizer-e351c8d8-checkpoint125.safetensors` from kyutai/moshiko-pytorch-bf16
+          (and Kyutai's other moshi-format repos), or the folder holding it. The architecture is the release's
+          (`MimiConfig()`) unless a moshi config.json beside it names a mimi config (`mimi_config_name`), as
+          moshi's `CheckpointInfo` reads it; weight-normed (training) checkpoints are folded; bf16 -> float32.
+        """
         path = Path(path)
         hf = hf_config(path, "mimi")
-        if hf is None:
+        if hf is not None:
+            state, config = read_safetensors(path), _config_from_hf(hf)
+        elif (file := _moshi_file(path)) is not None:
+            from safetensors.torch import load_file
+
+            config = _config_from_moshi(_moshi_mimi_config(file.parent))
+            state = _moshi_to_hf(load_file(str(file), device="cpu"), config.num_heads)
+        else:
             raise ValueError(f"{str(path)!r} is not a Mimi release: expected a transformers folder whose config.json "
-                             "has model_type 'mimi' (the moshi-format tokenizer-*.safetensors is not converted yet)")
-        state = read_safetensors(path)
-        config = _config_from_hf(hf)
+                             "has model_type 'mimi', or moshi's tokenizer-*.safetensors (or a folder holding it)")
         model = cls(config)
-        model.load_state_dict(_from_hf(state, config, len(model.encoder.layers) - 2), strict=True)
+        ours = _from_hf(state, config, len(model.encoder.layers) - 2)
+        shapes = {k: v.shape for k, v in model.state_dict().items()}
+        wrong = sorted(set(shapes) ^ set(ours)) + [k for k in shapes if k in ours and ours[k].shape != shapes[k]]
+        if wrong:
+            raise ValueError(f"{str(path)!r} does not fit the Mimi architecture {config}: missing, extra or mis-shaped "
+                             f"weights {wrong[:6]}{' ...' if len(wrong) > 6 else ''}")
+        model.load_state_dict(ours, strict=True)
         return model.eval()
 
 
@@ -352,6 +395,165 @@ def _from_hf(state: dict[str, Tensor], c: MimiConfig, n_seanet: int) -> dict[str
     return out
 
 
+# ----------------------------------------------------------------------------------------- the moshi format
+# kyutai-labs/moshi (checked at e6a55d2, moshi 0.2.13): moshi/models/loaders.py (MIMI_NAME, _mimi_config,
+# CheckpointInfo), models/compression.py, modules/{seanet,conv,resample,transformer,rope}.py, quantization/.
+
+MOSHI_MAX_HEADER = 16 << 20  # bytes of a safetensors header we are willing to parse when sniffing
+
+
+def _safetensors_keys(file: Path) -> list[str] | None:
+    """The tensor names in a safetensors file's header (its first 8 + n bytes), or None if it is not one."""
+    try:
+        with open(file, "rb") as f:
+            head = f.read(8)
+            n = int.from_bytes(head, "little") if len(head) == 8 else 0
+            if not 2 <= n <= MOSHI_MAX_HEADER:
+                return None
+            header = json.loads(f.read(n))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return [k for k in header if k != "__metadata__"] if isinstance(header, dict) else None
+
+
+def _is_moshi_mimi(file: Path) -> bool:
+    keys = _safetensors_keys(file) if file.suffix == ".safetensors" and file.is_file() else None
+    return bool(keys) and any(k.startswith("quantizer.rvq_first.") for k in keys) and \
+        any(k.startswith("encoder.model.") for k in keys)
+
+
+def _moshi_file(path: Path) -> Path | None:
+    """The moshi-format Mimi file `path` is, or the one in the folder `path` (the one its moshi config.json
+    names as `mimi_name`, else the only such file)."""
+    if not path.is_dir():
+        return path if _is_moshi_mimi(path) else None
+    named = _moshi_repo_config(path).get("mimi_name")
+    if isinstance(named, str) and "/" not in named and _is_moshi_mimi(path / named):
+        return path / named
+    found = [p for p in sorted(path.glob("*.safetensors")) if _is_moshi_mimi(p)]
+    return found[0] if len(found) == 1 else None
+
+
+def _moshi_repo_config(folder: Path) -> dict[str, Any]:
+    """A moshi repo's config.json (the LM's config, which names its codec files), or {}."""
+    file = folder / "config.json"
+    try:
+        config = json.loads(file.read_text()) if file.is_file() and file.stat().st_size < (1 << 20) else {}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    return config if isinstance(config, dict) and config.get("model_type") != "mimi" else {}
+
+
+def _moshi_mimi_config(folder: Path) -> dict[str, Any]:
+    """The mimi config a moshi repo names (`mimi_config_name`), or {} for the release's architecture."""
+    name = _moshi_repo_config(folder).get("mimi_config_name")
+    if name is None:
+        return {}
+    file = folder / str(name)
+    if "/" in str(name) or not file.is_file() or file.stat().st_size > (1 << 20):
+        raise ValueError(f"the moshi config.json in {folder} names mimi_config_name={name!r}, not a file beside it")
+    try:
+        config = json.loads(file.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{file} is not a JSON mimi config: {e}") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{file} must hold a JSON object (seanet / transformer / quantizer), got {type(config).__name__}")
+    return config
+
+
+def _config_from_moshi(m: dict[str, Any]) -> MimiConfig:
+    """moshi's mimi config (loaders._mimi_config layout) -> ours; missing fields are the release's."""
+    d = MimiConfig()
+    seanet, tr, qz = (m.get(k, {}) for k in ("seanet", "transformer", "quantizer"))
+    if not all(isinstance(x, dict) for x in (seanet, tr, qz)):
+        raise ValueError("a moshi mimi config has objects 'seanet', 'transformer' and 'quantizer'")
+    fixed = [(seanet, "causal", True), (seanet, "pad_mode", "constant"), (seanet, "true_skip", True),
+             (seanet, "activation", "ELU"), (seanet, "activation_params", {"alpha": 1.0}),
+             (seanet, "final_activation", None), (tr, "causal", True), (tr, "gating", "none"), (tr, "norm", "layer_norm"),
+             (tr, "positional_embedding", "rope"), (tr, "conv_layout", True), (tr, "kv_repeat", 1)]
+    for part, key, want in fixed:
+        if part.get(key, want) != want:
+            raise ValueError(f"moshi mimi config {key}={part[key]!r} is not supported (the Mimi release has {want!r})")
+    if tr.get("layer_scale", 0.01) is None:
+        raise ValueError("moshi mimi config layer_scale=None is not supported (the Mimi release has LayerScale)")
+    dim = seanet.get("dimension", d.dimension)
+    widths = {"transformer d_model": tr.get("d_model", dim), "transformer input_dimension": tr.get("input_dimension", dim),
+              "quantizer input_dimension": qz.get("input_dimension", dim),
+              "quantizer output_dimension": qz.get("output_dimension", dim)}
+    widths.update({f"transformer output_dimensions[{i}]": w for i, w in enumerate(tr.get("output_dimensions", [dim]))})
+    if any(w != dim for w in widths.values()) or len(tr.get("output_dimensions", [dim])) != 1:
+        raise ValueError(f"the Mimi release runs its transformers and quantizer at the SEANet width {dim}; got {widths}")
+    sample_rate, ratios = m.get("sample_rate", d.sample_rate), tuple(seanet.get("ratios", d.ratios))
+    frame_rate = m.get("frame_rate", d.frame_rate)
+    if not all(isinstance(r, int) and r > 0 for r in ratios) or not isinstance(frame_rate, (int, float)) or frame_rate <= 0:
+        raise ValueError(f"moshi mimi config ratios must be positive integers and frame_rate positive, got {ratios}, "
+                         f"{frame_rate!r}")
+    downsample = sample_rate / math.prod(ratios) / frame_rate
+    if downsample != int(downsample) or downsample < 1:
+        raise ValueError(f"the SEANet rate {sample_rate / math.prod(ratios):g} Hz must be a whole multiple of the "
+                         f"frame rate {frame_rate:g} Hz")
+    return MimiConfig(
+        sample_rate=sample_rate, channels=m.get("channels", seanet.get("channels", d.channels)),
+        num_filters=seanet.get("n_filters", d.num_filters), ratios=ratios, dimension=dim,
+        num_residual_layers=seanet.get("n_residual_layers", d.num_residual_layers),
+        residual_kernel_size=seanet.get("residual_kernel_size", d.residual_kernel_size),
+        kernel_size=seanet.get("kernel_size", d.kernel_size), last_kernel_size=seanet.get("last_kernel_size", d.last_kernel_size),
+        dilation_base=seanet.get("dilation_base", d.dilation_base), compress=seanet.get("compress", d.compress),
+        num_layers=tr.get("num_layers", d.num_layers), num_heads=tr.get("num_heads", d.num_heads),
+        ffn_dim=tr.get("dim_feedforward", d.ffn_dim), context=tr.get("context", d.context),
+        rope_period=tr.get("max_period", d.rope_period), downsample=int(downsample),
+        num_codebooks=qz.get("n_q", d.num_codebooks), num_semantic=qz.get("n_q_semantic", d.num_semantic),
+        codebook_size=qz.get("bins", d.codebook_size), codebook_dim=qz.get("dimension", d.codebook_dim),
+    )
+
+
+def _moshi_to_hf(state: dict[str, Tensor], num_heads: int) -> dict[str, Tensor]:
+    """moshi key names -> transformers' (the older layout `_from_hf` reads), as transformers'
+    convert_mimi_checkpoint_to_pytorch.py maps them: weight norm folded, the fused attention projection split
+    into q, k, v with q and k reordered from moshi's interleaved RoPE pairs to the halves convention."""
+    out: dict[str, Tensor] = {}
+    for k, v in fold_weight_norm(state).items():
+        new = k
+        for theirs, ours in (("conv.conv.conv.", "conv."), ("convtr.convtr.convtr.", "conv."), ("conv.conv.", "conv."),
+                             ("convtr.convtr.", "conv."), ("encoder.model.", "encoder.layers."),
+                             ("decoder.model.", "decoder.layers."), ("_transformer.transformer.", "_transformer."),
+                             ("quantizer.rvq_first.vq.", "quantizer.semantic_residual_vector_quantizer."),
+                             ("quantizer.rvq_first.", "quantizer.semantic_residual_vector_quantizer."),
+                             ("quantizer.rvq_rest.vq.", "quantizer.acoustic_residual_vector_quantizer."),
+                             ("quantizer.rvq_rest.", "quantizer.acoustic_residual_vector_quantizer."),
+                             ("._codebook.", ".codebook."), ("embedding_sum", "embed_sum"), (".linear1.", ".mlp.fc1."),
+                             (".linear2.", ".mlp.fc2."), (".norm1.", ".input_layernorm."),
+                             (".norm2.", ".post_attention_layernorm."), (".layer_scale_1.", ".self_attn_layer_scale."),
+                             (".layer_scale_2.", ".mlp_layer_scale."), ("self_attn.out_projs.0.", "self_attn.o_proj."),
+                             ("self_attn.out_proj.", "self_attn.o_proj.")):
+            new = new.replace(theirs, ours)
+        fused = next((s for s in ("self_attn.in_proj_weight", "self_attn.in_proj.weight", "self_attn.in_projs.0.weight")
+                      if new.endswith(s)), None)
+        if fused is not None:
+            prefix = new[:-len(fused)] + "self_attn."
+            q, kk, vv = v.chunk(3, dim=0)
+            out[prefix + "q_proj.weight"] = _halves(q, num_heads)
+            out[prefix + "k_proj.weight"] = _halves(kk, num_heads)
+            out[prefix + "v_proj.weight"] = vv
+        elif new.endswith(("._initialized", ".initialized")):
+            continue
+        elif new.startswith(("encoder.layers.", "decoder.layers.", "encoder_transformer.layers.", "decoder_transformer.layers.",
+                             "downsample.conv.weight", "upsample.conv.weight", "quantizer.semantic_residual_vector_quantizer.",
+                             "quantizer.acoustic_residual_vector_quantizer.")):
+            out[new] = v
+        else:
+            raise ValueError(f"moshi Mimi weight {k!r} is not part of the released architecture")
+    return out
+
+
+def _halves(w: Tensor, heads: int) -> Tensor:
+    """Rows of a q or k projection (heads · Dh, D) from interleaved RoPE pairs (x0, x1), (x2, x3) ... per head to
+    the halves layout (x0, x2, ..., x1, x3, ...) that `rope` uses."""
+    if w.shape[0] % (2 * heads):
+        raise ValueError(f"a projection of {w.shape[0]} rows does not split into {heads} heads of even width")
+    return rearrange(w, "(h p two) d -> (h two p) d", h=heads, two=2)
+
+
 # ----------------------------------------------------------------------------------------- released weights
 
 _CARD = ("Mimi (Kyutai, 2024; arXiv:2410.00037), the streaming speech codec of Moshi: 24 kHz mono, 12.5 frames/s, "
@@ -366,6 +568,15 @@ RELEASES: dict[str, dict[str, Any]] = {
         license_url="https://creativecommons.org/licenses/by/4.0/", non_commercial=False,
         summary=dict(modality="audio", tokens="12.5 frames/s x 1-32 codebooks (Moshi: 8)", vocab="2048 x 32",
                      description=_CARD),
+    ),
+    # the original release: the codec file of Moshi's repo in moshi's own format (converted by `Mimi.from_release`);
+    # the same weights as kyutai/mimi, so the same codes up to float rounding
+    "mimi-moshiko": dict(
+        family="mimi", hf_repo="kyutai/moshiko-pytorch-bf16", revision=None,  # not pinned: the hub is out of reach here
+        files=("tokenizer-e351c8d8-checkpoint125.safetensors",), license="CC-BY-4.0",
+        license_url="https://creativecommons.org/licenses/by/4.0/", non_commercial=False,
+        summary=dict(modality="audio", tokens="12.5 frames/s x 1-32 codebooks (Moshi: 8)", vocab="2048 x 32",
+                     description=_CARD + " Converted from the moshi-format file of kyutai/moshiko-pytorch-bf16."),
     ),
 }
 

@@ -11,25 +11,43 @@ import torch
 from torch import Tensor
 
 
-def nearest(x: Tensor, codebook: Tensor, distance: str = "expanded") -> Tensor:
+def nearest(x: Tensor, codebook: Tensor, distance: str = "expanded", table: Tensor | None = None) -> Tensor:
     """Index of the nearest code. x: (N, D), codebook: (K, D) -> (N,).
 
-    distance: "expanded" computes |x|² - 2 x·e + |e|² (EnCodec), "cdist" calls torch.cdist (Mimi in transformers);
-    the same nearest code up to float ties, written as each release's code does.
+    distance: "expanded" computes |x|² - 2 x·e + |e|² (EnCodec), "cdist" is torch.cdist's (Mimi in moshi and
+    transformers); the same nearest code up to float ties, written as each release's code does. With "cdist",
+    `table` = `cdist_table(codebook)` saves recomputing the codebook's side on every call.
     """
     if distance == "cdist":
-        return torch.cdist(x[None], codebook[None], p=2)[0].argmin(dim=-1)
+        return cdist_nearest(x, cdist_table(codebook) if table is None else table)
     dist = -(x.pow(2).sum(1, keepdim=True) - 2 * x @ codebook.t() + codebook.pow(2).sum(1)[None])
     return dist.max(dim=-1).indices
 
 
-def rvq_encode(z: Tensor, codebooks: Tensor, num_codebooks: int, distance: str = "expanded") -> Tensor:
-    """Latents (B, T, D) -> ids (B, T, q) with the first q = num_codebooks codebooks (Q, K, D)."""
+def cdist_table(codebooks: Tensor) -> Tensor:
+    """(..., K, D) -> (..., K, D + 2): each entry as [e, 1, |e|²], the codebook's side of torch.cdist's
+    matrix-product path (the one it takes whenever a side has more than 25 rows, as every codebook here has)."""
+    norm = codebooks.pow(2).sum(-1, keepdim=True)
+    return torch.cat([codebooks, torch.ones_like(norm), norm], dim=-1)
+
+
+def cdist_nearest(x: Tensor, table: Tensor) -> Tensor:
+    """argmin of torch.cdist(x, codebook) from the codebook's `cdist_table`, bit for bit the same distances:
+    [-2x, |x|², 1] · [e, 1, |e|²] in one product, clamped at 0, square-rooted. x: (N, D), table: (K, D + 2)."""
+    norm = x.pow(2).sum(-1, keepdim=True)
+    augmented = torch.cat([x.mul(-2), norm, torch.ones_like(norm)], dim=-1)
+    return augmented[None].matmul(table[None].mT)[0].clamp_min_(0).sqrt_().argmin(dim=-1)
+
+
+def rvq_encode(z: Tensor, codebooks: Tensor, num_codebooks: int, distance: str = "expanded",
+               tables: Tensor | None = None) -> Tensor:
+    """Latents (B, T, D) -> ids (B, T, q) with the first q = num_codebooks codebooks (Q, K, D) (and, with
+    distance="cdist", optionally their `cdist_table`s (Q, K, D + 2))."""
     b, t, d = z.shape
     residual = z.reshape(b * t, d)
     ids = []
-    for codebook in codebooks[:num_codebooks]:
-        index = nearest(residual, codebook, distance)
+    for i, codebook in enumerate(codebooks[:num_codebooks]):
+        index = nearest(residual, codebook, distance, None if tables is None else tables[i])
         residual = residual - codebook[index]
         ids.append(index)
     return torch.stack(ids, dim=-1).view(b, t, num_codebooks)

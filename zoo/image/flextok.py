@@ -49,8 +49,8 @@ importer would add the VAE around this class.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from einops import rearrange, repeat
@@ -64,8 +64,37 @@ from zoo.tokenizer import (InputContract, Tokenizer, Tokens, TokenSpec, budget_l
                            check_input, check_tokens, check_weights, length_mask)
 
 
+class FSQGridConfig:
+    """What both FlexTok configs derive alike (ours below, the official architecture's in flextok_release.py):
+    a preset by name, the patch count of the `grid` each defines, the FSQ vocabulary, and the check of the codes."""
+
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}  # set beside each family's PRESETS table
+
+    @classmethod
+    def from_name(cls, name: str, **overrides: Any) -> Any:
+        if name not in cls.presets:
+            raise ValueError(f"{name!r} is not a supported config name; known: {sorted(cls.presets)}")
+        return cls(**{**cls.presets[name], **overrides})
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+    @property
+    def vocab_size(self) -> int:
+        return math.prod(self.fsq_levels)
+
+    def check_codes(self) -> None:
+        """`fsq_levels` as a tuple of ints, each >= 2, and at least one register (from `__post_init__`)."""
+        self.fsq_levels = tuple(int(v) for v in self.fsq_levels)
+        if self.num_registers < 1:
+            raise ValueError(f"num_registers must be >= 1, got {self.num_registers}")
+        if not self.fsq_levels or min(self.fsq_levels) < 2:
+            raise ValueError(f"fsq_levels must be integers >= 2, got {self.fsq_levels}")
+
+
 @dataclass
-class FlexTokConfig:
+class FlexTokConfig(FSQGridConfig):
     """Args:
         image_size: side S of the (square) input; a multiple of `patch_size`.
         in_channels: C of the input (3 for RGB pixels; 16 for the official VAE latents).
@@ -120,19 +149,15 @@ class FlexTokConfig:
                      steps=(1, 10_000), guidance=(0, 1000), time_shift=(1, 10_000))
         check_weights(self, 12 * (self.encoder_dim**2 * self.encoder_depth + self.decoder_dim**2 * self.decoder_depth),
                       "transformer weights")
-        self.fsq_levels = tuple(int(v) for v in self.fsq_levels)
+        self.check_codes()
         if self.patch_size < 1 or self.image_size % self.patch_size:
             raise ValueError(f"image_size={self.image_size} must be a multiple of patch_size={self.patch_size}")
-        if self.num_registers < 1:
-            raise ValueError(f"num_registers must be >= 1, got {self.num_registers}")
         for name in ("encoder", "decoder"):
             dim, heads = getattr(self, f"{name}_dim"), getattr(self, f"{name}_heads")
             if dim % heads or (dim // heads) % 2:
                 raise ValueError(f"{name}_dim={dim} must split into {name}_heads={heads} heads of even size")
             if dim % 4:
                 raise ValueError(f"{name}_dim={dim} must be divisible by 4 (2D sin-cos positions)")
-        if not self.fsq_levels or min(self.fsq_levels) < 2:
-            raise ValueError(f"fsq_levels must be integers >= 2, got {self.fsq_levels}")
         if self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
         if self.time_shift < 1:
@@ -142,20 +167,6 @@ class FlexTokConfig:
     def grid(self) -> tuple[int, int]:
         n = self.image_size // self.patch_size
         return n, n
-
-    @property
-    def num_patches(self) -> int:
-        return self.grid[0] * self.grid[1]
-
-    @property
-    def vocab_size(self) -> int:
-        return math.prod(self.fsq_levels)
-
-    @classmethod
-    def from_name(cls, name: str, **overrides: Any) -> "FlexTokConfig":
-        if name not in PRESETS:
-            raise ValueError(f"{name!r} is not a supported config name; known: {sorted(PRESETS)}")
-        return cls(**{**PRESETS[name], **overrides})
 
 
 # ----------------------------------------------------------------------------------------- the tokenizer
@@ -334,16 +345,7 @@ class FlexTok(Tokenizer):
             (B, 3, S, S) float in [0, 1].
         """
         c = self.config
-        steps = check_budget(c.steps if steps is None else steps, 1, 10_000, "steps")
-        guidance = c.guidance if guidance is None else guidance
-        if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not math.isfinite(guidance) or guidance < 0:
-            raise ValueError(f"guidance must be a finite number >= 0 (1 = no guidance), got {guidance!r}")
-        check_tokens(tokens, self.spec)
-        if tokens.ids is None:
-            raise ValueError("FlexTok decodes ids (B, k); these tokens carry only latents")
-        lengths = tokens.lengths.to(self.device)
-        if int(lengths.min()) < 1 or int(lengths.max()) > c.num_registers:
-            raise ValueError(f"token lengths must lie in [1, {c.num_registers}], got {tokens.lengths.tolist()}")
+        steps, guidance, lengths = decode_arguments(self, tokens, steps, guidance)
         k = int(lengths.max())
         ids = tokens.ids[:, :k].to(self.device)
         ids = ids * length_mask(lengths, k)  # padding → a valid id
@@ -378,6 +380,24 @@ class FlexTok(Tokenizer):
 
 
 # ----------------------------------------------------------------------------------------- shared with flextok_release
+
+
+def decode_arguments(tok: Tokenizer, tokens: Tokens, steps: int | None, guidance: float | None
+                     ) -> tuple[int, float, Tensor]:
+    """What both FlexToks' `decode` checks first: steps and guidance (None: the config's), ids present, every length
+    in [1, K]. Returns (steps, guidance, lengths (B,) on the tokenizer's device)."""
+    c = tok.config
+    steps = check_budget(c.steps if steps is None else steps, 1, 10_000, "steps")
+    guidance = c.guidance if guidance is None else guidance
+    if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not math.isfinite(guidance) or guidance < 0:
+        raise ValueError(f"guidance must be a finite number >= 0 (1 = no guidance), got {guidance!r}")
+    check_tokens(tokens, tok.spec)
+    if tokens.ids is None:
+        raise ValueError(f"{type(tok).__name__} decodes ids (B, k); these tokens carry only latents")
+    lengths = tokens.lengths.to(tok.device)
+    if int(lengths.min()) < 1 or int(lengths.max()) > c.num_registers:
+        raise ValueError(f"token lengths must lie in [1, {c.num_registers}], got {tokens.lengths.tolist()}")
+    return steps, guidance, lengths
 
 
 def seeded_noise(batch: int, seed: int | Tensor | None, shape: tuple[int, ...], device: torch.device) -> Tensor:
@@ -415,4 +435,5 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 # ----------------------------------------------------------------------------------------- registration
 
+FlexTokConfig.presets = PRESETS
 register_family(FlexTok, presets=PRESETS)

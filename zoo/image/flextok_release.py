@@ -38,6 +38,8 @@ instantiated.
 
 from __future__ import annotations
 
+import ast
+
 import json
 import math
 import warnings
@@ -51,12 +53,11 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from zoo.hub import register_family, register_release
-from zoo.image.flextok import seeded_noise
+from zoo.image.flextok import FSQGridConfig, decode_arguments, seeded_noise
 from zoo.nn.patch import Patchify, Unpatchify, sincos_pos_embed_2d
 from zoo.nn.timestep import TimestepEmbedding
 from zoo.nn.transformer import prefix_causal_mask
-from zoo.tokenizer import (InputContract, Tokenizer, Tokens, TokenSpec, budget_lengths, check_budget, check_input,
-                           check_tokens, length_mask)
+from zoo.tokenizer import InputContract, Tokenizer, Tokens, TokenSpec, budget_lengths, check_input, length_mask
 
 LICENCE = "LicenseRef-apple-amlr"  # Apple Machine Learning Research Model licence ('apple-amlr' on the hub)
 LICENCE_URL = "https://github.com/apple/ml-flextok/blob/main/LICENSE_WEIGHTS"
@@ -80,7 +81,7 @@ class LicenceNotice(UserWarning):
 
 
 @dataclass
-class FlexTokReleaseConfig:
+class FlexTokReleaseConfig(FSQGridConfig):
     """Args:
         image_size: side S of the square input image (256 for the releases).
         vae: the diffusers `AutoencoderKL` config of the latent space (downsampling 2^(len(blocks) - 1)).
@@ -122,7 +123,7 @@ class FlexTokReleaseConfig:
     apg: bool = True
 
     def __post_init__(self) -> None:
-        self.fsq_levels = tuple(int(v) for v in self.fsq_levels)
+        self.check_codes()
         self.vae = dict(self.vae)
         if self.image_size % (self.downsample * self.patch_size):
             raise ValueError(f"image_size={self.image_size} must be a multiple of the VAE's downsampling "
@@ -133,8 +134,6 @@ class FlexTokReleaseConfig:
                 raise ValueError(f"{name}_dim={dim} must be a multiple of head_dim={self.head_dim} and of 4")
         if self.adaln_expansion not in (1, 2):
             raise ValueError(f"adaln_expansion must be 1 or 2, got {self.adaln_expansion}")
-        if self.num_registers < 1 or not self.fsq_levels or min(self.fsq_levels) < 2:
-            raise ValueError(f"need num_registers >= 1 and fsq_levels >= 2, got {self.num_registers}, {self.fsq_levels}")
 
     @property
     def downsample(self) -> int:
@@ -148,20 +147,6 @@ class FlexTokReleaseConfig:
     def grid(self) -> tuple[int, int]:
         n = self.image_size // self.downsample // self.patch_size
         return n, n
-
-    @property
-    def num_patches(self) -> int:
-        return self.grid[0] * self.grid[1]
-
-    @property
-    def vocab_size(self) -> int:
-        return math.prod(self.fsq_levels)
-
-    @classmethod
-    def from_name(cls, name: str, **overrides: Any) -> "FlexTokReleaseConfig":
-        if name not in PRESETS:
-            raise ValueError(f"{name!r} is not a supported config name; known: {sorted(PRESETS)}")
-        return cls(**{**PRESETS[name], **overrides})
 
 
 # ----------------------------------------------------------------------------------------- blocks
@@ -385,16 +370,7 @@ class FlexTokRelease(Tokenizer):
             (B, 3, S, S) float in [0, 1].
         """
         c = self.config
-        steps = check_budget(c.steps if steps is None else steps, 1, 10_000, "steps")
-        guidance = c.guidance if guidance is None else guidance
-        if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not math.isfinite(guidance) or guidance < 0:
-            raise ValueError(f"guidance must be a finite number >= 0 (1 = no guidance), got {guidance!r}")
-        check_tokens(tokens, self.spec)
-        if tokens.ids is None:
-            raise ValueError("FlexTokRelease decodes ids (B, k); these tokens carry only latents")
-        lengths = tokens.lengths.to(self.device)
-        if int(lengths.min()) < 1 or int(lengths.max()) > c.num_registers:
-            raise ValueError(f"token lengths must lie in [1, {c.num_registers}], got {tokens.lengths.tolist()}")
+        steps, guidance, lengths = decode_arguments(self, tokens, steps, guidance)
         k = int(lengths.max())
         codes = self.fsq.indices_to_codes(tokens.ids[:, :k].to(self.device))
         side = c.image_size // c.downsample
@@ -421,20 +397,20 @@ class FlexTokRelease(Tokenizer):
 
     @staticmethod
     def is_release(path: str | Path) -> bool:
-        """A folder with config.json holding a FlexTok Hydra tree and model.safetensors (no weights read)."""
-        folder = Path(path)
-        if folder.is_file():
-            folder = folder.parent
+        """A FlexTok release (no weights read): a folder with config.json holding the Hydra tree and
+        model.safetensors, or a model.safetensors alone that carries the tree in its header metadata."""
         try:
-            tree = _unwrap(json.loads((folder / "config.json").read_text()))
+            tree, weights = _release_files(Path(path))
         except (OSError, ValueError):
             return False
-        return (folder / "model.safetensors").is_file() and isinstance(tree, dict) and \
-            str(tree.get("encoder", {}).get("_target_", "")).startswith("flextok.")
+        encoder = tree.get("encoder") if isinstance(tree, dict) else None
+        return weights.is_file() and isinstance(encoder, dict) and \
+            str(encoder.get("_target_", "")).startswith("flextok.")
 
     @classmethod
     def from_release(cls, path: str | Path, vae: str | Path | None = None) -> "FlexTokRelease":
-        """Convert an official release: `path` a folder (or its model.safetensors) as downloaded from the hub.
+        """Convert an official release: `path` a folder (or its model.safetensors) as downloaded from the hub,
+        or the model.safetensors alone as the official README links it (the tree is then read from its header).
 
         The VAE weights come from `model.safetensors` when it holds them (keys vae.vae.*), else from `vae`,
         a folder with the VAE release (config.json + diffusion_pytorch_model.safetensors), by default the
@@ -442,14 +418,13 @@ class FlexTokRelease(Tokenizer):
         """
         from safetensors.torch import load_file
 
-        folder = Path(path)
-        if folder.is_file():
-            folder = folder.parent
-        if not cls.is_release(folder):
+        if not cls.is_release(path):
             raise ValueError(f"{path} is not an official FlexTok release: expected a folder with config.json (the "
-                             "Hydra tree of apple/ml-flextok) and model.safetensors")
-        tree = _unwrap(json.loads((folder / "config.json").read_text()))
-        state = load_file(str(folder / "model.safetensors"))
+                             "Hydra tree of apple/ml-flextok) and model.safetensors, or a model.safetensors whose "
+                             "header metadata holds that tree")
+        tree, weights = _release_files(Path(path))
+        folder = weights.parent
+        state = load_file(str(weights))
         vae_state = {k[len("vae.vae."):]: state.pop(k) for k in list(state) if k.startswith("vae.vae.")}
         vae_config = None
         if not vae_state:
@@ -511,6 +486,40 @@ ALLOWED_TARGETS = frozenset(_PKG + t for t in (
 def _unwrap(tree: Any) -> Any:
     """config.json of a PyTorchModelHubMixin release: the tree itself, or {"config": tree}."""
     return tree["config"] if isinstance(tree, dict) and set(tree) == {"config"} else tree
+
+
+MAX_TREE_CHARS = 1 << 20  # a release's Hydra tree is a few KB; more in a header is refused before it is parsed
+
+
+def _release_files(path: Path) -> tuple[Any, Path]:
+    """(the Hydra tree, the weights file) of a release at `path`, reading no weights.
+
+    The tree comes from config.json beside the weights (what `FlexTokFromHub.save_pretrained` writes), else
+    from the header metadata of the weights file itself: the official `save_safetensors` stores each top-level
+    entry of the tree as `str(value)` and its `load_safetensors` reads each back with `ast.literal_eval`,
+    keeping the string where that fails. We read it the same way (literals only, nothing is executed).
+    """
+    weights = path if path.is_file() else path / "model.safetensors"
+    config = weights.parent / "config.json"
+    if config.is_file():
+        return _unwrap(json.loads(config.read_text())), weights
+    if weights.suffix != ".safetensors" or not weights.is_file():
+        raise ValueError(f"{path}: no config.json and no .safetensors file")
+    from safetensors import safe_open
+
+    with safe_open(str(weights), "pt") as f:  # parses the header only
+        metadata = f.metadata() or {}
+    if sum(len(k) + len(v) for k, v in metadata.items()) > MAX_TREE_CHARS:
+        raise ValueError(f"{weights}: header metadata over {MAX_TREE_CHARS} characters, not a FlexTok tree")
+    tree: dict[str, Any] = {}
+    for key, text in metadata.items():
+        try:
+            tree[key] = ast.literal_eval(text)
+        except (ValueError, SyntaxError, TypeError):
+            tree[key] = text
+        except (RecursionError, MemoryError) as e:
+            raise ValueError(f"{weights}: header metadata {key!r} is nested too deeply to be a FlexTok tree") from e
+    return tree, weights
 
 
 def _check_targets(node: Any, where: str = "config") -> None:
@@ -743,6 +752,7 @@ RELEASES: dict[str, dict[str, Any]] = {
 
 # ----------------------------------------------------------------------------------------- registration
 
+FlexTokReleaseConfig.presets = PRESETS
 register_family(FlexTokRelease, presets=PRESETS)
 for _name, _release_entry in RELEASES.items():
     register_release(_name, **{k: v for k, v in _release_entry.items() if k != "card"},

@@ -15,7 +15,6 @@ knows nothing of training (`recipes.lm.train_judge` trains the judge).
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 from pathlib import Path
@@ -26,16 +25,15 @@ import torch
 from torch import Tensor
 
 from zoo.llm.model import MultimodalLM
-from zoo.tokenizer import Tokens
+from zoo.tokenizer import Tokenizer, Tokens
 
 IMAGE, ACTION = "image", "action"  # the entry names of the demo LM's vocabulary
 JUDGE = "judge.safetensors"
 
 
-def seed_option(tokenizer: Any, seed: int) -> dict[str, int]:
+def seed_option(tokenizer: Tokenizer, seed: int) -> dict[str, int]:
     """{"seed": seed} for a flow decoder that takes one (FlexTok), {} for a deterministic one (KARL, CAT)."""
-    options = getattr(tokenizer, "decode_options", None) or inspect.signature(tokenizer.decode).parameters
-    return {"seed": seed} if "seed" in options else {}
+    return {"seed": seed} if "seed" in tokenizer.decode_options else {}
 
 
 # ----------------------------------------------------------------------------------------- sampling and judging

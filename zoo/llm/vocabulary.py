@@ -34,7 +34,6 @@ over the next id, so sampling never leaves it (`ConstrainedLogits` plugs it into
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 import os
@@ -70,8 +69,7 @@ def _codebooks(tokenizer: "Tokenizer", num_codebooks: int | None, bitrate: float
     spec = tokenizer.spec
     if num_codebooks is not None and bitrate is not None:
         raise ValueError(f"pass num_codebooks= or bitrate=, not both (got {num_codebooks} and {bitrate})")
-    knobs = getattr(tokenizer, "encode_knobs", None) or inspect.signature(tokenizer.encode).parameters
-    if "num_codebooks" not in knobs:
+    if "num_codebooks" not in tokenizer.encode_knobs:
         raise ValueError(f"{type(tokenizer).__name__} encodes all {spec.num_codebooks} codebooks at once "
                          "(its encode takes no num_codebooks=); leave num_codebooks and bitrate unset")
     if bitrate is not None:

@@ -50,8 +50,40 @@ def merge_r(x: Tensor, sizes: Tensor | None, metric: Tensor, r: int, protect: in
         sizes = x.new_ones(b, n)
     if r <= 0:
         return x, sizes, torch.arange(n, device=x.device).expand(b, n)
+    src, unm, dst = _match(metric, r, protect)  # (B, r), (B, Na - r), (B, r): indices into A / into B
+    pa, pb = (protect + 1) // 2, protect // 2
+    m, nb = n - r, n // 2
+    # input position of each output token: protected (input order), the other kept A, the other B
+    rep = torch.cat(_protected_first([2 * unm, 2 * torch.arange(nb, device=x.device).expand(b, -1) + 1],
+                                     pa, pb, protect), dim=1)  # (B, M)
+    into = dst + (m - nb)  # output index of each merged A token's partner (B token j >= pb sits at M - Nb + j)
+    # every output row is its representative's row; one index_add then corrects the r rows that receive a
+    # merge: partner row x_j += sum over its sources i of s_i / S (x_i - x_j), S the partner's new size
+    rows = torch.arange(b, device=x.device)[:, None]
+    flat_x = x.reshape(b * n, d)
+    out = flat_x.index_select(0, (rep + n * rows).reshape(-1))  # (B M, D)
+    out_sizes = sizes.gather(1, rep)
+    src_sizes = sizes[:, 0::2].gather(1, src)
+    new_sizes = out_sizes.scatter_add(1, into, src_sizes)
+    weight = (src_sizes / new_sizes.gather(1, into)).reshape(-1, 1).to(x.dtype)  # (B r, 1)
+    merged = flat_x.index_select(0, (2 * src + n * rows).reshape(-1))
+    partner = flat_x.index_select(0, (2 * dst + 1 + n * rows).reshape(-1))
+    out.index_add_(0, (into + m * rows).reshape(-1), (merged - partner) * weight)
+    out = out.view(b, m, d)
+    # where each input went: representatives to their output index, merged A tokens to their partner's
+    slot = torch.empty(b, n, dtype=torch.long, device=x.device)
+    slot.scatter_(1, rep, torch.arange(m, device=x.device).expand(b, -1))
+    slot.scatter_(1, 2 * src, into)
+    return out, new_sizes, slot
+
+
+def _match(metric: Tensor, r: int, protect: int) -> tuple[Tensor, Tensor, Tensor]:
+    """ToMe's bipartite matching: A = even positions, B = odd; the r A tokens most similar to B merge.
+
+    Returns (src (B, r) merged A indices, unm (B, Na - r) kept A indices in output order, dst (B, r) B partners).
+    """
     metric = metric / metric.norm(dim=-1, keepdim=True)
-    scores = metric[:, 0::2] @ metric[:, 1::2].transpose(1, 2)  # (B, Na, Nb)
+    scores = metric[:, 0::2] @ metric[:, 1::2].transpose(1, 2)  # (B, Na, Nb) cosine similarity
     pa, pb = (protect + 1) // 2, protect // 2  # protected tokens in A (even positions) and in B (odd)
     if pa:
         scores[:, :pa] = float("-inf")
@@ -62,22 +94,7 @@ def merge_r(x: Tensor, sizes: Tensor | None, metric: Tensor, r: int, protect: in
     src, unm = edge[:, :r], edge[:, r:]  # A tokens merged / kept
     if protect:
         unm = unm.sort(dim=-1).values  # protected A tokens (score -inf) come first, the rest in input order
-    dst = partner.gather(1, src)
-    # one gather / scatter over [x * size, size]: the size-weighted sum and the new size together
-    xs = torch.cat([x * sizes[..., None].to(x.dtype), sizes[..., None].to(x.dtype)], dim=-1)
-    a, bb = xs[:, 0::2], xs[:, 1::2]
-    kept = a.gather(1, unm[..., None].expand(-1, -1, d + 1))
-    merged = bb.scatter_add(1, dst[..., None].expand(-1, -1, d + 1), a.gather(1, src[..., None].expand(-1, -1, d + 1)))
-    out = torch.cat(_protected_first([kept, merged], pa, pb, protect), dim=1)
-    out_sizes = out[..., d]
-    out_x = out[..., :d] / out[..., d:]
-    # where each input went: representatives by their output index, merged A tokens to their partner's
-    rep = torch.cat(_protected_first([2 * unm, 2 * torch.arange(bb.shape[1], device=x.device).expand(b, -1) + 1],
-                                     pa, pb, protect), dim=1)  # (B, N - r) input position of each output
-    slot = torch.empty(b, n, dtype=torch.long, device=x.device)
-    slot.scatter_(1, rep, torch.arange(n - r, device=x.device).expand(b, -1))
-    slot.scatter_(1, 2 * src, slot.gather(1, 2 * dst + 1))
-    return out_x, out_sizes.to(sizes.dtype), slot
+    return src, unm, partner.gather(1, src)
 
 
 def _protected_first(parts: list[Tensor], pa: int, pb: int, protect: int) -> list[Tensor]:
