@@ -86,6 +86,22 @@ def test_user_errors_exit_2_with_one_line_naming_the_knobs(tmp_path, capsys):
     assert "No such file or directory" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("name", ["cat-tiny-nat32", "codec-small-speech16k", "beast-lasa"])
+def test_info_of_a_shipped_name_from_the_index_matches_info_of_a_copy_of_its_folder(name, tmp_path, capsys):
+    """A shipped name is described from the index (no torch); any other folder from its config (with torch)."""
+    import shutil
+
+    from zoo import hub
+
+    copy = shutil.copytree(hub.locate(name), tmp_path / "copy")
+    assert main(["info", name]) == 0
+    shipped = capsys.readouterr().out.splitlines()
+    assert main(["info", str(copy)]) == 0
+    copied = capsys.readouterr().out.splitlines()
+    assert shipped[1] == copied[1] and shipped[3:] == copied[3:] and len(shipped) > 10  # all but name and files
+    assert any(line.startswith("processor:") for line in shipped) == (name != "beast-lasa")
+
+
 def test_info_lists_the_knobs_and_decode_options(capsys):
     assert main(["info", "flextok-tiny-nat32"]) == 0
     out = capsys.readouterr().out

@@ -45,9 +45,9 @@ def parse_options(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
-def _keywords(keywords: dict[str, str]) -> str:
-    """`name=default` for each keyword-only argument of a family's encode/decode."""
-    return ", ".join(f"{name}={default}" for name, default in keywords.items()) or "none"
+def _keywords(keywords: list[list[str]]) -> str:
+    """`name=default` for each keyword-only argument of a family's encode/decode (`hub.family_info`)."""
+    return ", ".join(f"{name}={default}" for name, default in keywords) or "none"
 
 
 def cmd_list(args: argparse.Namespace) -> None:
@@ -68,11 +68,29 @@ def cmd_list(args: argparse.Namespace) -> None:
 def cmd_info(args: argparse.Namespace) -> None:
     from zoo import hub
 
+    release = hub.unfetched_release(args.name)
+    if release is not None:  # what the index knows; its contract is printed once it is downloaded
+        rel, summary, knobs = release.release, release.summary, hub.family_info(release.family)
+        where = f"hf-hub:{rel.hf_repo}@{rel.revision or 'main'}" if rel.hf_repo else rel.url
+        print("\n".join([
+            f"name:         {args.name}",
+            f"family:       {release.family}",
+            f"files:        not downloaded yet: zoo.load({args.name!r}) fetches {', '.join(rel.files)} from {where} "
+            "and converts them once into the cache",
+            f"modality:     {summary.get('modality')}",
+            f"licence:      {rel.license} ({rel.license_url}){'; non-commercial' if rel.non_commercial else ''}",
+            f"encode knobs: {_keywords(knobs['encode'])}", f"decode opts:  {_keywords(knobs['decode'])}",
+            f"about:        {summary.get('description', '')}"]))
+        return
     directory = hub.locate(args.name)
     config = hub.read_config(directory)
     spec = config.get("spec", {})
     inp = spec.get("input", {})
-    summary = config.get("summary", {})
+    summary = hub.shipped_summary(args.name, directory)  # a shipped name: all from the index, no torch
+    if summary is None:
+        from zoo.processing import describe_spec
+
+        summary = {**config.get("summary", {}), **describe_spec(spec)}
     lines = [
         f"name:         {args.name}",
         f"family:       {config['family']}",
@@ -92,13 +110,9 @@ def cmd_info(args: argparse.Namespace) -> None:
         f"max tokens:   {spec.get('max_tokens')}",
         f"latent dim:   {spec.get('latent_dim')}",
     ]
-    from zoo.processing import processor_for
-    from zoo.tokenizer import TokenSpec
-
-    proc = processor_for(TokenSpec.from_dict(spec).input) if spec else None
-    if proc is not None:
-        lines.append(f"processor:    {proc.describe()}")
-        lines.append(f"              {proc.options()}")
+    if "processor" in summary:
+        lines.append(f"processor:    {summary['processor']}")
+        lines.append(f"              {summary['processor_options']}")
     knobs = hub.family_info(config["family"])  # from the index: no model is built for `zoo info`
     lines += [f"encode knobs: {_keywords(knobs['encode'])}", f"decode opts:  {_keywords(knobs['decode'])}",
               "every call:   batch_size=N (at most N samples at a time); decode also force=True (tokens of another tokenizer)"]

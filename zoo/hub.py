@@ -231,15 +231,25 @@ def register_family(cls: type, *, presets: Iterable[str] = ()) -> type:
     return cls
 
 
-def _keywords(fn: Any) -> dict[str, str]:
-    """{name: repr(default)} of a method's keyword-only arguments (its budget knobs or decode options),
-    kept in the index so `zoo info` shows them without importing torch."""
+def _keywords(fn: Any) -> list[list[str]]:
+    """[name, repr(default)] of a method's keyword-only arguments (its budget knobs or decode options), in the
+    signature's order (a list: the index is written with sorted keys), kept in the index so `zoo info` shows
+    them without importing torch."""
     if fn is None:
-        return {}
+        return []
     import inspect
 
     params = inspect.signature(fn).parameters.values()
-    return {p.name: repr(p.default) for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    return [[p.name, repr(p.default)] for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
+
+
+def shipped_summary(name: str, directory: Path) -> dict[str, Any] | None:
+    """The index's summary of `name` (spec summary, processor line, card summary) when `directory` is its shipped
+    folder; None otherwise (a local folder of that name, the cache, a user's checkpoint)."""
+    entry = _names().get(name)
+    if entry is None or not entry.shipped or Path(directory).resolve() != (REPO_CHECKPOINTS / name).resolve():
+        return None
+    return entry.summary
 
 
 def family_info(family: str) -> dict[str, Any]:
@@ -861,11 +871,27 @@ def _complete(directory: Path, sha256: dict[str, str] | None = None) -> bool:
     return sha256 is None or CONFIG not in sha256 or same_sha(sha256_file(directory / CONFIG), sha256[CONFIG])
 
 
-def _locate(entry: Entry) -> Path:
-    """The first source that holds `entry`'s files: shipped checkpoints, the cache, its release, hub or URL."""
+def _local_folder(entry: Entry) -> Path | None:
+    """`entry`'s folder where one is here already: shipped, or in the cache (downloaded, converted)."""
     for directory in (REPO_CHECKPOINTS / entry.name, cache_root() / "checkpoints" / entry.name):
         if (directory / CONFIG).is_file():  # the manifest is written last: its presence means a whole folder
             return directory  # (load_dir checks every hash, the registry's first)
+    return None
+
+
+def unfetched_release(source: Any) -> Entry | None:
+    """The registered release `source` names while nothing of it is here yet (no local path of that name, no
+    converted folder): `zoo info` describes it from the index instead of downloading and converting it."""
+    if not isinstance(source, str) or _exists(Path(source).expanduser()):
+        return None
+    entry = _names().get(source)
+    return entry if entry is not None and entry.release is not None and _local_folder(entry) is None else None
+
+
+def _locate(entry: Entry) -> Path:
+    """The first source that holds `entry`'s files: shipped checkpoints, the cache, its release, hub or URL."""
+    if (directory := _local_folder(entry)) is not None:
+        return directory
     target = cache_root() / "checkpoints" / entry.name
     if entry.release is not None:
         return _convert_release(entry, target)
@@ -1189,6 +1215,8 @@ def _import_families() -> None:
 
 def build_index(root: Path = REPO_CHECKPOINTS, hf_org: str = "zoo-tokenizers") -> dict[str, Any]:
     """The index `zoo/registry.json` holds: every family, shipped checkpoint and registered release."""
+    from zoo.processing import describe_spec
+
     _import_families()
     names: dict[str, Any] = {}
     for directory in sorted(p for p in root.iterdir() if (p / CONFIG).is_file()):
@@ -1200,7 +1228,8 @@ def build_index(root: Path = REPO_CHECKPOINTS, hf_org: str = "zoo-tokenizers") -
         names[directory.name] = Entry(
             directory.name, config["family"], {n: sha256_file(directory / n) for n in (CONFIG, WEIGHTS)},
             hf_repo=f"{hf_org}/{directory.name}",
-            summary={**_spec_summary(config.get("spec", {})), **config.get("summary", {})}, shipped=True,
+            summary={**_spec_summary(config.get("spec", {})), **describe_spec(config.get("spec", {})),
+                     **config.get("summary", {})}, shipped=True,
         ).to_json()
     for name, e in sorted(_RELEASES.items()):
         if not _families().get(e.family, {}).get("module", "").startswith("zoo."):

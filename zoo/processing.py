@@ -571,3 +571,12 @@ def processor_for(tok_or_contract: Any, **overrides: Any) -> Processor | None:
     if contract.sample_rate is None:
         raise ValueError(f"the contract {contract.describe()!r} has no sample rate to resample to")
     return AudioProcessor(int(contract.sample_rate), channels, int(contract.multiples.get("S", 1)), **options)
+
+
+def describe_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """What `zoo info` prints of a spec's processor: {"processor": one line, "processor_options": {...}}, or {}
+    where the modality has none. The index records it for shipped checkpoints, so `zoo info` needs no torch."""
+    from zoo.tokenizer import TokenSpec
+
+    proc = processor_for(TokenSpec.from_dict(spec).input) if spec else None
+    return {} if proc is None else {"processor": proc.describe(), "processor_options": dict(sorted(proc.options().items()))}
