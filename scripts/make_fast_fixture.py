@@ -1,41 +1,53 @@
-"""Make tests/fixtures/fast_release: a small FAST tokenizer in the layout of physical-intelligence/fast.
+"""Make tests/fixtures/fast_release by running FAST's official processor: a small tokenizer in the release's layout.
 
-FAST's universal tokenizer is published on the Hugging Face hub (physical-intelligence/fast, Apache-2.0)
-as `tokenizer.json` (a byte-level BPE saved by transformers' PreTrainedTokenizerFast) and
-`processor_config.json` (scale, min_token, vocab_size, action_dim, time_horizon), with its processor
-code (`processing_action_tokenizer.py`, class UniversalActionProcessor) beside them. That code cannot be
-downloaded here, so this script does not run it: it repeats, with the same libraries, only the steps
-the check needs, as the processor does them:
+FAST's universal tokenizer is published on the Hugging Face hub (physical-intelligence/fast, Apache-2.0) as
+`tokenizer.json` + `processor_config.json`, with its code beside them: `processing_action_tokenizer.py`,
+class `UniversalActionProcessor` (`fit`, `__call__`, `decode`). This script imports that file as it is,
+given by path, and lets it do every step:
 
-- training (`UniversalActionProcessor.fit`): DCT-II (orthonormal) of each chunk along time, flattened
-  time-major; coefficients x scale rounded; min_token = the smallest; each chunk becomes the string of
-  chr(v - min_token); a `tokenizers` ByteLevelBPETokenizer is trained on those strings with an initial
-  alphabet of every symbol from min to max, min_frequency 2, no special tokens, max_token_length 10000,
-  and wrapped in a PreTrainedTokenizerFast (clean_up_tokenization_spaces=False) that is saved;
-- encoding (`__call__`): the same DCT and rounding, chr(max(v - min_token, 0)), `tokenizer(text)["input_ids"]`;
-- decoding (`decode`): `tokenizer.decode(ids)`, ord(c) + min_token, reshape to (T, D), inverse DCT / scale.
+- `UniversalActionProcessor.fit` on seeded smooth action chunks of several lengths and dofs (FAST's universal
+  tokenizer takes any), `scale=10`, `vocab_size=VOCAB`;
+- `save_pretrained`, then the release's layout: tokenizer.json and processor_config.json side by side (the hub
+  repo was written by transformers 4; transformers >= 5 puts the tokenizer in a `bpe_tokenizer/` folder,
+  the mismatch reported in discussion 20 of the hub repo, so it is moved up here);
+- the processor is built again from those two files (as `from_pretrained` does) and must give the in-memory
+  one's ids; then `__call__` (ids) and `decode(tokens, time_horizon=T, action_dim=D)` of held-out chunks,
+  some with values beyond the fitted range (clipped at `min_token` by `__call__`), written to io.npz.
 
-The chunks are random smooth trajectories in [-1, 1] of several lengths and dofs (FAST's universal
-tokenizer takes any); the test inputs include values beyond the fitted range, so the clipping at
-min_token is exercised. tests/test_baselines.py loads the folder with `DCTBPE.from_release` and requires
-the same ids and decoded actions.
+tests/test_baselines.py loads the folder through `DCTBPE.from_release` and `zoo.load("fast-universal")`
+(a loopback hub) and requires the same ids and decodes within 1e-5.
 
-    python scripts/make_fast_fixture.py
+The machine that made the fixture could not reach the hub. The file it ran is the text of
+`processing_action_tokenizer.py` as stored in the code index this project can search (6145 characters,
+sha256 OFFICIAL_SHA256 below; the index did not name its repository or the hub commit). It matches, line
+for line in `fit` and `__call__`, the copy in uynitsuj/FASTer@61cd94b3ddba59f96ffd78b835aa357cf73b908a (a
+fork of the hub repo whose `decode` adds an early-stopping change), and the API of the hub repo's README.
+The script prints the hash of the file it runs, so a run against the hub's own copy says at once if they differ.
+
+    python scripts/make_fast_fixture.py /path/to/processing_action_tokenizer.py
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import importlib.util
+import io
 import json
+import shutil
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
-from scipy.fft import dct, idct
 
 OUT = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "fast_release"
-SCALE = 10
+OFFICIAL_SHA256 = "6f021ca1f4c1b194ab6fa399d80baf3d642eadb17efb8f73301e4ac401522c20"
+SCALE, VOCAB = 10, 400
 
 
 def chunks(rng: np.random.Generator, n: int) -> list[np.ndarray]:
+    """Smooth chunks in [-1, 1]: piecewise-linear through 4 random knots, 8-16 steps, 2-5 dofs."""
     out = []
     for _ in range(n):
         t, d = int(rng.integers(8, 17)), int(rng.integers(2, 6))
@@ -45,50 +57,58 @@ def chunks(rng: np.random.Generator, n: int) -> list[np.ndarray]:
     return out
 
 
+def official(path: Path):
+    """The UniversalActionProcessor class of `path` (its hash printed beside the one of the file named above)."""
+    got = hashlib.sha256(path.read_bytes()).hexdigest()
+    print(f"running {path}: sha256 {got} ({'the' if got == OFFICIAL_SHA256 else 'NOT the'} file this fixture was made with)")
+    spec = importlib.util.spec_from_file_location("processing_action_tokenizer", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.UniversalActionProcessor
+
+
 def main() -> None:
-    from tokenizers import ByteLevelBPETokenizer
-    from tokenizers.trainers import BpeTrainer
     from transformers import PreTrainedTokenizerFast
 
-    rng = np.random.default_rng(0)
-    train = chunks(rng, 400)
-    coeffs = [np.around(dct(a, axis=0, norm="ortho").flatten() * SCALE) for a in train]
-    low, high = int(np.concatenate(coeffs).min()), int(np.concatenate(coeffs).max())
-    vocab_size = (high - low + 1) + 256
-    bpe = ByteLevelBPETokenizer()
-    trainer = BpeTrainer(vocab_size=vocab_size, min_frequency=2, show_progress=False, special_tokens=[],
-                         initial_alphabet=[chr(i) for i in range(high - low + 1)], max_token_length=10000)
-    bpe._tokenizer.train_from_iterator(("".join(map(chr, (c - low).astype(int))) for c in coeffs), trainer=trainer)
-    OUT.mkdir(parents=True, exist_ok=True)
-    PreTrainedTokenizerFast(tokenizer_object=bpe, clean_up_tokenization_spaces=False).save_pretrained(OUT)
-    (OUT / "processor_config.json").write_text(json.dumps(
-        {"action_dim": None, "auto_map": {"AutoProcessor": "processing_action_tokenizer.UniversalActionProcessor"},
-         "min_token": low, "processor_class": "UniversalActionProcessor", "scale": SCALE, "time_horizon": None,
-         "vocab_size": vocab_size}, indent=2, sort_keys=True) + "\n")
+    if len(sys.argv) != 2:
+        raise SystemExit(__doc__.rsplit("\n\n", 1)[-1].strip())
+    Processor = official(Path(sys.argv[1]))
+    fitted = Processor.fit(chunks(np.random.default_rng(0), 400), scale=SCALE, vocab_size=VOCAB)
 
-    tok = PreTrainedTokenizerFast.from_pretrained(OUT)  # read back, as AutoProcessor would
-    cases = {"in_range": np.stack([c for c in chunks(np.random.default_rng(1), 400) if c.shape == (12, 3)][:3]),
-             "wide": np.random.default_rng(2).uniform(-3, 3, size=(2, 12, 4))}  # beyond the fitted range: clipped symbols
+    OUT.mkdir(parents=True, exist_ok=True)
+    for old in OUT.iterdir():
+        old.unlink()
+    with tempfile.TemporaryDirectory() as tmp:
+        fitted.save_pretrained(tmp)
+        nested = Path(tmp) / "bpe_tokenizer" / "tokenizer.json"
+        shutil.copy(nested if nested.is_file() else Path(tmp) / "tokenizer.json", OUT / "tokenizer.json")
+        shutil.copy(Path(tmp) / "processor_config.json", OUT / "processor_config.json")
+    config = json.loads((OUT / "processor_config.json").read_text())
+    proc = Processor(PreTrainedTokenizerFast(tokenizer_file=str(OUT / "tokenizer.json"), clean_up_tokenization_spaces=False),
+                     scale=config["scale"], vocab_size=config["vocab_size"], min_token=config["min_token"],
+                     action_dim=config.get("action_dim"), time_horizon=config.get("time_horizon"))
+
+    held_out = chunks(np.random.default_rng(1), 400)
+    cases = {"in_range": np.stack([c for c in held_out if c.shape == (12, 3)][:3]),
+             "wide": np.random.default_rng(2).uniform(-3, 3, size=(2, 12, 4))}  # beyond the fitted range
     arrays = {}
     for name, actions in cases.items():
-        ids, decoded = [], []
-        for chunk in actions:
-            c = np.around(dct(chunk, axis=0, norm="ortho") * SCALE)
-            text = "".join(map(chr, np.maximum(c.flatten() - low, 0).astype(int)))
-            row = tok(text)["input_ids"]
-            ids.append(row)
-            back = np.array([ord(ch) for ch in tok.decode(row)]) + low
-            decoded.append(idct(back.reshape(chunk.shape) / SCALE, axis=0, norm="ortho"))
+        ids = proc(actions)
+        if ids != fitted(actions):
+            raise SystemExit(f"{name}: the processor read back from {OUT} gives other ids than the fitted one")
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):  # decode prints, and returns zeros, on a malformed row
+            decoded = proc.decode(ids, time_horizon=actions.shape[1], action_dim=actions.shape[2])
+        if printed.getvalue():
+            raise SystemExit(f"{name}: the official decode reported an error: {printed.getvalue()}")
         width = max(len(r) for r in ids)
         arrays[f"{name}.actions"] = actions
         arrays[f"{name}.ids"] = np.array([r + [0] * (width - len(r)) for r in ids], dtype=np.int64)
         arrays[f"{name}.lengths"] = np.array([len(r) for r in ids], dtype=np.int64)
-        arrays[f"{name}.decoded"] = np.stack(decoded)
+        arrays[f"{name}.decoded"] = decoded
     np.savez(OUT / "io.npz", **arrays)
-    for extra in ("tokenizer_config.json", "special_tokens_map.json"):  # the hub repo has them; our loader needs neither
-        (OUT / extra).unlink(missing_ok=True)
-    print(f"wrote {OUT}: min_token {low}, vocab {vocab_size}, "
-          f"{ {p.name: p.stat().st_size for p in OUT.iterdir()} }; lengths { {k: v.tolist() for k, v in arrays.items() if 'lengths' in k} }")
+    print(f"wrote {OUT}: {config}; {({p.name: p.stat().st_size for p in OUT.iterdir()})}; "
+          f"lengths {({k: v.tolist() for k, v in arrays.items() if 'lengths' in k})}")
 
 
 if __name__ == "__main__":

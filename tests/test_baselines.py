@@ -73,7 +73,8 @@ def test_dct_bpe_refuses_what_it_cannot_do(data):
 
 # ----------------------------------------------------------------------------------------- FAST's release layout
 
-FAST = Path(__file__).parent / "fixtures" / "fast_release"  # made by scripts/make_fast_fixture.py
+FAST = Path(__file__).parent / "fixtures" / "fast_release"  # FAST's official processor's files and outputs,
+# made by scripts/make_fast_fixture.py running processing_action_tokenizer.py (UniversalActionProcessor)
 
 
 @pytest.mark.parametrize("case", ["in_range", "wide"])
@@ -138,10 +139,13 @@ def test_fast_universal_downloads_converts_and_loads_from_a_local_fake_hub(tmp_p
     from tests.fakehub import load_release_from_fake_hub
 
     code = ("import numpy as np, torch, zoo; io = np.load('tests/fixtures/fast_release/io.npz'); "
-            "tok = zoo.load('fast-universal'); t = tok.encode(torch.from_numpy(io['wide.actions'])); "
-            "print(tok.family, torch.equal(t.ids, torch.from_numpy(io['wide.ids'])))")
+            "tok = zoo.load('fast-universal')\n"
+            "for case in ('in_range', 'wide'):\n"
+            "    t = tok.encode(torch.from_numpy(io[case + '.actions']))\n"
+            "    gap = (tok.decode(t).double() - torch.from_numpy(io[case + '.decoded'])).abs().max().item()\n"
+            "    print(tok.family, torch.equal(t.ids, torch.from_numpy(io[case + '.ids'])), gap <= 1e-5)")
     out, requests = load_release_from_fake_hub("physical-intelligence/fast", FAST, ("tokenizer.json", "processor_config.json"),
                                                code, tmp_path)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["dct-bpe", "True"]
+    assert out.stdout.split() == ["dct-bpe", "True", "True"] * 2, out.stdout
     assert any("processor_config.json" in r for r in requests)

@@ -67,11 +67,18 @@ def test_the_library_and_its_cli_never_import_recipes(tmp_path):
     assert imported == "", f"the library imported {imported}"
 
 
-def test_zoo_info_of_a_shipped_name_imports_no_torch():
-    # issue 22: `zoo info NAME` in <= 1 s; it reads the index and the checkpoint's config.json, builds nothing
+def test_zoo_info_of_a_registered_name_imports_no_torch(tmp_path):
+    # issue 22: `zoo info NAME` in <= 1 s; it reads the index and the checkpoint's config.json, builds nothing;
+    # a release not downloaded yet is described from the index, offline, without fetching or converting it
+    import os
+
     code = ("import sys; from zoo.cli import main; main(['info', 'codec-small-speech16k']); "
-            "print('torch imported:', 'torch' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+            "main(['info', 'fast-universal']); print('torch imported:', 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "ZOO_CACHE": str(tmp_path), "HF_HUB_OFFLINE": "1"})
     assert out.returncode == 0, out.stderr
     assert "processor:    any rate and channels → 16000 Hz" in out.stdout
+    assert "not downloaded yet: zoo.load('fast-universal') fetches tokenizer.json, processor_config.json" in out.stdout
+    assert "licence:      Apache-2.0" in out.stdout and "decode opts:  num_steps=None, num_dof=None" in out.stdout
     assert out.stdout.splitlines()[-1] == "torch imported: False", out.stdout
+    assert os.listdir(tmp_path) == []  # nothing fetched, nothing converted

@@ -149,3 +149,27 @@ def test_release_architecture_is_moshis_default():
     from zoo.audio.mimi import _config_from_moshi
 
     assert _config_from_moshi({}) == MimiConfig()
+
+
+def test_zoo_load_converts_a_moshi_file_by_path(io, tmp_path, monkeypatch):
+    """`zoo.load(file)` / `zoo.load(folder)`: a moshi-format codec downloaded by hand converts once into the cache."""
+    import zoo
+
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "cache"))
+    x = padded(io["x"])
+    for source in (FIXTURE / WEIGHTS, FIXTURE):
+        tok = zoo.load(source)
+        assert isinstance(tok, Mimi)
+        assert torch.equal(tok.encode(x, num_codebooks=8).ids, io["ids_8"].transpose(1, 2))
+
+
+def test_a_vocabulary_holds_mimi_at_fewer_codebooks(mimi, io):
+    """Into the LLM: Mimi at 3 of its 8 codebooks (the semantic one first) round-trips through a vocabulary."""
+    from zoo.llm import Entry, Vocabulary
+
+    vocab = Vocabulary(text_size=100, entries=[Entry.from_tokenizer("speech", mimi, num_codebooks=3)])
+    t = mimi.encode(padded(io["x"])[:1], **vocab.entries[0].encode_kwargs)
+    assert t.ids.shape[-1] == 3 and torch.equal(t.ids, io["ids_3"][:1].transpose(1, 2))
+    back = vocab.from_llm(vocab.to_llm(t, "speech")[0])[-1].tokens()
+    assert torch.equal(back.ids, t.ids)
+    torch.testing.assert_close(mimi.decode(back), io["audio_3"][:1], atol=1e-5, rtol=0)

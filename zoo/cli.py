@@ -68,6 +68,20 @@ def cmd_list(args: argparse.Namespace) -> None:
 def cmd_info(args: argparse.Namespace) -> None:
     from zoo import hub
 
+    release = hub.unfetched_release(args.name)
+    if release is not None:  # what the index knows; its contract is printed once it is downloaded
+        rel, summary, knobs = release.release, release.summary, hub.family_info(release.family)
+        where = f"hf-hub:{rel.hf_repo}@{rel.revision or 'main'}" if rel.hf_repo else rel.url
+        print("\n".join([
+            f"name:         {args.name}",
+            f"family:       {release.family}",
+            f"files:        not downloaded yet: zoo.load({args.name!r}) fetches {', '.join(rel.files)} from {where} "
+            "and converts them once into the cache",
+            f"modality:     {summary.get('modality')}",
+            f"licence:      {rel.license} ({rel.license_url}){'; non-commercial' if rel.non_commercial else ''}",
+            f"encode knobs: {_keywords(knobs['encode'])}", f"decode opts:  {_keywords(knobs['decode'])}",
+            f"about:        {summary.get('description', '')}"]))
+        return
     directory = hub.locate(args.name)
     config = hub.read_config(directory)
     spec = config.get("spec", {})

@@ -871,11 +871,27 @@ def _complete(directory: Path, sha256: dict[str, str] | None = None) -> bool:
     return sha256 is None or CONFIG not in sha256 or same_sha(sha256_file(directory / CONFIG), sha256[CONFIG])
 
 
-def _locate(entry: Entry) -> Path:
-    """The first source that holds `entry`'s files: shipped checkpoints, the cache, its release, hub or URL."""
+def _local_folder(entry: Entry) -> Path | None:
+    """`entry`'s folder where one is here already: shipped, or in the cache (downloaded, converted)."""
     for directory in (REPO_CHECKPOINTS / entry.name, cache_root() / "checkpoints" / entry.name):
         if (directory / CONFIG).is_file():  # the manifest is written last: its presence means a whole folder
             return directory  # (load_dir checks every hash, the registry's first)
+    return None
+
+
+def unfetched_release(source: Any) -> Entry | None:
+    """The registered release `source` names while nothing of it is here yet (no local path of that name, no
+    converted folder): `zoo info` describes it from the index instead of downloading and converting it."""
+    if not isinstance(source, str) or _exists(Path(source).expanduser()):
+        return None
+    entry = _names().get(source)
+    return entry if entry is not None and entry.release is not None and _local_folder(entry) is None else None
+
+
+def _locate(entry: Entry) -> Path:
+    """The first source that holds `entry`'s files: shipped checkpoints, the cache, its release, hub or URL."""
+    if (directory := _local_folder(entry)) is not None:
+        return directory
     target = cache_root() / "checkpoints" / entry.name
     if entry.release is not None:
         return _convert_release(entry, target)
