@@ -1,7 +1,8 @@
 """Quality against training time on held-out real inputs, per source, while a run trains.
 
 `GoalCurve` measures the module's tokenizer every `every_n_steps` on `zoo.data.images.source_val_sets`
-(held-out photo crops, faces, shapes, flat colours, gradients, textures; sources and photos never trained on)
+(held-out photo crops, faces, shapes, flat colours, gradients, textures; sources and photos never trained on),
+or for a video tokenizer (`val_sets="video"`) on `zoo.data.video.source_val_clips` (val photos, faces and seeds)
 at each budget it is given, and appends one row per (source, budget) to ``<directory>/goal_curve.csv``
 with the step, the wall seconds and the process CPU seconds since the fit started. The curve of issue 20
 (quality vs training time for the retrained checkpoints) is read from that file by `benchmarks/real_inputs.py`.
@@ -19,6 +20,7 @@ import torch
 
 from zoo import metrics
 from zoo.data.images import images_to_tensor, source_val_sets
+from zoo.data.video import source_val_clips, videos_to_tensor
 
 FIELDS = ("step", "wall_s", "cpu_s", "source", "budget", "psnr", "tokens")
 
@@ -30,13 +32,17 @@ class GoalCurve(pl.Callback):
             the CSV is ``k=v`` joined by commas.
         decode: keyword arguments of every decode (e.g. ``{"seed": 0}``).
         every_n_steps: how often; also measured before the first step and after the last.
-        n: images per source.
+        n: images (or clips) per source.
+        val_sets: "images" (`source_val_sets`) or "video" (`source_val_clips`).
     """
 
     def __init__(self, directory: str, budgets: list[dict[str, Any]], decode: dict[str, Any] | None = None,
-                 every_n_steps: int = 500, n: int = 48) -> None:
+                 every_n_steps: int = 500, n: int = 48, val_sets: str = "images") -> None:
         if every_n_steps < 1:
             raise ValueError(f"every_n_steps must be >= 1, got {every_n_steps}")
+        if val_sets not in ("images", "video"):
+            raise ValueError(f"val_sets must be 'images' or 'video', got {val_sets!r}")
+        self.val_sets = val_sets
         self.path = Path(directory) / "goal_curve.csv"
         self.budgets, self.decode, self.every, self.n = budgets, dict(decode or {}), every_n_steps, n
         self.start_wall, self.start_cpu = time.time(), time.process_time()
@@ -44,7 +50,10 @@ class GoalCurve(pl.Callback):
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.start_wall, self.start_cpu = time.time(), time.process_time()
-        self.sets = {k: images_to_tensor(v["images"]) for k, v in source_val_sets(self.n).items()}
+        if self.val_sets == "video":
+            self.sets = {k: videos_to_tensor(v["videos"]) for k, v in source_val_clips(self.n).items()}
+        else:
+            self.sets = {k: images_to_tensor(v["images"]) for k, v in source_val_sets(self.n).items()}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if not self.path.exists():
             with self.path.open("w", newline="") as f:

@@ -113,6 +113,8 @@ class LARPModule(Recipe):
         ema_decay: weight average of the tokenizer used for validation and export.
         eval_tokens: numbers of tokens reported on the card (clipped to N).
         check_clips: the card also records the PSNR at N on the first this many val clips (for the test).
+        init_from: a LARP checkpoint to fine-tune (a folder, or anything `zoo.load` accepts); its config replaces
+            `preset`/`config`. The prior starts afresh (checkpoints do not keep it).
     """
 
     def __init__(self, preset: str = "tiny", config: dict[str, Any] | None = None, nested_dropout: bool = True,
@@ -125,7 +127,8 @@ class LARPModule(Recipe):
                  disc_channels: int = 32, lr: float = 1e-3, weight_decay: float = 0.01,
                  betas: tuple[float, float] = (0.9, 0.99), warmup_steps: int = 100, grad_clip: float = 1.0,
                  budget_seconds: float | None = None, ema_decay: float = 0.999,
-                 eval_tokens: tuple[int, ...] = (1, 2, 4, 8, 16, 32), check_clips: int = 16) -> None:
+                 eval_tokens: tuple[int, ...] = (1, 2, 4, 8, 16, 32), check_clips: int = 16,
+                 init_from: str | None = None) -> None:
         super().__init__()
         if prior_rounds not in (1, 2):
             raise ValueError(f"prior_rounds must be 1 or 2, got {prior_rounds}")
@@ -137,7 +140,7 @@ class LARPModule(Recipe):
             raise ValueError(f"loss weights must be >= 0, got prior_weight={prior_weight}, disc_weight={disc_weight}")
         self.save_hyperparameters()
         self.automatic_optimization = False  # two optimisers when the discriminator is on
-        self.init_preset(LARP, preset, config)
+        self.init_preset(LARP, preset, config, init_from)
         c = self.model.config
         self.prior = ARPrior(c.code_dim, c.max_tokens, prior_dim, prior_depth, prior_heads)
         self.discriminator = VideoDiscriminator(disc_channels) if disc_weight > 0 else None

@@ -81,3 +81,38 @@ def test_bad_arguments(kwargs):
         build_video_dataset(**{**args, **kwargs})
     with pytest.raises(ValueError, match="uint8"):
         videos_to_tensor(np.zeros((2, 4, 8, 8, 3), np.float32))
+
+
+NEW_SOURCES = ("still", "objects", "fades", "patterns")  # the sources of issue 20: what users bring
+
+
+@pytest.mark.parametrize("name", NEW_SOURCES)
+def test_new_sources_are_deterministic_and_split_by_source(name, tmp_path, monkeypatch):
+    n = 2 * len(NATURAL_IMAGES["train"])  # cycles past every train and val photo
+    train = build_video_dataset("train", n, frames=4, resolution=16, sources=(name,))
+    val = build_video_dataset("val", n, frames=4, resolution=16, sources=(name,))
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "other"))  # a fresh build gives the same bytes
+    assert _same(val, build_video_dataset("val", n, frames=4, resolution=16, sources=(name,)))
+    assert (train["source"] == zv.ALL_SOURCES.index(name)).all()
+    assert not set(train["origin"]) & set(val["origin"])
+    if name in ("still", "objects"):  # photos: val photos never appear in train
+        assert set(train["origin"]) <= set(NATURAL_IMAGES["train"])
+        assert set(val["origin"]) == set(NATURAL_IMAGES["val"])
+    else:  # scene seeds: val seeds lie in [2**63, 2**64), train seeds below
+        assert all(int(o[len(name):]) >= 2**63 for o in val["origin"])
+        assert all(int(o[len(name):]) < 2**63 for o in train["origin"])
+
+
+def test_new_sources_move_as_described():
+    d = {name: build_video_dataset("val", 12, frames=16, resolution=32, sources=(name,))["videos"].astype(int)
+         for name in NEW_SOURCES}
+    still = d["still"]
+    assert (still == still[:, :1]).all() and still.std(axis=(1, 2, 3, 4)).min() > 2  # one photo, repeated exactly
+    change = np.abs(np.diff(d["fades"], axis=1)).max(axis=(2, 3, 4))  # (N, T-1) largest step between frames
+    assert (change.max(1) == 0).any() and (change.max(1) > 0).any() and change.max() <= 10  # some still, all slow
+    for name in ("objects", "patterns"):
+        assert np.abs(d[name][:, -1] - d[name][:, 0]).mean(axis=(1, 2, 3)).min() > 0.5  # every clip moves
+    mixed = build_video_dataset("val", 7, frames=4, resolution=16, sources=zv.ALL_SOURCES)
+    assert mixed["source"].tolist() == list(range(7))
+    sets = zv.source_val_clips(2, frames=4, resolution=16)
+    assert list(sets) == list(zv.ALL_SOURCES) and all(len(s["videos"]) == 2 for s in sets.values())

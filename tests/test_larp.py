@@ -408,3 +408,13 @@ def test_larp_l_long_downloads_converts_and_loads_from_a_local_fake_hub(tmp_path
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["larp", "True"]
     assert any("model.safetensors" in r for r in requests)
+
+
+def test_recipe_fine_tunes_from_a_checkpoint(tok: LARP, tmp_path: Path) -> None:
+    """`init_from` (how larp-tiny-motion32 was fine-tuned on the sources of issue 20) starts from the saved weights;
+    its config replaces the preset's, and the prior starts afresh."""
+    module = _module(config={**MICRO, "max_tokens": 3}, init_from=str(tok.save_pretrained(tmp_path / "larp")))
+    assert module.model.config == tok.config and module.prior.pos.shape[0] == tok.config.max_tokens
+    state = tok.state_dict()
+    for weights in (module.model.state_dict(), module.tokenizer.state_dict()):
+        assert weights.keys() == state.keys() and all(torch.equal(v, state[k]) for k, v in weights.items())

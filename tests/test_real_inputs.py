@@ -95,3 +95,8 @@ def test_goal_table_has_a_row_per_budget(sets):
     text = ri.image_section(report, rows, goals, "cmd", Path("a.png"), Path("b.png"))
     assert text.count("| karl-tiny-nat32 | num_tokens=8 |") == 2  # the every-budget table and the per-source table
     assert text.count("| cat-tiny-nat32 | ratio=") == 2 * 3
+
+
+def test_video_set_names_every_video_source():
+    clips = ri.video_set(4, ("still", "fades"))
+    assert clips["source"].tolist() == ["still", "fades", "still", "fades"] and clips["x"].shape[0] == 4

@@ -1,6 +1,7 @@
 """Short video clips for training and evaluating video tokenizers, built offline.
 
-Three sources, each split train/val by where its pixels come from, never by clip:
+Seven sources, each split train/val by where its pixels come from, never by clip (the first three,
+`SOURCES`, are the default build and `val_clips`; `ALL_SOURCES` adds four for what users bring, issue 20):
 
 - ``shapes``: 1-3 shapes (`zoo.data.images.KINDS`, named colours) that move, spin and bounce off the
   frame's walls (elastic bounces; a third of the clips add gravity, so balls fall and rebound) over a
@@ -13,6 +14,14 @@ Three sources, each split train/val by where its pixels come from, never by clip
   come only from `NATURAL_IMAGES["train"]`, val clips only from `NATURAL_IMAGES["val"]`.
 - ``faces``: an LFW face (scikit-image's subset) sliding and bouncing over a flat or gradient
   background while it slowly grows or shrinks. Faces 0-79 are train, 80-99 val (`FACE_INDICES`).
+- ``still``: a crop of a photo of the split, the same frame repeated (a still shot: repeating the first
+  frame is exact there, so a tokenizer has to spend its tokens on one picture).
+- ``objects``: the bouncing shapes of ``shapes`` over a crop of a photo of the split (still, or panning
+  slowly), like a ball filmed over a real scene.
+- ``fades``: a flat colour or a gradient that stays (a quarter of the clips) or fades slowly, 5-50% of the way
+  toward another over the clip.
+- ``patterns``: noise-free test patterns in the spirit of ffmpeg's ``testsrc``/``testsrc2``: colour bars,
+  a grey ramp, a moving box and a frame counter, or a scrolling checker or ramp. Seeds split as ``shapes``.
 
 Everything is drawn at `SUPERSAMPLE` x the resolution and box-filtered down (or cropped with a
 float window, for photos), so motion is sub-pixel and edges are clean. Clip ``i`` comes from
@@ -37,10 +46,12 @@ from PIL import Image, ImageDraw
 
 from zoo.data.cache import cached_arrays
 from zoo.data.images import (BACKGROUNDS, COLOURS, FACE_INDICES, KINDS, NATURAL_IMAGES, SHAPES_SEED_BASE, SPLITS,
-                             SUPERSAMPLE, _article, _faces, _natural_photo, _polygon, _texture)
+                             SUPERSAMPLE, _article, _faces, _font, _natural_photo, _polygon, _random_colour, _texture,
+                             flat_image, gradient_image)
 
-VERSION = 1  # bump when the builders' output changes, so stale caches are not reused
-SOURCES = ("shapes", "pans", "faces")  # the `source` array holds indices into this tuple
+VERSION = 1  # bump when the builders' output changes, so stale caches are not reused (new sources did not change the old ones)
+SOURCES = ("shapes", "pans", "faces")  # the default build and `val_clips`
+ALL_SOURCES = (*SOURCES, "still", "objects", "fades", "patterns")  # the `source` array indexes this tuple
 RESOLUTIONS = (16, 32, 64)
 MAX_FRAMES = 64
 VAL_SEED = 0
@@ -73,11 +84,11 @@ def _background(rng: np.random.Generator, resolution: int) -> tuple[np.ndarray, 
     return canvas, (f"{name} gradient" if style == "gradient" else name)
 
 
-def shapes_clip(scene_seed: int, frames: int = 16, resolution: int = 32) -> tuple[np.ndarray, str]:
-    """Render one clip of bouncing shapes from its own seed → (uint8 (T, R, R, 3), caption)."""
-    rng = np.random.default_rng(scene_seed)
+def _moving_shapes(rng: np.random.Generator, canvases: list[np.ndarray] | np.ndarray, frames: int,
+                   resolution: int) -> tuple[np.ndarray, str, bool]:
+    """1-3 shapes bouncing over `canvases` (uint8 (S, S, 3) at SUPERSAMPLE x, one, or one per frame)
+    → (uint8 (T, R, R, 3), "a red star and a blue circle", gravity)."""
     size = resolution * SUPERSAMPLE
-    canvas, bg_words = _background(rng, resolution)
     gravity = rng.random() < GRAVITY_P
     colour_names = list(COLOURS)
     objects = []
@@ -92,7 +103,7 @@ def shapes_clip(scene_seed: int, frames: int = 16, resolution: int = 32) -> tupl
                             r=r, pos=pos, vel=vel, theta=rng.uniform(0, 2 * math.pi), spin=spin))
     clip = np.empty((frames, resolution, resolution, 3), np.uint8)
     for t in range(frames):
-        img = Image.fromarray(canvas)
+        img = Image.fromarray(canvases if isinstance(canvases, np.ndarray) else canvases[t])
         draw = ImageDraw.Draw(img)
         for o in objects:
             rgb = COLOURS[o["colour"]]
@@ -109,7 +120,14 @@ def shapes_clip(scene_seed: int, frames: int = 16, resolution: int = 32) -> tupl
             o["theta"] += o["spin"]
             _bounce(o["pos"], o["vel"], o["r"], size)
     names = [f"{_article(o['colour'])} {o['colour']} {o['kind']}" for o in objects]
-    subject = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    return clip, names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1], gravity
+
+
+def shapes_clip(scene_seed: int, frames: int = 16, resolution: int = 32) -> tuple[np.ndarray, str]:
+    """Render one clip of bouncing shapes from its own seed → (uint8 (T, R, R, 3), caption)."""
+    rng = np.random.default_rng(scene_seed)
+    canvas, bg_words = _background(rng, resolution)
+    clip, subject, gravity = _moving_shapes(rng, canvas, frames, resolution)
     caption = f"{subject} bouncing{' under gravity' if gravity else ''} on {_article(bg_words)} {bg_words} background"
     return clip, caption
 
@@ -191,6 +209,123 @@ def _face_clip(split: str, seed: int, j: int, frames: int, resolution: int) -> t
 
 
 # --------------------------------------------------------------------------------------------------
+# Still shots, shapes over photos, fades, test patterns
+# --------------------------------------------------------------------------------------------------
+
+SLOW_PAN = 0.15  # largest drift of an ``objects`` background over a clip, in window sides
+FADE_STILL_P = 1 / 4  # share of ``fades`` clips that do not change at all
+
+
+def _photo_windows(rng: np.random.Generator, photo: Image.Image, frames: int, out: int, drift: float,
+                   min_side: int) -> list[np.ndarray]:
+    """`frames` square windows of `photo` resized to `out` px, side log-uniform in `PAN_SCALES` of the short side
+    (at least `min_side` px), the centre drifting in a straight line by up to `drift` window sides over the clip
+    (0: one window, repeated)."""
+    w, h = photo.size
+    side = max(min(w, h) * math.exp(rng.uniform(*np.log(PAN_SCALES))), min_side)
+    half = side / 2
+    c0 = np.array([rng.uniform(half, w - half), rng.uniform(half, h - half)])
+    angle = rng.uniform(0, 2 * math.pi)
+    c1 = np.clip(c0 + drift * side * rng.uniform(0.5, 1.0) * np.array([math.cos(angle), math.sin(angle)]),
+                 [half, half], [w - half, h - half])
+    windows = []
+    for t in range(frames if drift > 0 else 1):
+        cx, cy = c0 + (c1 - c0) * t / max(frames - 1, 1)
+        box = (max(cx - half, 0.0), max(cy - half, 0.0), min(cx + half, w), min(cy + half, h))
+        windows.append(np.asarray(photo.resize((out, out), Image.BILINEAR, box=box, reducing_gap=2.0)))
+    return windows * frames if drift == 0 else windows
+
+
+def _source_rng(name: str, split: str, seed: int, j: int) -> np.random.Generator:
+    return np.random.default_rng([ALL_SOURCES.index(name), SPLITS.index(split), seed, j])
+
+
+def _still_clip(split: str, seed: int, j: int, frames: int, resolution: int) -> tuple[np.ndarray, str, str]:
+    """Clip `j` of still shots of the photos of `split`: one crop repeated → (uint8 (T, R, R, 3), caption, photo)."""
+    names = NATURAL_IMAGES[split]
+    name = names[j % len(names)]
+    (frame,) = _photo_windows(_source_rng("still", split, seed, j), _natural_photo(name), 1, resolution, 0.0, resolution)
+    return np.repeat(frame[None], frames, axis=0), f"a still shot of a photo ({name})", name
+
+
+def _objects_clip(split: str, seed: int, j: int, frames: int, resolution: int) -> tuple[np.ndarray, str, str]:
+    """Clip `j` of shapes bouncing over a photo of `split` (still or panning slowly) → (clip, caption, photo)."""
+    names = NATURAL_IMAGES[split]
+    name = names[(j * 5 + 3) % len(names)]  # not the photo `still` and `pans` show at the same j
+    rng = _source_rng("objects", split, seed, j)
+    drift = SLOW_PAN * rng.uniform(0, 1) if rng.random() < 0.5 else 0.0
+    canvases = _photo_windows(rng, _natural_photo(name), frames, resolution * SUPERSAMPLE, drift, resolution)
+    clip, subject, gravity = _moving_shapes(rng, canvases, frames, resolution)
+    return clip, f"{subject} bouncing{' under gravity' if gravity else ''} over a photo ({name})", name
+
+
+def _fade_clip(scene_seed: int, frames: int, resolution: int) -> tuple[np.ndarray, str]:
+    """A flat colour or gradient, still or fading part of the way to another → (uint8 (T, R, R, 3), caption)."""
+    rng = np.random.default_rng(scene_seed)
+    kind = "flat" if rng.random() < 0.5 else "gradient"
+    make = flat_image if kind == "flat" else gradient_image
+    a, b = make(rng, resolution).astype(np.float32), make(rng, resolution).astype(np.float32)
+    amount = 0.0 if rng.random() < FADE_STILL_P else rng.uniform(0.05, 0.5)
+    u = np.linspace(0.0, amount, frames, dtype=np.float32)[:, None, None, None]
+    clip = np.round(a + (b - a) * u).astype(np.uint8)
+    return clip, (f"a still {kind} colour" if amount == 0 else f"a {kind} colour fading slowly")
+
+
+BARS = ((191, 191, 191), (191, 191, 0), (0, 191, 191), (0, 191, 0), (191, 0, 191), (191, 0, 0), (0, 0, 191))
+
+
+def _pattern_clip(scene_seed: int, frames: int, resolution: int) -> tuple[np.ndarray, str]:
+    """A noise-free test pattern → (uint8 (T, R, R, 3), caption): colour bars over a grey ramp with a box that
+    moves and a frame counter (as ffmpeg's testsrc2), or a checker or colour ramp scrolling (as testsrc)."""
+    rng = np.random.default_rng(scene_seed)
+    size = resolution * SUPERSAMPLE
+    y, x = np.mgrid[0:size, 0:size].astype(np.float32)
+    style = ("bars", "checker", "ramp")[int(rng.integers(3))]
+    clip = np.empty((frames, resolution, resolution, 3), np.uint8)
+    if style == "bars":
+        order = rng.permutation(len(BARS))[: int(rng.integers(4, len(BARS) + 1))]
+        split_at = rng.uniform(0.55, 0.8) * size
+        base = np.empty((size, size, 3), np.float32)
+        base[:] = np.asarray(BARS, np.float32)[order][np.minimum((x * len(order) / size).astype(int), len(order) - 1)]
+        base[y >= split_at] = (x[y >= split_at] / size * 255)[:, None]
+        if rng.random() < 0.5:
+            base = base.transpose(1, 0, 2).copy()
+        canvas = Image.fromarray(base.astype(np.uint8))
+        box = rng.uniform(0.15, 0.3) * size
+        pos = rng.uniform(0, size - box, 2)
+        vel = rng.uniform(-2.0, 2.0, 2) * SUPERSAMPLE
+        colour = COLOURS[list(COLOURS)[int(rng.integers(len(COLOURS)))]]
+        start = int(rng.integers(0, 90))
+        font = _font(int(size * 0.3))
+        for t in range(frames):
+            img = canvas.copy()
+            draw = ImageDraw.Draw(img)
+            draw.rectangle((pos[0], pos[1], pos[0] + box, pos[1] + box), fill=colour)
+            draw.text((size * 0.05, size * 0.05), f"{start + t:02d}", fill=(255, 255, 255), font=font)
+            clip[t] = np.asarray(img.resize((resolution, resolution), Image.BOX))
+            pos += vel
+            for axis in range(2):  # bounce the box off the walls
+                if not 0 <= pos[axis] <= size - box:
+                    vel[axis] = -vel[axis]
+                    pos[axis] = np.clip(pos[axis], 0, size - box)
+        return clip, "colour bars with a moving box and a frame counter"
+    a, b = _random_colour(rng), _random_colour(rng)
+    period = rng.uniform(4.0, 16.0) * SUPERSAMPLE
+    theta = rng.uniform(0, 2 * math.pi)
+    speed = rng.uniform(0.25, 1.5) * SUPERSAMPLE  # output pixels per frame
+    u0, v0 = x * math.cos(theta) + y * math.sin(theta), -x * math.sin(theta) + y * math.cos(theta)
+    for t in range(frames):
+        u = (u0 + speed * t) / period
+        if style == "checker":
+            m = ((np.floor(u) + np.floor(v0 / period)) % 2).astype(np.float32)
+        else:
+            m = u - np.floor(u)  # a sawtooth ramp
+        m = m.reshape(resolution, SUPERSAMPLE, resolution, SUPERSAMPLE).mean((1, 3))
+        clip[t] = np.round(a + (b - a) * m[..., None]).astype(np.uint8)
+    return clip, f"a {style} pattern scrolling"
+
+
+# --------------------------------------------------------------------------------------------------
 # Builders
 # --------------------------------------------------------------------------------------------------
 
@@ -213,9 +348,9 @@ def _check_args(split: str, n: int, frames: int, resolution: int, sources: Seque
     if resolution not in RESOLUTIONS:
         raise ValueError(f"resolution={resolution!r} is not one of {RESOLUTIONS}")
     sources = (sources,) if isinstance(sources, str) else tuple(sources)
-    unknown = [s for s in sources if s not in SOURCES]
+    unknown = [s for s in sources if s not in ALL_SOURCES]
     if not sources or unknown or len(set(sources)) != len(sources):
-        raise ValueError(f"sources={sources!r} must be distinct names from {SOURCES} (at least one); unknown: {unknown}")
+        raise ValueError(f"sources={sources!r} must be distinct names from {ALL_SOURCES} (at least one); unknown: {unknown}")
     return sources
 
 
@@ -228,15 +363,15 @@ def build_video_dataset(split: str, n: int, frames: int = 16, resolution: int = 
         n: number of clips.
         frames: T, frames per clip (1..64).
         resolution: side R in pixels, one of `RESOLUTIONS`.
-        sources: names from `SOURCES`; clip i comes from sources[i % len(sources)].
+        sources: names from `ALL_SOURCES`; clip i comes from sources[i % len(sources)].
         seed: in [0, 2**31); picks the moves and scenes.
 
     Returns:
         videos: uint8 (N, T, R, R, 3).
-        source: int64 (N,), index into `SOURCES`.
+        source: int64 (N,), index into `ALL_SOURCES`.
         captions: unicode (N,), what moves and how.
-        origin: unicode (N,), where the pixels come from: 'shapes<scene seed>', the photo name, or
-            'lfw<index>'; train and val origins never meet.
+        origin: unicode (N,), where the pixels come from: 'shapes<scene seed>' (also 'fades<seed>',
+            'patterns<seed>'), the photo name, or 'lfw<index>'; train and val origins never meet.
     """
     sources = _check_args(split, n, frames, resolution, sources, seed)
     params = {"version": VERSION, "split": split, "n": int(n), "frames": int(frames), "resolution": int(resolution),
@@ -250,15 +385,15 @@ def _build(split: str, n: int, frames: int, resolution: int, sources: tuple[str,
     captions, origins = [""] * n, [""] * n
     for i in range(n):
         name, j = sources[i % len(sources)], i // len(sources)
-        source[i] = SOURCES.index(name)
-        if name == "shapes":
+        source[i] = ALL_SOURCES.index(name)
+        if name in ("shapes", "fades", "patterns"):  # drawn from a scene seed of their own, split as shapes
             scene_seed = SHAPES_SEED_BASE[split] + seed * 2**32 + j
-            videos[i], captions[i] = shapes_clip(scene_seed, frames, resolution)
-            origins[i] = f"shapes{scene_seed}"
-        elif name == "pans":
-            videos[i], captions[i], origins[i] = _pan_clip(split, seed, j, frames, resolution)
+            draw = {"shapes": shapes_clip, "fades": _fade_clip, "patterns": _pattern_clip}[name]
+            videos[i], captions[i] = draw(scene_seed, frames, resolution)
+            origins[i] = f"{name}{scene_seed}"
         else:
-            videos[i], captions[i], origins[i] = _face_clip(split, seed, j, frames, resolution)
+            draw = {"pans": _pan_clip, "faces": _face_clip, "still": _still_clip, "objects": _objects_clip}[name]
+            videos[i], captions[i], origins[i] = draw(split, seed, j, frames, resolution)
     return {"videos": videos, "source": source, "captions": np.array(captions, dtype=str),
             "origin": np.array(origins, dtype=str)}
 
@@ -266,6 +401,12 @@ def _build(split: str, n: int, frames: int, resolution: int, sources: tuple[str,
 def val_clips(n: int = 96, frames: int = 16, resolution: int = 32) -> dict[str, np.ndarray]:
     """THE validation set every video tokenizer reports on: val split, seed `VAL_SEED`, all sources."""
     return build_video_dataset("val", n, frames, resolution, SOURCES, seed=VAL_SEED)
+
+
+def source_val_clips(n: int = 16, frames: int = 16, resolution: int = 32) -> dict[str, dict[str, np.ndarray]]:
+    """Validation clips, one set per source of `ALL_SOURCES` (`n` clips each, val split, seed `VAL_SEED`), so
+    training runs and benchmarks report per source."""
+    return {name: build_video_dataset("val", n, frames, resolution, (name,), seed=VAL_SEED) for name in ALL_SOURCES}
 
 
 class VideoDataset(torch.utils.data.Dataset):
