@@ -1,9 +1,10 @@
-"""Quality vs training time from `recipes.goals.GoalCurve` files: one figure and one CSV for a run of one or more stages.
+"""Quality vs training time of a run of several stages (the video fine-tuning), from their GoalCurve files.
 
     python -m benchmarks.goal_curve runs/larp-tiny-motion32-real/goal_curve.csv runs/larp-tiny-motion32-real2/goal_curve.csv \
         --name larp_real_inputs_curve
 
-Stages are given in the order they ran; each later stage's step, wall and CPU seconds continue from the end of the one
+`benchmarks/goal_curves.py` reads the same files for the image runs (one stage each, with the image goals); this
+one joins stages. Stages are given in the order they ran; each later stage's step, wall and CPU seconds continue from the end of the one
 before (its row at step 0 measures the same weights as the previous stage's last row, so it is dropped). Writes
 `benchmarks/figures/<name>.png` (held-out PSNR per source vs CPU-minutes, one panel per budget) and `<name>.csv`
 (the rows, with a `stage` column); with `--section KEY`, also a BENCHMARKS.md section: the figure and a table of
@@ -23,24 +24,19 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from benchmarks.goal_curves import read_curve
 from benchmarks.report import FIGURES, table, write_section
 
 
 def merge_stages(paths: list[Path]) -> list[dict[str, str | float]]:
-    """The rows of every stage, times and steps made cumulative, with a 1-based `stage`."""
+    """The rows of every stage (`goal_curves.read_curve`), times and steps made cumulative, with a 1-based `stage`."""
     rows: list[dict[str, str | float]] = []
     offset = {"step": 0.0, "wall_s": 0.0, "cpu_s": 0.0}
     for stage, path in enumerate(paths, 1):
-        with Path(path).open(newline="") as f:
-            own = list(csv.DictReader(f))
+        own = read_curve(Path(path))
         if stage > 1:
-            own = [r for r in own if float(r["step"]) > 0]
-        for r in own:
-            row: dict[str, str | float] = {**r, "stage": stage}
-            for k in offset:
-                row[k] = float(r[k]) + offset[k]
-            row["psnr"], row["tokens"] = float(r["psnr"]), float(r["tokens"])
-            rows.append(row)
+            own = [r for r in own if r["step"] > 0]
+        rows += [{**r, **{k: float(r[k]) + offset[k] for k in offset}, "stage": stage} for r in own]
         if rows:
             offset = {k: max(float(r[k]) for r in rows) for k in offset}
     return rows

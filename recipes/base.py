@@ -53,6 +53,13 @@ def warmup_cosine(step: int, warmup_steps: int, progress: float, min_ratio: floa
     return min(1.0, (step + 1) / max(1, warmup_steps)) * (min_ratio + (1 - min_ratio) * cosine)
 
 
+def log_uniform_ints(k_max: int, shape: tuple[int, ...] = (), device: torch.device | str | None = None) -> Tensor:
+    """Integers in 1..k_max, log-uniform (each doubling equally likely, every value possible): floor(exp(u)),
+    u uniform in [0, log(k_max + 1))."""
+    u = torch.rand(shape, device=device) * math.log(k_max + 1)
+    return u.exp().floor().long().clamp(1, k_max)
+
+
 def ema_decay(limit: float, step: int) -> float:
     """The EMA decay at `step`: (1 + step) / (10 + step), capped at `limit`."""
     return min(limit, (1 + step) / (10 + step))

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from recipes.base import Recipe
+from recipes.base import Recipe, log_uniform_ints
 from zoo import metrics
 from zoo.image.flextok import FlexTok
 
@@ -70,8 +70,7 @@ class FlexTokModule(Recipe):
             return k_max
         if self.hparams.uniform_prefix > 0 and torch.rand(()).item() < self.hparams.uniform_prefix:
             return int(torch.randint(1, k_max + 1, ()))
-        u = torch.rand(()).item() * math.log(k_max + 1)
-        return min(k_max, max(1, int(math.exp(u))))  # log-uniform over 1..K
+        return int(log_uniform_ints(k_max))
 
     def losses(self, images: Tensor, k: int) -> dict[str, Tensor]:
         """images: (B, 3, S, S) in [0, 1]; k: kept registers → {"flow", "readout", "loss"} (scalars).
@@ -169,7 +168,9 @@ class FlexTokModule(Recipe):
             return ""
         ks = [k_max] + ([8] if k_max > 8 and "psnr_k8" in m else [])
         text = "PSNR " + ", ".join(f"{m[f'psnr_k{k}']:.2f} dB at k={k}" for k in ks)
-        if all(f"psnr_k{k}_1step" in m for k in ks):
+        if int(m.get("decode_steps", 0)) == 1:  # the default decode is the 1-step one already
+            text += " (1 Euler step)"
+        elif all(f"psnr_k{k}_1step" in m for k in ks):
             text += f" ({int(m.get('decode_steps', 0))} Euler steps; " + " and ".join(f"{m[f'psnr_k{k}_1step']:.2f}" for k in ks) + " with 1)"
         return text + " (mixed val)"
 

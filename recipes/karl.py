@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from recipes.base import Recipe
+from recipes.base import Recipe, log_uniform_ints
 from zoo import metrics
 from zoo.image.karl import KARL, extend_curve
 
@@ -43,6 +43,11 @@ class KARLModule(Recipe):
         ema_decay: weight average used for validation and export.
         eval_qualities: target errors ε reported on the card (PSNR and mean tokens at each).
         eval_tokens: fixed budgets reported on the card (clipped to K).
+        small_budgets: fraction of the images whose budget T is drawn log-uniformly in 1..K (each doubling
+            equally likely, as FlexTok's prefixes) instead of uniformly (ours): uniform trains T <= 2 on one
+            image in K/2, and the smallest budgets are where flat images should stop.
+        init_from: a KARL checkpoint to fine-tune (a folder, or anything `zoo.load` accepts); its config
+            replaces `preset`/`config`.
         check_images, check_quality: the card also records PSNR and mean tokens at ε = `check_quality`
             (default: the config's `default_quality`) on the first `check_images` val images, which the
             test suite re-measures on the shipped checkpoint.
@@ -54,16 +59,24 @@ class KARLModule(Recipe):
                  budget_seconds: float | None = None, ema_decay: float = 0.999,
                  eval_qualities: tuple[float, ...] = (0.0005, 0.001, 0.002, 0.004, 0.008, 0.016),
                  eval_tokens: tuple[int, ...] = (1, 2, 4, 8, 16, 32), check_images: int = 64,
-                 check_quality: float | None = None) -> None:
+                 check_quality: float | None = None, small_budgets: float = 0.0,
+                 init_from: str | None = None) -> None:
         super().__init__()
+        if not 0 <= small_budgets <= 1:
+            raise ValueError(f"small_budgets is a fraction in [0, 1], got {small_budgets}")
         self.save_hyperparameters()
-        self.init_preset(KARL, preset, config)
+        self.init_preset(KARL, preset, config, init_from)
 
     # -- the two phases -------------------------------------------------------------------------------
 
     def sample_budgets(self, batch: int) -> Tensor:
-        """T: (B,) uniform in 1..K."""
-        return torch.randint(1, self.model.config.max_tokens + 1, (batch,), device=self.device)
+        """T: (B,) uniform in 1..K, or log-uniform for a fraction `small_budgets` of the images."""
+        k = self.model.config.max_tokens
+        budgets = torch.randint(1, k + 1, (batch,), device=self.device)
+        if self.hparams.small_budgets > 0:
+            small = torch.rand(batch, device=self.device) < self.hparams.small_budgets
+            budgets = torch.where(small, log_uniform_ints(k, (batch,), self.device), budgets)
+        return budgets
 
     def reconstruct(self, x: Tensor, quality: Tensor, budgets: Tensor) -> tuple[Tensor, Tensor]:
         """x: (B, C, S, S) in [-1, 1] → (reconstruction in [-1, 1] units, halting curve (B, K))."""

@@ -144,3 +144,28 @@ def test_bad_images():
         images_to_tensor(np.zeros((2, 3, 8, 8), np.uint8))
     with pytest.raises(ValueError, match="level=5"):
         render_scene(0, 5)
+
+
+def test_source_weights_set_each_sources_share_of_the_batches():
+    from recipes.image_data import ImageDataModule
+
+    sources = ("flat", "gradients")
+    names = [zi.ALL_SOURCES.index(s) for s in sources]
+
+    def shares(**kwargs) -> torch.Tensor:
+        dm = ImageDataModule(train_size=40, sources=sources, batch_size=8, **kwargs)
+        dm.setup("fit")
+        seen = torch.cat([b["source"] for _ in range(10) for b in dm.train_dataloader()])
+        return torch.stack([(seen == n).float().mean() for n in names])
+
+    assert torch.equal(shares(), torch.tensor([0.5, 0.5]))  # the balanced build, shuffled
+    weighted = shares(source_weights={"flat": 3.0})  # gradients left out: weight 1
+    assert abs(float(weighted[0]) - 0.75) < 0.06, weighted
+    assert torch.equal(shares(source_weights={"gradients": 0.0}), torch.tensor([1.0, 0.0]))
+    a, b = (ImageDataModule(train_size=40, sources=sources, batch_size=8, source_weights={"flat": 2}) for _ in "ab")
+    for dm in (a, b):
+        dm.setup("fit")
+    assert all(torch.equal(x["image"], y["image"]) for x, y in zip(a.train_dataloader(), b.train_dataloader()))
+    for bad in ({"faces": 1.0}, {"flat": -1.0}, {"flat": float("nan")}, {"flat": 0.0, "gradients": 0.0}):
+        with pytest.raises(ValueError, match="source_weights"):
+            ImageDataModule(sources=sources, source_weights=bad)

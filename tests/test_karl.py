@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -341,3 +342,16 @@ def test_explicit_quality_is_a_target_not_preempted_by_the_min_gain_stop():
     assert bool(loose.meta["quality_met"].any())
     both = tok.encode(x, quality=0.0001, min_gain_db=0.2)  # the stop still applies when asked for
     assert (both.lengths <= tight.lengths).all() and not bool(both.meta["quality_met"].any())
+
+
+def test_small_budgets_train_the_smallest_budgets_more_often() -> None:
+    from recipes.karl import KARLModule
+
+    torch.manual_seed(0)
+    draws = {s: KARLModule(config=dict(TINY, max_tokens=32), small_budgets=s).sample_budgets(4000) for s in (0.0, 1.0)}
+    for s, t in draws.items():
+        assert int(t.min()) == 1 and int(t.max()) == 32 and len(t.unique()) == 32, s  # every budget still occurs
+    share = {s: float((t <= 2).float().mean()) for s, t in draws.items()}
+    assert abs(share[0.0] - 2 / 32) < 0.02 and abs(share[1.0] - math.log(3) / math.log(33)) < 0.03, share
+    with pytest.raises(ValueError, match="small_budgets"):
+        KARLModule(config=TINY, small_budgets=1.5)
