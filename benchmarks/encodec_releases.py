@@ -1,14 +1,14 @@
 """EnCodec speed and memory: ours vs the official `encodec` package, same weights, identical codes.
 
-    OMP_NUM_THREADS=1 python benchmarks/encodec_releases.py [--repeat 3] [--seconds 10] [--long-minutes 10] [--long-kinds 24khz]
+    OMP_NUM_THREADS=1 python benchmarks/encodec_releases.py [--repeat 3] [--seconds 10] [--long-minutes 1,10] [--long-kinds 24khz,48khz]
 
 Both models are the released architectures (24 kHz mono causal, 48 kHz stereo) at random initialisation
 with random codebooks (the released weights cannot be downloaded on this machine; speed does not depend
 on the weight values). Our model is converted from the official state dict, so the two share every
 weight; the script checks that their codes are identical before timing. Encode + decode of `--seconds`
 of audio at 6 kbps on one thread, ours and the reference interleaved in one process, best of `--repeat`.
-Peak memory: a fresh process encodes and decodes a `--long-minutes` file with our model (pieces of
-`chunk_seconds`) and reports its peak resident memory above what it held before. Quality rows (STOI,
+Peak memory: a fresh process per length encodes and decodes a `--long-minutes` file with our model (pieces
+of `chunk_seconds`) and reports its peak resident memory (VmHWM, reset once loaded) above what it held then. Quality rows (STOI,
 PESQ, mel distance vs Opus) need the real weights, which were not reachable here. Writes the "encodec"
 section of BENCHMARKS.md.
 """
@@ -79,16 +79,18 @@ def speed(kind: str, seconds: float, repeat: int, kbps: float = 6.0) -> list[obj
     ids_ref, ids_ours = run_ref(), run_ours()  # warm-up, and the codes must agree
     same = torch.equal(ids_ref, ids_ours)
     best = {"ours": float("inf"), "ref": float("inf")}
+    cpu = dict(best)
     load_before = os.getloadavg()[0]
     for _ in range(repeat):
         for name, fn in (("ours", run_ours), ("ref", run_ref)):
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.thread_time()
             fn()
+            cpu[name] = min(cpu[name], time.thread_time() - start_cpu)
             best[name] = min(best[name], time.perf_counter() - start)
     load_after = os.getloadavg()[0]
     return [f"encodec-{kind}", kbps, seconds, f"{best['ours']:.2f}", f"{best['ref']:.2f}",
-            f"{best['ref'] / best['ours']:.2f}x", f"{seconds / best['ours']:.1f}x", "yes" if same else "NO",
-            f"{load_before:.1f} / {load_after:.1f}"]
+            f"{best['ref'] / best['ours']:.2f}x", f"{cpu['ours']:.2f}", f"{cpu['ref']:.2f}",
+            f"{cpu['ref'] / cpu['ours']:.2f}x", "yes" if same else "NO", f"{load_before:.1f} / {load_after:.1f}"]
 
 
 LONG = """
@@ -98,64 +100,71 @@ from benchmarks.encodec_releases import convert, reference, signal
 def status(field):  # kB, from /proc/self/status
     return next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith(field))
 
+torch.set_num_threads(1)
 kind, minutes = sys.argv[1], float(sys.argv[2])
 ours = convert(reference(kind), kind)
 x = signal(ours.channels, int(minutes * 60 * ours.sample_rate), ours.sample_rate)
-before = status('VmRSS:')
-open('/proc/self/clear_refs', 'w').write('5')  # reset the peak (VmHWM) to the current size
+open('/proc/self/clear_refs', 'w').write('5')  # reset the high-water mark (VmHWM) to the current size
+before = status('VmRSS:')  # model and input loaded
 y = ours.decode(ours.encode(x, bitrate=6.0))
+assert y.shape == x.shape
 print((status('VmHWM:') - before) / 1024, x.numel() * 4 / 2**20)
 """
 
 
 def long_file_memory(kind: str, minutes: float) -> list[object]:
+    """Peak resident memory above the loaded model and input of one encode + decode, in a fresh process."""
     root = Path(__file__).resolve().parent.parent
     out = subprocess.run([sys.executable, "-c", LONG, kind, str(minutes)], capture_output=True, text=True, cwd=root,
-                         env={**os.environ, "PYTHONPATH": str(root)}, check=True)
+                         env={**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}, check=True)
     extra, audio_mb = (float(v) for v in out.stdout.split())
     return [f"encodec-{kind}", minutes, f"{audio_mb:.0f}", f"{extra:.0f}"]
+
+
+SPEED = ["model", "kbps", "audio s", "ours wall s", "official wall s", "ratio wall", "ours CPU s", "official CPU s",
+         "ratio CPU", "identical codes", "load before / after"]
+MEMORY = ["model", "minutes", "input MB", "peak MB above model + input"]
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--seconds", type=float, default=10.0)
-    p.add_argument("--long-minutes", type=float, default=10.0)
+    p.add_argument("--long-minutes", default="1,10", help="file lengths (minutes) whose peak memory is measured")
     p.add_argument("--kinds", default="24khz,48khz")
-    p.add_argument("--long-kinds", default="24khz", help="models whose long-file memory is measured")
+    p.add_argument("--long-kinds", default="24khz,48khz", help="models whose long-file memory is measured")
     args = p.parse_args()
     torch.set_num_threads(1)
-    kinds = args.kinds.split(",")
-    rows = [speed(k, args.seconds, args.repeat) for k in kinds]
-    print(table(["model", "kbps", "audio s", "ours s", "official s", "speed-up", "ours x real time", "identical codes",
-                 "load before / after"], rows))
-    mem = [long_file_memory(k, args.long_minutes) for k in args.long_kinds.split(",")]
-    print(table(["model", "minutes", "input MB", "peak MB above input"], mem))
+    rows = [speed(k, args.seconds, args.repeat) for k in args.kinds.split(",")]
+    print(table(SPEED, rows), flush=True)
+    mem = [long_file_memory(k, float(m)) for k in args.long_kinds.split(",") for m in args.long_minutes.split(",")]
+    print(table(MEMORY, mem))
     write_section("encodec", f"""## EnCodec (released architectures): speed and memory
 
-`OMP_NUM_THREADS=1 python benchmarks/encodec_releases.py --repeat {args.repeat} --seconds {args.seconds:g} --long-minutes {args.long_minutes:g} --long-kinds {args.long_kinds}`
+`OMP_NUM_THREADS=1 python benchmarks/encodec_releases.py --repeat {args.repeat} --seconds {args.seconds:g} --kinds {args.kinds} --long-minutes {args.long_minutes} --long-kinds {args.long_kinds}`
 
 Machine: {machine()}. Ours (`zoo.audio.encodec`) against the official `encodec` package (0.1.1) on the same
 weights: the released architectures at random initialisation with random codebooks, converted from the official
 state dict (the released weights are not reachable from this machine; speed does not depend on their values).
 Encode + decode of {args.seconds:g} s of audio (tones) at 6 kbps, one thread, interleaved in one process, best
-of {args.repeat}; the codes of both are checked identical first.
+of {args.repeat}, wall and CPU time of this thread (on a shared machine the CPU ratio is the steadier one); the
+codes of both are checked identical first. Load average (2 cores, shared) before and after the timed runs.
 
-{table(["model", "kbps", "audio s", "ours s", "official s", "speed-up", "ours x real time", "identical codes",
-        "load before / after"], rows)}
+{table(SPEED, rows)}
 
-Peak resident memory of a fresh process encoding and decoding a {args.long_minutes:g}-minute file with our model
-(the causal 24 kHz model runs pieces of `chunk_seconds` = 10 s with its LSTM state and a few frames of history
-carried; the 48 kHz model runs its 1 s segments one by one), above what the process held with the model and input loaded (Linux: VmHWM after resetting it through
-/proc/self/clear_refs).
-Measured for the models in `--long-kinds` (the 48 kHz row was left out for time on this shared machine).
-The official code runs the 24 kHz model on the whole file at once (several GB of activations for 10 minutes),
-so it was not run here.
+Peak resident memory of encoding and decoding a long file with our model, each in a fresh process: the high-water
+mark (VmHWM, reset through /proc/self/clear_refs once the model and input are loaded) above the resident size at
+that moment, so it counts what the coding itself holds (activations, ids, output), not the model or input. The
+causal 24 kHz model runs pieces of `chunk_seconds` = 10 s with its LSTM state and a few frames of history carried;
+the 48 kHz model codes its 1 s segments one by one. What grows with length is the ids and the output waveform
+(the input's size again), not the activations. The official code runs the 24 kHz model on the whole file at once
+(GBs of activations for 10 minutes), so it was not run here.
 
-{table(["model", "minutes", "input MB", "peak MB above input"], mem)}
+{table(MEMORY, mem)}
 
-Quality (STOI, PESQ, mel distance against Opus) needs the released weights: not measured, they were not
-reachable from this machine.
+Quality (STOI, PESQ, mel distance against Opus): not filled. Those rows need the released weights
+(`facebook/encodec_24khz`, `facebook/encodec_48khz`), which cannot be downloaded on this machine (no network
+beyond the package registry); random weights say nothing about quality.
 """)
 
 

@@ -1,10 +1,10 @@
 """Start-up costs a user pays: `import zoo`, `zoo.list_tokenizers()` and the first `zoo.load`, each in a fresh process.
 
-    python benchmarks/import_time.py [--runs 5] [--against OTHER_CHECKOUT]
+    python benchmarks/import_time.py [--runs 5] [--against OTHER_CHECKOUT --label COMMIT ...]
 
-Each run starts a new interpreter (PYTHONPATH = the tree measured, one thread); with `--against`, the two
-trees alternate run by run so that load on a shared machine hits both alike, and the table gives the ratio
-of the best runs. Writes the `import-time` section of BENCHMARKS.md.
+Each run starts a new interpreter (PYTHONPATH = the tree measured, one thread); with `--against` (once or more,
+each with its `--label`), the trees alternate run by run so that load on a shared machine hits them alike, and
+the table gives the ratio of the best runs. Writes the `import-time` section of BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -48,10 +48,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--name", default="beast-lasa")
-    parser.add_argument("--against", type=Path, default=None, help="another checkout to compare with")
-    parser.add_argument("--label", default="other", help="what the other checkout is (e.g. a commit id)")
+    parser.add_argument("--against", type=Path, action="append", default=[], help="another checkout to compare with")
+    parser.add_argument("--label", action="append", default=[], help="what that checkout is (e.g. a commit id)")
     args = parser.parse_args()
-    trees = {"this tree": ROOT} | ({args.label: args.against.resolve()} if args.against else {})
+    if len(args.label) != len(args.against):
+        parser.error(f"give one --label per --against ({len(args.against)} checkouts, {len(args.label)} labels)")
+    trees = {"this tree": ROOT} | {label: tree.resolve() for label, tree in zip(args.label, args.against)}
     runs: dict[str, list[dict]] = {k: [] for k in trees}
     for _ in range(args.runs):
         for label, tree in trees.items():  # interleaved
@@ -61,12 +63,13 @@ def main() -> None:
     header = ["", *[f"{k} (s, best of {args.runs})" for k in keys], "torch imported by list"]
     rows = [[label, *[round(best[label][k], 3) for k in keys], any(r["torch imported by list"] for r in runs[label])]
             for label in trees]
-    if args.against:
-        rows.append([f"ratio this / {args.label}", *[round(best["this tree"][k] / best[args.label][k], 2) for k in keys], ""])
+    for label in args.label:
+        rows.append([f"ratio this / {label}", *[round(best["this tree"][k] / best[label][k], 2) for k in keys], ""])
     load = os.getloadavg()[0]
     text = "\n\n".join([
         "## Start-up: import, list, first load",
-        f"`python benchmarks/import_time.py --runs {args.runs}" + (f" --against <checkout of {args.label}> --label {args.label}" if args.against else "")
+        f"`python benchmarks/import_time.py --runs {args.runs}"
+        + "".join(f" --against <checkout of {label}> --label {label}" for label in args.label)
         + f"`; one fresh process per run, first load of `{args.name}`; {machine()}; load average {load:.1f} after.",
         table(header, rows),
     ])

@@ -168,7 +168,9 @@ class FlexTokModule(Recipe):
             return ""
         ks = [k_max] + ([8] if k_max > 8 and "psnr_k8" in m else [])
         text = "PSNR " + ", ".join(f"{m[f'psnr_k{k}']:.2f} dB at k={k}" for k in ks)
-        if all(f"psnr_k{k}_1step" in m for k in ks):
+        if int(m.get("decode_steps", 0)) == 1:  # the default decode is the 1-step one already
+            text += " (1 Euler step)"
+        elif all(f"psnr_k{k}_1step" in m for k in ks):
             text += f" ({int(m.get('decode_steps', 0))} Euler steps; " + " and ".join(f"{m[f'psnr_k{k}_1step']:.2f}" for k in ks) + " with 1)"
         return text + " (mixed val)"
 

@@ -150,8 +150,8 @@ class EnCodec(RVQCodec):
     def __init__(self, config: EncodecConfig) -> None:
         super().__init__(config)
         c = config
-        self.encoder = Stack(seanet_layers(c, decoder=False))
-        self.decoder = Stack(seanet_layers(c, decoder=True))
+        self.encoder = Stack(seanet_layers(c, decoder=False, fast=True))
+        self.decoder = Stack(seanet_layers(c, decoder=True, fast=True))
         self.register_buffer("codebooks", torch.zeros(c.num_codebooks, c.codebook_size, c.dimension))
 
     @property

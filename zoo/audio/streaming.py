@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from zoo.nn.seanet import ELU
+from zoo.nn.seanet import ELU, conv_by_taps, conv_transpose_polyphase
 
 PAD_MODES = ("reflect", "constant", "replicate")
 
@@ -52,8 +52,9 @@ class Conv(nn.Module):
     """
 
     def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, dilation: int = 1, *, causal: bool,
-                 pad_mode: str, group_norm: bool = False, groups: int = 1, bias: bool = True) -> None:
+                 pad_mode: str, group_norm: bool = False, groups: int = 1, bias: bool = True, fast: bool = False) -> None:
         super().__init__()
+        self.fast = fast  # at inference, the last conv (one output channel) as a product per tap
         if pad_mode not in PAD_MODES:
             raise ValueError(f"pad_mode must be one of {PAD_MODES}, got {pad_mode!r}")
         self.conv = nn.Conv1d(cin, cout, kernel, stride, dilation=dilation, groups=groups, bias=bias)
@@ -70,9 +71,18 @@ class Conv(nn.Module):
         return self.reach - self.reach // 2, self.reach // 2 + extra
 
     def forward(self, x: Tensor) -> Tensor:
-        x = pad1d(x, *self.pads(x.shape[-1]), self.pad_mode)
-        x = self.conv(x)
-        return x if self.norm is None else self.norm(x)
+        left, right = self.pads(x.shape[-1])
+        if torch.is_grad_enabled() or self.conv.groups != 1 or not self.fast:
+            y = self.conv(pad1d(x, left, right, self.pad_mode))
+        else:
+            y = self._inference(x, left, right)
+        return y if self.norm is None else self.norm(y)
+
+    def _inference(self, x: Tensor, left: int, right: int) -> Tensor:
+        conv = self.conv
+        if conv.out_channels == 1 and self.stride == 1:  # a decoder's last conv: one product per tap, 3-4x faster
+            return conv_by_taps(pad1d(x, left, right, self.pad_mode), conv.weight, conv.bias, dilation=conv.dilation[0])
+        return conv(pad1d(x, left, right, self.pad_mode))
 
 
 class ConvTranspose(nn.Module):
@@ -80,18 +90,34 @@ class ConvTranspose(nn.Module):
     trim_right_ratio = 1), split otherwise. x: (B, C, T) -> (B, C', T · stride)."""
 
     def __init__(self, cin: int, cout: int, kernel: int, stride: int, *, causal: bool, group_norm: bool = False,
-                 groups: int = 1, bias: bool = True) -> None:
+                 groups: int = 1, bias: bool = True, fast: bool = False) -> None:
         super().__init__()
+        self.fast = fast  # at inference, as a polyphase conv1d
         self.conv = nn.ConvTranspose1d(cin, cout, kernel, stride, groups=groups, bias=bias)
         self.norm = nn.GroupNorm(1, cout) if group_norm else None
         self.causal, self.stride, self.overhang = causal, stride, kernel - stride
 
     def forward(self, x: Tensor) -> Tensor:
-        y = self.conv(x)
+        conv = self.conv
+        if self.fast and not torch.is_grad_enabled() and conv.groups == 1 and self.overhang == self.stride:
+            y = conv_transpose_polyphase(x, *self._phases(), self.stride)  # 1.5-2.5x faster on CPU than torch's
+        else:
+            y = conv(x)
         if self.norm is not None:  # over the untrimmed output, as released
             y = self.norm(y)
         right = self.overhang if self.causal else self.overhang // 2
         return y[..., self.overhang - right:y.shape[-1] - right]
+
+    def _phases(self) -> tuple[Tensor, Tensor]:
+        """The weight regrouped by output phase for `conv_transpose_polyphase` (cached until a parameter changes)."""
+        w, b = self.conv.weight, self.conv.bias
+        key = (w.data_ptr(), w._version, w.dtype, w.device)
+        if self.__dict__.get("_phase_key") != key:
+            c, c_out, s = w.shape[0], w.shape[1], self.stride
+            weight = w.detach().view(c, c_out, 2, s).permute(1, 3, 0, 2).flip(-1).reshape(c_out * s, c, 2)
+            bias = None if b is None else b.detach().repeat_interleave(s)
+            self.__dict__["_phase"], self.__dict__["_phase_key"] = (weight, bias), key
+        return self.__dict__["_phase"]
 
 
 class ResBlock(nn.Module):
@@ -106,7 +132,9 @@ class ResBlock(nn.Module):
         self.shortcut = nn.Identity() if true_skip else Conv(dim, dim, 1, **conv)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.shortcut(x) + self.block(x)
+        if torch.is_grad_enabled():
+            return self.shortcut(x) + self.block(x)
+        return self.block(x).add_(self.shortcut(x))  # the same sum, in the block's buffer
 
 
 class SkipLSTM(nn.Module):
@@ -124,10 +152,14 @@ class SkipLSTM(nn.Module):
         return (y + seq).permute(1, 2, 0), state
 
 
-def seanet_layers(c: Any, decoder: bool) -> list[nn.Module]:
+def seanet_layers(c: Any, decoder: bool, fast: bool = False) -> list[nn.Module]:
     """The SEANet layer list of EnCodec and Mimi (module i here is `model.i` in the official code), encoder or
-    decoder; `c` has EnCodec's field names (`EncodecConfig`, `MimiConfig`)."""
-    conv = dict(causal=c.causal, pad_mode=c.pad_mode, group_norm=c.group_norm)
+    decoder; `c` has EnCodec's field names (`EncodecConfig`, `MimiConfig`).
+
+    fast: at inference, run the transposed convolutions as polyphase convolutions and a one-channel output conv
+    as a product per tap (1.2x faster on one thread for EnCodec; the audio moves by float rounding, about 1e-7
+    for EnCodec, a little over 1e-5 for Mimi's decoder, so Mimi keeps torch's kernels)."""
+    conv = dict(causal=c.causal, pad_mode=c.pad_mode, group_norm=c.group_norm, fast=fast)
     res = dict(compress=c.compress, true_skip=c.true_skip, **conv)
 
     def units(dim: int) -> list[nn.Module]:
@@ -144,7 +176,8 @@ def seanet_layers(c: Any, decoder: bool) -> list[nn.Module]:
     layers = [Conv(c.dimension, top, c.kernel_size, **conv), *lstm]
     for level, ratio in enumerate(c.ratios):
         dim = top // 2**level
-        layers += [ELU(), ConvTranspose(dim, dim // 2, 2 * ratio, ratio, causal=c.causal, group_norm=c.group_norm),
+        layers += [ELU(), ConvTranspose(dim, dim // 2, 2 * ratio, ratio, causal=c.causal, group_norm=c.group_norm,
+                                        fast=fast),
                    *units(dim // 2)]
     return layers + [ELU(), Conv(c.num_filters, c.channels, c.last_kernel_size, **conv)]
 
