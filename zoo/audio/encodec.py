@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterable
 
 import torch
 from torch import Tensor, nn
@@ -249,12 +249,14 @@ class EnCodec(RVQCodec):
         if c.normalize and (scales is None or scales.shape[1] != len(frames)):
             raise ValueError(f"48 kHz tokens need meta['scales'] with {len(frames)} segment scales, got "
                              f"{None if scales is None else tuple(scales.shape)}")
-        out, start = [], 0
-        for i, f in enumerate(frames):
-            y = self.decoder(self._dequantize(ids[:, start:start + f]))
-            out.append(y * scales[:, i, None, None].to(y) if c.normalize else y)
-            start += f
-        return overlap_add(out, c.segment_stride)[..., :length]
+        def segments():
+            start = 0
+            for i, f in enumerate(frames):
+                y = self.decoder(self._dequantize(ids[:, start:start + f]))
+                yield y * scales[:, i, None, None].to(y) if c.normalize else y
+                start += f
+
+        return overlap_add(segments(), c.segment_stride, length)
 
     # -- released weights ------------------------------------------------------------------------------
 
@@ -283,20 +285,22 @@ class EnCodec(RVQCodec):
         return model.eval()
 
 
-def overlap_add(frames: list[Tensor], stride: int) -> Tensor:
+def overlap_add(frames: Iterable[Tensor], stride: int, length: int) -> Tensor:
     """Cross-fade segments (B, C, n_i) placed every `stride` samples with triangular weights, normalised by
-    the summed weights (EnCodec's linear overlap-add)."""
-    first, last = frames[0], frames[-1]
-    total = stride * (len(frames) - 1) + last.shape[-1]
-    t = torch.linspace(0, 1, first.shape[-1] + 2, device=first.device, dtype=first.dtype)[1:-1]
-    weight = 0.5 - (t - 0.5).abs()
-    out = first.new_zeros(*first.shape[:-1], total)
-    norm = first.new_zeros(total)
+    the summed weights (EnCodec's linear overlap-add); `length` is the total. Each segment is added into the
+    output as it comes, so only one is held at a time."""
+    out = norm = weight = None
     for i, frame in enumerate(frames):
         n = frame.shape[-1]
-        out[..., i * stride:i * stride + n] += weight[:n] * frame
+        if out is None:  # the weights follow the first (full-length) segment, as released
+            t = torch.linspace(0, 1, n + 2, device=frame.device, dtype=frame.dtype)[1:-1]
+            weight = 0.5 - (t - 0.5).abs()
+            total = max(length, stride * ((length - 1) // stride) + n) if length > 0 else n
+            out = frame.new_zeros(*frame.shape[:-1], total)
+            norm = frame.new_zeros(total)
+        out[..., i * stride:i * stride + n].add_(weight[:n] * frame)
         norm[i * stride:i * stride + n] += weight[:n]
-    return out / norm
+    return out.div_(norm.clamp(min=torch.finfo(norm.dtype).tiny))[..., :length]
 
 
 # ----------------------------------------------------------------------------------------- conversion
