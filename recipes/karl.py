@@ -129,12 +129,15 @@ class KARLModule(Recipe):
 
     @torch.no_grad()
     def card_metrics(self, datamodule: Any) -> dict[str, float]:
-        """On the mixed val set: PSNR and mean tokens at each ε, PSNR at each fixed budget, and the check numbers."""
+        """On the mixed val set: PSNR and mean tokens at each ε (with the config's min-gain stop), PSNR at each fixed
+        budget, and the check numbers."""
         images = datamodule.val_images().to(self.device)
         qualities = sorted({float(q) for q in self.hparams.eval_qualities} | {self.tokenizer.config.default_quality})
-        out = evaluate(self.tokenizer.eval(), images, qualities, self.eval_tokens())
+        # the protocol of `encode`'s defaults and of the test that re-measures the card: the target ε and the min-gain stop
+        stop = {"min_gain_db": self.tokenizer.config.min_gain_db}
+        out = evaluate(self.tokenizer.eval(), images, qualities, self.eval_tokens(), **stop)
         n, q = self.hparams.check_images, self.hparams.check_quality or self.tokenizer.config.default_quality
-        check = evaluate(self.tokenizer, images[:n], (q,), ())
+        check = evaluate(self.tokenizer, images[:n], (q,), (), **stop)
         out[f"check_psnr_q{q:g}_first{n}"] = check[f"psnr_q{q:g}"]
         out[f"check_tokens_q{q:g}_first{n}"] = check[f"tokens_q{q:g}"]
         out["val_images"] = float(len(images))

@@ -361,3 +361,24 @@ def test_official_pickle_from_a_loopback_url(releases, tmp_path):
         assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.split(" ", 1)[1]) == want
     assert (Path(cache) / "checkpoints" / "dac-by-url" / "config.json").is_file()
+
+
+def test_official_dac_release_converts_exactly(tmp_path):
+    """The official code (descript-audio-codec 1.0.0) at a tiny config with randomised weight norms, biases, Snake
+    alphas and codebooks, saved by it in the release layout (scripts/make_dac_official_fixture.py): our importer's
+    model gives its ids and its audio within 1e-5."""
+    from safetensors.torch import load_file
+
+    fixture = Path(__file__).parent / "fixtures" / "dac_official"
+    path = tmp_path / "weights.pth"
+    path.write_bytes((fixture / "weights.pth").read_bytes())
+    assert DAC.is_release(path)
+    ours = DAC.from_release(path)
+    assert ours.config.encoder_rates == (2, 4, 5) and ours.config.num_codebooks == 4
+    io = load_file(str(fixture / "io.safetensors"))
+    x = io["audio"]
+    for q in (1, 2, 4):
+        t = ours.encode(x, num_codebooks=q)
+        assert torch.equal(t.ids, io[f"codes_{q}"].transpose(1, 2)), q
+        assert len(t.ids.unique()) > 8
+        torch.testing.assert_close(ours.decode(t), io[f"decoded_{q}"][..., :x.shape[-1]], atol=1e-5, rtol=0)

@@ -435,3 +435,28 @@ def test_hostile_hubs_are_refused_in_time_and_leave_nothing(tmp_path):
     assert outcomes["hub trickling 1 KB / 0.2 s (deadline 1 s)"].endswith("took longer than 1 s; nothing was written")
     assert all(outcomes[k] == "accepted" for k in HUB_ACCEPTED), outcomes
     assert all(r["seconds"] < 5 for r in results.values()), results
+
+
+@pytest.mark.parametrize("build, field, value", [
+    ("zoo.audio.encodec:EncodecConfig", "num_codebooks", 10**7),
+    ("zoo.audio.encodec:EncodecConfig", "num_filters", 65536),
+    ("zoo.audio.mimi:MimiConfig", "codebook_size", 2**31),
+    ("zoo.audio.mimi:MimiConfig", "num_layers", 10**6),
+    ("zoo.image.flextok_release:FlexTokReleaseConfig", "decoder_depth", 10**6),
+    ("zoo.reduce.host:HostConfig", "dim", 10**6),
+    ("zoo.reduce.select:SelectorConfig", "num_tokens", 10**9),
+])
+def test_released_and_reducer_configs_are_bounded_before_building(build: str, field: str, value: int) -> None:
+    """The configs of the released families and the reducers refuse sizes no model of theirs has, at once."""
+    import importlib
+    import time
+
+    module, name = build.split(":")
+    cls = getattr(importlib.import_module(module), name)
+    cls()  # the defaults (the releases' own shapes) pass
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=field):
+        cls(**{field: value})
+    assert time.perf_counter() - start < 0.5
+    with pytest.raises(ValueError, match="finite number"):
+        cls(**{field: float("nan")})

@@ -36,7 +36,8 @@ from torch import Tensor
 
 from zoo.hub import register_family
 from zoo.nn.istft import ISTFTDecoder
-from zoo.nn.seanet import SEANetConfig, SEANetDecoder, SEANetEncoder, receptive_field
+from zoo.audio.rvq import codebooks_for
+from zoo.nn.seanet import SEANetConfig, SEANetDecoder, SEANetEncoder, chunk_spans, receptive_field
 from zoo.nn.threads import map_threads
 from zoo.tokenizer import (InputContract, Tokenizer, Tokens, TokenSpec, check_budget, check_fields, check_input,
                            check_tokens, check_weights)
@@ -201,20 +202,8 @@ class Codec(Tokenizer):
         )
 
     def codebooks_for(self, bitrate: float | None = None, num_codebooks: int | None = None) -> int:
-        """The number of codebooks q for a bitrate (kbit/s) or an explicit q; default all of them."""
-        c = self.config
-        if bitrate is not None and num_codebooks is not None:
-            raise ValueError(f"pass bitrate= or num_codebooks=, not both (got {bitrate} and {num_codebooks})")
-        if bitrate is not None:
-            q = bitrate / c.kbps(1)
-            if isinstance(bitrate, bool) or not isinstance(bitrate, (int, float)) or abs(q - round(q)) > 1e-6 \
-                    or not 1 <= round(q) <= c.num_codebooks:
-                raise ValueError(f"bitrate={bitrate!r} kbps is not supported; use one of {c.bitrates} "
-                                 f"({c.kbps(1):g} kbps per codebook)")
-            return int(round(q))
-        if num_codebooks is None:
-            return c.num_codebooks
-        return check_budget(num_codebooks, 1, c.num_codebooks, "num_codebooks")
+        """The number of codebooks q for a bitrate (kbit/s, one of `config.bitrates`) or an explicit q; default all."""
+        return codebooks_for(self.config, bitrate, num_codebooks)
 
     # -- the model -------------------------------------------------------------------------------------
 
@@ -263,14 +252,8 @@ class Codec(Tokenizer):
     # -- encode / decode -------------------------------------------------------------------------------
 
     def _chunks(self, num_frames: int, chunk_seconds: float | None, context: int) -> list[tuple[int, int, int, int]]:
-        """Split frames [0, num_frames) into chunks: (start, stop) kept, (lo, hi) computed with context."""
         seconds = self.config.chunk_seconds if chunk_seconds is None else chunk_seconds
-        size = max(int(seconds * self.config.frame_rate), 1)
-        out = []
-        for start in range(0, num_frames, size):
-            stop = min(start + size, num_frames)
-            out.append((start, stop, max(start - context, 0), min(stop + context, num_frames)))
-        return out
+        return chunk_spans(num_frames, max(int(seconds * self.config.frame_rate), 1), context)
 
     @torch.no_grad()
     def encode(self, wav: Tensor, *, bitrate: float | None = None, num_codebooks: int | None = None,

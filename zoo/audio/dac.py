@@ -47,10 +47,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from zoo.audio.rvq import nearest
+from zoo.audio.rvq import codebooks_for, nearest
 from zoo.audio.weights import fold_weight_norm
 from zoo.hub import register_family, register_release
-from zoo.nn.seanet import Resample, Tiled, conv_by_taps, receptive_field
+from zoo.nn.seanet import Resample, Tiled, chunk_spans, conv_by_taps, receptive_field
 from zoo.tokenizer import (InputContract, Tokenizer, Tokens, TokenSpec, check_budget, check_fields, check_input,
                            check_tokens, check_weights)
 
@@ -426,27 +426,14 @@ class DAC(Tokenizer):
         )
 
     def codebooks_for(self, bitrate: float | None = None, num_codebooks: int | None = None) -> int:
-        """q for a bitrate (the most codebooks within it, kbit/s) or an explicit q; default all Q."""
-        c = self.config
-        if bitrate is not None and num_codebooks is not None:
-            raise ValueError(f"pass bitrate= or num_codebooks=, not both (got {bitrate} and {num_codebooks})")
-        if bitrate is not None:
-            per = c.kbps(1)
-            if isinstance(bitrate, bool) or not isinstance(bitrate, (int, float)) or not per <= bitrate + 1e-9:
-                raise ValueError(f"bitrate={bitrate!r} kbps is not supported: this DAC takes {per:g} to "
-                                 f"{c.kbps(c.num_codebooks):g} kbps ({per:g} kbps per codebook)")
-            return min(int(bitrate / per + 1e-9), c.num_codebooks)
-        if num_codebooks is None:
-            return c.num_codebooks
-        return check_budget(num_codebooks, 1, c.num_codebooks, "num_codebooks")
+        """q for a bitrate in kbit/s or an explicit q; default all Q. DAC's rule differs from EnCodec's: the most
+        codebooks whose rate fits within the bitrate (6 kbps -> 12 codebooks at 16 kHz), as its release does."""
+        return codebooks_for(self.config, bitrate, num_codebooks, within=True)
 
     # -- encode / decode -------------------------------------------------------------------------------
 
     def _chunks(self, num_frames: int, context: int) -> list[tuple[int, int, int, int]]:
-        """Frames [0, num_frames) in chunks: (start, stop) kept, (lo, hi) computed with context."""
-        size = max(int(self.config.chunk_seconds * self.config.frame_rate), 1)
-        return [(start, min(start + size, num_frames), max(start - context, 0),
-                 min(start + size + context, num_frames)) for start in range(0, num_frames, size)]
+        return chunk_spans(num_frames, max(int(self.config.chunk_seconds * self.config.frame_rate), 1), context)
 
     @torch.no_grad()
     def encode(self, wav: Tensor, *, bitrate: float | None = None, num_codebooks: int | None = None) -> Tokens:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterable
 
 import torch
 from torch import Tensor, nn
@@ -38,7 +38,7 @@ from zoo.audio.released import RVQCodec, hf_config, read_safetensors
 from zoo.audio.streaming import Stack, seanet_layers
 from zoo.audio.weights import fold_weight_norm
 from zoo.hub import register_family, register_release
-from zoo.tokenizer import InputContract, Tokens, TokenSpec, check_budget
+from zoo.tokenizer import InputContract, Tokens, TokenSpec, check_budget, check_fields, check_weights
 
 
 @dataclass
@@ -92,6 +92,15 @@ class EncodecConfig:
 
     def __post_init__(self) -> None:
         self.ratios = tuple(self.ratios)
+        check_fields(self, sample_rate=(1, 384_000), channels=(1, 8), num_filters=(1, 4096), ratios=(1, 64), dimension=(1, 16384), num_residual_layers=(1, 16),
+                     residual_kernel_size=(1, 63), kernel_size=(1, 63), last_kernel_size=(1, 63), dilation_base=(1, 16), compress=(1, 64),
+                     lstm_layers=(0, 16), num_codebooks=(1, 1024), codebook_size=(2, 1 << 20), overlap=(0, 0.5),
+                     segment=(0.01, 3600), chunk_seconds=(0, 86_400), max_seconds=(0, 7 * 86_400))
+        if not 1 <= len(self.ratios) <= 16:
+            raise ValueError(f"ratios holds 1 to 16 strides, got {self.ratios}")
+        # the widest level dominates: about 10·(num_filters·2^levels)² weights per side; plus the codebooks
+        check_weights(self, 20 * (self.num_filters * 2 ** len(self.ratios))**2 + 8 * self.lstm_layers * self.dimension**2
+                      + self.num_codebooks * self.codebook_size * self.dimension)
         if self.codebook_size < 2 or self.codebook_size & (self.codebook_size - 1):
             raise ValueError(f"codebook_size must be a power of two, got {self.codebook_size}")
         if self.channels not in (1, 2):
@@ -240,12 +249,14 @@ class EnCodec(RVQCodec):
         if c.normalize and (scales is None or scales.shape[1] != len(frames)):
             raise ValueError(f"48 kHz tokens need meta['scales'] with {len(frames)} segment scales, got "
                              f"{None if scales is None else tuple(scales.shape)}")
-        out, start = [], 0
-        for i, f in enumerate(frames):
-            y = self.decoder(self._dequantize(ids[:, start:start + f]))
-            out.append(y * scales[:, i, None, None].to(y) if c.normalize else y)
-            start += f
-        return overlap_add(out, c.segment_stride)[..., :length]
+        def segments():
+            start = 0
+            for i, f in enumerate(frames):
+                y = self.decoder(self._dequantize(ids[:, start:start + f]))
+                yield y * scales[:, i, None, None].to(y) if c.normalize else y
+                start += f
+
+        return overlap_add(segments(), c.segment_stride, length)
 
     # -- released weights ------------------------------------------------------------------------------
 
@@ -274,20 +285,22 @@ class EnCodec(RVQCodec):
         return model.eval()
 
 
-def overlap_add(frames: list[Tensor], stride: int) -> Tensor:
+def overlap_add(frames: Iterable[Tensor], stride: int, length: int) -> Tensor:
     """Cross-fade segments (B, C, n_i) placed every `stride` samples with triangular weights, normalised by
-    the summed weights (EnCodec's linear overlap-add)."""
-    first, last = frames[0], frames[-1]
-    total = stride * (len(frames) - 1) + last.shape[-1]
-    t = torch.linspace(0, 1, first.shape[-1] + 2, device=first.device, dtype=first.dtype)[1:-1]
-    weight = 0.5 - (t - 0.5).abs()
-    out = first.new_zeros(*first.shape[:-1], total)
-    norm = first.new_zeros(total)
+    the summed weights (EnCodec's linear overlap-add); `length` is the total. Each segment is added into the
+    output as it comes, so only one is held at a time."""
+    out = norm = weight = None
     for i, frame in enumerate(frames):
         n = frame.shape[-1]
-        out[..., i * stride:i * stride + n] += weight[:n] * frame
+        if out is None:  # the weights follow the first (full-length) segment, as released
+            t = torch.linspace(0, 1, n + 2, device=frame.device, dtype=frame.dtype)[1:-1]
+            weight = 0.5 - (t - 0.5).abs()
+            total = max(length, stride * ((length - 1) // stride) + n) if length > 0 else n
+            out = frame.new_zeros(*frame.shape[:-1], total)
+            norm = frame.new_zeros(total)
+        out[..., i * stride:i * stride + n].add_(weight[:n] * frame)
         norm[i * stride:i * stride + n] += weight[:n]
-    return out / norm
+    return out.div_(norm.clamp(min=torch.finfo(norm.dtype).tiny))[..., :length]
 
 
 # ----------------------------------------------------------------------------------------- conversion

@@ -15,8 +15,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from zoo.audio.rvq import codebooks_for
 from zoo.audio.streaming import DecodeStream, EncodeStream
-from zoo.tokenizer import Tokenizer, Tokens, check_budget, check_input, check_tokens
+from zoo.tokenizer import Tokenizer, Tokens, check_input, check_tokens
 
 
 class RVQCodec(Tokenizer):
@@ -38,17 +39,7 @@ class RVQCodec(Tokenizer):
 
     def codebooks_for(self, bitrate: float | None = None, num_codebooks: int | None = None) -> int:
         """q for a bitrate in kbit/s (a whole number of codebooks) or an explicit q; default all of them."""
-        c, low = self.config, self.min_codebooks
-        if bitrate is not None and num_codebooks is not None:
-            raise ValueError(f"pass bitrate= or num_codebooks=, not both (got {bitrate} and {num_codebooks})")
-        if bitrate is not None:
-            q = bitrate / c.kbps(1) if isinstance(bitrate, (int, float)) and not isinstance(bitrate, bool) else -1
-            if abs(q - round(q)) > 1e-6 or not low <= round(q) <= c.num_codebooks:
-                raise ValueError(f"bitrate={bitrate!r} kbps is not supported; use a multiple of {c.kbps(1):g} kbps "
-                                 f"from {c.kbps(low):g} to {c.kbps(c.num_codebooks):g}")
-            return int(round(q))
-        return c.num_codebooks if num_codebooks is None else check_budget(num_codebooks, low, c.num_codebooks,
-                                                                          "num_codebooks")
+        return codebooks_for(self.config, bitrate, num_codebooks, low=self.min_codebooks)
 
     def _check_audio(self, wav: Tensor, sample_rate: int | None) -> Tensor:
         c = self.config

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from zoo.tokenizer import check_budget
+
 
 def nearest(x: Tensor, codebook: Tensor, distance: str = "expanded", table: Tensor | None = None) -> Tensor:
     """Index of the nearest code. x: (N, D), codebook: (K, D) -> (N,).
@@ -59,3 +61,31 @@ def rvq_decode(ids: Tensor, codebooks: Tensor) -> Tensor:
     for i in range(1, ids.shape[-1]):
         out = out + codebooks[i][ids[..., i]]
     return out
+
+
+def codebooks_for(config, bitrate: float | None, num_codebooks: int | None, *, low: int = 1,
+                  within: bool = False) -> int:
+    """The number of codebooks q a codec runs at: for a bitrate in kbit/s or an explicit q; default all of them.
+
+    Args:
+        config: has `num_codebooks` (Q) and `kbps(q)`.
+        low: the fewest codebooks allowed (Mimi: its semantic ones).
+        within: False (EnCodec, Mimi, our codec): the bitrate must be a whole number of codebooks;
+            True (DAC, as its release does): the most codebooks whose rate fits within the bitrate.
+    """
+    top, per = config.num_codebooks, config.kbps(1)
+    if bitrate is not None and num_codebooks is not None:
+        raise ValueError(f"pass bitrate= or num_codebooks=, not both (got {bitrate} and {num_codebooks})")
+    if bitrate is None:
+        return top if num_codebooks is None else check_budget(num_codebooks, low, top, "num_codebooks")
+    number = isinstance(bitrate, (int, float)) and not isinstance(bitrate, bool)
+    if within:
+        if not number or not config.kbps(low) <= bitrate + 1e-9:
+            raise ValueError(f"bitrate={bitrate!r} kbps is not supported: this codec takes {config.kbps(low):g} to "
+                             f"{config.kbps(top):g} kbps ({per:g} kbps per codebook)")
+        return min(int(bitrate / per + 1e-9), top)
+    q = bitrate / per if number else -1
+    if abs(q - round(q)) > 1e-6 or not low <= round(q) <= top:
+        raise ValueError(f"bitrate={bitrate!r} kbps is not supported; use a multiple of {per:g} kbps "
+                         f"from {config.kbps(low):g} to {config.kbps(top):g}")
+    return int(round(q))

@@ -239,10 +239,36 @@ class Stack(nn.Module):
         self.layers = nn.ModuleList(layers)
 
     def forward(self, x: Tensor) -> Tensor:
-        """Whole-input pass. x: (B, C, S) -> (B, C', S')."""
-        for layer in self.layers:
+        """Whole-input pass. x: (B, C, S) -> (B, C', S').
+
+        At inference a causal stack runs its full-rate ends (the layers up to the first strided convolution, and
+        from the last transposed one) window by window (`tiled`), so that their wide activations stay in cache;
+        the same values to float rounding (convolutions over other lengths), as a stream gives.
+        """
+        head, tail = self._tiled_ends() if not torch.is_grad_enabled() else (0, len(self.layers))
+        if head:
+            x = tiled(Segment(list(self.layers[:head])), x, TILE_SAMPLES)
+        for layer in self.layers[head:tail]:
             x = layer(x)[0] if _is_recurrent(layer) else layer(x)
+        if tail < len(self.layers):
+            seg = Segment(list(self.layers[tail:]))
+            x = tiled(seg, x, max(TILE_SAMPLES // seg.up, 1))
         return x
+
+    def _tiled_ends(self) -> tuple[int, int]:
+        """(head, tail): layers[:head] (up to the first strided Conv) and layers[tail:] (from the last
+        ConvTranspose) when they are causal and hold no recurrent layer; (0, len) otherwise."""
+        n = len(self.layers)
+        convs = [(i, c) for i, layer in enumerate(self.layers) for c in _walk(layer)]
+        if not convs or any(isinstance(c, Conv) and not c.causal for _, c in convs) or \
+                any(isinstance(c, ConvTranspose) and not c.causal for _, c in convs):
+            return 0, n
+        first = next((i for i, c in convs if isinstance(c, Conv) and c.stride > 1), None)
+        last = next((i for i, c in reversed(convs) if isinstance(c, ConvTranspose)), None)
+        recurrent = [i for i, layer in enumerate(self.layers) if _is_recurrent(layer)]
+        head = first + 1 if first is not None and not any(i <= first for i in recurrent) else 0
+        tail = last if last is not None and last >= head and not any(i >= last for i in recurrent) else n
+        return head, tail
 
     def stream(self) -> "Stream":
         return Stream(self)
@@ -317,6 +343,25 @@ class Stream:
         y = seg(window)
         self.past[i] = window[..., max(window.shape[-1] - seg.history, 0):]  # whole frames: window is aligned
         return y[..., past.shape[-1] // seg.down * seg.up:]
+
+
+TILE_SAMPLES = 4096  # full-rate samples per window of `tiled`: 64 channels x 4096 x 4 bytes = 1 MB, in L2
+
+
+def tiled(seg: Segment, x: Tensor, window: int) -> Tensor:
+    """A causal segment over the whole input, window by window: each window of `window` input samples (a whole
+    number of the segment's strides) runs with `seg.history` samples of the input before it, whose outputs
+    are dropped. Equal to `seg(x)` to float rounding; only windows of a wide, full-rate activation gain from
+    it (each stays in cache through every layer). x: (B, C, S) -> seg(x)."""
+    window = max(window // seg.down, 1) * seg.down
+    if x.shape[-1] <= 2 * window or window < seg.warmup:
+        return seg(x)
+    out = []
+    for start in range(0, x.shape[-1], window):
+        lo = max(start - seg.history, 0)
+        y = seg(x[..., lo:start + window])
+        out.append(y[..., (start - lo) // seg.down * seg.up:])
+    return torch.cat(out, dim=-1)
 
 
 # ----------------------------------------------------------------------------------------- codec streams

@@ -389,3 +389,10 @@ def receptive_field(module: nn.Module, input_rate: int = 1) -> int:
             reach += d * (k - 1) / 2 * rate + (s - 1) * rate
             rate *= s
     return math.ceil(reach)
+
+
+def chunk_spans(num_frames: int, size: int, context: int) -> list[tuple[int, int, int, int]]:
+    """Frames [0, num_frames) in chunks of `size`: (start, stop) kept, (lo, hi) computed, with `context` frames
+    on each side (clipped to the input) so that a non-causal stack's kept frames equal a whole-input pass."""
+    return [(start, min(start + size, num_frames), max(start - context, 0), min(start + size + context, num_frames))
+            for start in range(0, num_frames, size)]
