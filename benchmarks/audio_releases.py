@@ -114,18 +114,10 @@ def _mimi_build() -> tuple[Any, Any]:
 
     from zoo.audio.mimi import Mimi
 
+    from tests.test_mimi import randomise_hf_mimi
+
     torch.manual_seed(0)
-    reference = MimiModel(MimiConfig()).eval()
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for key, p in reference.named_parameters():
-            if key.endswith("bias") or "norm" in key or "scale" in key:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.1 + (1.0 if key.endswith("norm.weight") else 0.0))
-        for key, b in reference.named_buffers():
-            if key.endswith("embed_sum"):
-                b.copy_(torch.randn(b.shape, generator=g) * 0.5)
-            elif key.endswith("cluster_usage"):
-                b.copy_(torch.rand(b.shape, generator=g) + 0.5)
+    reference = randomise_hf_mimi(MimiModel(MimiConfig()), seed=0)
     with tempfile.TemporaryDirectory() as tmp:
         reference.save_pretrained(tmp)
         ours = Mimi.from_release(tmp)

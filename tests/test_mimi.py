@@ -22,17 +22,22 @@ def hf_mimi(seed: int = 0) -> torch.nn.Module:
     from transformers import MimiModel
 
     torch.manual_seed(seed)
-    model = MimiModel(HFConfig(**SMALL))
+    return randomise_hf_mimi(MimiModel(HFConfig(**SMALL)), seed)
+
+
+@torch.no_grad()
+def randomise_hf_mimi(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Random biases, norms, layer scales and codebooks in a transformers MimiModel (what init leaves constant),
+    so that every tensor matters and codes vary; also used by benchmarks/audio_releases.py."""
     g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("bias") or "norm" in name or "scale" in name:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.1 + (1.0 if name.endswith("norm.weight") else 0.0))
-        for name, b in model.named_buffers():
-            if name.endswith("embed_sum"):
-                b.copy_(torch.randn(b.shape, generator=g) * 0.5)
-            elif name.endswith("cluster_usage"):
-                b.copy_(torch.rand(b.shape, generator=g) + 0.5)
+    for name, p in model.named_parameters():
+        if name.endswith("bias") or "norm" in name or "scale" in name:
+            p.copy_(torch.randn(p.shape, generator=g) * 0.1 + (1.0 if name.endswith("norm.weight") else 0.0))
+    for name, b in model.named_buffers():
+        if name.endswith("embed_sum"):
+            b.copy_(torch.randn(b.shape, generator=g) * 0.5)
+        elif name.endswith("cluster_usage"):
+            b.copy_(torch.rand(b.shape, generator=g) + 0.5)
     return model.eval()
 
 

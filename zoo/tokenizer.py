@@ -505,10 +505,15 @@ def check_fields(config: Any, **bounds: tuple[float, float]) -> None:
                                  "(or ZOO_LARGE_MODELS=1)")
 
 
+def transformer_weights(*stacks: tuple[int, int]) -> int:
+    """The weight estimate of transformer stacks given as (width, depth): about 12·width²·depth each."""
+    return sum(12 * width**2 * depth for width, depth in stacks)
+
+
 def check_weights(config: Any, count: int, what: str = "weights") -> None:
     """Refuse a config whose weights (an estimate the family computes from its fields) exceed MAX_PARAMETERS.
 
-    For transformer stacks, about 12·dim²·depth each; for codebooks, codebooks x entries x dim.
+    For transformer stacks, `transformer_weights`; for codebooks, codebooks x entries x dim.
     """
     if count > MAX_PARAMETERS and not _large_allowed():
         raise ValueError(f"this {type(config).__name__} has about {count:,} {what}, over the limit of "

@@ -35,10 +35,10 @@ from torch import Tensor, nn
 
 from zoo.audio.rvq import rvq_decode, rvq_encode
 from zoo.audio.released import RVQCodec, hf_config, read_safetensors
-from zoo.audio.streaming import Stack, seanet_layers
+from zoo.audio.streaming import Stack, check_seanet, seanet_layers
 from zoo.audio.weights import fold_weight_norm
 from zoo.hub import register_family, register_release
-from zoo.tokenizer import InputContract, Tokens, TokenSpec, check_budget, check_fields, check_weights
+from zoo.tokenizer import InputContract, Tokens, TokenSpec, check_budget, check_weights
 
 
 @dataclass
@@ -92,14 +92,10 @@ class EncodecConfig:
 
     def __post_init__(self) -> None:
         self.ratios = tuple(self.ratios)
-        check_fields(self, sample_rate=(1, 384_000), channels=(1, 8), num_filters=(1, 4096), ratios=(1, 64), dimension=(1, 16384), num_residual_layers=(1, 16),
-                     residual_kernel_size=(1, 63), kernel_size=(1, 63), last_kernel_size=(1, 63), dilation_base=(1, 16), compress=(1, 64),
-                     lstm_layers=(0, 16), num_codebooks=(1, 1024), codebook_size=(2, 1 << 20), overlap=(0, 0.5),
-                     segment=(0.01, 3600), chunk_seconds=(0, 86_400), max_seconds=(0, 7 * 86_400))
-        if not 1 <= len(self.ratios) <= 16:
-            raise ValueError(f"ratios holds 1 to 16 strides, got {self.ratios}")
-        # the widest level dominates: about 10·(num_filters·2^levels)² weights per side; plus the codebooks
-        check_weights(self, 20 * (self.num_filters * 2 ** len(self.ratios))**2 + 8 * self.lstm_layers * self.dimension**2
+        seanet = check_seanet(self, num_codebooks=(1, 1024), codebook_size=(2, 1 << 20), overlap=(0, 0.5),
+                              segment=(0.01, 3600), chunk_seconds=(0, 86_400), max_seconds=(0, 7 * 86_400))
+        # the SEANet, its skip LSTMs, the codebooks
+        check_weights(self, seanet + 8 * self.lstm_layers * self.dimension**2
                       + self.num_codebooks * self.codebook_size * self.dimension)
         if self.codebook_size < 2 or self.codebook_size & (self.codebook_size - 1):
             raise ValueError(f"codebook_size must be a power of two, got {self.codebook_size}")

@@ -43,10 +43,10 @@ from torch import Tensor, nn
 
 from zoo.audio.rvq import cdist_table, rvq_decode, rvq_encode
 from zoo.audio.released import RVQCodec, hf_config, read_safetensors
-from zoo.audio.streaming import Conv, ConvTranspose, Stack, seanet_layers
+from zoo.audio.streaming import Conv, ConvTranspose, Stack, check_seanet, seanet_layers
 from zoo.audio.weights import fold_weight_norm
 from zoo.hub import register_family, register_release
-from zoo.tokenizer import InputContract, Tokens, TokenSpec, check_budget, check_fields, check_weights
+from zoo.tokenizer import InputContract, Tokens, TokenSpec, check_budget, check_weights
 
 
 @dataclass
@@ -91,17 +91,12 @@ class MimiConfig:
 
     def __post_init__(self) -> None:
         self.ratios = tuple(self.ratios)
-        check_fields(self, sample_rate=(1, 384_000), channels=(1, 8), num_filters=(1, 4096), ratios=(1, 64), dimension=(1, 16384), num_residual_layers=(1, 16),
-                     residual_kernel_size=(1, 63), kernel_size=(1, 63), last_kernel_size=(1, 63), dilation_base=(1, 16), compress=(1, 64),
-                     lstm_layers=(0, 16), num_layers=(0, 128), num_heads=(1, 256), ffn_dim=(1, 65536),
-                     context=(1, 1 << 20), rope_period=(1, 1e9), downsample=(1, 64), num_codebooks=(2, 1024),
-                     num_semantic=(1, 1024), codebook_size=(2, 1 << 20), codebook_dim=(1, 16384),
-                     chunk_seconds=(0, 86_400), max_seconds=(0, 7 * 86_400))
-        if not 1 <= len(self.ratios) <= 16:
-            raise ValueError(f"ratios holds 1 to 16 strides, got {self.ratios}")
-        # two transformers of about (4·dim² + 2·dim·ffn) per layer, the SEANet's widest levels, the codebooks
-        check_weights(self, 2 * self.num_layers * (4 * self.dimension**2 + 2 * self.dimension * self.ffn_dim)
-                      + 20 * (self.num_filters * 2 ** len(self.ratios))**2
+        seanet = check_seanet(self, num_layers=(0, 128), num_heads=(1, 256), ffn_dim=(1, 65536), context=(1, 1 << 20),
+                              rope_period=(1, 1e9), downsample=(1, 64), num_codebooks=(2, 1024), num_semantic=(1, 1024),
+                              codebook_size=(2, 1 << 20), codebook_dim=(1, 16384), chunk_seconds=(0, 86_400),
+                              max_seconds=(0, 7 * 86_400))
+        # two transformers of about (4·dim² + 2·dim·ffn) per layer, the SEANet, the codebooks
+        check_weights(self, 2 * self.num_layers * (4 * self.dimension**2 + 2 * self.dimension * self.ffn_dim) + seanet
                       + self.num_codebooks * self.codebook_size * self.codebook_dim)
         if self.dimension % self.num_heads:
             raise ValueError(f"dimension {self.dimension} must be a multiple of num_heads {self.num_heads}")

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from zoo.nn.seanet import ELU, conv_by_taps, conv_transpose_polyphase
+from zoo.tokenizer import check_fields
 
 PAD_MODES = ("reflect", "constant", "replicate")
 
@@ -150,6 +151,17 @@ class SkipLSTM(nn.Module):
         seq = x.permute(2, 0, 1)  # (T, B, C)
         y, state = self.lstm(seq, state)
         return (y + seq).permute(1, 2, 0), state
+
+
+def check_seanet(c: Any, **bounds: tuple[float, float]) -> int:
+    """Check the SEANet fields `seanet_layers` reads (and a config's own `bounds`) before anything is built;
+    returns the SEANet's weight estimate, its widest levels: about 20·(num_filters·2^levels)² over both sides."""
+    check_fields(c, sample_rate=(1, 384_000), channels=(1, 8), num_filters=(1, 4096), ratios=(1, 64),
+                 dimension=(1, 16384), num_residual_layers=(1, 16), residual_kernel_size=(1, 63), kernel_size=(1, 63),
+                 last_kernel_size=(1, 63), dilation_base=(1, 16), compress=(1, 64), lstm_layers=(0, 16), **bounds)
+    if not 1 <= len(c.ratios) <= 16:
+        raise ValueError(f"ratios holds 1 to 16 strides, got {c.ratios}")
+    return 20 * (c.num_filters * 2 ** len(c.ratios))**2
 
 
 def seanet_layers(c: Any, decoder: bool, fast: bool = False) -> list[nn.Module]:

@@ -61,7 +61,8 @@ from zoo.nn import (AdaLNTransformer, Patchify, TimestepEmbedding, Transformer, 
 from zoo.nn.transformer import key_padding_mask, prefix_causal_mask
 from zoo.hub import register_family
 from zoo.tokenizer import (InputContract, Tokenizer, Tokens, TokenSpec, budget_lengths, check_budget, check_fields,
-                           check_input, check_tokens, check_weights, length_mask)
+                           check_input, check_tokens, check_weights, length_mask,
+                           transformer_weights)
 
 
 class FSQGridConfig:
@@ -147,7 +148,7 @@ class FlexTokConfig(FSQGridConfig):
                      encoder_dim=(1, 8192), encoder_depth=(0, 128), encoder_heads=(1, 256), decoder_dim=(1, 8192),
                      decoder_depth=(0, 128), decoder_heads=(1, 256), mlp_ratio=(0, 64), fsq_levels=(2, 1 << 16),
                      steps=(1, 10_000), guidance=(0, 1000), time_shift=(1, 10_000))
-        check_weights(self, 12 * (self.encoder_dim**2 * self.encoder_depth + self.decoder_dim**2 * self.decoder_depth),
+        check_weights(self, transformer_weights((self.encoder_dim, self.encoder_depth), (self.decoder_dim, self.decoder_depth)),
                       "transformer weights")
         self.check_codes()
         if self.patch_size < 1 or self.image_size % self.patch_size:

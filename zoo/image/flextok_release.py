@@ -58,7 +58,7 @@ from zoo.nn.patch import Patchify, Unpatchify, sincos_pos_embed_2d
 from zoo.nn.timestep import TimestepEmbedding
 from zoo.nn.transformer import prefix_causal_mask
 from zoo.tokenizer import (InputContract, Tokenizer, Tokens, TokenSpec, budget_lengths, check_fields, check_input,
-                           check_weights, length_mask)
+                           check_weights, length_mask, transformer_weights)
 
 LICENCE = "LicenseRef-apple-amlr"  # Apple Machine Learning Research Model licence ('apple-amlr' on the hub)
 LICENCE_URL = "https://github.com/apple/ml-flextok/blob/main/LICENSE_WEIGHTS"
@@ -128,7 +128,7 @@ class FlexTokReleaseConfig(FSQGridConfig):
                      encoder_depth=(1, 128), decoder_dim=(1, 8192), decoder_depth=(1, 128), head_dim=(1, 1024),
                      mlp_ratio=(0.1, 64), fsq_levels=(2, 1 << 16), adaln_expansion=(1, 2), max_timestep=(1e-6, 1e6),
                      norm_eps=(0, 1), steps=(1, 10_000), guidance=(0, 1000))
-        check_weights(self, 12 * (self.encoder_dim**2 * self.encoder_depth + self.decoder_dim**2 * self.decoder_depth))
+        check_weights(self, transformer_weights((self.encoder_dim, self.encoder_depth), (self.decoder_dim, self.decoder_depth)))
         self.check_codes()
         self.vae = dict(self.vae)
         if self.image_size % (self.downsample * self.patch_size):

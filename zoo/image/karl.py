@@ -56,7 +56,8 @@ from zoo.nn import Patchify, TimestepEmbedding, Transformer, Unpatchify, kept_co
 from zoo.nn.transformer import prefix_causal_mask
 from zoo.hub import register_family
 from zoo.tokenizer import (InputContract, Tokenizer, Tokens, TokenSpec, budget_lengths, check_budget, check_fields,
-                           check_input, check_tokens, check_weights, length_mask)
+                           check_input, check_tokens, check_weights, length_mask,
+                           transformer_weights)
 
 QUANTIZERS = ("fsq", "none")
 
@@ -111,7 +112,7 @@ class KARLConfig:
                      encoder_dim=(1, 8192), encoder_depth=(0, 128), encoder_heads=(1, 256), decoder_dim=(1, 8192),
                      decoder_depth=(0, 128), decoder_heads=(1, 256), mlp_ratio=(0, 64), fsq_levels=(2, 1 << 16),
                      latent_dim=(1, 4096), quality_range=(0, 1e6), default_quality=(0, 1e6))
-        check_weights(self, 12 * (self.encoder_dim**2 * self.encoder_depth + self.decoder_dim**2 * self.decoder_depth),
+        check_weights(self, transformer_weights((self.encoder_dim, self.encoder_depth), (self.decoder_dim, self.decoder_depth)),
                       "transformer weights")
         self.fsq_levels = tuple(int(v) for v in self.fsq_levels)
         self.quality_range = tuple(float(v) for v in self.quality_range)

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from zoo.data.images import COLOURS, COUNT_WORDS, KINDS
 from zoo import hub
-from zoo.tokenizer import InputContract, check_fields, check_input, check_weights
+from zoo.tokenizer import InputContract, check_fields, check_input, check_weights, transformer_weights
 
 HEADS: dict[str, int] = {"kind": len(KINDS), "colour": len(COLOURS), "count": len(COUNT_WORDS)}
 DEFAULT_CHECKPOINT = "vit-host-shapes32"
@@ -53,7 +53,7 @@ class HostConfig:
     def __post_init__(self) -> None:
         check_fields(self, image_size=(1, 4096), patch_size=(1, 512), dim=(1, 8192), depth=(1, 128), num_heads=(1, 256),
                      mlp_ratio=(0.1, 64), drop_path=(0, 1))
-        check_weights(self, 12 * self.dim**2 * self.depth)
+        check_weights(self, transformer_weights((self.dim, self.depth)), "transformer weights")
         if self.image_size % self.patch_size:
             raise ValueError(f"image_size={self.image_size} must be a multiple of patch_size={self.patch_size}")
         if self.conv_stem and (self.patch_size & (self.patch_size - 1) or self.patch_size < 2):

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from zoo.reduce.base import Reducer, keep_top
 from zoo import hub
-from zoo.tokenizer import check_fields, check_weights
+from zoo.tokenizer import check_fields, check_weights, transformer_weights
 
 DEFAULT_CHECKPOINT = "selector-vit-host-shapes32"
 
@@ -52,7 +52,8 @@ class SelectorConfig:
     def __post_init__(self) -> None:
         check_fields(self, dim=(1, 8192), num_tokens=(2, 1 << 20), hidden=(1, 65536), decoder_depth=(0, 128),
                      decoder_heads=(1, 256), layer=(0, 1024))
-        check_weights(self, 12 * self.dim**2 * self.decoder_depth + self.dim * self.num_tokens + 2 * self.dim * self.hidden)
+        check_weights(self, transformer_weights((self.dim, self.decoder_depth)) + self.dim * self.num_tokens
+                      + 2 * self.dim * self.hidden)
         if self.dim % self.decoder_heads:
             raise ValueError(f"dim={self.dim} must be a multiple of decoder_heads={self.decoder_heads}")
         if self.num_tokens < 2:

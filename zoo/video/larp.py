@@ -58,7 +58,7 @@ from zoo.nn.transformer import key_padding_mask, prefix_causal_mask
 from zoo.files import read_release
 from zoo.hub import register_family, register_release
 from zoo.tokenizer import (InputContract, Tokenizer, Tokens, TokenSpec, budget_lengths, check_fields, check_input,
-                           check_tokens, check_weights, length_mask)
+                           check_tokens, check_weights, length_mask, transformer_weights)
 
 
 @dataclass
@@ -126,7 +126,7 @@ class LARPConfig:
                      decoder_depth=(0, 128), heads=(1, 256), mlp_ratio=(0, 64), codebook_size=(2, 1 << 20),
                      code_dim=(1, 4096), temperature=(0, 1e6), linear_rank=(0, 4096), conv_channels=(0, 4096),
                      norm_eps=(0, 1))
-        check_weights(self, 12 * self.dim**2 * (self.encoder_depth + self.decoder_depth), "transformer weights")
+        check_weights(self, transformer_weights((self.dim, self.encoder_depth), (self.dim, self.decoder_depth)), "transformer weights")
         if self.temporal_patch < 1 or self.frames % self.temporal_patch:
             raise ValueError(f"frames={self.frames} must be a multiple of temporal_patch={self.temporal_patch}")
         if self.patch_size < 1 or self.image_size % self.patch_size:
