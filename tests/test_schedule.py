@@ -153,3 +153,48 @@ def test_a_second_optimiser_starts_its_phase_at_a_step() -> None:
     assert at[3] == [pytest.approx(warmup_cosine(3, 1, 0.3)), 0.0]  # the first trains; the second has not begun
     assert at[4][1] == pytest.approx(0.5)  # step 1 of its 2-step warmup, at the top of its cosine
     assert at[7][1] == pytest.approx(warmup_cosine(3, 2, 0.5))  # its cosine runs from progress 0.4 to the end
+
+
+class Busy(Tiny):
+    """A Tiny recipe whose step costs a known amount of CPU (a few ms of matrix products)."""
+
+    def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        a = torch.randn(200, 200)
+        for _ in range(20):
+            a = torch.tanh(a @ a)
+        self.log("lr_factor", self.lr_factor(self.global_step))
+        return self.model(batch[0]).pow(2).mean() + 0 * a.mean()
+
+
+def test_a_cpu_budget_stops_the_run_and_drives_the_schedule(tmp_path) -> None:
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from recipes.base import CPUBudget, cpu_seconds
+
+    torch.set_num_threads(1)
+    budget = CPUBudget(seconds=0.6)
+    m = Busy(ema=False, budget_seconds=0.6, min_lr_ratio=0.0)
+    data = DataLoader(TensorDataset(torch.randn(64, 3)), batch_size=4)
+    trainer = pl.Trainer(max_steps=10**6, max_epochs=-1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, callbacks=[budget],
+                         default_root_dir=tmp_path)
+    before = cpu_seconds()
+    trainer.fit(m, data)
+    used = cpu_seconds() - before
+    assert 0.6 <= budget.used() < used  # stopped once the budget was spent, not by max_steps
+    assert trainer.global_step < 10**6 and used < 10  # (generous: the fit's own start-up and tear-down are not counted)
+    assert m.clock is cpu_seconds and m.progress() == 1.0  # the schedule counted the same CPU seconds
+    assert m.lr_factor(trainer.global_step) == 0.0  # and ended where the run stopped
+
+
+def test_a_cpu_budget_must_match_the_modules_budget() -> None:
+    from recipes.base import CPUBudget
+
+    with pytest.raises(ValueError, match="seconds > 0"):
+        CPUBudget(seconds=0)
+    trainer = type("T", (), {})()
+    with pytest.raises(ValueError, match="budget_seconds=5"):
+        CPUBudget(seconds=6).on_fit_start(trainer, Tiny(budget_seconds=5.0))
+    m = Tiny()  # no time budget of its own: it gets the CPU clock, the run stops at the CPU budget
+    CPUBudget(seconds=6).on_fit_start(trainer, m)
+    assert m.clock() == pytest.approx(time.process_time(), abs=0.5)
