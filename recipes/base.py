@@ -12,9 +12,17 @@ for a tokenizer family) after `save_hyperparameters()`, writes its losses, and g
 The one schedule is `warmup_cosine`: a linear warmup times a cosine from 1 to `min_lr_ratio` over
 `budget_progress`, the fraction of the run done, by steps (`trainer.max_steps`) or by seconds
 (`hparams.budget_seconds`, the one name of the time budget) whichever is further along, so a run cut by
-the clock on a busy machine still ends its schedule. A recipe that trains in phases (CAT: the autoencoder,
+the clock on a busy machine still ends its schedule. The clock is wall time (`time.monotonic`) unless a `CPUBudget`
+callback is on: then `budget_seconds` are CPU seconds of the process (all threads), the callback stops the run
+when they are spent, and a budget means the same work however loaded the machine is. A recipe that trains in phases (CAT: the autoencoder,
 then its estimator) gives each parameter group a `phase`, the (start, end) fraction of the budget it trains
-in: the same warmup and cosine run inside the phase, and the group's LR is zero outside it.
+in: the same warmup and cosine run inside the phase, and the group's LR is zero outside it. A phase that a
+recipe starts at a step rather than at a fraction (a GAN's discriminator, from its `adversarial_start` batch)
+gives the group a `start_step`: the phase begins at that step, wherever the budget then stands.
+
+A recipe that steps several optimisers by hand (a GAN: generator and discriminator) lists the parameter
+groups of each in `optimizer_groups()`; every optimiser is AdamW on the same schedule, with `hparams.betas`
+unless a group carries its own `betas` (or any other AdamW option, such as `weight_decay`).
 """
 
 from __future__ import annotations
@@ -33,7 +41,8 @@ def budget_progress(module: pl.LightningModule, step: int | None = None) -> floa
     """Fraction in [0, 1] of the budget `module` has used: steps or seconds, whichever is further along.
 
     Args:
-        module: reads `trainer.max_steps` (when attached), `hparams.budget_seconds` and `start_time`.
+        module: reads `trainer.max_steps` (when attached), `hparams.budget_seconds`, `start_time` and `clock`
+            (default `time.monotonic`; `CPUBudget` sets `cpu_seconds`).
         step: the step count to use (default `module.global_step`).
     """
     frac = 0.0
@@ -42,8 +51,13 @@ def budget_progress(module: pl.LightningModule, step: int | None = None) -> floa
         frac = (module.global_step if step is None else step) / trainer.max_steps
     budget, start = module.hparams.get("budget_seconds"), getattr(module, "start_time", None)
     if budget and start is not None:
-        frac = max(frac, (time.monotonic() - start) / budget)
+        frac = max(frac, (getattr(module, "clock", time.monotonic)() - start) / budget)
     return min(frac, 1.0)
+
+
+def cpu_seconds() -> float:
+    """CPU seconds (user + system) this process has used, summed over all its threads."""
+    return time.process_time()
 
 
 def warmup_cosine(step: int, warmup_steps: int, progress: float, min_ratio: float = 0.0) -> float:
@@ -106,8 +120,10 @@ class Recipe(pl.LightningModule):
 
     # -- the clock, the average -------------------------------------------------------------------------
 
+    clock = staticmethod(time.monotonic)  # what `budget_seconds` count; `CPUBudget` sets `cpu_seconds`
+
     def on_fit_start(self) -> None:
-        self.start_time = time.monotonic()
+        self.start_time = self.clock()
 
     def progress(self) -> float:
         """Fraction of the budget used: steps or seconds, whichever is further along."""
@@ -144,25 +160,75 @@ class Recipe(pl.LightningModule):
                 {"params": [p for n, p in named if not self.decays(n, p)], "weight_decay": 0.0, **options}]
 
     def lr_factor(self, step: int, group: dict[str, Any] | None = None) -> float:
-        """The LR multiplier of a parameter group at optimiser step `step` (the one schedule).
+        """The LR multiplier of a parameter group at scheduler step `step` (the one schedule).
 
-        The group trains in its `phase`, a (start, end) fraction of the budget (default: all of it): a linear
-        warmup over its `warmup_steps` (default `hparams.warmup_steps`) from the phase's first step, times a
-        cosine over the phase to `hparams.min_lr_ratio`; zero before the phase, and after it when it ends early.
+        The group trains in its `phase`, a (start, end) fraction of the budget (default: all of it), or from its
+        `start_step` on (default 0) to the phase's end: a linear warmup over its `warmup_steps` (default
+        `hparams.warmup_steps`) from the phase's first step, times a cosine from where the phase began (`start`,
+        or the budget's progress at `start_step`) to its end, down to `hparams.min_lr_ratio`; zero before the
+        phase, and after it when it ends early.
         """
         hp, group = self.hparams, group or {}
         start, end = group.get("phase", (0.0, 1.0))
+        start_step = group.get("start_step", 0)
         progress = self.progress()
-        if progress < start or (end < 1 and progress >= end):
+        if progress < start or step < start_step or (end < 1 and progress >= end):
             return 0.0
-        first = 0 if start == 0 else self.phase_first_steps.setdefault(start, step)
+        first = 0
+        if start > 0 or start_step > 0:  # a later phase: warmup and cosine count from where it began
+            first, start = self.phase_starts.setdefault((start, start_step),
+                                                        (step, progress if start_step else start))
         return warmup_cosine(step - first, group.get("warmup_steps", hp.warmup_steps),
                              (progress - start) / (end - start), hp.get("min_lr_ratio", 0.0))
 
-    def configure_optimizers(self) -> dict[str, Any]:
+    def optimizer_groups(self) -> list[list[dict[str, Any]]]:
+        """The parameter groups of each optimiser: one, over `param_groups()`. A recipe that steps several by
+        hand (`automatic_optimization = False`: a GAN's generator and discriminator) lists them in order."""
+        return [self.param_groups()]
+
+    def configure_optimizers(self) -> Any:
         hp = self.hparams
-        opt = torch.optim.AdamW(self.param_groups(), lr=hp.lr, betas=tuple(hp.get("betas", (0.9, 0.999))))
-        self.phase_first_steps: dict[float, int] = {}  # a later phase's warmup counts from the step it began
-        sched = torch.optim.lr_scheduler.LambdaLR(
+        self.phase_starts: dict[tuple[float, int], tuple[int, float]] = {}  # phase -> (first step, progress then)
+        optimizers = [torch.optim.AdamW(groups, lr=hp.lr, betas=tuple(hp.get("betas", (0.9, 0.999))))
+                      for groups in self.optimizer_groups()]
+        schedulers = [torch.optim.lr_scheduler.LambdaLR(
             opt, [lambda step, group=group: self.lr_factor(step, group) for group in opt.param_groups])
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+            for opt in optimizers]
+        if len(optimizers) > 1 or not self.automatic_optimization:  # stepped by the recipe's training_step,
+            return optimizers, schedulers                                # schedulers too
+        return {"optimizer": optimizers[0], "lr_scheduler": {"scheduler": schedulers[0], "interval": "step"}}
+
+
+class CPUBudget(pl.Callback):
+    """Stop training once the process has used `seconds` of CPU time since the fit started (`cpu_seconds`: user +
+    system, all threads), so a budget means CPU-minutes whatever else runs on the machine; the export callbacks
+    still run at the end of the fit.
+
+    While it is on, a `Recipe`'s time budget counts the same CPU seconds (its `clock`), so the LR cosine (and CAT's
+    phases) end where the run stops. The module's `budget_seconds` must then be unset or equal to `seconds`.
+    Set `trainer.max_time` well above it (a wall-clock safety net) or leave it out.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        if not seconds > 0:
+            raise ValueError(f"CPUBudget needs seconds > 0, got {seconds!r}")
+        self.seconds = float(seconds)
+        self.start: float | None = None
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        budget = pl_module.hparams.get("budget_seconds")
+        if budget is not None and float(budget) != self.seconds:
+            raise ValueError(f"model budget_seconds={budget} but CPUBudget(seconds={self.seconds:g}): with a CPU "
+                             "budget the schedule counts CPU seconds too; set them equal (or leave budget_seconds out)")
+        self.start = cpu_seconds()
+        if isinstance(pl_module, Recipe):
+            pl_module.clock = cpu_seconds
+            pl_module.start_time = self.start
+
+    def used(self) -> float:
+        """CPU seconds used since the fit started (0 before)."""
+        return 0.0 if self.start is None else cpu_seconds() - self.start
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        if self.used() >= self.seconds:
+            trainer.should_stop = True

@@ -122,11 +122,11 @@ class ExportTokenizer(pl.Callback):
             raise ValueError("ExportTokenizer needs the checkpoint's name (name: ...)")
         self.directory, self.name, self.data, self.recipe, self.notes = directory, name, data, recipe, notes
         self.measure = measure
-        self.start = time.time()
+        self.start, self.start_cpu = time.time(), time.process_time()
         self.earlier_seconds = 0.0  # training time of the runs this one resumed (restored from the checkpoint)
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.start = time.time()
+        self.start, self.start_cpu = time.time(), time.process_time()
 
     def state_dict(self) -> dict[str, float]:
         return {"train_seconds": self.earlier_seconds + time.time() - self.start}
@@ -138,6 +138,7 @@ class ExportTokenizer(pl.Callback):
         if not trainer.is_global_zero:
             return
         seconds = self.earlier_seconds + time.time() - self.start
+        cpu_seconds = time.process_time() - self.start_cpu  # of this fit, before the card's measurement
         pl_module.eval()
         measure = self.measure and hasattr(pl_module, "card_metrics")
         metrics = pl_module.card_metrics(trainer.datamodule) if measure else {}
@@ -146,7 +147,8 @@ class ExportTokenizer(pl.Callback):
         directory = run_folder(self.directory or Path(trainer.default_root_dir) / self.name)
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "train_log.json").write_text(json.dumps(
-            {"seconds": seconds, "global_step": trainer.global_step, "hardware": hardware, "metrics": metrics}, indent=1))
+            {"seconds": seconds, "cpu_seconds": round(cpu_seconds, 1),
+             "global_step": trainer.global_step, "hardware": hardware, "metrics": metrics}, indent=1))
         write_checkpoint(pl_module.tokenizer, directory, name=self.name, summary=summary, metrics=metrics,
                          data=self.data, recipe=self.recipe, train_seconds=seconds, notes=self.notes, hardware=hardware)
         announce(directory)

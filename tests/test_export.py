@@ -39,6 +39,7 @@ def test_export_without_measuring_then_remeasure_from_the_config(tmp_path) -> No
 
     log = json.loads((directory / "train_log.json").read_text())
     assert log["metrics"] == {} and log["hardware"] == hardware_name(torch.device("cpu"))
+    assert 0 < log["cpu_seconds"] <= log["seconds"] * 4  # the fit's CPU seconds beside its wall seconds
     assert "psnr_n8" not in (directory / "README.md").read_text()
     trained = hub.load_dir(str(directory))  # a str path is accepted as well as a Path
 

@@ -133,3 +133,90 @@ def test_groups_with_a_phase_train_in_it_with_their_own_warmup() -> None:
     assert at[5][2] == pytest.approx(0.5)  # the second begins: step 1 of a 2-step warmup
     assert at[6][2] == pytest.approx(warmup_cosine(1, 2, 0.2))  # counted from the phase's first step
     assert at[9][2] == pytest.approx(warmup_cosine(4, 2, 0.8))
+
+
+class TwoOptimisers(Tiny):  # a GAN's shape: the second optimiser's phase begins at a step
+    def optimizer_groups(self) -> list[list[dict]]:
+        return [Recipe.param_groups(self, self.model[0]),
+                Recipe.param_groups(self, self.model[1], start_step=4, warmup_steps=2)]
+
+
+def test_a_second_optimiser_starts_its_phase_at_a_step() -> None:
+    m = TwoOptimisers(ema=False, min_lr_ratio=0.0)
+    m.hparams.budget_seconds = None
+    optimizers, schedulers = m.configure_optimizers()
+    assert len(optimizers) == 2 and [len(s.lr_lambdas) for s in schedulers] == [2, 2]
+    at = {}
+    for step in (0, 3, 4, 5, 7):  # in order: the phase begins at the first step the schedule sees from 4 on
+        m._trainer = type("T", (), {"max_steps": 10, "global_step": step})()
+        at[step] = [s.lr_lambdas[0](step) for s in schedulers]
+    assert at[3] == [pytest.approx(warmup_cosine(3, 1, 0.3)), 0.0]  # the first trains; the second has not begun
+    assert at[4][1] == pytest.approx(0.5)  # step 1 of its 2-step warmup, at the top of its cosine
+    assert at[7][1] == pytest.approx(warmup_cosine(3, 2, 0.5))  # its cosine runs from progress 0.4 to the end
+
+
+class OwnBetas(Tiny):  # LARP's shape: a discriminator optimiser with its own betas, AdamW's default weight decay
+    def optimizer_groups(self) -> list[list[dict]]:
+        groups = [Recipe.param_groups(self, self.model[0])]
+        if self.hparams.get("betas"):
+            groups.append([{"params": list(self.model[1].parameters()), "betas": (0.5, 0.9)}])
+        return groups
+
+
+def test_a_group_keeps_its_own_betas_and_a_recipe_stepping_by_hand_gets_lists() -> None:
+    m = OwnBetas(ema=False)
+    m.hparams.betas = (0.8, 0.95)
+    optimizers, schedulers = m.configure_optimizers()
+    assert [g["betas"] for g in optimizers[0].param_groups] == [(0.8, 0.95)] * 2  # the recipe's
+    assert optimizers[1].param_groups[0]["betas"] == (0.5, 0.9)  # the group's own
+    assert optimizers[1].param_groups[0]["weight_decay"] == torch.optim.AdamW([torch.zeros(1)]).defaults["weight_decay"]
+    single = OwnBetas(ema=False)
+    assert isinstance(single.configure_optimizers(), dict)  # one optimiser, stepped by Lightning
+    single.automatic_optimization = False
+    optimizers, schedulers = single.configure_optimizers()  # stepped by the recipe: lists, no interval to ignore
+    assert len(optimizers) == 1 and isinstance(schedulers[0], torch.optim.lr_scheduler.LambdaLR)
+
+
+class Busy(Tiny):
+    """A Tiny recipe whose step costs a known amount of CPU (a few ms of matrix products)."""
+
+    def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        a = torch.randn(200, 200)
+        for _ in range(20):
+            a = torch.tanh(a @ a)
+        self.log("lr_factor", self.lr_factor(self.global_step))
+        return self.model(batch[0]).pow(2).mean() + 0 * a.mean()
+
+
+def test_a_cpu_budget_stops_the_run_and_drives_the_schedule(tmp_path) -> None:
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from recipes.base import CPUBudget, cpu_seconds
+
+    torch.set_num_threads(1)
+    budget = CPUBudget(seconds=0.6)
+    m = Busy(ema=False, budget_seconds=0.6, min_lr_ratio=0.0)
+    data = DataLoader(TensorDataset(torch.randn(64, 3)), batch_size=4)
+    trainer = pl.Trainer(max_steps=10**6, max_epochs=-1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, callbacks=[budget],
+                         default_root_dir=tmp_path)
+    before = cpu_seconds()
+    trainer.fit(m, data)
+    used = cpu_seconds() - before
+    assert 0.6 <= budget.used() < used  # stopped once the budget was spent, not by max_steps
+    assert trainer.global_step < 10**6 and used < 10  # (generous: the fit's own start-up and tear-down are not counted)
+    assert m.clock is cpu_seconds and m.progress() == 1.0  # the schedule counted the same CPU seconds
+    assert m.lr_factor(trainer.global_step) == 0.0  # and ended where the run stopped
+
+
+def test_a_cpu_budget_must_match_the_modules_budget() -> None:
+    from recipes.base import CPUBudget
+
+    with pytest.raises(ValueError, match="seconds > 0"):
+        CPUBudget(seconds=0)
+    trainer = type("T", (), {})()
+    with pytest.raises(ValueError, match="budget_seconds=5"):
+        CPUBudget(seconds=6).on_fit_start(trainer, Tiny(budget_seconds=5.0))
+    m = Tiny()  # no time budget of its own: it gets the CPU clock, the run stops at the CPU budget
+    CPUBudget(seconds=6).on_fit_start(trainer, m)
+    assert m.clock() == pytest.approx(time.process_time(), abs=0.5)
