@@ -12,7 +12,8 @@ given by path, and lets it do every step:
   the mismatch reported in discussion 20 of the hub repo, so it is moved up here);
 - the processor is built again from those two files (as `from_pretrained` does) and must give the in-memory
   one's ids; then `__call__` (ids) and `decode(tokens, time_horizon=T, action_dim=D)` of held-out chunks,
-  some with values beyond the fitted range (clipped at `min_token` by `__call__`), written to io.npz.
+  some with values beyond the fitted range (clipped at `min_token` by `__call__`), and float32 ones whose DCT at
+  float32 rounds a coefficient otherwise than at float64, written to io.npz.
 
 tests/test_baselines.py loads the folder through `DCTBPE.from_release` and `zoo.load("fast-universal")`
 (a loopback hub) and requires the same ids and decodes within 1e-5.
@@ -57,6 +58,17 @@ def chunks(rng: np.random.Generator, n: int) -> list[np.ndarray]:
     return out
 
 
+def float32_rounding(rng: np.random.Generator) -> np.ndarray:
+    """Two float32 chunks (12 steps, 4 dofs, in [-1, 1]) on which the DCT at float32, what the processor runs at a
+    float32 input, rounds a scaled coefficient otherwise than at float64 (5 of 200,000 random chunks do)."""
+    from scipy.fft import dct
+
+    x = rng.uniform(-1, 1, size=(200_000, 12, 4)).astype(np.float32)
+    at32 = np.around(dct(x, axis=1, norm="ortho") * SCALE)
+    at64 = np.around(dct(x.astype(np.float64), axis=1, norm="ortho") * SCALE)
+    return x[np.nonzero((at32 != at64).any(axis=(1, 2)))[0][:2]]
+
+
 def official(path: Path):
     """The UniversalActionProcessor class of `path` (its hash printed beside the one of the file named above)."""
     got = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -67,9 +79,38 @@ def official(path: Path):
     return module.UniversalActionProcessor
 
 
-def main() -> None:
+def save_release(fitted, folder: Path) -> dict:
+    """Write a fitted processor as the release is laid out (tokenizer.json beside processor_config.json: the hub
+    repo was written by transformers 4; transformers >= 5 puts the tokenizer in `bpe_tokenizer/`, moved up here)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        fitted.save_pretrained(tmp)
+        nested = Path(tmp) / "bpe_tokenizer" / "tokenizer.json"
+        shutil.copy(nested if nested.is_file() else Path(tmp) / "tokenizer.json", folder / "tokenizer.json")
+        shutil.copy(Path(tmp) / "processor_config.json", folder / "processor_config.json")
+    return json.loads((folder / "processor_config.json").read_text())
+
+
+def read_back(Processor, folder: Path):
+    """The processor built from a release folder's two files, as `from_pretrained` does."""
     from transformers import PreTrainedTokenizerFast
 
+    config = json.loads((folder / "processor_config.json").read_text())
+    return Processor(PreTrainedTokenizerFast(tokenizer_file=str(folder / "tokenizer.json"), clean_up_tokenization_spaces=False),
+                     scale=config["scale"], vocab_size=config["vocab_size"], min_token=config["min_token"],
+                     action_dim=config.get("action_dim"), time_horizon=config.get("time_horizon"))
+
+
+def official_decode(proc, ids: list[list[int]], steps: int, dofs: int) -> np.ndarray:
+    """The processor's decode, refusing the zeros it returns (and prints about) for a malformed row."""
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        decoded = proc.decode(ids, time_horizon=steps, action_dim=dofs)
+    if printed.getvalue():
+        raise SystemExit(f"the official decode reported an error: {printed.getvalue()[:500]}")
+    return decoded
+
+
+def main() -> None:
     if len(sys.argv) != 2:
         raise SystemExit(__doc__.rsplit("\n\n", 1)[-1].strip())
     Processor = official(Path(sys.argv[1]))
@@ -78,29 +119,19 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     for old in OUT.iterdir():
         old.unlink()
-    with tempfile.TemporaryDirectory() as tmp:
-        fitted.save_pretrained(tmp)
-        nested = Path(tmp) / "bpe_tokenizer" / "tokenizer.json"
-        shutil.copy(nested if nested.is_file() else Path(tmp) / "tokenizer.json", OUT / "tokenizer.json")
-        shutil.copy(Path(tmp) / "processor_config.json", OUT / "processor_config.json")
-    config = json.loads((OUT / "processor_config.json").read_text())
-    proc = Processor(PreTrainedTokenizerFast(tokenizer_file=str(OUT / "tokenizer.json"), clean_up_tokenization_spaces=False),
-                     scale=config["scale"], vocab_size=config["vocab_size"], min_token=config["min_token"],
-                     action_dim=config.get("action_dim"), time_horizon=config.get("time_horizon"))
+    config = save_release(fitted, OUT)
+    proc = read_back(Processor, OUT)
 
     held_out = chunks(np.random.default_rng(1), 400)
     cases = {"in_range": np.stack([c for c in held_out if c.shape == (12, 3)][:3]),
-             "wide": np.random.default_rng(2).uniform(-3, 3, size=(2, 12, 4))}  # beyond the fitted range
+             "wide": np.random.default_rng(2).uniform(-3, 3, size=(2, 12, 4)),  # beyond the fitted range
+             "float32": float32_rounding(np.random.default_rng(3))}
     arrays = {}
     for name, actions in cases.items():
         ids = proc(actions)
         if ids != fitted(actions):
             raise SystemExit(f"{name}: the processor read back from {OUT} gives other ids than the fitted one")
-        printed = io.StringIO()
-        with contextlib.redirect_stdout(printed):  # decode prints, and returns zeros, on a malformed row
-            decoded = proc.decode(ids, time_horizon=actions.shape[1], action_dim=actions.shape[2])
-        if printed.getvalue():
-            raise SystemExit(f"{name}: the official decode reported an error: {printed.getvalue()}")
+        decoded = official_decode(proc, ids, actions.shape[1], actions.shape[2])
         width = max(len(r) for r in ids)
         arrays[f"{name}.actions"] = actions
         arrays[f"{name}.ids"] = np.array([r + [0] * (width - len(r)) for r in ids], dtype=np.int64)

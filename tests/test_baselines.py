@@ -77,7 +77,7 @@ FAST = Path(__file__).parent / "fixtures" / "fast_release"  # FAST's official pr
 # made by scripts/make_fast_fixture.py running processing_action_tokenizer.py (UniversalActionProcessor)
 
 
-@pytest.mark.parametrize("case", ["in_range", "wide"])
+@pytest.mark.parametrize("case", ["in_range", "wide", "float32"])
 def test_fast_release_loads_to_identical_tokens_and_decodes(case):
     import numpy as np
 

@@ -223,6 +223,25 @@ def test_48khz_tokens_carry_their_segment_scales():
         tok.decode(Tokens(ids=t.ids, lengths=t.lengths, meta={"num_samples": t.meta["num_samples"]}))
 
 
+def test_48khz_segments_in_batches_equal_one_at_a_time(monkeypatch):
+    """The skip LSTM runs segments of one length as a batch (`Stack.run_many`); any batch size gives the same."""
+    import zoo.audio.encodec as module
+
+    torch.manual_seed(0)
+    tok = randomise(EnCodec(EncodecConfig.from_name("48khz", num_filters=2, dimension=8, num_codebooks=4,
+                                                    codebook_size=64)), seed=6)
+    tok.codebooks.normal_(0, 0.5, generator=torch.Generator().manual_seed(6))
+    x = audio(2, 48000 * 5 + 300, seed=6)  # 6 segments: 5 of 48000 samples, then 1 of 2700
+    batched = tok.encode(x)
+    assert len(batched.ids.unique()) > 20  # codes vary
+    y = tok.decode(batched)
+    monkeypatch.setattr(module, "SEGMENT_BATCH", 2)  # runs of 2, 2, 1, then the short one
+    assert module.runs(tok.segment_frames(x.shape[-1]), 2) == [range(0, 2), range(2, 4), range(4, 5), range(5, 6)]
+    t = tok.encode(x)
+    assert torch.equal(t.ids, batched.ids) and torch.equal(t.meta["scales"], batched.meta["scales"])
+    torch.testing.assert_close(tok.decode(t), y, atol=1e-6, rtol=0)
+
+
 def test_preset_sizes_match_the_releases():
     """Parameter counts of the real architectures (the official package builds the same at random init)."""
     from encodec import EncodecModel

@@ -22,6 +22,7 @@ scripts/make_fast_fixture.py): identical ids, decodes within 1e-5 (tests/test_ba
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from dataclasses import dataclass
@@ -217,18 +218,24 @@ class DCTBPE(_FittedBounds, Tokenizer):
     encode_knobs = ()
     budget_note = "DCT+BPE cannot honour a budget: its length follows the content; set `scale` in its config instead"
     decode_options = ("num_steps", "num_dof")
+    # microseconds per sample, and the tokenizers library spreads a batch's BPE over its own threads: pieces of
+    # 4 samples over our pool made a batch of 256 FAST chunks 1.3x slower on one thread
+    parallel_chunk = 1 << 20
 
     def __init__(self, config: DCTBPEConfig) -> None:
         super().__init__(config)
         self.bounds = None
         self.bpe = None  # a tokenizers.Tokenizer, trained by fit
+        self._fingerprint: tuple[Any, tuple, str] | None = None  # (the BPE object, config and bounds, their hash)
 
     def _coefficients(self, x: Tensor) -> np.ndarray:
         """(B, T, D) → rounded, scaled DCT coefficients (B, T'·D), frequency-major (T' = num_steps when resampling)."""
         from scipy.fft import dct
 
         c = self.config
-        z = x.double()
+        # FAST's processor runs scipy's DCT at its input's precision: float32 (what reaches us) rounds a coefficient
+        # otherwise than float64 about once in 40,000 chunks, so FAST's layout keeps float32 to give its very ids
+        z = x.float() if c.min_token is not None else x.double()
         if c.resample:
             z = resample(z, c.num_steps)
         if c.normalise:
@@ -236,16 +243,26 @@ class DCTBPE(_FittedBounds, Tokenizer):
         coeffs = np.round(dct(z.cpu().numpy(), axis=1, norm="ortho") * c.scale).astype(np.int64)
         return rearrange(coeffs, "b t d -> b (t d)")
 
-    def _to_text(self, coeffs: np.ndarray) -> list[str]:
+    def _offset(self) -> int:
+        """Symbol of coefficient v: the code point v + offset (FAST: v - min_token; ours: a block centred on 0)."""
         c = self.config
-        if c.min_token is not None:  # FAST: values below min_token clip to the first symbol
-            return ["".join(map(chr, np.maximum(row - c.min_token, 0).tolist())) for row in coeffs]
-        return ["".join(chr(_SYMBOL_BASE + int(v) + c.max_coefficient) for v in row) for row in coeffs]
+        return -c.min_token if c.min_token is not None else _SYMBOL_BASE + c.max_coefficient
 
-    def _from_text(self, text: str) -> list[int]:
-        c = self.config
-        offset = -c.min_token if c.min_token is not None else _SYMBOL_BASE + c.max_coefficient
-        return [ord(ch) - offset for ch in text]
+    def _to_text(self, coeffs: np.ndarray) -> list[str]:
+        """(B, N) coefficients → B strings of N symbols, all at once through UTF-32 (one code point per 4 bytes)."""
+        points = coeffs + self._offset()
+        if self.config.min_token is not None:  # FAST: values below min_token clip to the first symbol
+            points = np.maximum(points, 0)
+        try:
+            text = points.astype("<u4").tobytes().decode("utf-32-le")
+        except UnicodeDecodeError as e:  # a surrogate or beyond U+10FFFF: no string can hold it
+            raise ValueError(f"a rounded DCT coefficient ({int(coeffs.max())}) is beyond the symbol range of this "
+                             "tokenizer; normalise the actions first (FAST expects values near [-1, 1])") from e
+        n = coeffs.shape[1]
+        return [text[i * n:(i + 1) * n] for i in range(coeffs.shape[0])]
+
+    def _from_text(self, text: str) -> np.ndarray:
+        return np.frombuffer(text.encode("utf-32-le"), dtype="<u4").astype(np.int64) - self._offset()
 
     def fit(self, trajectories: Tensor | np.ndarray) -> "DCTBPE":
         from tokenizers import Tokenizer as HFTokenizer
@@ -266,6 +283,16 @@ class DCTBPE(_FittedBounds, Tokenizer):
 
     def extra_state(self) -> dict[str, Any]:
         return {**super().extra_state(), "bpe": None if self.bpe is None else json.loads(self.bpe.to_str())}
+
+    @property
+    def fingerprint(self) -> str:
+        """The base class's hash, kept while the config, bounds and BPE object stay the same: serialising the BPE
+        (FAST universal: 2048 tokens and their merges) took milliseconds at every encode and decode."""
+        key = (repr(self.config), None if self.bounds is None else self.bounds.tobytes())
+        cached = self._fingerprint
+        if cached is None or cached[0] is not self.bpe or cached[1] != key:
+            cached = self._fingerprint = (self.bpe, key, super().fingerprint)
+        return cached[2]
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         from tokenizers import Tokenizer as HFTokenizer
@@ -293,11 +320,10 @@ class DCTBPE(_FittedBounds, Tokenizer):
             raise ValueError("DCTBPE is not fitted; call fit(data) first")
         x = check_input(x, self.spec.input, "actions")
         rows = [e.ids for e in self.bpe.encode_batch(self._to_text(self._coefficients(x)))]
-        lengths = torch.tensor([len(r) for r in rows])
-        ids = torch.zeros(len(rows), int(lengths.max()), dtype=torch.long)
-        for i, r in enumerate(rows):
-            ids[i, : len(r)] = torch.tensor(r)
-        b = len(rows)
+        b, lengths = len(rows), np.array([len(r) for r in rows])
+        ids = np.zeros((b, int(lengths.max())), dtype=np.int64)
+        ids[np.arange(ids.shape[1]) < lengths[:, None]] = np.fromiter(itertools.chain.from_iterable(rows), np.int64)
+        ids, lengths = torch.from_numpy(ids), torch.from_numpy(lengths)
         meta = {"num_steps": torch.full((b,), x.shape[1])}
         if self.config.num_dof is None:
             meta["num_dof"] = torch.full((b,), x.shape[2])
@@ -320,11 +346,12 @@ class DCTBPE(_FittedBounds, Tokenizer):
             raise ValueError("these tokens do not record their length and dofs: pass decode(..., num_steps=T, num_dof=D)")
         grid = c.num_steps if c.resample else steps  # the DCT's length
         coeffs = np.empty((tokens.batch_size, grid * dofs), dtype=np.float64)
-        for i, (row, n) in enumerate(zip(tokens.ids.tolist(), tokens.lengths.tolist())):
-            if self.bpe.decoder is not None:  # FAST: byte-level BPE, its decoder turns bytes back into symbols
-                text = self.bpe.decode(row[:n], skip_special_tokens=False)
-            else:
-                text = "".join(self.bpe.id_to_token(t) for t in row[:n])
+        rows = [row[:n] for row, n in zip(tokens.ids.tolist(), tokens.lengths.tolist())]
+        if self.bpe.decoder is not None:  # FAST: byte-level BPE, its decoder turns bytes back into symbols
+            texts = self.bpe.decode_batch(rows, skip_special_tokens=False)
+        else:
+            texts = ["".join(map(self.bpe.id_to_token, row)) for row in rows]
+        for i, text in enumerate(texts):
             if len(text) != coeffs.shape[1]:
                 raise ValueError(f"sample {i}: tokens decode to {len(text)} DCT coefficients, expected "
                                  f"{coeffs.shape[1]} ({grid} steps x {dofs} dofs); the sequence is truncated or malformed")

@@ -18,13 +18,15 @@ mirrored decoder with transposed convolutions. Bitrate = frame rate Â· 10 bits Â
   3 / 6 / 12 / 24 kbps (2 / 4 / 8 / 16 codebooks). As released, it codes 1 s segments that overlap by
   1%, each divided by its own RMS (kept as `meta["scales"]`, which decode multiplies back) and decoded
   segments are cross-faded linearly. Exact per segment, so long files run segment by segment with
-  bounded memory; it does not stream.
+  bounded memory (the skip LSTM takes up to `SEGMENT_BATCH` segments as one batch, its convolutions one
+  segment at a time); it does not stream.
 
 `decode` returns the original number of samples and does not clamp (neither does the release).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -198,16 +200,19 @@ class EnCodec(RVQCodec):
         q = self.codebooks_for(bitrate, num_codebooks)
         if c.segment is None:
             return self._tokens(self._encode_causal(wav, q, chunk_seconds), wav.shape[-1])
-        parts, scales = [], []
-        for start in range(0, wav.shape[-1], c.segment_stride):
-            x = wav[..., start:start + c.segment_length]
-            if c.normalize:
-                scale = x.mean(dim=1, keepdim=True).pow(2).mean(dim=2, keepdim=True).sqrt() + 1e-8  # (B, 1, 1)
-                x = x / scale
-                scales.append(scale.view(-1))
-            parts.append(self._quantize(self.encoder(x), q))
+        segments = [wav[..., s:s + c.segment_length] for s in range(0, wav.shape[-1], c.segment_stride)]
+        scales = [self._segment_scale(x) for x in segments] if c.normalize else None
+        parts = []
+        for run in runs([x.shape[-1] for x in segments], SEGMENT_BATCH):
+            xs = (segments[i] / scales[i][:, None, None] if scales else segments[i] for i in run)
+            parts += [self._quantize(z, q) for z in self.encoder.run_many(xs)]
         meta = {"scales": torch.stack(scales, dim=1)} if scales else {}
         return self._tokens(torch.cat(parts, dim=1), wav.shape[-1], **meta)
+
+    @staticmethod
+    def _segment_scale(x: Tensor) -> Tensor:
+        """A segment's RMS over time of its channel mean plus 1e-8, as released: (B, C, n) -> (B,)."""
+        return x.mean(dim=1, keepdim=True).pow(2).mean(dim=2, keepdim=True).sqrt().view(-1) + 1e-8
 
     # -- decode ----------------------------------------------------------------------------------------
 
@@ -245,12 +250,12 @@ class EnCodec(RVQCodec):
         if c.normalize and (scales is None or scales.shape[1] != len(frames)):
             raise ValueError(f"48 kHz tokens need meta['scales'] with {len(frames)} segment scales, got "
                              f"{None if scales is None else tuple(scales.shape)}")
-        def segments():
-            start = 0
-            for i, f in enumerate(frames):
-                y = self.decoder(self._dequantize(ids[:, start:start + f]))
-                yield y * scales[:, i, None, None].to(y) if c.normalize else y
-                start += f
+        def segments():  # runs of segments of one length go through `run_many` together
+            starts = [0, *itertools.accumulate(frames)]
+            for run in runs(frames, SEGMENT_BATCH):
+                ys = self.decoder.run_many(self._dequantize(ids[:, starts[i]:starts[i + 1]]) for i in run)
+                for i, y in zip(run, ys):
+                    yield y * scales[:, i, None, None].to(y) if c.normalize else y
 
         return overlap_add(segments(), c.segment_stride, length)
 
@@ -281,22 +286,46 @@ class EnCodec(RVQCodec):
         return model.eval()
 
 
+SEGMENT_BATCH = 16  # 48 kHz segments whose skip LSTM runs as one batch (`Stack.run_many`)
+
+
+def runs(lengths: list[int], size: int) -> list[range]:
+    """Consecutive indices of equal `lengths` in runs of at most `size`: [9, 9, 9, 4], 2 -> [0, 1], [2], [3]."""
+    out: list[range] = []
+    start = 0
+    for i in range(1, len(lengths) + 1):
+        if i == len(lengths) or lengths[i] != lengths[start] or i - start == size:
+            out.append(range(start, i))
+            start = i
+    return out
+
+
 def overlap_add(frames: Iterable[Tensor], stride: int, length: int) -> Tensor:
     """Cross-fade segments (B, C, n_i) placed every `stride` samples with triangular weights, normalised by
     the summed weights (EnCodec's linear overlap-add); `length` is the total. Each segment is added into the
-    output as it comes, so only one is held at a time."""
+    output as it comes, and what lies before the next segment's start is final and normalised then, so besides
+    the output only one segment and the weights of one segment's span are held."""
     out = norm = weight = None
+    done = 0  # out[..., :done] is final
     for i, frame in enumerate(frames):
-        n = frame.shape[-1]
+        n, start = frame.shape[-1], i * stride
         if out is None:  # the weights follow the first (full-length) segment, as released
             t = torch.linspace(0, 1, n + 2, device=frame.device, dtype=frame.dtype)[1:-1]
             weight = 0.5 - (t - 0.5).abs()
             total = max(length, stride * ((length - 1) // stride) + n) if length > 0 else n
             out = frame.new_zeros(*frame.shape[:-1], total)
-            norm = frame.new_zeros(total)
-        out[..., i * stride:i * stride + n].add_(weight[:n] * frame)
-        norm[i * stride:i * stride + n] += weight[:n]
-    return out.div_(norm.clamp(min=torch.finfo(norm.dtype).tiny))[..., :length]
+            norm = frame.new_zeros(0)  # summed weights of out[..., done:]
+        out[..., start:start + n].add_(weight[:n] * frame)
+        final = min(start + stride, total)  # no later segment reaches before its start
+        if max(start + n, final) - done > norm.numel():
+            norm = torch.cat([norm, norm.new_zeros(max(start + n, final) - done - norm.numel())])
+        norm[start - done:start - done + n] += weight[:n]
+        out[..., done:final].div_(norm[:final - done].clamp(min=torch.finfo(norm.dtype).tiny))
+        norm, done = norm[final - done:], final
+    if done < total:  # the last segment's tail, and samples past it that no segment reached (zero)
+        norm = torch.cat([norm, norm.new_zeros(total - done - norm.numel())])
+        out[..., done:].div_(norm.clamp(min=torch.finfo(norm.dtype).tiny))
+    return out[..., :length]
 
 
 # ----------------------------------------------------------------------------------------- conversion
