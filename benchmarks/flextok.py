@@ -1,6 +1,7 @@
 """FlexTok benchmark: quality vs k, decode cost vs k, steps, and the fixed-length comparison → BENCHMARKS.md.
 
     OMP_NUM_THREADS=1 python -m benchmarks.flextok
+    OMP_NUM_THREADS=1 python -m benchmarks.flextok params /path/to/ml-flextok   # parameter counts of the releases
 
 Quality on `mixed_val_set(256)` (held out: val photos, val faces, val scene seeds): PSNR, SSIM and a
 Fréchet distance in the 128-d feature space of the small CNN of `benchmarks/image_classifier.py`
@@ -381,11 +382,96 @@ def official(official_dir: Path, rounds: int = 5, threads: int = 2) -> None:
     write_section("flextok-official", "## FlexTok vs the official code\n\n" + body)
     print(body)
 
+# ----------------------------------------------------------------------------------------- parameter counts
+
+
+def _count(module: torch.nn.Module, skip: str = "vae.") -> tuple[int, int]:
+    """(trainable, frozen) parameters outside `skip` (the official code keeps its fixed sin-cos tables as frozen
+    parameters; ours computes them)."""
+    kept = [p for name, p in module.named_parameters() if not name.startswith(skip)]
+    return sum(p.numel() for p in kept if p.requires_grad), sum(p.numel() for p in kept if not p.requires_grad)
+
+
+def params(official_dir: Path) -> None:
+    """Parameter counts of the release presets (d12-d12, d18-d18, d18-d28) and their VAE, ours built on the meta
+    device, against the official code (apple/ml-flextok, needs hydra-core and mup) at the same shapes.
+
+    The official FlexTok cannot be built on the meta device (its transformer and FSQ call .item() at init) and
+    d18-d28 is 2.5 B parameters, so it is built on the CPU at depths 1 and 2 of each side: its blocks are alike,
+    so the count is linear in each depth and the release depths follow exactly; d12-d12 is also built whole to
+    check that extrapolation."""
+    import sys
+    import tempfile
+    import warnings
+
+    from diffusers import AutoencoderKL
+
+    from zoo.image.flextok_release import PRESETS, VAE_C16, FlexTokRelease, FlexTokReleaseConfig
+
+    started = time.time()
+    warnings.simplefilter("ignore")
+    fixture = _fixture_script()
+    sys.path.insert(0, str(official_dir))
+    from flextok.flextok_wrapper import FlexTokFromHub
+
+    tmp = Path(tempfile.mkdtemp())
+    # the official wrapper loads its VAE from a folder: a tiny one, left out of the counts (the VAE is diffusers'
+    # AutoencoderKL on both sides, counted once below from the release's config)
+    AutoencoderKL(latent_channels=16, block_out_channels=[8], down_block_types=["DownEncoderBlock2D"],
+                  up_block_types=["UpDecoderBlock2D"], layers_per_block=1, norm_num_groups=4).save_pretrained(tmp / "vae")
+    with torch.device("meta"):
+        vae = sum(p.numel() for p in AutoencoderKL.from_config({k: v for k, v in VAE_C16.items() if v is not None}).parameters())
+
+    def official(preset: dict, enc_depth: int, dec_depth: int) -> tuple[int, int]:
+        shape = dict(C=16, P=2, K=256, ENC_DIM=preset["encoder_dim"], DEC_DIM=preset["decoder_dim"], HEAD_DIM=64,
+                     ENC_DEPTH=enc_depth, DEC_DEPTH=dec_depth, GRID=16)  # 256 px over the f8 VAE, patch 2
+        return _count(FlexTokFromHub(fixture.tree(str(tmp / "vae"), **shape)))
+
+    rows, checks = [], []
+    for name, preset in PRESETS.items():
+        with torch.device("meta"):
+            ours = FlexTokRelease(FlexTokReleaseConfig.from_name(name))
+        mine, _ = _count(ours)
+        e, d = preset["encoder_depth"], preset["decoder_depth"]
+        base, deeper_enc, deeper_dec = official(preset, 1, 1), official(preset, 2, 1), official(preset, 1, 2)
+        theirs = [b + (e - 1) * (x - b) + (d - 1) * (y - b) for b, x, y in zip(base, deeper_enc, deeper_dec)]
+        if name == "d12-d12":
+            checks.append(list(official(preset, e, d)) == theirs)
+        rows.append([name, f"{mine / 1e6:.2f}M", f"{theirs[0] / 1e6:.2f}M", mine - theirs[0],
+                     f"{theirs[1] / 1e6:.3f}M", f"{(mine + vae) / 1e6:.2f}M"])
+    body = f"""## FlexTok release presets: parameter counts
+
+Our `FlexTokRelease` presets built on the meta device, against the official FlexTok (apple/ml-flextok@{fixture.COMMIT[:7]},
+the Hydra tree of scripts/make_flextok_fixture.py at the release shapes: 256 px over the f8 16-channel VAE, patch 2,
+256 registers, head width 64) built on the CPU. The ml-flextok README states no parameter count (nor does the
+flextok_d18_d18_in1k model card's text; the paper's was not reachable here), so the official code at the same shape is
+the reference: this checks our architecture against theirs at those widths and depths, not the widths and depths
+themselves (width 64 x depth, as our presets assume; the hub's configs were out of reach).
+The official transformer and FSQ call `.item()` at init, so they cannot be built on the meta device; they are built
+at depths 1 and 2 of each side and the release depths follow linearly (the blocks are alike; d12-d12 built whole
+gives the same count: {all(checks)}).
+
+{table(["preset", "ours, trainable (no VAE)", "official, trainable (no VAE)", "ours - official",
+        "official, frozen (sin-cos tables)", "ours with the VAE"], rows)}
+
+The VAE (diffusers `AutoencoderKL` at the config of EPFL-VILAB/flextok_vae_c16, the same module on both sides):
+{vae / 1e6:.2f}M. The official code also keeps the fixed 2D sin-cos position tables of the encoder's and the
+decoder's patches as frozen parameters (256 x width each); ours computes them, so they are not counted above.
+
+Command: `OMP_NUM_THREADS=1 python -m benchmarks.flextok params /path/to/ml-flextok` ({(time.time() - started) / 60:.1f} min;
+hydra-core and mup installed beside the project). Machine: {machine()}.
+"""
+    write_section("flextok-params", body)
+    print(body)
+
+
 if __name__ == "__main__":
     t0 = time.time()
     import sys
 
-    if len(sys.argv) > 2 and sys.argv[1] == "official":  # python -m benchmarks.flextok official /path/to/ml-flextok
+    if len(sys.argv) > 2 and sys.argv[1] == "params":  # python -m benchmarks.flextok params /path/to/ml-flextok
+        params(Path(sys.argv[2]))
+    elif len(sys.argv) > 2 and sys.argv[1] == "official":  # python -m benchmarks.flextok official /path/to/ml-flextok
         official(Path(sys.argv[2]))
     elif len(sys.argv) > 1:  # a dry run on another checkpoint: python -m benchmarks.flextok DIR [N_VAL]
         main(Path(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 256)

@@ -16,7 +16,13 @@ the clock on a busy machine still ends its schedule. The clock is wall time (`ti
 callback is on: then `budget_seconds` are CPU seconds of the process (all threads), the callback stops the run
 when they are spent, and a budget means the same work however loaded the machine is. A recipe that trains in phases (CAT: the autoencoder,
 then its estimator) gives each parameter group a `phase`, the (start, end) fraction of the budget it trains
-in: the same warmup and cosine run inside the phase, and the group's LR is zero outside it.
+in: the same warmup and cosine run inside the phase, and the group's LR is zero outside it. A phase that a
+recipe starts at a step rather than at a fraction (a GAN's discriminator, from its `adversarial_start` batch)
+gives the group a `start_step`: the phase begins at that step, wherever the budget then stands.
+
+A recipe that steps several optimisers by hand (a GAN: generator and discriminator) lists the parameter
+groups of each in `optimizer_groups()`; every optimiser is AdamW on the same schedule, with `hparams.betas`
+unless a group carries its own `betas` (or any other AdamW option, such as `weight_decay`).
 """
 
 from __future__ import annotations
@@ -154,28 +160,43 @@ class Recipe(pl.LightningModule):
                 {"params": [p for n, p in named if not self.decays(n, p)], "weight_decay": 0.0, **options}]
 
     def lr_factor(self, step: int, group: dict[str, Any] | None = None) -> float:
-        """The LR multiplier of a parameter group at optimiser step `step` (the one schedule).
+        """The LR multiplier of a parameter group at scheduler step `step` (the one schedule).
 
-        The group trains in its `phase`, a (start, end) fraction of the budget (default: all of it): a linear
-        warmup over its `warmup_steps` (default `hparams.warmup_steps`) from the phase's first step, times a
-        cosine over the phase to `hparams.min_lr_ratio`; zero before the phase, and after it when it ends early.
+        The group trains in its `phase`, a (start, end) fraction of the budget (default: all of it), or from its
+        `start_step` on (default 0) to the phase's end: a linear warmup over its `warmup_steps` (default
+        `hparams.warmup_steps`) from the phase's first step, times a cosine from where the phase began (`start`,
+        or the budget's progress at `start_step`) to its end, down to `hparams.min_lr_ratio`; zero before the
+        phase, and after it when it ends early.
         """
         hp, group = self.hparams, group or {}
         start, end = group.get("phase", (0.0, 1.0))
+        start_step = group.get("start_step", 0)
         progress = self.progress()
-        if progress < start or (end < 1 and progress >= end):
+        if progress < start or step < start_step or (end < 1 and progress >= end):
             return 0.0
-        first = 0 if start == 0 else self.phase_first_steps.setdefault(start, step)
+        first = 0
+        if start > 0 or start_step > 0:  # a later phase: warmup and cosine count from where it began
+            first, start = self.phase_starts.setdefault((start, start_step),
+                                                        (step, progress if start_step else start))
         return warmup_cosine(step - first, group.get("warmup_steps", hp.warmup_steps),
                              (progress - start) / (end - start), hp.get("min_lr_ratio", 0.0))
 
-    def configure_optimizers(self) -> dict[str, Any]:
+    def optimizer_groups(self) -> list[list[dict[str, Any]]]:
+        """The parameter groups of each optimiser: one, over `param_groups()`. A recipe that steps several by
+        hand (`automatic_optimization = False`: a GAN's generator and discriminator) lists them in order."""
+        return [self.param_groups()]
+
+    def configure_optimizers(self) -> Any:
         hp = self.hparams
-        opt = torch.optim.AdamW(self.param_groups(), lr=hp.lr, betas=tuple(hp.get("betas", (0.9, 0.999))))
-        self.phase_first_steps: dict[float, int] = {}  # a later phase's warmup counts from the step it began
-        sched = torch.optim.lr_scheduler.LambdaLR(
+        self.phase_starts: dict[tuple[float, int], tuple[int, float]] = {}  # phase -> (first step, progress then)
+        optimizers = [torch.optim.AdamW(groups, lr=hp.lr, betas=tuple(hp.get("betas", (0.9, 0.999))))
+                      for groups in self.optimizer_groups()]
+        schedulers = [torch.optim.lr_scheduler.LambdaLR(
             opt, [lambda step, group=group: self.lr_factor(step, group) for group in opt.param_groups])
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+            for opt in optimizers]
+        if len(optimizers) > 1 or not self.automatic_optimization:  # stepped by the recipe's training_step,
+            return optimizers, schedulers                                # schedulers too
+        return {"optimizer": optimizers[0], "lr_scheduler": {"scheduler": schedulers[0], "interval": "step"}}
 
 
 class CPUBudget(pl.Callback):

@@ -6,26 +6,30 @@ As EnCodec (audiocraft's compression solver) and DAC train theirs:
 - quantizer: the residual VQ's commitment term (EMA codebooks need no codebook loss), with
   quantizer dropout drawing the depth per batch so every bitrate is trained;
 - adversarial: a multi-scale STFT discriminator (EnCodec's MS-STFT-D) with hinge losses and
-  relative feature matching, switched on after `adversarial_start` steps of pure reconstruction.
+  relative feature matching, switched on after `adversarial_start` batches of pure reconstruction.
 
 Loss weights are set by name (`weights`); a zero-weight loss is still logged (except the complex
 spectral one, which costs three STFTs and is computed only with a weight).
+
+The scaffold is the base's (recipes/base.py): the codec from its preset or `init_from`, AdamW and the one
+schedule over the budget (trainer.max_steps or `budget_seconds`). The discriminator is a second optimiser
+whose parameter groups start at the `adversarial_start` batch (`start_step`), so its warmup and cosine
+begin with the adversarial losses. Both optimisers are stepped here, by hand, once a batch each.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm
 
-from recipes.base import warmup_cosine
+from recipes.base import Recipe
 from zoo import metrics
-from zoo.audio.codec import Codec, CodecConfig
+from zoo.audio.codec import Codec
 
 DEFAULT_WEIGHTS = {"mel": 15.0, "l1": 1.0, "complex": 0.0, "commitment": 0.25, "adversarial": 1.0, "feature": 2.0}
 DECODER_NAMES = {"seanet": "SEANet", "istft": "inverse-STFT (ConvNeXt at the frame rate)"}
@@ -108,16 +112,19 @@ def generator_losses(real: list, fake: list) -> tuple[Tensor, Tensor]:
 # ----------------------------------------------------------------------------------------- the module
 
 
-class CodecModule(pl.LightningModule):
+class CodecModule(Recipe):
     """Args:
         preset: a `CodecConfig` preset name ("small", "tiny").
         config: overrides of the preset's fields.
         weights: loss weights by name (keys of DEFAULT_WEIGHTS); missing keys keep the defaults.
-        lr / betas: AdamW for both codec and discriminator (DAC: betas (0.8, 0.99)).
-        lr_min_ratio: cosine decay of the learning rate to lr · lr_min_ratio over `decay_steps`.
-        decay_steps: length of the cosine schedule (set it to the planned number of steps).
-        warmup_steps: linear warm-up of the codec's learning rate.
-        adversarial_start: steps of pure reconstruction before the discriminator joins.
+        lr / betas / weight_decay: AdamW for both codec and discriminator (DAC: betas (0.8, 0.99)); weight decay
+            on every parameter (AdamW's default 0.01, as the shipped codec was trained).
+        min_lr_ratio: the cosine decays the learning rate to lr · min_lr_ratio at the end of the budget.
+        budget_seconds: the run's time budget; the schedule follows it or trainer.max_steps, whichever is
+            further along (trainer.max_steps counts both optimisers' steps: 2 a batch).
+        warmup_steps: linear warm-up, in batches, of the codec's learning rate and, from `adversarial_start`, the
+            discriminator's.
+        adversarial_start: batches of pure reconstruction before the discriminator joins.
         disc_channels: width of the STFT discriminators.
         grad_clip: gradient norm clip of both models.
         val_codebooks: numbers of codebooks with which validation reconstructs.
@@ -128,8 +135,8 @@ class CodecModule(pl.LightningModule):
 
     def __init__(self, preset: str = "small", config: dict[str, Any] | None = None,
                  weights: dict[str, float] | None = None, lr: float = 1e-3, betas: tuple[float, float] = (0.8, 0.99),
-                 lr_min_ratio: float = 0.1, decay_steps: int = 10000, warmup_steps: int = 100,
-                 adversarial_start: int = 1000, disc_channels: int = 16, grad_clip: float = 1.0,
+                 weight_decay: float = 0.01, min_lr_ratio: float = 0.1, budget_seconds: float | None = None,
+                 warmup_steps: int = 100, adversarial_start: int = 1000, disc_channels: int = 16, grad_clip: float = 1.0,
                  val_codebooks: tuple[int, ...] = (3, 8), init_from: str | None = None) -> None:
         super().__init__()
         unknown = sorted(set(weights or {}) - set(DEFAULT_WEIGHTS))
@@ -137,27 +144,18 @@ class CodecModule(pl.LightningModule):
             raise ValueError(f"unknown loss weight(s) {unknown}; known: {sorted(DEFAULT_WEIGHTS)}")
         self.save_hyperparameters()
         self.automatic_optimization = False
-        if init_from:
-            from zoo import hub
-
-            self.tokenizer = hub.load_dir(hub.locate(init_from), family="codec").train()
-        else:
-            self.tokenizer = Codec(CodecConfig.from_name(preset, **(config or {})))
+        self.init_preset(Codec, preset, config, init_from, ema=False)
         self.discriminator = MultiScaleSTFTDiscriminator(channels=disc_channels)
         self.weights = {**DEFAULT_WEIGHTS, **(weights or {})}
 
     # -- optimisation ------------------------------------------------------------------------------------
 
-    def configure_optimizers(self):
-        h = self.hparams
-        opt_g = torch.optim.AdamW(self.tokenizer.parameters(), lr=h.lr, betas=tuple(h.betas))
-        opt_d = torch.optim.AdamW(self.discriminator.parameters(), lr=h.lr, betas=tuple(h.betas))
+    def decays(self, name: str, p: Tensor) -> bool:
+        return True  # weight decay on every parameter (AdamW's default), as the shipped codec was trained
 
-        def schedule(step: int) -> float:
-            return warmup_cosine(step, h.warmup_steps, step / max(h.decay_steps, 1), h.lr_min_ratio)
-
-        return [opt_g, opt_d], [torch.optim.lr_scheduler.LambdaLR(opt_g, schedule),
-                                torch.optim.lr_scheduler.LambdaLR(opt_d, schedule)]
+    def optimizer_groups(self) -> list[list[dict[str, Any]]]:
+        """The codec's, then the discriminator's, whose phase starts at the `adversarial_start` batch."""
+        return [self.param_groups(), self.param_groups(self.discriminator, start_step=self.hparams.adversarial_start)]
 
     def reconstruction_losses(self, wav: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """wav: (B, 1, L), L a multiple of the hop -> (reconstruction, losses by name)."""
@@ -172,7 +170,6 @@ class CodecModule(pl.LightningModule):
 
     def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
         opt_g, opt_d = self.optimizers()
-        sched_g, sched_d = self.lr_schedulers()
         w, h = self.weights, self.hparams
         wav = batch
         y, losses = self.reconstruction_losses(wav)
@@ -184,7 +181,6 @@ class CodecModule(pl.LightningModule):
             self.manual_backward(d_loss)
             self.clip_gradients(opt_d, gradient_clip_val=h.grad_clip, gradient_clip_algorithm="norm")
             opt_d.step()
-            sched_d.step()
             self.log("train/discriminator", d_loss)
             losses["adversarial"], losses["feature"] = generator_losses(self.discriminator(wav), self.discriminator(y))
         else:  # zero-weight or not yet started: still logged
@@ -196,7 +192,8 @@ class CodecModule(pl.LightningModule):
         opt_g.step()
         if not adversarial:
             opt_d.step()  # keeps Lightning's step counter even (two optimizers) and is a no-op without grads
-        sched_g.step()
+        for sched in self.lr_schedulers():  # once a batch: the discriminator's LR is zero before its start
+            sched.step()
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, prog_bar=False)
         self.log("train/total", total, prog_bar=True)
         return total

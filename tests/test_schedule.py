@@ -135,6 +135,48 @@ def test_groups_with_a_phase_train_in_it_with_their_own_warmup() -> None:
     assert at[9][2] == pytest.approx(warmup_cosine(4, 2, 0.8))
 
 
+class TwoOptimisers(Tiny):  # a GAN's shape: the second optimiser's phase begins at a step
+    def optimizer_groups(self) -> list[list[dict]]:
+        return [Recipe.param_groups(self, self.model[0]),
+                Recipe.param_groups(self, self.model[1], start_step=4, warmup_steps=2)]
+
+
+def test_a_second_optimiser_starts_its_phase_at_a_step() -> None:
+    m = TwoOptimisers(ema=False, min_lr_ratio=0.0)
+    m.hparams.budget_seconds = None
+    optimizers, schedulers = m.configure_optimizers()
+    assert len(optimizers) == 2 and [len(s.lr_lambdas) for s in schedulers] == [2, 2]
+    at = {}
+    for step in (0, 3, 4, 5, 7):  # in order: the phase begins at the first step the schedule sees from 4 on
+        m._trainer = type("T", (), {"max_steps": 10, "global_step": step})()
+        at[step] = [s.lr_lambdas[0](step) for s in schedulers]
+    assert at[3] == [pytest.approx(warmup_cosine(3, 1, 0.3)), 0.0]  # the first trains; the second has not begun
+    assert at[4][1] == pytest.approx(0.5)  # step 1 of its 2-step warmup, at the top of its cosine
+    assert at[7][1] == pytest.approx(warmup_cosine(3, 2, 0.5))  # its cosine runs from progress 0.4 to the end
+
+
+class OwnBetas(Tiny):  # LARP's shape: a discriminator optimiser with its own betas, AdamW's default weight decay
+    def optimizer_groups(self) -> list[list[dict]]:
+        groups = [Recipe.param_groups(self, self.model[0])]
+        if self.hparams.get("betas"):
+            groups.append([{"params": list(self.model[1].parameters()), "betas": (0.5, 0.9)}])
+        return groups
+
+
+def test_a_group_keeps_its_own_betas_and_a_recipe_stepping_by_hand_gets_lists() -> None:
+    m = OwnBetas(ema=False)
+    m.hparams.betas = (0.8, 0.95)
+    optimizers, schedulers = m.configure_optimizers()
+    assert [g["betas"] for g in optimizers[0].param_groups] == [(0.8, 0.95)] * 2  # the recipe's
+    assert optimizers[1].param_groups[0]["betas"] == (0.5, 0.9)  # the group's own
+    assert optimizers[1].param_groups[0]["weight_decay"] == torch.optim.AdamW([torch.zeros(1)]).defaults["weight_decay"]
+    single = OwnBetas(ema=False)
+    assert isinstance(single.configure_optimizers(), dict)  # one optimiser, stepped by Lightning
+    single.automatic_optimization = False
+    optimizers, schedulers = single.configure_optimizers()  # stepped by the recipe: lists, no interval to ignore
+    assert len(optimizers) == 1 and isinstance(schedulers[0], torch.optim.lr_scheduler.LambdaLR)
+
+
 class Busy(Tiny):
     """A Tiny recipe whose step costs a known amount of CPU (a few ms of matrix products)."""
 
