@@ -21,7 +21,8 @@ recipe starts at a step rather than at a fraction (a GAN's discriminator, from i
 gives the group a `start_step`: the phase begins at that step, wherever the budget then stands.
 
 A recipe that steps several optimisers by hand (a GAN: generator and discriminator) lists the parameter
-groups of each in `optimizer_groups()`; every optimiser is AdamW on the same schedule.
+groups of each in `optimizer_groups()`; every optimiser is AdamW on the same schedule, with `hparams.betas`
+unless a group carries its own `betas` (or any other AdamW option, such as `weight_decay`).
 """
 
 from __future__ import annotations
@@ -193,8 +194,8 @@ class Recipe(pl.LightningModule):
         schedulers = [torch.optim.lr_scheduler.LambdaLR(
             opt, [lambda step, group=group: self.lr_factor(step, group) for group in opt.param_groups])
             for opt in optimizers]
-        if len(optimizers) > 1:  # stepped by the recipe's training_step, schedulers too
-            return optimizers, schedulers
+        if len(optimizers) > 1 or not self.automatic_optimization:  # stepped by the recipe's training_step,
+            return optimizers, schedulers                                # schedulers too
         return {"optimizer": optimizers[0], "lr_scheduler": {"scheduler": schedulers[0], "interval": "step"}}
 
 

@@ -262,12 +262,13 @@ class LARPModule(Recipe):
     def ema_step(self) -> int:
         return self.batches
 
-    def configure_optimizers(self) -> Any:
-        hp = self.hparams
-        opts = [torch.optim.AdamW(self.param_groups(self.model, self.prior), lr=hp.lr, betas=tuple(hp.betas))]
+    def optimizer_groups(self) -> list[list[dict[str, Any]]]:
+        """The tokenizer's and the prior's, then the discriminator's when it is on: one group, betas (0.5, 0.9),
+        AdamW's default weight decay on every parameter, on the whole schedule from step 0."""
+        groups = [self.param_groups(self.model, self.prior)]
         if self.discriminator is not None:
-            opts.append(torch.optim.AdamW(self.discriminator.parameters(), lr=hp.lr, betas=(0.5, 0.9)))
-        return opts, [torch.optim.lr_scheduler.LambdaLR(o, lambda step: self.lr_factor(step)) for o in opts]
+            groups.append([{"params": list(self.discriminator.parameters()), "betas": (0.5, 0.9)}])
+        return groups
 
     # -- validation and the card ----------------------------------------------------------------------
 

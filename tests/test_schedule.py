@@ -155,6 +155,28 @@ def test_a_second_optimiser_starts_its_phase_at_a_step() -> None:
     assert at[7][1] == pytest.approx(warmup_cosine(3, 2, 0.5))  # its cosine runs from progress 0.4 to the end
 
 
+class OwnBetas(Tiny):  # LARP's shape: a discriminator optimiser with its own betas, AdamW's default weight decay
+    def optimizer_groups(self) -> list[list[dict]]:
+        groups = [Recipe.param_groups(self, self.model[0])]
+        if self.hparams.get("betas"):
+            groups.append([{"params": list(self.model[1].parameters()), "betas": (0.5, 0.9)}])
+        return groups
+
+
+def test_a_group_keeps_its_own_betas_and_a_recipe_stepping_by_hand_gets_lists() -> None:
+    m = OwnBetas(ema=False)
+    m.hparams.betas = (0.8, 0.95)
+    optimizers, schedulers = m.configure_optimizers()
+    assert [g["betas"] for g in optimizers[0].param_groups] == [(0.8, 0.95)] * 2  # the recipe's
+    assert optimizers[1].param_groups[0]["betas"] == (0.5, 0.9)  # the group's own
+    assert optimizers[1].param_groups[0]["weight_decay"] == torch.optim.AdamW([torch.zeros(1)]).defaults["weight_decay"]
+    single = OwnBetas(ema=False)
+    assert isinstance(single.configure_optimizers(), dict)  # one optimiser, stepped by Lightning
+    single.automatic_optimization = False
+    optimizers, schedulers = single.configure_optimizers()  # stepped by the recipe: lists, no interval to ignore
+    assert len(optimizers) == 1 and isinstance(schedulers[0], torch.optim.lr_scheduler.LambdaLR)
+
+
 class Busy(Tiny):
     """A Tiny recipe whose step costs a known amount of CPU (a few ms of matrix products)."""
 
