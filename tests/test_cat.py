@@ -11,6 +11,7 @@ import torch
 from recipes.cat import CATModule, measure
 from zoo import hub
 from zoo.data.images import images_to_tensor, mixed_val_set, render_scene
+from zoo.image.budget import NEAR_BEST_DB
 from zoo.image.cat import CAT, CATConfig
 from zoo.tokenizer import Tokens
 
@@ -99,6 +100,8 @@ def test_choose_levels_takes_the_coarsest_ratio_that_meets_the_target() -> None:
     pred = torch.tensor([[40.0, 35.0, 31.0], [40.0, 29.0, 25.0], [28.0, 27.0, 20.0], [33.0, 30.0, 31.0]])
     assert tok.choose_levels(pred, 1e-3).tolist() == [2, 0, 0, 2]  # 30 dB
     assert tok.choose_levels(pred, 10 ** -2.6).tolist() == [2, 1, 1, 2]  # 26 dB
+    # out of reach: the coarsest predicted within 0.1 dB of the best, not blindly the finest
+    assert tok.choose_levels(torch.tensor([[25.0, 24.95, 20.0], [25.0, 24.8, 24.79]]), 1e-3).tolist() == [1, 0]
 
 
 def test_auto_follows_the_estimator(tok: CAT, images: torch.Tensor) -> None:
@@ -121,14 +124,15 @@ def test_search_keeps_the_ratio_the_measured_errors_call_for(tok: CAT, images: t
     eps = float(mse[:, 1].median())  # about half the images meet it at the medium ratio
     t = tok.encode(images, search=True, quality=eps)
     for i in range(len(images)):
-        meets = [j for j in range(len(ratios)) if mse[i, j] <= eps]
-        want = max(meets) if meets else int(mse[i].argmin())  # the coarsest that meets eps, else the lowest error
+        target = max(eps, float(mse[i].min()) * 10 ** (NEAR_BEST_DB / 10))  # eps, or 0.1 dB above the best if that is more
+        want = max(j for j in range(len(ratios)) if mse[i, j] <= target)  # the coarsest that meets it
         assert int(t.meta["ratio"][i]) == ratios[want]
     assert torch.equal(tok.decode(t), tok.decode(tok.encode(images, ratio=t.meta["ratio"])))
     tokens = torch.tensor([float(tok.config.num_tokens(r)) for r in ratios])
-    for lam in (0.01, 1.0):  # rate-distortion: the ratio maximising PSNR - λ·tokens
+    near = torch.stack([torch.nonzero(row <= row.min() * 10 ** (NEAR_BEST_DB / 10)).max() for row in mse])
+    for lam in (0.01, 1.0):  # rate-distortion: the ratio maximising PSNR - λ·tokens, or the coarser target choice
         t = tok.encode(images, search=True, quality=1e-9, min_gain_db=lam)
-        want = (-10 * torch.log10(mse) - lam * tokens).argmax(1)
+        want = torch.maximum((-10 * torch.log10(mse) - lam * tokens).argmax(1), near)  # a larger index is coarser
         assert torch.equal(t.meta["ratio"], torch.tensor(ratios)[want])
 
 

@@ -404,7 +404,10 @@ class DCTBPE(_FittedBounds, Tokenizer):
 register_family(Binning)
 register_family(DCTBPE)
 register_release(
-    "fast-universal", "dct-bpe", hf_repo="physical-intelligence/fast", revision=None,  # not pinned: no hub access here
+    # revision: the commit of HF cache paths models--physical-intelligence--fast/snapshots/ec4d7aa7.../tokenizer.json
+    # in public code (four files, repositories not named by the code index); not confirmed against the hub
+    "fast-universal", "dct-bpe", hf_repo="physical-intelligence/fast",
+    revision="ec4d7aa71691cac0b8bed6942be45684db2110f4",
     files=("tokenizer.json", "processor_config.json"), license="Apache-2.0",
     license_url="https://www.apache.org/licenses/LICENSE-2.0",
     summary={"modality": "action", "description": (

@@ -21,8 +21,10 @@ The paper picks the ratio with a captioner and an LLM rating the caption's compl
 head on the (frozen) encoder trunk that predicts the PSNR each ratio would reach on this image,
 trained after the autoencoder (recipes/cat.py). `encode(x, ratio="auto", quality=eps)` takes, per
 image, the coarsest ratio whose predicted error meets eps (eps is a mean squared error on [0, 1]
-pixels, so PSNR = -10·log10(eps)); when none does, the finest. A looser eps can only pick a coarser
-ratio or the same one. `ratio=4` (any configured ratio, or one per image) fixes it.
+pixels, so PSNR = -10·log10(eps)), a target above the best predicted PSNR - 0.1 dB counting as that: when
+none meets eps, the coarsest predicted within 0.1 dB of the best (`zoo.image.budget`, KARL's rule too). A looser eps can only pick a coarser ratio or the
+same one. Whether eps was met is measured on the decoded tokens (meta["quality_met"]). `ratio=4`
+(any configured ratio, or one per image) fixes it.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from zoo.image.budget import choose_measured
+from zoo.image.budget import choose_budget, with_quality_met
 from zoo.metrics import mse as image_mse
 from zoo.hub import register_family
 from zoo.tokenizer import InputContract, Tokenizer, Tokens, TokenSpec, check_fields, check_input, check_tokens
@@ -291,11 +293,12 @@ class CAT(Tokenizer):
     # -- encode / decode -------------------------------------------------------------------------------
 
     def choose_levels(self, predicted_psnr: Tensor, quality: float) -> Tensor:
-        """predicted PSNR (B, R), finest first → ratio index (B,): the coarsest that meets `quality`, else 0."""
-        target = -10 * math.log10(quality)
-        meets = predicted_psnr >= target  # (B, R)
-        idx = torch.arange(meets.shape[1], device=meets.device)
-        return torch.where(meets, idx, torch.zeros_like(idx)).amax(dim=1)
+        """predicted PSNR (B, R), finest first → ratio index (B,): the coarsest that meets `quality`, a target above
+        the best predicted PSNR - `zoo.image.budget.NEAR_BEST_DB` counting as that (`choose_budget`): when none
+        meets it, the coarsest within 0.1 dB of the best."""
+        tokens = torch.tensor([float(self.config.num_tokens(r)) for r in self.config.ratios])
+        target = predicted_psnr.new_full(predicted_psnr.shape[:1], quality)
+        return choose_budget(10 ** (-predicted_psnr / 10), tokens, target)
 
     def levels_from_budget(self, ratio: Any, quality: Any, batch: int, device: torch.device) -> Tensor | None:
         """Check `ratio` / `quality` and return fixed ratio indices (B,), or None for 'auto'."""
@@ -343,15 +346,19 @@ class CAT(Tokenizer):
             ratio: "auto" (default): per image, the coarsest ratio whose predicted error meets `quality`;
                 or one of `config.ratios` for every image; or a LongTensor [B] of them, one per image.
             quality: with "auto", the target mean squared error on [0, 1] pixels (PSNR = -10·log10 of it);
-                larger is looser and never picks a finer ratio. Default `config.default_quality`.
+                larger is looser and never picks a finer ratio. Default `config.default_quality`. When no
+                ratio is predicted to meet it, the coarsest predicted within 0.1 dB of the best.
             min_gain_db: with search, the rate-distortion stop λ (dB per token); 0 (default) = off.
             search: with ratio "auto", measure instead of predict (`zoo.image.budget`): decode every ratio
-                and keep, per image, the coarsest whose measured error meets `quality` (the lowest-error one
-                when none does), or coarser where the finer ratio buys less than `min_gain_db` dB per extra token.
+                and keep, per image, the coarsest whose measured error meets `quality` (when none does, the
+                coarsest within 0.1 dB of the lowest measured error: the same rule on measured errors), or
+                coarser where the finer ratio buys less than `min_gain_db` dB per extra token.
         Returns:
             Tokens with lengths (B,) = (S/r)² of each image's ratio r, meta["ratio"] (B,) = r, and
             "fsq": ids (B, L) + latents, the FSQ codes (B, L, len(levels)); "kl": latents (B, L, latent_dim),
             the posterior means, ids None. L is the longest length in the batch; padding is zeros.
+            With ratio "auto", also meta["quality_met"] (B,) bool: whether `decode` of these tokens is within
+            `quality` of x in per-image MSE (`zoo.metrics.mse`), measured by decoding them, never predicted.
         """
         c = self.config
         x = check_input(x, self.spec.input, "images").to(self.device)
@@ -367,15 +374,16 @@ class CAT(Tokenizer):
                              f"got {min_gain_db!r} with search={search!r}")
         features = self.features(x * 2 - 1)
         raws = self.raw_latents(features)
-        if search:
+        auto = levels is None
+        if auto:
             eps = self.check_quality(c.default_quality if quality is None else quality)
+        if search:
             mse = torch.stack([image_mse(self.pixels(self.latent(raw)[0], i), x)
                                for i, raw in enumerate(raws)], 1)  # (B, R): what decode gives
             tokens = torch.tensor([float(c.num_tokens(r)) for r in c.ratios])
-            levels = choose_measured(mse, tokens, torch.full((b,), eps), float(min_gain_db))
-        elif levels is None:
-            quality = self.check_quality(c.default_quality if quality is None else quality)
-            levels = self.choose_levels(self.estimator(features), quality)
+            levels = choose_budget(mse, tokens, torch.full((b,), eps), float(min_gain_db))
+        elif auto:
+            levels = self.choose_levels(self.estimator(features), eps)
         lengths = torch.tensor([c.num_tokens(c.ratios[i]) for i in levels.tolist()], dtype=torch.long, device=x.device)
         width = int(lengths.max())
         latents = x.new_zeros(b, width, c.code_dim)
@@ -388,7 +396,8 @@ class CAT(Tokenizer):
             if ids is not None:
                 ids[rows, :n] = level_ids
         ratios = torch.tensor(c.ratios, device=x.device)[levels]
-        return Tokens(ids=ids, lengths=lengths, latents=latents, meta={"ratio": ratios})
+        tokens = Tokens(ids=ids, lengths=lengths, latents=latents, meta={"ratio": ratios})
+        return with_quality_met(self, tokens, x, torch.full((b,), eps)) if auto else tokens
 
     def levels_of(self, tokens: Tokens) -> Tensor:
         """Ratio index (B,) of each sample, from its length (each ratio has its own), checked against meta["ratio"]."""

@@ -23,10 +23,13 @@ What we do beyond (or differently from) the official code:
 - `encode(x, quality=ε)` returns the truncated tokens with per-sample `lengths` (never empty: the
   first token is always kept); `halt_threshold` is a config field and an encode keyword;
 - ε alone is a poor allocator when images differ in what they can reach: one that cannot reach ε
-  spends all K tokens for fractions of a dB (on our val set even an oracle equal-error allocation
-  needs more tokens than a fixed budget at the same mean PSNR). `min_gain_db` adds the
-  rate-distortion stop: no token that buys less than that many dB on the image's predicted error
-  curve, which the halting head already gives;
+  would spend all K tokens for fractions of a dB. So ε is first raised to 0.1 dB above what K
+  tokens are predicted to reach: an image that cannot reach ε keeps the fewest tokens predicted
+  within 0.1 dB of its best (`zoo.image.budget`, the rule `search=True` applies to measured errors),
+  and `meta["quality_met"]` says, measured on the decoded tokens, whether ε was met. `min_gain_db`
+  adds the rate-distortion stop: no token that buys less than that many dB on the image's predicted
+  error curve, which the halting head already gives (on our val set even an oracle equal-error
+  allocation needs more tokens than a fixed budget at the same mean PSNR);
 - `encode(x, num_tokens=n)` (int or LongTensor [B]) also works: the encoder is conditioned on the ε
   that the halting head maps to n tokens for that image, so a fixed budget sees the conditions
   training saw;
@@ -50,7 +53,7 @@ import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import Tensor, nn
 
-from zoo.image.budget import choose_measured
+from zoo.image.budget import choose_budget, reachable_target, with_quality_met
 from zoo.metrics import mse as image_mse
 from zoo.nn import Patchify, TimestepEmbedding, Transformer, Unpatchify, kept_codes, sincos_pos_embed_2d
 from zoo.nn.transformer import prefix_causal_mask
@@ -340,7 +343,10 @@ class KARL(Tokenizer):
         Args:
             x: (B, 3, S, S) float in [0, 1].
             quality: target ε, the per-image MSE in [0, 1] units (PSNR -10·log10 ε); a positive float or a
-                float tensor [B]. A larger ε (looser target) never keeps more tokens.
+                float tensor [B]. Per image, the fewest tokens predicted to reach ε, with ε first raised to
+                0.1 dB above the error all K tokens are predicted to reach (`zoo.image.budget.reachable_target`):
+                toward a target out of reach, the fewest predicted within 0.1 dB of the best, since more buy no
+                measurable gain. A larger ε (looser target) never keeps more tokens.
             num_tokens: a fixed budget instead of ε: an int in 1..K or a LongTensor [B].
             halt_threshold: halting probability above which a token is dropped (default the config's).
             min_gain_db: also stop where further tokens are predicted to buy less than this many dB each.
@@ -348,14 +354,15 @@ class KARL(Tokenizer):
                 the tokens meet when they can (pass both to combine them).
             search: measure instead of predict (`zoo.image.budget`): encode and decode every budget
                 1..K (or the budgets given as a sequence) and keep, per image, the fewest tokens whose
-                measured error meets ε, or fewer where a token buys less than `min_gain_db` dB on the
-                image's measured curve. One encode and decode per candidate; not with num_tokens.
+                measured error meets ε (raised, as above, to 0.1 dB above the lowest measured error), or
+                fewer where a token buys less than `min_gain_db` dB on the image's measured curve. One
+                encode and decode per candidate; not with num_tokens.
             Give at most one of quality / num_tokens; with neither, ε = `config.default_quality`.
         Returns:
             Tokens with lengths (B,) in 1..K, ids (B, max length) for FSQ (zeros past each length) and
-            latents (B, max length, D), the codes (zeros past each length). With `quality`, also
-            meta["quality_met"] (B,) bool: whether the image is predicted to reach ε within its tokens (False:
-            even K tokens are predicted to stay above ε, or the min-gain stop cut it short).
+            latents (B, max length, D), the codes (zeros past each length). Unless `num_tokens` is given,
+            also meta["quality_met"] (B,) bool: whether `decode` of these tokens is within ε of x in per-image
+            MSE (`zoo.metrics.mse`), measured by decoding them once more, never predicted.
         """
         c = self.config
         x = check_input(x, self.spec.input, "images").to(self.device)
@@ -371,26 +378,22 @@ class KARL(Tokenizer):
             if num_tokens is not None:
                 raise ValueError("search= picks each image's budget; give quality= / min_gain_db=, not num_tokens=")
             eps = self._check_quality(c.default_quality if quality is None else quality, b)
-            return self._search(x, eps, float(min_gain), threshold, self._check_candidates(search))
-        x = x * 2 - 1
+            return with_quality_met(self, self._search(x, eps, float(min_gain), threshold, self._check_candidates(search)),
+                                    x, eps)
+        scaled = x * 2 - 1
+        curve = self.halting_curve(self.patch_features(scaled))
         if num_tokens is not None:
             lengths = budget_lengths(num_tokens, b, self.config.max_tokens, self.device)
-            eps = self.quality_for_lengths(self.halting_curve(self.patch_features(x)), lengths, threshold)
-        else:
-            eps = self._check_quality(c.default_quality if quality is None else quality, b)
-            curve = self.halting_curve(self.patch_features(x))
-            lengths = self.lengths_for_quality(curve, eps, threshold)
-            target = eps
-            if min_gain > 0:
-                cut = self.lengths_for_gain(curve, min_gain)
-                eps = torch.where(cut < lengths, self.quality_for_lengths(curve, cut, threshold), eps)  # what they reach
-                lengths = torch.minimum(lengths, cut)
-            tokens = self._tokens_at(x, eps, lengths)
-            # c_j is the predicted log error with j tokens: met when a length below K suffices, or ε is above c_{K-1}
-            met = (lengths < c.max_tokens) | (target.log() >= curve[:, -1])
-            tokens.meta["quality_met"] = met & (eps <= target)
-            return tokens
-        return self._tokens_at(x, eps, lengths)
+            return self._tokens_at(scaled, self.quality_for_lengths(curve, lengths, threshold), lengths)
+        target = self._check_quality(c.default_quality if quality is None else quality, b)
+        lengths = self.lengths_for_quality(curve, target, threshold)
+        # no tokens toward a target below what all K are predicted to reach (c_K, the curve extended) + 0.1 dB
+        cut = self.lengths_for_quality(curve, reachable_target(target, extend_curve(curve)[:, -1].exp()), threshold)
+        if min_gain > 0:
+            cut = torch.minimum(cut, self.lengths_for_gain(curve, min_gain))
+        eps = torch.where(cut < lengths, self.quality_for_lengths(curve, cut, threshold), target)  # what they reach
+        tokens = self._tokens_at(scaled, eps, torch.minimum(lengths, cut))
+        return with_quality_met(self, tokens, x, target)
 
     def _tokens_at(self, scaled: Tensor, eps: Tensor, lengths: Tensor, width: int | None = None) -> Tokens:
         """Tokens of images in [-1, 1] under the ε conditioning `eps` (B,), kept to `lengths` (B,) and zeroed
@@ -411,7 +414,7 @@ class KARL(Tokenizer):
             tokens = self._tokens_at(scaled, self.quality_for_lengths(curve, lengths, threshold), lengths, candidates[-1])
             found.append(tokens)
             mse.append(image_mse(self.decode(tokens), x))
-        pick = choose_measured(torch.stack(mse, 1), torch.tensor(candidates, dtype=torch.float32), eps, min_gain)
+        pick = choose_budget(torch.stack(mse, 1), torch.tensor(candidates, dtype=torch.float32), eps, min_gain)
         lengths = torch.tensor(candidates, device=x.device)[pick]
         rows, width = torch.arange(b, device=x.device), int(lengths.max())
         ids = None if found[0].ids is None else torch.stack([t.ids for t in found])[pick, rows, :width]

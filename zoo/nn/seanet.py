@@ -81,18 +81,21 @@ class ELU(nn.Module):
         return elu(x)
 
 
-def elu(x: Tensor) -> Tensor:
-    """ELU without autograd: max(x, 2^(min(x, 0) · log2 e) - 1), as exp(x) - 1 >= x; one buffer.
+def elu(x: Tensor, out: Tensor | None = None) -> Tensor:
+    """ELU without autograd: max(x, 2^(min(x, 0) · log2 e) - 1), as exp(x) - 1 >= x; one buffer (`out`, of
+    x's shape, when given: a caller can place the activation inside a larger, padded buffer).
 
     torch's vectorised exp2 is 2.5x faster than its exp on this CPU; the result is as close to the exact
     ELU as torch's own (within 7e-8 on [-30, 30]).
     """
-    if x.ndim < 2 or x.numel() <= 2 * _BLOCK:
+    if out is None and (x.ndim < 2 or x.numel() <= 2 * _BLOCK):
         y = x.clamp(max=0).mul_(_LOG2_E).exp2_().sub_(1)
         return torch.maximum(y, x, out=y)
     # A whole-file activation (tens of MB) would stream through memory five times: run the five passes
     # block by block along time so that each block stays in cache (the same values).
-    y = torch.empty_like(x, memory_format=torch.contiguous_format)
+    y = torch.empty_like(x, memory_format=torch.contiguous_format) if out is None else out
+    if not x.numel():
+        return y
     step = max(_BLOCK // (x.numel() // x.shape[-1]), 256)
     for start in range(0, x.shape[-1], step):
         xs, ys = x[..., start:start + step], y[..., start:start + step]
