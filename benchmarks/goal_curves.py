@@ -53,10 +53,16 @@ def mean_colour_db(n: int = 48) -> dict[str, float]:
     return out
 
 
-def budget_tokens(budget: str) -> float | None:
-    """The fixed token count of a budget label ("num_tokens=8" → 8), None for adaptive ones."""
+def budget_tokens(budget: str, rows: list[dict[str, object]] = ()) -> float | None:
+    """The fixed token count of a budget label: "num_tokens=8" → 8; a fixed ratio ("ratio=16", CAT) → the tokens
+    its `rows` record, the same for every image; None for adaptive ones ("quality=...")."""
     key, _, value = budget.partition("=")
-    return float(value) if key == "num_tokens" else None
+    if key == "num_tokens":
+        return float(value)
+    if key == "ratio" and value.isdigit():
+        counts = {float(r["tokens"]) for r in rows if r["budget"] == budget}
+        return counts.pop() if len(counts) == 1 else None
+    return None
 
 
 def summarise(label: str, rows: list[dict[str, object]], baseline: dict[str, float], points: int = 5
@@ -75,7 +81,7 @@ def summarise(label: str, rows: list[dict[str, object]], baseline: dict[str, flo
             cells = []
             for s in picked:
                 r = at.get((s, source, budget))
-                cells.append("" if r is None else f"{r['psnr']:.2f}" + ("" if budget_tokens(budget) else f" / {r['tokens']:.1f} t"))
+                cells.append("" if r is None else f"{r['psnr']:.2f}" + ("" if budget_tokens(budget, rows) else f" / {r['tokens']:.1f} t"))
             body.append([source, budget] + cells)
     first, last = picked[0], picked[-1]
     goals: list[list[object]] = []
@@ -84,13 +90,13 @@ def summarise(label: str, rows: list[dict[str, object]], baseline: dict[str, flo
         r = at.get((step, source, budget))
         return None if r is None else float(r["psnr"])
 
-    fixed = sorted((b for b in budgets if budget_tokens(b)), key=budget_tokens)
+    fixed = sorted((b for b in budgets if budget_tokens(b, rows)), key=lambda b: budget_tokens(b, rows))
     if fixed and "flat" in sources:
         b = fixed[0]
         start, end = psnr(first, "flat", b), psnr(last, "flat", b)
         goals.append([label, f"flat colours at {b} >= {FLAT_GOAL_DB:g} dB", f"{start:.2f}", f"{end:.2f}",
                       f"{end - FLAT_GOAL_DB:+.2f} dB"])
-    k8 = next((b for b in fixed if budget_tokens(b) == 8), None)
+    k8 = next((b for b in fixed if budget_tokens(b, rows) == 8), None)
     if k8 and "photos" in sources:
         goal = baseline["photos"] + MEAN_MARGIN_DB
         start, end = psnr(first, "photos", k8), psnr(last, "photos", k8)
@@ -141,7 +147,7 @@ def figure(curves: dict[str, list[dict[str, object]]], path: Path) -> None:
 
     fig, axes = plt.subplots(1, len(curves), figsize=(5.5 * len(curves), 4), squeeze=False)
     for ax, (label, rows) in zip(axes[0], curves.items()):
-        fixed = sorted({r["budget"] for r in rows if budget_tokens(r["budget"])}, key=budget_tokens)
+        fixed = sorted({r["budget"] for r in rows if budget_tokens(r["budget"], rows)}, key=lambda b: budget_tokens(b, rows))
         shown = [fixed[0], fixed[-1]] if len(fixed) > 1 else fixed
         series = defaultdict(list)
         for r in rows:
@@ -167,8 +173,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--points", type=int, default=5, help="steps shown per run (first and last included)")
     parser.add_argument("--no-write", dest="write", action="store_false", help="print only; BENCHMARKS.md untouched")
     parser.add_argument("--figures", type=Path, default=FIGURES)
+    parser.add_argument("--note", default="", help="a paragraph after the command: what each run started from, what shipped")
     args = parser.parse_args(argv)
-    command = "python -m benchmarks.goal_curves" + "".join(f" {a}" for a in (sys.argv[1:] if argv is None else argv))
+    shown = [a for a in (sys.argv[1:] if argv is None else argv) if a != args.note] if args.note else \
+        list(sys.argv[1:] if argv is None else argv)  # the note is printed below the command, not in it
+    command = "python -m benchmarks.goal_curves" + "".join(f" {a}" for a in shown) + (' "<the paragraph below>"' if args.note else "")
     baseline = mean_colour_db()
     curves = {str(p): read_curve(p) for p in args.runs}
     parts, goals = [], []
@@ -182,6 +191,7 @@ def main(argv: list[str] | None = None) -> None:
         "## Fine-tuning on real-input data: quality vs training time (issue 20, item 3)",
         f"`{command}` (reads the runs' goal_curve.csv, written by `recipes.goals.GoalCurve` while they trained: "
         "48 held-out images per source; CPU minutes of the training process, which shared 2 cores with other jobs).",
+        *([args.note] if args.note else []),
         "Mean colour (24 bits) per source: " + ", ".join(f"{k} {v:.2f} dB" for k, v in baseline.items()) + ".",
         "Goals the curves show (first and last measurement; margin > 0 = reached):\n\n"
         + table(["run", "goal", "start", "end", "margin"], goals),

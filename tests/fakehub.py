@@ -118,14 +118,16 @@ def checkpoint_routes(directory: Path, prefix: str) -> dict[str, bytes]:
     return {f"{prefix}/{p.name}": p.read_bytes() for p in directory.iterdir() if p.is_file()}
 
 
-def load_release_from_fake_hub(repo: str, folder: Path, files: tuple[str, ...], code: str, cache: Path):
-    """Serve `files` of `folder` as hub repo `repo` and run `code` in a fresh process against it (huggingface_hub
-    reads HF_ENDPOINT at import). Returns (completed process, the requests the server saw)."""
+def load_release_from_fake_hub(repo: str, folder: Path, files: tuple[str, ...], code: str, cache: Path,
+                               revision: str | None = None):
+    """Serve `files` of `folder` as hub repo `repo` at `revision` (a pinned commit: only there; None: the main
+    branch) and run `code` in a fresh process against it (huggingface_hub reads HF_ENDPOINT at import).
+    Returns (completed process, the requests the server saw)."""
     import os
     import subprocess
     import sys
 
-    routes = {f"/{repo}/resolve/main/{f}": (folder / f).read_bytes() for f in files}
+    routes = {f"/{repo}/resolve/{revision or 'main'}/{f}": (folder / f).read_bytes() for f in files}
     with serve(routes, hf=True) as (base, requests):
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                              cwd=Path(__file__).parent.parent,

@@ -144,8 +144,16 @@ def test_fast_universal_downloads_converts_and_loads_from_a_local_fake_hub(tmp_p
             "    t = tok.encode(torch.from_numpy(io[case + '.actions']))\n"
             "    gap = (tok.decode(t).double() - torch.from_numpy(io[case + '.decoded'])).abs().max().item()\n"
             "    print(tok.family, torch.equal(t.ids, torch.from_numpy(io[case + '.ids'])), gap <= 1e-5)")
-    out, requests = load_release_from_fake_hub("physical-intelligence/fast", FAST, ("tokenizer.json", "processor_config.json"),
-                                               code, tmp_path)
+    import json
+
+    from zoo import hub
+
+    release = hub._names()["fast-universal"].release
+    assert release.hf_repo == "physical-intelligence/fast" and len(release.revision) == 40  # pinned to a commit
+    out, requests = load_release_from_fake_hub(release.hf_repo, FAST, release.files, code, tmp_path,
+                                               revision=release.revision)  # served at that commit only
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["dct-bpe", "True", "True"] * 2, out.stdout
-    assert any("processor_config.json" in r for r in requests)
+    assert any(f"/resolve/{release.revision}/processor_config.json" in r for r in requests)
+    config = json.loads((tmp_path / "checkpoints" / "fast-universal" / "config.json").read_text())
+    assert config["source"]["revision"] == config["source"]["commit"] == release.revision

@@ -270,6 +270,7 @@ def test_load_of_a_downloaded_release_converts_it(tmp_path, monkeypatch):
 def test_registered_release_downloads_converts_and_loads_from_a_fake_hub(tmp_path):
     """`zoo.load("encodec-24khz")` against a loopback hub serving a small transformers folder: it downloads,
     converts once and loads strictly; the second load converts nothing."""
+    import json
     import os
     import subprocess
     import sys
@@ -282,7 +283,12 @@ def test_registered_release_downloads_converts_and_loads_from_a_fake_hub(tmp_pat
     ref.save_pretrained(tmp_path / "hf")
     x = audio(1, 4000)
     torch.save({"x": x, "ids": EnCodec.from_release(tmp_path / "hf").encode(x, bitrate=3.0).ids}, tmp_path / "io.pt")
-    routes = {f"/facebook/encodec_24khz/resolve/main/{p.name}": p.read_bytes() for p in (tmp_path / "hf").iterdir()}
+    from zoo import hub
+
+    release = hub._names()["encodec-24khz"].release
+    assert release.hf_repo == "facebook/encodec_24khz" and len(release.revision) == 40  # pinned to a commit
+    prefix = f"/{release.hf_repo}/resolve/{release.revision}"  # served at that commit only
+    routes = {f"{prefix}/{p.name}": p.read_bytes() for p in (tmp_path / "hf").iterdir()}
     code = textwrap.dedent(f"""
         import torch, zoo
         io = torch.load({str(tmp_path / 'io.pt')!r})
@@ -299,7 +305,9 @@ def test_registered_release_downloads_converts_and_loads_from_a_fake_hub(tmp_pat
         assert out.returncode == 0, out.stderr[-3000:]
         assert out.stdout.splitlines()[0] == "True encodec"
         assert "model.safetensors" in out.stdout and "config.json" in out.stdout
-        assert any("model.safetensors" in r for r in requests)
+        assert any(r.endswith(f"{prefix}/model.safetensors") for r in requests)
+    source = json.loads((tmp_path / "cache" / "checkpoints" / "encodec-24khz" / "config.json").read_text())["source"]
+    assert source["revision"] == source["commit"] == release.revision
     again = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=300,
                            env={**env, "HF_HUB_OFFLINE": "1"})  # the hub is gone: the converted copy loads
     assert again.returncode == 0 and again.stdout.splitlines()[0] == "True encodec", again.stderr[-3000:]

@@ -20,3 +20,13 @@ def test_later_stages_continue_the_first(tmp_path):
     assert "18.00 → 19.00 (+1.00)" in text and "90 steps" in text
     goal_curve.plot(rows, tmp_path / "c.png", "title")
     assert (tmp_path / "c.png").stat().st_size > 0
+
+
+def test_fixed_budgets_are_token_counts_or_fixed_ratios():
+    from benchmarks.goal_curves import budget_tokens
+
+    rows = [{"budget": "ratio=16", "tokens": 4.0}, {"budget": "ratio=16", "tokens": 4.0},
+            {"budget": "quality=0.004", "tokens": 40.5}, {"budget": "quality=0.004", "tokens": 4.0}]
+    assert budget_tokens("num_tokens=8") == 8.0
+    assert budget_tokens("ratio=16", rows) == 4.0  # CAT: a fixed ratio is a fixed token count
+    assert budget_tokens("quality=0.004", rows) is None and budget_tokens("ratio=auto", rows) is None

@@ -69,6 +69,35 @@ def test_transformers_folder_converts_exactly(pair):
     assert torch.equal(ours.encode(x, bitrate=0.6).ids, ours.encode(x, num_codebooks=8).ids)  # 8 x 12.5 Hz x 6 bits
 
 
+def test_registered_mimi_downloads_its_pinned_commit_from_a_fake_hub(pair, tmp_path):
+    """`zoo.load("mimi")` against a loopback hub serving the small transformers folder as kyutai/mimi at the pinned
+    commit only: downloaded, converted once (the commit recorded), same codes as the converter in this process."""
+    import json
+    import textwrap
+
+    from tests.fakehub import load_release_from_fake_hub
+    from zoo import hub
+
+    _, ours, folder = pair
+    release = hub._names()["mimi"].release
+    assert release.hf_repo == "kyutai/mimi" and len(release.revision) == 40
+    x = audio(24000 // 2)
+    torch.save({"x": x, "ids": ours.encode(x, num_codebooks=8).ids}, tmp_path / "io.pt")
+    code = textwrap.dedent(f"""
+        import torch, zoo
+        io = torch.load({str(tmp_path / 'io.pt')!r})
+        tok = zoo.load("mimi")
+        print(tok.family, torch.equal(tok.encode(io["x"], num_codebooks=8).ids, io["ids"]))
+    """)
+    out, requests = load_release_from_fake_hub(release.hf_repo, folder, release.files, code, tmp_path / "cache",
+                                               revision=release.revision)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split() == ["mimi", "True"], out.stdout
+    assert any(f"/resolve/{release.revision}/model.safetensors" in r for r in requests)
+    source = json.loads((tmp_path / "cache" / "checkpoints" / "mimi" / "config.json").read_text())["source"]
+    assert source["revision"] == source["commit"] == release.revision
+
+
 def test_older_transformers_layout_converts(pair, tmp_path):
     """kyutai/mimi was saved by transformers 4.x: encoder.layers.*, encoder_transformer.*, downsample.*, ..."""
     from safetensors.torch import load_file, save_file

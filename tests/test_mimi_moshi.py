@@ -115,8 +115,9 @@ def test_bad_moshi_files_are_refused(tmp_path):
 
 
 def test_registered_moshi_release_and_a_fake_hub(io, tmp_path):
-    """`mimi-moshiko` names the original file (CC-BY-4.0 on the card); the download-convert-load path runs against
-    a loopback hub serving a moshi-format repo (the tiny fixture under a test name; the real file holds the whole 79 M-parameter codec)."""
+    """`mimi-moshiko` names the original file (CC-BY-4.0 on the card) at a pinned commit; the download-convert-load
+    path runs against a loopback hub serving a moshi-format repo at that commit only (the tiny fixture under a test
+    name; the real file holds the whole 79 M-parameter codec)."""
     import textwrap
 
     from tests.fakehub import load_release_from_fake_hub
@@ -125,10 +126,13 @@ def test_registered_moshi_release_and_a_fake_hub(io, tmp_path):
     entry = hub._RELEASES["mimi-moshiko"]
     assert entry.release.hf_repo == "kyutai/moshiko-pytorch-bf16" and entry.release.license == "CC-BY-4.0"
     assert entry.release.files == ("tokenizer-e351c8d8-checkpoint125.safetensors",)
+    revision = entry.release.revision
+    assert len(revision) == 40  # pinned to a commit
     torch.save({"x": padded(io["x"]), "ids": io["ids_3"].transpose(1, 2)}, tmp_path / "io.pt")
     code = textwrap.dedent(f"""
         import torch, zoo
-        zoo.hub.register_release("mimi-moshi-tiny", "mimi", hf_repo="kyutai/moshi-tiny", license="CC-BY-4.0",
+        zoo.hub.register_release("mimi-moshi-tiny", "mimi", hf_repo="kyutai/moshi-tiny", revision={revision!r},
+                                 license="CC-BY-4.0",
                                  license_url="https://creativecommons.org/licenses/by/4.0/",
                                  files=("config.json", "mimi_config.json", {WEIGHTS!r}))
         io = torch.load({str(tmp_path / 'io.pt')!r})
@@ -137,11 +141,11 @@ def test_registered_moshi_release_and_a_fake_hub(io, tmp_path):
         print(sorted(p.name for p in (zoo.hub.cache_root() / "checkpoints" / "mimi-moshi-tiny").iterdir()))
     """)
     out, requests = load_release_from_fake_hub("kyutai/moshi-tiny", FIXTURE, ("config.json", "mimi_config.json", WEIGHTS),
-                                               code, tmp_path / "cache")
+                                               code, tmp_path / "cache", revision=revision)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.splitlines()[0] == "True mimi", out.stdout
     assert "model.safetensors" in out.stdout and "README.md" in out.stdout
-    assert any(WEIGHTS in r for r in requests)
+    assert any(r.endswith(f"/resolve/{revision}/{WEIGHTS}") for r in requests)
 
 
 def test_release_architecture_is_moshis_default():

@@ -136,7 +136,7 @@ def output_steps(tokens: Tokens, num_steps: int | None, default: int) -> int:
         return default
     if steps.shape != (tokens.batch_size,) or steps.is_floating_point() or steps.dtype == torch.bool:
         raise ValueError(f"tokens.meta['num_steps'] must be integers [B], got {steps.dtype} {tuple(steps.shape)}")
-    if bool((steps != steps[0]).any()):
+    if steps.numel() > 1 and bool((steps != steps[0]).any()):
         raise ValueError(f"tokens record different lengths {steps.unique().tolist()}; pass num_steps=")
     return check_budget(int(steps[0]), 1, MAX_STEPS, "tokens.meta['num_steps']")
 

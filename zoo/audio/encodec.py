@@ -423,7 +423,9 @@ _LICENCE = (
 
 RELEASES: dict[str, dict[str, Any]] = {
     "encodec-24khz": dict(
-        family="encodec", hf_repo="facebook/encodec_24khz", revision=None,  # not pinned: the hub is out of reach here
+        # the commit embeddings-benchmark/mteb pins for this repo (mteb/models/encodec_model.py, ModelMeta
+        # revision=); other public code pins the same one. Not confirmed against the hub, out of reach from here
+        family="encodec", hf_repo="facebook/encodec_24khz", revision="c1dbe2ae3f1de713481a3b3e7c47f357092ee040",
         files=("config.json", "model.safetensors"), license="MIT",
         license_url="https://github.com/facebookresearch/encodec/blob/main/LICENSE", non_commercial=False,
         summary=dict(modality="audio", tokens="75 frames/s x 2-32 codebooks (bitrate=1.5-24)", vocab="1024 x 32",

@@ -570,7 +570,10 @@ _CARD = ("Mimi (Kyutai, 2024; arXiv:2410.00037), the streaming speech codec of M
 
 RELEASES: dict[str, dict[str, Any]] = {
     "mimi": dict(
-        family="mimi", hf_repo="kyutai/mimi", revision=None,  # not pinned: the hub is out of reach from here
+        # the commit public code pins for kyutai/mimi (`MIMI_REPO = "kyutai/mimi"` beside this `MIMI_REVISION`, and
+        # HF cache paths models--kyutai--mimi/snapshots/89091b3e.../model.safetensors, in several projects the
+        # code index holds without naming their repositories); not confirmed against the hub, out of reach here
+        family="mimi", hf_repo="kyutai/mimi", revision="89091b3e466eb6a9d11e537bf26b144f194978f7",
         files=("config.json", "model.safetensors"), license="CC-BY-4.0",
         license_url="https://creativecommons.org/licenses/by/4.0/", non_commercial=False,
         summary=dict(modality="audio", tokens="12.5 frames/s x 1-32 codebooks (Moshi: 8)", vocab="2048 x 32",
@@ -579,7 +582,10 @@ RELEASES: dict[str, dict[str, Any]] = {
     # the original release: the codec file of Moshi's repo in moshi's own format (converted by `Mimi.from_release`);
     # the same weights as kyutai/mimi, so the same codes up to float rounding
     "mimi-moshiko": dict(
-        family="mimi", hf_repo="kyutai/moshiko-pytorch-bf16", revision=None,  # not pinned: the hub is out of reach here
+        # the commit of HF cache paths models--kyutai--moshiko-pytorch-bf16/snapshots/2bfc9ae6.../
+        # tokenizer-e351c8d8-checkpoint125.safetensors in public code (one script pins REV=2bfc9ae6... for this
+        # repo), repositories not named by the code index; not confirmed against the hub, out of reach here
+        family="mimi", hf_repo="kyutai/moshiko-pytorch-bf16", revision="2bfc9ae6e89079a5cc7ed2a68436010d91a3d289",
         files=("tokenizer-e351c8d8-checkpoint125.safetensors",), license="CC-BY-4.0",
         license_url="https://creativecommons.org/licenses/by/4.0/", non_commercial=False,
         summary=dict(modality="audio", tokens="12.5 frames/s x 1-32 codebooks (Moshi: 8)", vocab="2048 x 32",
