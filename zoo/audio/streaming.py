@@ -91,7 +91,8 @@ class Conv(nn.Module):
             y = self._inference(elu(x), left, right)
         else:
             n = x.shape[-1]
-            xp = time_major_empty(x.shape[0], x.shape[1], left + n + right, x)
+            xp = time_major_empty(x.shape[0], x.shape[1], left + n + right, x) if self.norm is None else \
+                x.new_empty(*x.shape[:-1], left + n + right)
             elu(x, out=xp[..., left:left + n])
             if self.pad_mode == "constant":
                 xp[..., :left] = 0
@@ -106,6 +107,8 @@ class Conv(nn.Module):
         conv = self.conv
         if conv.out_channels == 1 and self.stride == 1:  # a decoder's last conv: one product per tap, 3-4x faster
             return conv_by_taps(pad1d(x, left, right, self.pad_mode), conv.weight, conv.bias, dilation=conv.dilation[0])
+        if self.norm is not None:  # GroupNorm (EnCodec 48 kHz) is slow on time-major input: keep (B, C, T)
+            return conv(pad1d(x, left, right, self.pad_mode))
         weight = _cached(self, conv.weight, lambda w: w.detach().unsqueeze(2).contiguous(memory_format=torch.channels_last))
         return time_major_conv(pad1d(x, left, right, self.pad_mode), weight, conv.bias, self.stride, conv.dilation[0])
 
@@ -164,6 +167,7 @@ class ConvTranspose(nn.Module):
         conv = self.conv
         if self.fast and not torch.is_grad_enabled() and conv.groups == 1 and self.overhang == self.stride:
             y = self._polyphase(x)  # 1.5-2.5x faster on CPU than torch's
+            y = y if self.norm is None else y.contiguous()  # GroupNorm is slow on time-major input
         else:
             y = conv(x)
         if self.norm is not None:  # over the untrimmed output, as released
