@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from zoo.nn.seanet import ELU, conv_by_taps, conv_transpose_polyphase, elu
+from zoo.nn.seanet import ELU, conv_by_taps, elu
 from zoo.tokenizer import check_fields
 
 PAD_MODES = ("reflect", "constant", "replicate")
@@ -91,7 +91,7 @@ class Conv(nn.Module):
             y = self._inference(elu(x), left, right)
         else:
             n = x.shape[-1]
-            xp = x.new_empty(*x.shape[:-1], left + n + right)
+            xp = time_major_empty(x.shape[0], x.shape[1], left + n + right, x)
             elu(x, out=xp[..., left:left + n])
             if self.pad_mode == "constant":
                 xp[..., :left] = 0
@@ -106,7 +106,34 @@ class Conv(nn.Module):
         conv = self.conv
         if conv.out_channels == 1 and self.stride == 1:  # a decoder's last conv: one product per tap, 3-4x faster
             return conv_by_taps(pad1d(x, left, right, self.pad_mode), conv.weight, conv.bias, dilation=conv.dilation[0])
-        return conv(pad1d(x, left, right, self.pad_mode))
+        weight = _cached(self, conv.weight, lambda w: w.detach().unsqueeze(2).contiguous(memory_format=torch.channels_last))
+        return time_major_conv(pad1d(x, left, right, self.pad_mode), weight, conv.bias, self.stride, conv.dilation[0])
+
+
+def time_major_empty(b: int, c: int, t: int, like: Tensor) -> Tensor:
+    """An empty (B, C, T) tensor stored time-major: a (B, T, C) tensor seen through a transpose."""
+    return like.new_empty(b, t, c).transpose(1, 2)
+
+
+def time_major_conv(x: Tensor, weight: Tensor, bias: Tensor | None, stride: int = 1, dilation: int = 1,
+                    padding: int = 0) -> Tensor:
+    """conv1d(x, weight) run as a channels-last conv2d: x (B, C, T), weight (C', C, 1, K) channels-last ->
+    (B, C', T') stored time-major.
+
+    Why: on one CPU thread oneDNN's channels-last kernels are 1.3-2.3x faster than conv1d's for SEANet's
+    convolutions (most for the strided ones), and a time-major output feeds the next one without a copy; a
+    time-major input is taken as it is."""
+    y = F.conv2d(x.unsqueeze(2).contiguous(memory_format=torch.channels_last), weight, bias, (1, stride),
+                 (0, padding), (1, dilation))
+    return y.squeeze(2)
+
+
+def _cached(module: nn.Module, weight: Tensor, make: Any, name: str = "_fast") -> Any:
+    """make(weight), kept on the module until the weight changes (an optimiser step, a load)."""
+    key = (weight.data_ptr(), weight._version, weight.dtype, weight.device)
+    if module.__dict__.get(name + "_key") != key:
+        module.__dict__[name], module.__dict__[name + "_key"] = make(weight), key
+    return module.__dict__[name]
 
 
 class DeferredELU(ELU):
@@ -136,7 +163,7 @@ class ConvTranspose(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         conv = self.conv
         if self.fast and not torch.is_grad_enabled() and conv.groups == 1 and self.overhang == self.stride:
-            y = conv_transpose_polyphase(x, *self._phases(), self.stride)  # 1.5-2.5x faster on CPU than torch's
+            y = self._polyphase(x)  # 1.5-2.5x faster on CPU than torch's
         else:
             y = conv(x)
         if self.norm is not None:  # over the untrimmed output, as released
@@ -144,16 +171,22 @@ class ConvTranspose(nn.Module):
         right = self.overhang if self.causal else self.overhang // 2
         return y[..., self.overhang - right:y.shape[-1] - right]
 
-    def _phases(self) -> tuple[Tensor, Tensor]:
-        """The weight regrouped by output phase for `conv_transpose_polyphase` (cached until a parameter changes)."""
-        w, b = self.conv.weight, self.conv.bias
-        key = (w.data_ptr(), w._version, w.dtype, w.device)
-        if self.__dict__.get("_phase_key") != key:
-            c, c_out, s = w.shape[0], w.shape[1], self.stride
-            weight = w.detach().view(c, c_out, 2, s).permute(1, 3, 0, 2).flip(-1).reshape(c_out * s, c, 2)
-            bias = None if b is None else b.detach().repeat_interleave(s)
-            self.__dict__["_phase"], self.__dict__["_phase_key"] = (weight, bias), key
-        return self.__dict__["_phase"]
+    def _polyphase(self, x: Tensor) -> Tensor:
+        """The transposed convolution as one channels-last conv1d over its s output phases (see
+        `zoo.nn.seanet.conv_transpose_polyphase`), the phases ordered phase-major so that the output, stored
+        time-major, is already interleaved: (B, C, N) -> (B, C', (N + 1) · s)."""
+        s = self.stride
+
+        def regroup(w: Tensor) -> Tensor:  # (C, C', 2s) -> (s · C', C, 1, 2): row r · C' + c' is phase r of c'
+            c, c_out = w.shape[0], w.shape[1]
+            w = w.detach().view(c, c_out, 2, s).permute(3, 1, 0, 2).flip(-1).reshape(s * c_out, c, 1, 2)
+            return w.contiguous(memory_format=torch.channels_last)
+
+        weight = _cached(self, self.conv.weight, regroup)
+        bias = None if self.conv.bias is None else self.conv.bias.detach().repeat(s)
+        y = time_major_conv(x, weight, bias, padding=1)  # (B, s · C', N + 1), stored (B, N + 1, s, C')
+        b, _, m = y.shape
+        return y.transpose(1, 2).reshape(b, m * s, -1).transpose(1, 2)
 
 
 class ResBlock(nn.Module):
@@ -175,13 +208,15 @@ class ResBlock(nn.Module):
             return self.block(x).add_(self.shortcut(x))  # the same sum, in the block's buffer
         # fast: the ELU into the padded buffer, and the 1x1 convolution, its bias and the 1x1 shortcut as one chain
         # of matrix products into one buffer (no separate sum, and GEMM instead of conv1d's slow 1x1 path)
-        h = elu(conv.after_elu(x))
-        b = x.shape[0]
-        w, bias = out.conv.weight[..., 0].expand(b, -1, -1), out.conv.bias[:, None]
+        # (time-major: the products run as (B, T, C) @ (C, C'), whose output is time-major again)
+        h = elu(conv.after_elu(x)).transpose(1, 2)  # (B, T, hidden)
+        b, xt = x.shape[0], x.transpose(1, 2)
+        w, bias = out.conv.weight[..., 0].t().expand(b, -1, -1), out.conv.bias
         if isinstance(self.shortcut, nn.Identity):
-            return torch.baddbmm(x, w, h).add_(bias)
+            return torch.baddbmm(xt, h, w).add_(bias).transpose(1, 2)
         s = self.shortcut.conv
-        return torch.baddbmm(bias + s.bias[:, None], s.weight[..., 0].expand(b, -1, -1), x).baddbmm_(w, h)
+        y = torch.baddbmm(bias + s.bias, xt, s.weight[..., 0].t().expand(b, -1, -1)).baddbmm_(h, w)
+        return y.transpose(1, 2)
 
 
 class SkipLSTM(nn.Module):

@@ -93,7 +93,7 @@ def elu(x: Tensor, out: Tensor | None = None) -> Tensor:
         return torch.maximum(y, x, out=y)
     # A whole-file activation (tens of MB) would stream through memory five times: run the five passes
     # block by block along time so that each block stays in cache (the same values).
-    y = torch.empty_like(x, memory_format=torch.contiguous_format) if out is None else out
+    y = torch.empty_like(x) if out is None else out  # in x's layout (time-major stays time-major)
     if not x.numel():
         return y
     step = max(_BLOCK // (x.numel() // x.shape[-1]), 256)
