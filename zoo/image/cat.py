@@ -296,9 +296,12 @@ class CAT(Tokenizer):
         """predicted PSNR (B, R), finest first → ratio index (B,): the coarsest that meets `quality`, a target above
         the best predicted PSNR - `zoo.image.budget.NEAR_BEST_DB` counting as that (`choose_budget`): when none
         meets it, the coarsest within 0.1 dB of the best."""
-        tokens = torch.tensor([float(self.config.num_tokens(r)) for r in self.config.ratios])
         target = predicted_psnr.new_full(predicted_psnr.shape[:1], quality)
-        return choose_budget(10 ** (-predicted_psnr / 10), tokens, target)
+        return choose_budget(10 ** (-predicted_psnr / 10), self.ratio_tokens(), target)
+
+    def ratio_tokens(self) -> Tensor:
+        """(R,) float: the tokens each of `config.ratios` costs, finest first (the candidates of `choose_budget`)."""
+        return torch.tensor([float(self.config.num_tokens(r)) for r in self.config.ratios])
 
     def levels_from_budget(self, ratio: Any, quality: Any, batch: int, device: torch.device) -> Tensor | None:
         """Check `ratio` / `quality` and return fixed ratio indices (B,), or None for 'auto'."""
@@ -380,8 +383,7 @@ class CAT(Tokenizer):
         if search:
             mse = torch.stack([image_mse(self.pixels(self.latent(raw)[0], i), x)
                                for i, raw in enumerate(raws)], 1)  # (B, R): what decode gives
-            tokens = torch.tensor([float(c.num_tokens(r)) for r in c.ratios])
-            levels = choose_budget(mse, tokens, torch.full((b,), eps), float(min_gain_db))
+            levels = choose_budget(mse, self.ratio_tokens(), torch.full((b,), eps), float(min_gain_db))
         elif auto:
             levels = self.choose_levels(self.estimator(features), eps)
         lengths = torch.tensor([c.num_tokens(c.ratios[i]) for i in levels.tolist()], dtype=torch.long, device=x.device)
