@@ -43,7 +43,7 @@ from torch import Tensor, nn
 
 from zoo.audio.rvq import cdist_table, rvq_decode, rvq_encode
 from zoo.audio.released import RVQCodec, hf_config, read_safetensors
-from zoo.audio.streaming import Conv, ConvTranspose, Stack, check_seanet, seanet_layers
+from zoo.audio.streaming import Conv, ConvTranspose, Stack, cached_on, check_seanet, seanet_layers
 from zoo.audio.weights import fold_weight_norm
 from zoo.hub import register_family, register_release
 from zoo.tokenizer import InputContract, Tokens, TokenSpec, check_budget, check_weights
@@ -232,11 +232,7 @@ class Mimi(RVQCodec):
 
     def _cdist_tables(self) -> Tensor:
         """The codebooks' side of torch.cdist's distance (`cdist_table`), cached until the codebooks change."""
-        cb = self.codebooks
-        key = (cb.data_ptr(), cb._version, cb.dtype, cb.device)
-        if self.__dict__.get("_tables_key") != key:
-            self.__dict__["_tables"], self.__dict__["_tables_key"] = cdist_table(cb), key
-        return self.__dict__["_tables"]
+        return cached_on(self, self.codebooks, cdist_table, "_tables")
 
     def _dequantize(self, ids: Tensor) -> Tensor:
         """(B, T, q) -> (B, D, T)."""

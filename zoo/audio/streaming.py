@@ -109,7 +109,7 @@ class Conv(nn.Module):
             return conv_by_taps(pad1d(x, left, right, self.pad_mode), conv.weight, conv.bias, dilation=conv.dilation[0])
         if self.norm is not None:  # GroupNorm (EnCodec 48 kHz) is slow on time-major input: keep (B, C, T)
             return conv(pad1d(x, left, right, self.pad_mode))
-        weight = _cached(self, conv.weight, lambda w: w.detach().unsqueeze(2).contiguous(memory_format=torch.channels_last))
+        weight = cached_on(self, conv.weight, lambda w: w.detach().unsqueeze(2).contiguous(memory_format=torch.channels_last))
         return time_major_conv(pad1d(x, left, right, self.pad_mode), weight, conv.bias, self.stride, conv.dilation[0])
 
 
@@ -131,7 +131,7 @@ def time_major_conv(x: Tensor, weight: Tensor, bias: Tensor | None, stride: int 
     return y.squeeze(2)
 
 
-def _cached(module: nn.Module, weight: Tensor, make: Any, name: str = "_fast") -> Any:
+def cached_on(module: nn.Module, weight: Tensor, make: Any, name: str = "_fast") -> Any:
     """make(weight), kept on the module until the weight changes (an optimiser step, a load)."""
     key = (weight.data_ptr(), weight._version, weight.dtype, weight.device)
     if module.__dict__.get(name + "_key") != key:
@@ -186,7 +186,7 @@ class ConvTranspose(nn.Module):
             w = w.detach().view(c, c_out, 2, s).permute(3, 1, 0, 2).flip(-1).reshape(s * c_out, c, 1, 2)
             return w.contiguous(memory_format=torch.channels_last)
 
-        weight = _cached(self, self.conv.weight, regroup)
+        weight = cached_on(self, self.conv.weight, regroup)
         bias = None if self.conv.bias is None else self.conv.bias.detach().repeat(s)
         y = time_major_conv(x, weight, bias, padding=1)  # (B, s · C', N + 1), stored (B, N + 1, s, C')
         b, _, m = y.shape
