@@ -8,6 +8,7 @@ import torch
 import zoo
 from zoo.data.images import MIXED_VAL_SEED, build_image_dataset, images_to_tensor, real_photo_crops
 from zoo.image.budget import NEAR_BEST_DB, choose_budget, reachable_target
+from zoo.metrics import mse as image_mse
 
 
 def test_choose_budget_rules() -> None:
@@ -69,3 +70,22 @@ def test_quality_met_says_whether_the_decoded_tokens_meet_the_target(name: str, 
     assert bool(outcomes.any()) and not bool(outcomes.all()), "the images and targets should give both outcomes"
     assert "quality_met" not in tok.encode(varied[:2], **({"num_tokens": 4} if "num_tokens" in tok.encode_knobs
                                                           else {"ratio": 8})).meta  # a fixed budget has no target
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("name, search", [("karl-tiny-nat32", [1, 4, 16, 32]), ("cat-tiny-nat32", True)])
+def test_search_decodes_each_candidate_once(name: str, search, dtype: torch.dtype, varied: torch.Tensor,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """search=True decodes every candidate to measure it; quality_met reuses the chosen candidate's decode
+    instead of decoding the kept tokens again, and says what decoding them says."""
+    tok = zoo.load(name).eval().to(dtype)
+    decoder = "reconstruct" if name.startswith("karl") else "pixels"  # every decode of the family goes through it
+    inner, rows = getattr(tok, decoder), []
+    monkeypatch.setattr(tok, decoder, lambda z, *args: rows.append(len(z)) or inner(z, *args))
+    eps = 0.004
+    t = tok.encode(varied, quality=eps, search=search)
+    candidates = len(search) if isinstance(search, list) else len(tok.config.ratios)
+    assert sum(rows) == candidates * len(varied), "each candidate decoded once, the kept tokens not again"
+    err = image_mse(tok.decode(t), varied.to(dtype))
+    clear = (err - eps).abs() > 1e-5 * eps
+    assert torch.equal(t.meta["quality_met"][clear], (err <= eps)[clear])

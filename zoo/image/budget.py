@@ -16,7 +16,8 @@ suits offline tokenization, where tokens are paid for many times and encoding on
   kept buys at least λ dB on the image's own curve.
 
 With both, the fewer tokens of the two choices is kept. Whatever the choice, `meta["quality_met"]` is
-measured, not predicted: `with_quality_met` decodes the tokens and compares their error with ε.
+measured, not predicted: `with_quality_met` compares the error of the decoded tokens with ε (a search
+passes the error it measured on the chosen candidate, the same decode, so nothing is decoded twice).
 """
 
 from __future__ import annotations
@@ -72,8 +73,12 @@ def choose_budget(mse: Tensor, tokens: Tensor, quality: Tensor | None = None, mi
     return order.gather(1, pick[:, None]).squeeze(1)
 
 
-def with_quality_met(tok: Any, tokens: Tokens, x: Tensor, quality: Tensor) -> Tokens:
+def with_quality_met(tok: Any, tokens: Tokens, x: Tensor, quality: Tensor, measured: Tensor | None = None) -> Tokens:
     """Set tokens.meta["quality_met"] (B,) bool: whether `tok.decode(tokens)` is within `quality` (B,) of x (B, ...)
-    in per-image MSE (`zoo.metrics.mse`), as a user who decodes the tokens measures it. Returns `tokens`."""
-    tokens.meta["quality_met"] = image_mse(tok.decode(tokens), x) <= quality.to(x.device, torch.float32)
+    in per-image MSE (`zoo.metrics.mse`), as a user who decodes the tokens measures it. Returns `tokens`.
+
+    `measured`: (B,) that MSE when the caller already decoded these tokens (a search measures every candidate);
+    None decodes them here."""
+    error = image_mse(tok.decode(tokens), x) if measured is None else measured
+    tokens.meta["quality_met"] = error <= quality.to(x.device, torch.float32)
     return tokens

@@ -361,7 +361,8 @@ class CAT(Tokenizer):
             "fsq": ids (B, L) + latents, the FSQ codes (B, L, len(levels)); "kl": latents (B, L, latent_dim),
             the posterior means, ids None. L is the longest length in the batch; padding is zeros.
             With ratio "auto", also meta["quality_met"] (B,) bool: whether `decode` of these tokens is within
-            `quality` of x in per-image MSE (`zoo.metrics.mse`), measured by decoding them, never predicted.
+            `quality` of x in per-image MSE (`zoo.metrics.mse`), measured by decoding them (with search, the
+            search's own decode of the chosen ratio), never predicted.
         """
         c = self.config
         x = check_input(x, self.spec.input, "images").to(self.device)
@@ -377,13 +378,14 @@ class CAT(Tokenizer):
                              f"got {min_gain_db!r} with search={search!r}")
         features = self.features(x * 2 - 1)
         raws = self.raw_latents(features)
-        auto = levels is None
+        auto, measured = levels is None, None
         if auto:
             eps = self.check_quality(c.default_quality if quality is None else quality)
         if search:
             mse = torch.stack([image_mse(self.pixels(self.latent(raw)[0], i), x)
                                for i, raw in enumerate(raws)], 1)  # (B, R): what decode gives
             levels = choose_budget(mse, self.ratio_tokens(), torch.full((b,), eps), float(min_gain_db))
+            measured = mse[torch.arange(b, device=mse.device), levels.to(mse.device)]  # the decode of the kept tokens
         elif auto:
             levels = self.choose_levels(self.estimator(features), eps)
         lengths = torch.tensor([c.num_tokens(c.ratios[i]) for i in levels.tolist()], dtype=torch.long, device=x.device)
@@ -399,7 +401,7 @@ class CAT(Tokenizer):
                 ids[rows, :n] = level_ids
         ratios = torch.tensor(c.ratios, device=x.device)[levels]
         tokens = Tokens(ids=ids, lengths=lengths, latents=latents, meta={"ratio": ratios})
-        return with_quality_met(self, tokens, x, torch.full((b,), eps)) if auto else tokens
+        return with_quality_met(self, tokens, x, torch.full((b,), eps), measured) if auto else tokens
 
     def levels_of(self, tokens: Tokens) -> Tensor:
         """Ratio index (B,) of each sample, from its length (each ratio has its own), checked against meta["ratio"]."""

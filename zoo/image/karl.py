@@ -362,7 +362,7 @@ class KARL(Tokenizer):
             Tokens with lengths (B,) in 1..K, ids (B, max length) for FSQ (zeros past each length) and
             latents (B, max length, D), the codes (zeros past each length). Unless `num_tokens` is given,
             also meta["quality_met"] (B,) bool: whether `decode` of these tokens is within ε of x in per-image
-            MSE (`zoo.metrics.mse`), measured by decoding them once more, never predicted.
+            MSE (`zoo.metrics.mse`), measured on their decode (the search's own, with search), never predicted.
         """
         c = self.config
         x = check_input(x, self.spec.input, "images").to(self.device)
@@ -378,8 +378,8 @@ class KARL(Tokenizer):
             if num_tokens is not None:
                 raise ValueError("search= picks each image's budget; give quality= / min_gain_db=, not num_tokens=")
             eps = self._check_quality(c.default_quality if quality is None else quality, b)
-            return with_quality_met(self, self._search(x, eps, float(min_gain), threshold, self._check_candidates(search)),
-                                    x, eps)
+            tokens, measured = self._search(x, eps, float(min_gain), threshold, self._check_candidates(search))
+            return with_quality_met(self, tokens, x, eps, measured)
         scaled = x * 2 - 1
         curve = self.halting_curve(self.patch_features(scaled))
         if num_tokens is not None:
@@ -403,8 +403,10 @@ class KARL(Tokenizer):
         keep = length_mask(lengths, width)  # (B, width)
         return Tokens(ids=None if ids is None else ids.long() * keep, lengths=lengths, latents=codes * keep[..., None])
 
-    def _search(self, x: Tensor, eps: Tensor, min_gain: float, threshold: float, candidates: list[int]) -> Tokens:
-        """encode(search=...): x in [0, 1]; every candidate budget encoded, decoded and measured."""
+    def _search(self, x: Tensor, eps: Tensor, min_gain: float, threshold: float, candidates: list[int]
+                ) -> tuple[Tensor, Tensor]:
+        """encode(search=...): x in [0, 1]; every candidate budget encoded, decoded and measured.
+        Returns (the chosen tokens, their measured MSE (B,))."""
         b = x.shape[0]
         scaled = x * 2 - 1
         curve = self.halting_curve(self.patch_features(scaled))
@@ -414,12 +416,13 @@ class KARL(Tokenizer):
             tokens = self._tokens_at(scaled, self.quality_for_lengths(curve, lengths, threshold), lengths, candidates[-1])
             found.append(tokens)
             mse.append(image_mse(self.decode(tokens), x))
-        pick = choose_budget(torch.stack(mse, 1), torch.tensor(candidates, dtype=torch.float32), eps, min_gain)
+        mse = torch.stack(mse, 1)  # (B, C)
+        pick = choose_budget(mse, torch.tensor(candidates, dtype=torch.float32), eps, min_gain)
         lengths = torch.tensor(candidates, device=x.device)[pick]
         rows, width = torch.arange(b, device=x.device), int(lengths.max())
         ids = None if found[0].ids is None else torch.stack([t.ids for t in found])[pick, rows, :width]
         latents = torch.stack([t.latents for t in found])[pick, rows, :width]
-        return Tokens(ids=ids, lengths=lengths, latents=latents)
+        return Tokens(ids=ids, lengths=lengths, latents=latents), mse[rows, pick.to(mse.device)]
 
     def _check_candidates(self, search: Any) -> list[int]:
         k = self.config.max_tokens
