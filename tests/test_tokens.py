@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from zoo.tokenizer import InputContract, Tokens, TokenSpec, check_ids, check_input
+from zoo.tokenizer import InputContract, Tokens, TokenSpec, check_ids, check_input, length_mask
 
 LAYOUTS = {
     "ids": lambda: Tokens(ids=torch.randint(0, 9, (4, 6)), lengths=torch.tensor([6, 3, 1, 0])),
@@ -116,6 +116,15 @@ def test_check_ids_ignores_padding_but_not_valid_positions():
     check_ids(ids, 10, torch.tensor([2, 1]))  # 99 and -1 are padding
     with pytest.raises(ValueError, match=r"\[0, 10\)"):
         check_ids(ids, 10, torch.tensor([3, 1]))
+
+
+def test_length_mask_numpy_and_torch_agree():
+    lengths = torch.tensor([0, 3, 5, 1])
+    mask = length_mask(lengths, 5)
+    assert mask.dtype == torch.bool and mask.sum(1).tolist() == lengths.tolist()
+    assert all(bool(mask[b, :n].all()) and not bool(mask[b, n:].any()) for b, n in enumerate(lengths.tolist()))
+    as_numpy = length_mask(lengths.numpy(), 5)
+    assert isinstance(as_numpy, np.ndarray) and (as_numpy == mask.numpy()).all()
 
 
 def test_spec_round_trips_through_dict():

@@ -428,7 +428,7 @@ def check_ids(ids: Tensor, vocab_size: int, lengths: Tensor | None = None, name:
     if ids.device.type == "cpu" and (lengths is None or lengths.device.type == "cpu"):  # numpy: a tenth of the time
         valid = ids.numpy()
         if lengths is not None:
-            valid = valid[np.arange(ids.shape[1]) < lengths.detach().numpy()[:, None]]
+            valid = valid[length_mask(lengths.detach().numpy(), ids.shape[1])]
     else:
         valid = ids if lengths is None else ids[length_mask(lengths, ids.shape[1])]
     if math.prod(valid.shape) and (int(valid.min()) < 0 or int(valid.max()) >= vocab_size):
@@ -533,8 +533,11 @@ def check_weights(config: Any, count: int, what: str = "weights") -> None:
                          "`with zoo.tokenizer.large_models():` (or ZOO_LARGE_MODELS=1)")
 
 
-def length_mask(lengths: Tensor, width: int) -> Tensor:
-    """BoolTensor (B, width), True on the first `lengths[b]` positions of row b; lengths: (B,)."""
+def length_mask(lengths: Tensor | np.ndarray, width: int) -> Tensor | np.ndarray:
+    """Bool (B, width), True on the first `lengths[b]` positions of row b; lengths: (B,). A tensor gives a BoolTensor
+    on its device; a numpy array a numpy mask (the CPU paths that work in numpy, where torch ops cost more)."""
+    if isinstance(lengths, np.ndarray):
+        return np.arange(width) < lengths[:, None]
     return torch.arange(width, device=lengths.device)[None] < lengths[:, None]
 
 

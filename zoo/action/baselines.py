@@ -38,7 +38,7 @@ from zoo.action.beast import MAX_STEPS, output_steps
 from zoo.files import read_release
 from zoo.hub import register_family, register_release
 from zoo.tokenizer import (InputContract, Tokenizer, Tokens, TokenSpec, check_budget, check_fields, check_input,
-                           check_tokens, check_weights)
+                           check_tokens, check_weights, length_mask)
 
 
 _UNBOUNDED = 1 << 20  # spec.max_tokens of a DCT+BPE tokenizer whose length or dofs are left open
@@ -328,7 +328,7 @@ class DCTBPE(_FittedBounds, Tokenizer):
         rows = [e.ids for e in self.bpe.encode_batch(self._to_text(self._coefficients(x)))]
         b, lengths = len(rows), np.array([len(r) for r in rows])
         ids = np.zeros((b, int(lengths.max())), dtype=np.int64)
-        ids[np.arange(ids.shape[1]) < lengths[:, None]] = np.fromiter(itertools.chain.from_iterable(rows), np.int64)
+        ids[length_mask(lengths, ids.shape[1])] = np.fromiter(itertools.chain.from_iterable(rows), np.int64)
         ids, lengths = torch.from_numpy(ids), torch.from_numpy(lengths)
         meta = {"num_steps": torch.full((b,), x.shape[1])}
         if self.config.num_dof is None:
