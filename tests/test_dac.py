@@ -248,6 +248,23 @@ def test_inference_plan_equals_the_layers(dac):
     assert float((y - y_plan).abs().max()) <= 1e-5
 
 
+def test_inference_plan_follows_the_weights(dac):
+    """The plan holds copies of the weights: a change in place (an optimiser step, a load) must rebuild it."""
+    model = DAC(DACConfig(**dac.config.__dict__))
+    model.load_state_dict(dac.state_dict())
+    x = signal(1, 3000, seed=5)
+    for stack, inputs in ((model.encoder, x), (model.decoder, dac.encoder(x).detach())):
+        with torch.no_grad():
+            before = stack(inputs)  # builds the plan
+            for p in stack.parameters():
+                p.mul_(0.9)  # the same tensors, changed in place
+            after = stack(inputs)
+        with torch.enable_grad():
+            layers = stack(inputs).detach()  # module by module, from the parameters themselves
+        assert not torch.allclose(after, before)
+        assert float((after - layers).abs().max()) <= 1e-5 * float(layers.abs().max())
+
+
 def test_bitrate_picks_the_codebooks_that_fit(dac):
     per = dac.config.kbps(1)  # 533.33 Hz x 6 bits
     assert dac.codebooks_for(bitrate=3 * per) == 3

@@ -50,6 +50,7 @@ from torch import Tensor, nn
 from zoo.audio.rvq import codebooks_for, nearest
 from zoo.audio.weights import fold_weight_norm
 from zoo.hub import register_family, register_release
+from zoo.nn.cache import cached_on, without_cached
 from zoo.nn.seanet import Resample, Tiled, chunk_spans, conv_by_taps, receptive_field
 from zoo.tokenizer import (InputContract, Tokenizer, Tokens, TokenSpec, check_budget, check_fields, check_input,
                            check_tokens, check_weights)
@@ -207,15 +208,14 @@ class _Plan(nn.Module):
         return x
 
     def _plan(self) -> list[Tiled]:
-        key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in self.parameters())
-        if self.__dict__.get("_cache_key") != key:
-            on_cpu = next(self.parameters()).device.type == "cpu"  # windows help CPU caches, not GPUs
-            self._cache = inference_plan(self.layers(), window=_WINDOW if on_cpu else 2**62)
-            self._cache_key = key
-        return self._cache
+        def make(params: tuple[Tensor, ...]) -> list[Tiled]:
+            on_cpu = params[0].device.type == "cpu"  # windows help CPU caches, not GPUs
+            return inference_plan(self.layers(), window=_WINDOW if on_cpu else 2**62)
+
+        return cached_on(self, self.parameters(), make, "_stages")
 
     def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k not in ("_cache", "_cache_key")}
+        return without_cached(self.__dict__, "_stages")  # rebuilt, not copied
 
 
 class Encoder(_Plan):

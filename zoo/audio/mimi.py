@@ -43,9 +43,10 @@ from torch import Tensor, nn
 
 from zoo.audio.rvq import cdist_table, rvq_decode, rvq_encode
 from zoo.audio.released import RVQCodec, hf_config, read_safetensors
-from zoo.audio.streaming import Conv, ConvTranspose, Stack, cached_on, check_seanet, seanet_layers
+from zoo.audio.streaming import Conv, ConvTranspose, Stack, check_seanet, seanet_layers
 from zoo.audio.weights import fold_weight_norm
 from zoo.hub import register_family, register_release
+from zoo.nn.cache import cached_on
 from zoo.tokenizer import InputContract, Tokens, TokenSpec, check_budget, check_weights
 
 

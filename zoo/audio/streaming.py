@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from zoo.nn.cache import cached_on
 from zoo.nn.seanet import ELU, conv_by_taps, elu
 from zoo.tokenizer import check_fields
 
@@ -129,14 +130,6 @@ def time_major_conv(x: Tensor, weight: Tensor, bias: Tensor | None, stride: int 
     y = F.conv2d(x.unsqueeze(2).contiguous(memory_format=torch.channels_last), weight, bias, (1, stride),
                  (0, padding), (1, dilation))
     return y.squeeze(2)
-
-
-def cached_on(module: nn.Module, weight: Tensor, make: Any, name: str = "_fast") -> Any:
-    """make(weight), kept on the module until the weight changes (an optimiser step, a load)."""
-    key = (weight.data_ptr(), weight._version, weight.dtype, weight.device)
-    if module.__dict__.get(name + "_key") != key:
-        module.__dict__[name], module.__dict__[name + "_key"] = make(weight), key
-    return module.__dict__[name]
 
 
 class DeferredELU(ELU):

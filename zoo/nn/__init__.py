@@ -6,6 +6,7 @@
 - `transformer`: a stack of timm ViT blocks with an optional attention mask (`Transformer`), and
   its adaLN-Zero conditioned twin (`AdaLNTransformer`, as in DiT) for flow and diffusion decoders.
 - `threads`: how many threads an inference call uses (`op_threads`, `map_threads`).
+- `cache`: values made from a module's weights, kept until a weight changes (`cached_on`).
 
 Names resolve on first use, so importing one block (e.g. `zoo.nn.seanet`) does not import the others.
 """

@@ -31,6 +31,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm
 
+from zoo.nn.cache import cached_on, drop_cached, without_cached
+
 
 @dataclass(frozen=True)
 class SEANetConfig:
@@ -137,20 +139,18 @@ class _SEANet(nn.Module):
         return x
 
     def _inference_plan(self) -> list["Tiled"]:
-        key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in self.parameters())
-        if self.__dict__.get("_cache_key") != key:
-            on_cpu = next(self.parameters()).device.type == "cpu"  # windows help CPU caches, not GPUs
-            self._cache = inference_plan(self.net, tile=16384 if on_cpu else 2**62)
-            self._cache_key = key
-        return self._cache
+        def make(params: tuple[Tensor, ...]) -> list["Tiled"]:
+            on_cpu = params[0].device.type == "cpu"  # windows help CPU caches, not GPUs
+            return inference_plan(self.net, tile=16384 if on_cpu else 2**62)
+
+        return cached_on(self, self.parameters(), make, "_stages")
 
     def train(self, mode: bool = True) -> "_SEANet":
-        self.__dict__.pop("_cache_key", None)  # drop the folded weights while training
-        self.__dict__.pop("_cache", None)
+        drop_cached(self, "_stages")  # drop the folded weights while training
         return super().train(mode)
 
     def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k not in ("_cache", "_cache_key")}  # rebuilt, not copied
+        return without_cached(self.__dict__, "_stages")  # rebuilt, not copied
 
 
 class SEANetEncoder(_SEANet):
