@@ -250,7 +250,7 @@ def seanet_layers(c: Any, decoder: bool, fast: bool = False) -> list[nn.Module]:
     as a product per tap, each ELU before a convolution straight into its padded input (`DeferredELU`) and a
     residual unit's 1x1 convolution and 1x1 shortcut as one chain of matrix products (together 1.3x faster on
     one thread for EnCodec; the audio moves by float rounding, about 1e-7 for EnCodec, a little over 1e-5 for
-    Mimi's decoder, so Mimi keeps torch's kernels)."""
+    Mimi's decoder, so Mimi keeps torch's kernels in its encoder and its decoder's top level, see `Mimi`)."""
     conv = dict(causal=c.causal, pad_mode=c.pad_mode, group_norm=c.group_norm, fast=fast)
     res = dict(compress=c.compress, true_skip=c.true_skip, **conv)
 
