@@ -178,3 +178,48 @@ def test_any_package_can_add_a_command(tmp_path, monkeypatch, capsys):
     assert main(["bad"]) == 2 and capsys.readouterr().err == "zoo bad: error: no such thing\n"
     assert main(["gone"]) == 2 and "zoo_gone" in capsys.readouterr().err  # one line, no traceback
     assert main(["list"]) == 0 and "beast-lasa" in capsys.readouterr().out  # a built-in command is not replaced
+
+
+def _list_table(capsys) -> dict[str, dict[str, str]]:
+    """`zoo list` as printed: {name: {column: cell}}, cut at the header's column starts."""
+    assert main(["list"]) == 0
+    header, *lines = capsys.readouterr().out.splitlines()
+    columns = header.split()
+    starts = [header.index(c) for c in columns] + [None]
+    cells = [{c: line[a:b].strip() for c, a, b in zip(columns, starts, starts[1:])} for line in lines]
+    return {row["name"]: row for row in cells}
+
+
+def test_list_shows_every_row_as_its_registration_and_preset_say(capsys):
+    """No None or ? in any row, released and not downloaded included; the values are the presets' (bits per
+    sample at the most tokens; audio in kbit/s at all codebooks; BPE's token count is variable)."""
+    import math
+
+    from zoo.audio.dac import DACConfig
+    from zoo.audio.mimi import MimiConfig
+    from zoo.video.larp import LARPConfig
+
+    table = _list_table(capsys)
+    assert {"dac-16khz", "mimi", "larp-l-long", "fast-universal", "flextok-d12-d12-in1k"} <= set(table)
+    for name, row in table.items():
+        cells = [row[c] for c in ("modality", "tokens", "vocab", "bits")]
+        assert "None" not in " ".join(row.values()) and "?" not in cells and "" not in cells, (name, row)
+    for name, c in (("dac-16khz", DACConfig.from_name("16khz")), ("mimi", MimiConfig()), ("mimi-moshiko", MimiConfig())):
+        assert table[name]["bits"] == f"{c.kbps(c.num_codebooks):.3g} kbps max"
+        assert table[name]["vocab"] == f"{c.codebook_size} x {c.num_codebooks}"
+    larp = LARPConfig.from_name("larp-l")
+    assert table["larp-l-long"]["tokens"] == str(larp.max_tokens)  # no nested dropout: all tokens only
+    assert table["larp-l-long"]["vocab"] == str(larp.codebook_size)
+    assert table["larp-l-long"]["bits"] == f"{larp.max_tokens * math.log2(larp.codebook_size):.0f}"
+    assert table["fast-universal"]["bits"] == "variable" and table["fast-universal"]["tokens"].startswith("variable")
+
+
+@pytest.mark.parametrize("name", ["larp-l-long", "dac-16khz", "fast-universal"])
+def test_info_of_a_release_not_downloaded_says_what_list_says(name, capsys):
+    row = _list_table(capsys)[name]
+    assert main(["info", name]) == 0
+    out = capsys.readouterr().out
+    assert "not downloaded yet" in out
+    for label, column in (("tokens:", "tokens"), ("vocabulary:", "vocab"), ("bits:", "bits")):
+        assert f"{label:<14}{row[column]}\n" in out
+

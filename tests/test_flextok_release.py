@@ -130,7 +130,7 @@ def test_licence_is_announced_and_carried() -> None:
     with pytest.warns(LicenceNotice, match="non-commercial"):
         FlexTokRelease.from_release(FIXTURE)
     for name, entry in RELEASES.items():
-        assert entry["non_commercial"] and "non-commercial" in entry["card"], name
+        assert entry["non_commercial"] and "non-commercial" in entry["summary"]["description"], name
         registered = hub._names()[name].release
         assert registered.non_commercial and registered.hf_repo == entry["hf_repo"] and registered.files == entry["files"]
 

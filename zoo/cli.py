@@ -50,6 +50,21 @@ def _keywords(keywords: list[list[str]]) -> str:
     return ", ".join(f"{name}={default}" for name, default in keywords) or "none"
 
 
+def _bits(row: dict[str, Any]) -> str:
+    """The bits of a `list_tokenizers` row: per sample at the most tokens, audio in kbit/s at the most codebooks,
+    else what its card says ("variable"); "?" for a name registered without them."""
+    if row.get("bits") is not None:
+        return f"{row['bits']:.0f}"
+    if row.get("kbps") is not None:
+        return f"{row['kbps']:.3g} kbps max"
+    return row.get("bits_note") or "?"
+
+
+def _cells(row: dict[str, Any]) -> list[str]:
+    """modality, tokens, vocab and bits of a `list_tokenizers` row as `zoo list` and `zoo info` print them."""
+    return [str(row[k]) if row.get(k) is not None else "?" for k in ("modality", "tokens", "vocab")] + [_bits(row)]
+
+
 def cmd_list(args: argparse.Namespace) -> None:
     import zoo
 
@@ -58,11 +73,17 @@ def cmd_list(args: argparse.Namespace) -> None:
         print(json.dumps(rows, indent=1))
         return
     header = ["name", "modality", "tokens", "vocab", "bits", "headline"]
-    table = [[r["name"], r.get("modality", "?"), r.get("tokens", "?"), r.get("vocab", "?"),
-              f"{r['bits']:.0f}" if isinstance(r.get("bits"), (int, float)) else "?", r.get("headline", "")] for r in rows]
+    table = [[r["name"], *_cells(r), r.get("headline", "")] for r in rows]
     widths = [max(len(str(x)) for x in col) for col in zip(header, *table)]
     for row in [header, *table]:
         print("  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip())
+
+
+def _listed(name: str) -> dict[str, Any] | None:
+    """The `list_tokenizers` row of a registered name (None for a folder or hub path)."""
+    from zoo import hub
+
+    return next((r for r in hub.list_tokenizers() if r["name"] == name), None)
 
 
 def cmd_info(args: argparse.Namespace) -> None:
@@ -72,12 +93,16 @@ def cmd_info(args: argparse.Namespace) -> None:
     if release is not None:  # what the index knows; its contract is printed once it is downloaded
         rel, summary, knobs = release.release, release.summary, hub.family_info(release.family)
         where = f"hf-hub:{rel.hf_repo}@{rel.revision or 'main'}" if rel.hf_repo else rel.url
+        modality, tokens, vocab, bits = _cells(_listed(args.name))  # as `zoo list` shows them
         print("\n".join([
             f"name:         {args.name}",
             f"family:       {release.family}",
             f"files:        not downloaded yet: zoo.load({args.name!r}) fetches {', '.join(rel.files)} from {where} "
             "and converts them once into the cache",
-            f"modality:     {summary.get('modality')}",
+            f"modality:     {modality}",
+            f"tokens:       {tokens}",
+            f"vocabulary:   {vocab}",
+            f"bits:         {bits}",
             f"licence:      {rel.license} ({rel.license_url}){'; non-commercial' if rel.non_commercial else ''}",
             f"encode knobs: {_keywords(knobs['encode'])}", f"decode opts:  {_keywords(knobs['decode'])}",
             f"about:        {summary.get('description', '')}"]))

@@ -21,6 +21,11 @@ Registering (at the bottom of a family file, timm style):
         license="MIT", license_url="https://github.com/descriptinc/descript-audio-codec/blob/main/LICENSE",
         summary={"modality": "audio", "description": "..."})
 
+A family may define `listing(cls, config) -> dict`: the fields of `zoo list` its config alone determines (tokens,
+max_tokens, vocab, bits per sample at the most tokens, or kbps at the most codebooks for audio; `token_summary`
+and `zoo.audio.rvq.rate_summary` write them). Its releases' registrations take their summary from it, and the
+index adds it to each shipped checkpoint of the family (the card's summary wins where both say something).
+
 A family whose class converts released weights provides `from_release(cls, path) -> module` (path: the
 folder holding the release files, as downloaded, or a file or folder a user downloaded by hand) and
 `is_release(path) -> bool` (a cheap sniff, no weights read). `load("dac-44khz")` downloads the listed
@@ -319,7 +324,8 @@ def register_release(name: str, family: str, *, files: Iterable[str], license: s
     """Register a model its authors released; `load(name)` fetches, converts once (`family.from_release`), caches.
 
     Args: see `Release`; `summary` is what `list_tokenizers` shows before anything is downloaded
-    (modality, tokens, vocab, bits, headline, description).
+    (modality, tokens, max_tokens, vocab, bits or kbps, headline, description): the family's `listing(config)` of
+    the release's preset, plus its description.
     """
     _check_name(name)
     files = tuple(files)
@@ -342,6 +348,19 @@ def register_release(name: str, family: str, *, files: Iterable[str], license: s
 # ----------------------------------------------------------------------------------------- listing
 
 
+def token_summary(modality: str, vocab: int, max_tokens: int, *, min_tokens: int = 1) -> dict[str, Any]:
+    """What `zoo list` shows of `min_tokens`..`max_tokens` tokens of a `vocab`-id codebook: bits at the most tokens.
+
+    A family's `listing(config)` returns it from its config, so a release's row says what its preset says.
+    """
+    return {"modality": modality, "tokens": f"{min_tokens}-{max_tokens}" if min_tokens < max_tokens else str(max_tokens),
+            "max_tokens": max_tokens, "vocab": vocab, "bits": max_tokens * math.log2(vocab)}
+
+
+def _number(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
 def _as_int(v: Any) -> int | None:
     return v if isinstance(v, int) and not isinstance(v, bool) else None
 
@@ -356,8 +375,9 @@ def _row(entry: Entry, info: dict[str, Any]) -> dict[str, Any]:
         "tokens": None if s.get("tokens") is None else str(s["tokens"]),
         "max_tokens": _as_int(s.get("max_tokens")),
         "vocab": None if s.get("vocab") is None else str(s["vocab"]),
-        "bits": float(bits) if isinstance(bits, (int, float)) and not isinstance(bits, bool) else None,
-        "bits_note": bits if isinstance(bits, str) else None,
+        "bits": _number(bits),
+        "bits_note": bits if isinstance(bits, str) else s.get("bits_note"),
+        "kbps": _number(s.get("kbps")),
         "headline": str(s.get("headline", "")),
         "description": str(s.get("description", "")),
         "pretrained": True,
@@ -382,7 +402,9 @@ def list_tokenizers(pattern: str | None = None, *, modality: str | None = None,
 
     Returns:
         One dict per name: name, family, modality (str), tokens (str, as the card words it),
-        max_tokens (int | None), vocab (str), bits (float | None, per sample), bits_note (str | None),
+        max_tokens (int | None), vocab (str), bits (float | None, per sample at the most tokens), bits_note
+        (str | None: what the card says instead, e.g. "variable"), kbps (float | None: audio, kbit/s at the most
+        codebooks),
         headline, description, pretrained, shipped, release, license, non_commercial, metrics.
     """
     families = _families()
@@ -1225,10 +1247,12 @@ def build_index(root: Path = REPO_CHECKPOINTS, hf_org: str = "zoo-tokenizers") -
         config = read_config(directory)
         if config["family"] not in _FAMILIES:
             raise ValueError(f"{directory} holds family {config['family']!r}, which no module registers")
+        cls = _CLASSES[config["family"]]
+        listing = cls.listing(config_from_dict(cls.config_class, config["config"])) if hasattr(cls, "listing") else {}
         names[directory.name] = Entry(
             directory.name, config["family"], {n: sha256_file(directory / n) for n in (CONFIG, WEIGHTS)},
             hf_repo=f"{hf_org}/{directory.name}",
-            summary={**_spec_summary(config.get("spec", {})), **describe_spec(config.get("spec", {})),
+            summary={**_spec_summary(config.get("spec", {})), **describe_spec(config.get("spec", {})), **listing,
                      **config.get("summary", {})}, shipped=True,
         ).to_json()
     for name, e in sorted(_RELEASES.items()):

@@ -407,6 +407,8 @@ class DCTBPE(_FittedBounds, Tokenizer):
 
 # ----------------------------------------------------------------------------------------- registration
 
+FAST_VOCAB = 2048  # the vocab_size of physical-intelligence/fast's processor_config.json (its tokenizer.json's size)
+
 register_family(Binning)
 register_family(DCTBPE)
 register_release(
@@ -416,7 +418,8 @@ register_release(
     revision="ec4d7aa71691cac0b8bed6942be45684db2110f4",
     files=("tokenizer.json", "processor_config.json"), license="Apache-2.0",
     license_url="https://www.apache.org/licenses/LICENSE-2.0",
-    summary={"modality": "action", "description": (
+    # BPE: the token count (so the bits) follows each chunk's content
+    summary={"modality": "action", "tokens": "variable (BPE)", "vocab": FAST_VOCAB, "bits": "variable", "description": (
         "FAST+ universal action tokenizer (Pertsch et al., 2025), from physical-intelligence/fast: DCT over the "
-        "chunk's own steps, x10, rounded, byte-level BPE with a 2048 vocabulary; any number of steps and dofs. "
+        f"chunk's own steps, x10, rounded, byte-level BPE with a {FAST_VOCAB} vocabulary; any number of steps and dofs. "
         "Normalise actions first (FAST uses each dof's 1st/99th percentiles mapped to [-1, 1]).")})

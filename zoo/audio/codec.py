@@ -36,7 +36,7 @@ from torch import Tensor
 
 from zoo.hub import register_family
 from zoo.nn.istft import ISTFTDecoder
-from zoo.audio.rvq import codebooks_for
+from zoo.audio.rvq import codebooks_for, rate_summary
 from zoo.nn.seanet import SEANetConfig, SEANetDecoder, SEANetEncoder, chunk_spans, receptive_field
 from zoo.nn.threads import map_threads
 from zoo.tokenizer import (InputContract, Tokenizer, Tokens, TokenSpec, check_budget, check_fields, check_input,
@@ -167,6 +167,11 @@ class Codec(Tokenizer):
     config_class = CodecConfig
     encode_knobs = ("bitrate", "num_codebooks", "sample_rate", "chunk_seconds")
     decode_options = ("num_samples", "chunk_seconds")
+
+    @classmethod
+    def listing(cls, config: CodecConfig) -> dict[str, Any]:
+        """What `zoo list` shows of a checkpoint of this config (`zoo.hub` module docstring)."""
+        return rate_summary(config)
 
     def __init__(self, config: CodecConfig) -> None:
         super().__init__(config)

@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from zoo.audio.rvq import codebooks_for, nearest
+from zoo.audio.rvq import codebooks_for, nearest, rate_summary
 from zoo.audio.weights import fold_weight_norm
 from zoo.hub import register_family, register_release
 from zoo.nn.cache import cached_on, without_cached
@@ -389,6 +389,11 @@ class DAC(Tokenizer):
     encode_knobs: ClassVar[tuple[str, ...]] = ("bitrate", "num_codebooks")
     decode_options: ClassVar[tuple[str, ...]] = ("num_samples",)
 
+    @classmethod
+    def listing(cls, config: DACConfig) -> dict[str, Any]:
+        """What `zoo list` shows of a checkpoint of this config (`zoo.hub` module docstring)."""
+        return rate_summary(config)
+
     def __init__(self, config: DACConfig) -> None:
         super().__init__(config)
         c = config
@@ -707,16 +712,11 @@ RELEASES: dict[str, dict[str, Any]] = {
 }
 
 
-def _summary(release: dict[str, Any]) -> dict[str, Any]:
-    c = DACConfig.from_name(release["preset"])
-    return {"modality": "audio", "vocab": f"{c.codebook_size} x {c.num_codebooks}",
-            "tokens": f"{c.frame_rate:g} frames/s x up to {c.num_codebooks} codebooks",
-            "bits": None, "bits_note": f"{c.kbps(1):.3g} kbps per codebook", "description": release["description"]}
-
-
 # ----------------------------------------------------------------------------------------- registrations
 
 register_family(DAC, presets=PRESETS)
 for _name, _release in RELEASES.items():
     register_release(_name, "dac", files=("config.json", "model.safetensors"), hf_repo=_release["hf_repo"],
-                     revision=_release["revision"], summary=_summary(_release), **_LICENSE)
+                     revision=_release["revision"],
+                     summary={**DAC.listing(DACConfig.from_name(_release["preset"])), "description": _release["description"]},
+                     **_LICENSE)

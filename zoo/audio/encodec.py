@@ -35,7 +35,7 @@ from typing import Any, ClassVar, Iterable
 import torch
 from torch import Tensor, nn
 
-from zoo.audio.rvq import rvq_decode, rvq_encode
+from zoo.audio.rvq import rate_summary, rvq_decode, rvq_encode
 from zoo.audio.released import RVQCodec, hf_config, read_safetensors
 from zoo.audio.streaming import Stack, check_seanet, seanet_layers
 from zoo.audio.weights import fold_weight_norm
@@ -153,6 +153,14 @@ class EnCodec(RVQCodec):
     config_class = EncodecConfig
     encode_knobs: ClassVar[tuple[str, ...]] = ("bitrate", "num_codebooks", "sample_rate", "chunk_seconds")
     decode_options: ClassVar[tuple[str, ...]] = ("num_samples", "chunk_seconds")
+
+    @classmethod
+    def listing(cls, config: EncodecConfig) -> dict[str, Any]:
+        """What `zoo list` shows of a checkpoint of this config (`zoo.hub` module docstring): the codebooks of the
+        bitrates it was released for."""
+        kbps = RELEASED_KBPS.get(config.sample_rate, config.bitrates)
+        note = f" (bitrate={kbps[0]:g}-{kbps[-1]:g})" + (f", {config.segment:g} s segments" if config.segment else "")
+        return rate_summary(config, min_codebooks=round(kbps[0] / config.kbps(1)), note=note)
 
     def __init__(self, config: EncodecConfig) -> None:
         super().__init__(config)
@@ -408,6 +416,7 @@ def _config_from_weights(state: dict[str, Tensor]) -> EncodecConfig:
     })
 
 
+# the bandwidths each release was trained for (the codebooks its `zoo list` row gives)
 RELEASED_KBPS = {24000: [1.5, 3.0, 6.0, 12.0, 24.0], 48000: [3.0, 6.0, 12.0, 24.0]}
 
 # ----------------------------------------------------------------------------------------- released weights
@@ -428,7 +437,7 @@ RELEASES: dict[str, dict[str, Any]] = {
         family="encodec", hf_repo="facebook/encodec_24khz", revision="c1dbe2ae3f1de713481a3b3e7c47f357092ee040",
         files=("config.json", "model.safetensors"), license="MIT",
         license_url="https://github.com/facebookresearch/encodec/blob/main/LICENSE", non_commercial=False,
-        summary=dict(modality="audio", tokens="75 frames/s x 2-32 codebooks (bitrate=1.5-24)", vocab="1024 x 32",
+        summary=dict(EnCodec.listing(EncodecConfig.from_name("24khz")),
                      description="EnCodec 24 kHz mono, causal and streaming (Défossez et al. 2022); 14.9 M "
                                  "parameters; 1.5/3/6/12/24 kbps. " + _LICENCE),
     ),
@@ -436,8 +445,7 @@ RELEASES: dict[str, dict[str, Any]] = {
         family="encodec", hf_repo="facebook/encodec_48khz", revision=None,
         files=("config.json", "model.safetensors"), license="MIT",
         license_url="https://github.com/facebookresearch/encodec/blob/main/LICENSE", non_commercial=False,
-        summary=dict(modality="audio", tokens="150 frames/s x 2-16 codebooks (bitrate=3-24), 1 s segments",
-                     vocab="1024 x 16",
+        summary=dict(EnCodec.listing(EncodecConfig.from_name("48khz")),
                      description="EnCodec 48 kHz stereo, non-causal, 1 s segments with their own RMS scale "
                                  "(Défossez et al. 2022); 14.9 M parameters; 3/6/12/24 kbps. " + _LICENCE),
     ),

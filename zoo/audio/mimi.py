@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from zoo.audio.rvq import cdist_table, rvq_decode, rvq_encode
+from zoo.audio.rvq import cdist_table, rate_summary, rvq_decode, rvq_encode
 from zoo.audio.released import RVQCodec, hf_config, read_safetensors
 from zoo.audio.streaming import Conv, ConvTranspose, Stack, check_seanet, seanet_layers
 from zoo.audio.weights import fold_weight_norm
@@ -229,6 +229,11 @@ class Mimi(RVQCodec):
     @property
     def min_codebooks(self) -> int:  # codes start with the semantic codebooks
         return self.config.num_semantic
+
+    @classmethod
+    def listing(cls, config: MimiConfig) -> dict[str, Any]:
+        """What `zoo list` shows of a checkpoint of this config (`zoo.hub` module docstring)."""
+        return rate_summary(config, min_codebooks=config.num_semantic)
 
     @property
     def spec(self) -> TokenSpec:
@@ -582,6 +587,9 @@ _CARD = ("Mimi (Kyutai, 2024; arXiv:2410.00037), the streaming speech codec of M
          "parameters. Weights by Kyutai under CC-BY 4.0 (https://creativecommons.org/licenses/by/4.0/): "
          "attribute Kyutai when you use or share them.")
 
+_LISTING = Mimi.listing(MimiConfig())  # both releases are the default config
+_LISTING["tokens"] += " (Moshi: 8)"
+
 RELEASES: dict[str, dict[str, Any]] = {
     "mimi": dict(
         # the commit public code pins for kyutai/mimi (`MIMI_REPO = "kyutai/mimi"` beside this `MIMI_REVISION`, and
@@ -590,8 +598,7 @@ RELEASES: dict[str, dict[str, Any]] = {
         family="mimi", hf_repo="kyutai/mimi", revision="89091b3e466eb6a9d11e537bf26b144f194978f7",
         files=("config.json", "model.safetensors"), license="CC-BY-4.0",
         license_url="https://creativecommons.org/licenses/by/4.0/", non_commercial=False,
-        summary=dict(modality="audio", tokens="12.5 frames/s x 1-32 codebooks (Moshi: 8)", vocab="2048 x 32",
-                     description=_CARD),
+        summary=dict(_LISTING, description=_CARD),
     ),
     # the original release: the codec file of Moshi's repo in moshi's own format (converted by `Mimi.from_release`);
     # the same weights as kyutai/mimi, so the same codes up to float rounding
@@ -602,8 +609,7 @@ RELEASES: dict[str, dict[str, Any]] = {
         family="mimi", hf_repo="kyutai/moshiko-pytorch-bf16", revision="2bfc9ae6e89079a5cc7ed2a68436010d91a3d289",
         files=("tokenizer-e351c8d8-checkpoint125.safetensors",), license="CC-BY-4.0",
         license_url="https://creativecommons.org/licenses/by/4.0/", non_commercial=False,
-        summary=dict(modality="audio", tokens="12.5 frames/s x 1-32 codebooks (Moshi: 8)", vocab="2048 x 32",
-                     description=_CARD + " Converted from the moshi-format file of kyutai/moshiko-pytorch-bf16."),
+        summary=dict(_LISTING, description=_CARD + " Converted from the moshi-format file of kyutai/moshiko-pytorch-bf16."),
     ),
 }
 

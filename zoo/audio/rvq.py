@@ -7,10 +7,22 @@ so the first q codebooks are a coarser code. The distance is written as EnCodec 
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
 from zoo.tokenizer import check_budget
+
+
+def rate_summary(config: Any, *, min_codebooks: int = 1, note: str = "") -> dict[str, Any]:
+    """What `zoo list` shows of a residual-VQ codec, from its config (frame_rate, num_codebooks, codebook_size,
+    kbps(q)): frames/s x min_codebooks-Q codebooks (`note` added), the vocabulary, kbps at all Q codebooks.
+    Each audio family's `listing(config)` returns it, so a release's row says what its preset says."""
+    q = config.num_codebooks
+    return {"modality": "audio", "tokens": f"{config.frame_rate:g} frames/s x {min_codebooks}-{q} codebooks{note}",
+            "vocab": f"{config.codebook_size} x {q}", "kbps": config.kbps(q),
+            "bits_note": f"{config.kbps(1):.3g} kbps per codebook"}
 
 
 def nearest(x: Tensor, codebook: Tensor, distance: str = "expanded", table: Tensor | None = None) -> Tensor:

@@ -52,7 +52,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from zoo.hub import register_family, register_release
+from zoo.hub import register_family, register_release, token_summary
 from zoo.image.flextok import FSQGridConfig, decode_arguments, seeded_noise
 from zoo.nn.patch import Patchify, Unpatchify, sincos_pos_embed_2d
 from zoo.nn.timestep import TimestepEmbedding
@@ -241,6 +241,11 @@ class FlexTokRelease(Tokenizer):
     config_class = FlexTokReleaseConfig
     encode_knobs: ClassVar[tuple[str, ...]] = ("num_tokens",)
     decode_options: ClassVar[tuple[str, ...]] = ("steps", "guidance", "seed")
+
+    @classmethod
+    def listing(cls, config: FlexTokReleaseConfig) -> dict[str, Any]:
+        """What `zoo list` shows of a checkpoint of this config (`zoo.hub` module docstring)."""
+        return token_summary("image", config.vocab_size, config.num_registers)
 
     def __init__(self, config: FlexTokReleaseConfig) -> None:
         from diffusers import AutoencoderKL
@@ -739,12 +744,14 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def _release(repo: str, preset: str, data: str) -> dict[str, Any]:
+    c = FlexTokReleaseConfig(**PRESETS[preset])
+    card = (f"FlexTok {preset} trained on {data} (Bachmann et al., ICML 2025), converted from EPFL-VILAB/{repo} over the "
+            f"VAE {VAE_REPO}: {c.image_size}x{c.image_size} images -> 1..{c.num_registers} tokens of a {c.vocab_size}-id "
+            f"FSQ vocabulary, decoded by a rectified flow. {LICENCE_NOTICE}")
     return dict(
         family="flextok-release", hf_repo=f"EPFL-VILAB/{repo}", revision=None,  # not pinned: the hub is unreachable here
         files=("config.json", "model.safetensors"), license=LICENCE, license_url=LICENCE_URL, non_commercial=True,
-        card=(f"FlexTok {preset} trained on {data} (Bachmann et al., ICML 2025), converted from EPFL-VILAB/{repo} "
-              f"over the VAE {VAE_REPO}: 256x256 images -> 1..256 tokens of a 64000-id FSQ vocabulary, decoded by a "
-              f"rectified flow. {LICENCE_NOTICE}"),
+        summary={**FlexTokRelease.listing(c), "description": card},
     )
 
 
@@ -761,6 +768,4 @@ RELEASES: dict[str, dict[str, Any]] = {
 FlexTokReleaseConfig.presets = PRESETS
 register_family(FlexTokRelease, presets=PRESETS)
 for _name, _release_entry in RELEASES.items():
-    register_release(_name, **{k: v for k, v in _release_entry.items() if k != "card"},
-                     summary={"modality": "image", "tokens": "1-256", "max_tokens": 256, "vocab": 64000,
-                              "description": _release_entry["card"]})
+    register_release(_name, **_release_entry)

@@ -56,7 +56,7 @@ from torch import Tensor, nn
 from zoo.nn import Transformer, kept_codes, sincos_pos_embed_2d
 from zoo.nn.transformer import key_padding_mask, prefix_causal_mask
 from zoo.files import read_release
-from zoo.hub import register_family, register_release
+from zoo.hub import register_family, register_release, token_summary
 from zoo.tokenizer import (InputContract, Tokenizer, Tokens, TokenSpec, budget_lengths, check_fields, check_input,
                            check_tokens, check_weights, length_mask, transformer_weights)
 
@@ -276,6 +276,13 @@ class LARP(Tokenizer):
     config_class = LARPConfig
     encode_knobs = ("num_tokens", "sample")
     decode_options = ()
+
+    @classmethod
+    def listing(cls, config: LARPConfig) -> dict[str, Any]:
+        """What `zoo list` shows of a checkpoint of this config (`zoo.hub` module docstring): without nested
+        dropout it encodes all `max_tokens` only."""
+        n = config.max_tokens
+        return token_summary("video", config.codebook_size, n, min_tokens=1 if config.nested_dropout else n)
 
     def __init__(self, config: LARPConfig) -> None:
         super().__init__(config)
@@ -582,6 +589,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 RELEASES: dict[str, dict[str, Any]] = {
     "larp-l-long": dict(
         family="larp",
+        preset="larp-l",
         hf_repo="hywang66/LARP-L-long-tokenizer",
         revision=None,  # not pinned yet: this machine cannot reach the hub to read the commit
         files=("config.json", "model.safetensors"),
@@ -601,5 +609,5 @@ RELEASES: dict[str, dict[str, Any]] = {
 
 register_family(LARP, presets=PRESETS)
 for _name, _release in RELEASES.items():
-    register_release(_name, **{k: v for k, v in _release.items() if k != "card"},
-                     summary={"modality": "video", "description": _release["card"]})
+    register_release(_name, **{k: v for k, v in _release.items() if k not in ("card", "preset")},
+                     summary={**LARP.listing(LARPConfig.from_name(_release["preset"])), "description": _release["card"]})
