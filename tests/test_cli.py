@@ -223,3 +223,32 @@ def test_info_of_a_release_not_downloaded_says_what_list_says(name, capsys):
     for label, column in (("tokens:", "tokens"), ("vocabulary:", "vocab"), ("bits:", "bits")):
         assert f"{label:<14}{row[column]}\n" in out
 
+
+def test_decode_takes_the_name_the_token_file_records(tmp_path, capsys):
+    src, tokens = tmp_path / "traj.npy", str(tmp_path / "t.npz")
+    np.save(src, load_lasa("val", 100)[0][0])
+    assert main(["encode", "beast-lasa", str(src), "-o", tokens, "--num-tokens", "20"]) == 0
+    assert main(["decode", "beast-lasa", tokens, "-o", str(tmp_path / "named.npy")]) == 0
+    assert main(["decode", tokens, "-o", str(tmp_path / "recorded.npy")]) == 0
+    assert np.array_equal(np.load(tmp_path / "named.npy"), np.load(tmp_path / "recorded.npy"))
+    capsys.readouterr()
+    assert main(["decode", "beast-reaching7", tokens, "-o", str(tmp_path / "other.npy")]) == 2  # both given: checked
+    assert "made by 'beast-lasa'" in capsys.readouterr().err and not (tmp_path / "other.npy").exists()
+
+
+def test_decode_without_a_name_of_a_file_that_records_none_says_to_give_it(tmp_path, capsys):
+    from zoo import hub
+
+    old = tmp_path / "old.npz"
+    np.savez(old, ids=np.zeros((1, 20), dtype=np.int64), lengths=np.array([20]))  # written before provenance
+    assert main(["decode", str(old), "-o", str(tmp_path / "y.npy")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "does not record which tokenizer made it" in err and "zoo decode NAME" in err
+    # made by a tokenizer loaded from a folder: the file names its family, not where to load it from
+    src, tokens = tmp_path / "traj.npy", str(tmp_path / "t.npz")
+    np.save(src, load_lasa("val", 100)[0][0])
+    assert main(["encode", str(hub.locate("beast-lasa")), str(src), "-o", tokens]) == 0
+    capsys.readouterr()
+    assert main(["decode", tokens, "-o", str(tmp_path / "y.npy")]) == 2
+    err = capsys.readouterr().err
+    assert "'beast'" in err and "zoo decode NAME" in err and not (tmp_path / "y.npy").exists()

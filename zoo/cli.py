@@ -4,6 +4,7 @@
     zoo info beast-lasa
     zoo encode beast-lasa traj.csv -o tokens.npz --num-tokens 20
     zoo decode beast-lasa tokens.npz -o recon.csv
+    zoo decode tokens.npz -o recon.csv                                     # the name the token file records
     zoo encode flextok-tiny-nat32 photo.jpg -o tokens.npz --num-tokens 16   # any size and mode
     zoo decode flextok-tiny-nat32 tokens.npz -o recon.png                  # back at the photo's size
     zoo train configs/beast/lasa.yaml
@@ -21,6 +22,7 @@ import argparse
 import ast
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -187,6 +189,18 @@ def cmd_encode(args: argparse.Namespace) -> None:
           f"{tokens.lengths.tolist()} tokens, ids {None if tokens.ids is None else tuple(tokens.ids.shape)}")
 
 
+def _maker(tokens: Any, args: argparse.Namespace) -> str:
+    """The registered name a token file records as its maker: what `zoo decode TOKENS` loads without a NAME."""
+    made, usage = tokens.provenance, f"zoo decode NAME {args.tokens} -o {args.output}"
+    if made is None:
+        raise ValueError(f"{args.tokens} does not record which tokenizer made it; give its name: {usage}")
+    if _listed(made.tokenizer) is None:
+        raise ValueError(f"{args.tokens} was made by a {made.tokenizer!r} tokenizer that was not loaded by a registered "
+                         f"name (a folder, hub repo or URL), so the file does not say where to load it from; give it: "
+                         f"{usage}")
+    return made.tokenizer
+
+
 def cmd_decode(args: argparse.Namespace) -> None:
     import torch
 
@@ -194,8 +208,11 @@ def cmd_decode(args: argparse.Namespace) -> None:
     from zoo.io import write_output
     from zoo.tokenizer import Tokens
 
-    tok = zoo.load(args.name)
-    tokens = Tokens.load(args.tokens)
+    with warnings.catch_warnings():
+        if args.name is None:  # a file that records no maker is refused below, with what to do instead
+            warnings.filterwarnings("ignore", "'.*' does not say which tokenizer made it")
+        tokens = Tokens.load(args.tokens)
+    tok = zoo.load(args.name or _maker(tokens, args))
     with torch.no_grad():
         y = tok.decode(tokens, force=args.force, **parse_options(args.option))
     proc = _processor(tok, args)
@@ -231,7 +248,9 @@ def parser(contributed: dict[str, Any] | None = None) -> argparse.ArgumentParser
                   "downmixed to the tokenizer's channels and clamped to [-1, 1]. The token file records the input's "
                   "size, length and rate, so `zoo decode` writes the output back at them. --raw skips all this: the "
                   "input must then meet the contract exactly.",
-        "decode": "When the tokens were made by `zoo encode` with its processor (the default), the output is written "
+        "decode": "NAME may be left out: the token file records the registered name of the tokenizer that made it "
+                  "(`zoo decode tokens.npz -o out.png`); given, it must be that tokenizer unless --force. "
+                  "When the tokens were made by `zoo encode` with its processor (the default), the output is written "
                   "back at the input's size, length, sample rate and channel count (an image stretched to 32x32 comes "
                   "back at its own size; segments of a long clip or recording are joined and trimmed). --raw writes "
                   "the decoder's output as it is.",
@@ -239,8 +258,13 @@ def parser(contributed: dict[str, Any] | None = None) -> argparse.ArgumentParser
     for name, helptext in (("encode", "encode a file to tokens (.npz or .safetensors)"),
                            ("decode", "decode a token file to a file of the tokenizer's modality")):
         s = sub.add_parser(name, help=helptext, description=f"{helptext[0].upper()}{helptext[1:]}. {process_help[name]}")
-        s.add_argument("name", help="registered name, checkpoint folder, hf-hub:org/repo")
-        s.add_argument("tokens" if name == "decode" else "input")
+        if name == "decode":
+            s.add_argument("name", nargs="?", help="registered name, checkpoint folder, hf-hub:org/repo; default: the "
+                                                   "registered name the token file records as its maker")
+            s.add_argument("tokens")
+        else:
+            s.add_argument("name", help="registered name, checkpoint folder, hf-hub:org/repo")
+            s.add_argument("input")
         s.add_argument("-o", "--output", required=True)
         s.add_argument("--option", "-O", action="append", default=[], metavar="KEY=VALUE",
                        help=f"another keyword of {name} (`zoo info NAME` lists them), e.g. "
