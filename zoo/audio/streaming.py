@@ -295,19 +295,28 @@ def _walk(layer: nn.Module):
             yield from _walk(m)
 
 
-def _run(layers: list[nn.Module], x: Tensor) -> Tensor:
-    for layer in layers:
-        x = layer(x)
+def _run(layers: list[nn.Module], x: Tensor, head: int = 0, tail: int = 0) -> Tensor:
+    """`layers` in order (a recurrent one from no state); the first `head` and the last `tail` of them window by
+    window (`tiled`)."""
+    n = len(layers)
+    if head:
+        x = tiled(Segment(layers[:head]), x, TILE_SAMPLES)
+    for layer in layers[head:n - tail]:
+        x = layer(x)[0] if _is_recurrent(layer) else layer(x)
+    if tail:
+        seg = Segment(layers[n - tail:])
+        x = tiled(seg, x, max(TILE_SAMPLES // seg.up, 1))
     return x
 
 
 class Segment:
     """Layers between two recurrent ones: a causal stack whose rate changes by `down` (strided convs) or
     `up` (transposed convs), with the history it needs per piece and the input it needs before its
-    first output (for reflection/replication padding)."""
+    first output (for reflection/replication padding). At inference its first `head` and last `tail` layers
+    run window by window (`tiled`, see `Stack.forward`)."""
 
-    def __init__(self, layers: list[nn.Module]) -> None:
-        self.layers = layers
+    def __init__(self, layers: list[nn.Module], head: int = 0, tail: int = 0) -> None:
+        self.layers, self.head, self.tail = layers, head, tail
         rate = 1.0  # output samples per input sample at the current layer's input
         garbage = 0  # leading outputs made wrong by a piece's own left padding, at the current rate
         need = 1.0  # input samples the first piece must hold, from the padded layers' point of view
@@ -328,9 +337,7 @@ class Segment:
         self.warmup = math.ceil(need / self.down) * self.down
 
     def __call__(self, x: Tensor) -> Tensor:
-        for layer in self.layers:
-            x = layer(x)
-        return x
+        return _run(self.layers, x) if torch.is_grad_enabled() else _run(self.layers, x, self.head, self.tail)
 
 
 class Stack(nn.Module):
@@ -349,14 +356,7 @@ class Stack(nn.Module):
         pages; the same values to float rounding (convolutions over other lengths), as a stream gives.
         """
         head, tail = self._tiled_ends() if not torch.is_grad_enabled() else (0, len(self.layers))
-        if head:
-            x = tiled(Segment(list(self.layers[:head])), x, TILE_SAMPLES)
-        for layer in self.layers[head:tail]:
-            x = layer(x)[0] if _is_recurrent(layer) else layer(x)
-        if tail < len(self.layers):
-            seg = Segment(list(self.layers[tail:]))
-            x = tiled(seg, x, max(TILE_SAMPLES // seg.up, 1))
-        return x
+        return _run(list(self.layers), x, head, len(self.layers) - tail)
 
     def run_many(self, xs: Iterable[Tensor]) -> Iterator[Tensor]:
         """Whole-input passes over independent inputs of one shape (B, C, S) (EnCodec 48 kHz's segments), yielding
@@ -425,15 +425,17 @@ class Stack(nn.Module):
         return down // g, up // g
 
     def parts(self) -> list[Any]:
-        """Alternating [Segment, recurrent layer, Segment, ...] (segments possibly empty)."""
-        out, run = [], []
-        for layer in self.layers:
+        """Alternating [Segment, recurrent layer, Segment, ...] (segments possibly empty); the first and last
+        segments run the layers of `_tiled_ends` window by window at inference."""
+        head, tail = self._tiled_ends()
+        out, run, n = [], [], len(self.layers)
+        for i, layer in enumerate(self.layers):
             if _is_recurrent(layer):
-                out += [Segment(run), layer]
+                out += [Segment(run, head=0 if out else min(head, i)), layer]
                 run = []
             else:
                 run.append(layer)
-        return out + [Segment(run)]
+        return out + [Segment(run, head=0 if out else head, tail=n - max(tail, n - len(run)))]
 
 
 class Stream:
