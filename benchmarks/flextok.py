@@ -37,6 +37,10 @@ def reconstruct(tok, images: torch.Tensor, k: int, steps: int | None = None, gui
                       for c in images.split(64)])
 
 
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
 def quality(x_hat: torch.Tensor, images: torch.Tensor, feats, real: torch.Tensor) -> dict[str, float]:
     return {"psnr": float(metrics.psnr(x_hat, images).mean()), "ssim": float(metrics.ssim(x_hat, images).mean()),
             "fd": metrics.frechet_distance(feats.features(x_hat), real)}
@@ -79,6 +83,8 @@ def main(directory: Path = hub.REPO_CHECKPOINTS / NAME, n_val: int = 256) -> Non
     config = json.loads((directory / "config.json").read_text())
     k_max = tok.config.num_registers
     ks = [k for k in KS if k <= k_max]
+    default_steps = tok.config.steps
+    other = 8 if default_steps == 1 else 1  # the decode each k is also measured at: sampled detail vs the mean estimate
     val = mixed_val_set(n_val)
     images = images_to_tensor(val["images"])
     feats = ImageFeatures.load()
@@ -93,26 +99,27 @@ def main(directory: Path = hub.REPO_CHECKPOINTS / NAME, n_val: int = 256) -> Non
     for k in ks:
         x_hat = reconstruct(tok, images, k)
         q = per_k[k] = quality(x_hat, images, feats, real)
-        q1 = per_k1[k] = quality(reconstruct(tok, images, k, steps=1), images, feats, real)
+        q1 = per_k1[k] = quality(reconstruct(tok, images, k, steps=other), images, feats, real)
         by_source = [float(metrics.psnr(x_hat[val["source"] == s], images[val["source"] == s]).mean()) for s in range(3)]
         rows.append([k, round(k * np.log2(tok.spec.vocab_size)), q["psnr"], q["ssim"], q["fd"], *by_source,
                      q1["psnr"], q1["ssim"], q1["fd"]])
         recon[k] = x_hat[:9]
     sections.append(
-        f"### Quality vs number of tokens ({tok.config.steps} Euler steps, guidance 1, seed 0; and 1 step)\n\n"
+        f"### Quality vs number of tokens ({plural(default_steps, 'Euler step')} (the default), guidance 1, seed 0; and "
+        f"{plural(other, 'step')})\n\n"
         "One Euler step returns the decoder's first prediction from pure noise, i.e. its estimate of the mean image "
         "given the tokens: the best PSNR, but blurry; more steps add sampled detail, which lowers PSNR.\n\n"
         + table(["k", "bits", "PSNR dB", "SSIM", "FD (ours)", *[f"PSNR {s}" for s in SOURCES],
-                 "PSNR 1 step", "SSIM 1 step", "FD 1 step"], rows)
-        + f"\n\nFD reference: 256 *train* images vs the val set score FD {fd_train:.3g} (a floor set by the two "
+                 *[f"{m} {plural(other, 'step')}" for m in ("PSNR", "SSIM", "FD")]], rows)
+        + f"\n\nFD reference: {n_val} *train* images vs the val set score FD {fd_train:.3g} (a floor set by the two "
           "sets' different sources; a reconstruction cannot be expected to beat it by much)."
           f" Feature classifier val accuracy: {', '.join(f'{k[8:]} {v:.2f}' for k, v in classifier.items() if k.startswith('val_acc'))}."
         "\n\n![reconstructions](benchmarks/figures/flextok_grid.png)\n\n![quality vs k](benchmarks/figures/flextok_quality.png)")
     grid_figure(images[:9], recon, FIGURES / "flextok_grid.png")
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
     for ax, key, label in zip(axes, ("psnr", "ssim", "fd"), ("PSNR (dB) ↑", "SSIM ↑", "Fréchet distance, our features ↓")):
-        ax.plot(ks, [per_k[k][key] for k in ks], "o-", label=f"{tok.config.steps} steps")
-        ax.plot(ks, [per_k1[k][key] for k in ks], "s--", label="1 step")
+        ax.plot(ks, [per_k[k][key] for k in ks], "o-", label=plural(default_steps, "step"))
+        ax.plot(ks, [per_k1[k][key] for k in ks], "s--", label=plural(other, "step"))
         ax.set_xscale("log", base=2)
         ax.set_xlabel("tokens k")
         ax.set_title(label, fontsize=10)
@@ -147,37 +154,39 @@ def main(directory: Path = hub.REPO_CHECKPOINTS / NAME, n_val: int = 256) -> Non
     fig.savefig(FIGURES / "flextok_steps.png", dpi=110)
     plt.close(fig)
     sections.append(
-        "### Euler steps and guidance (first 128 val images; FD on 128 images is not comparable with the 256-image FD above)\n\n"
+        f"### Euler steps and guidance (first {len(sub)} val images; FD on {len(sub)} images is not comparable with the "
+        f"{n_val}-image FD above)\n\n"
         + table(["k", "steps", "PSNR dB", "SSIM", "FD"], rows) + "\n\n"
         + table(["k", "guidance", "PSNR dB", "SSIM", "FD"], g_rows)
         + "\n\n![PSNR vs steps](benchmarks/figures/flextok_steps.png)")
 
     # -- speed ----------------------------------------------------------------------------------------
     batch = images[:64]
+    n = len(batch)
     tokens = {k: tok.encode(batch, num_tokens=k) for k in ks}
-    mixed = torch.tensor([ks[i % len(ks)] for i in range(64)])
+    mixed = torch.tensor([ks[i % len(ks)] for i in range(n)])
     tokens["mixed"] = tok.encode(batch, num_tokens=mixed)
     jobs = {**{k: (lambda t=t: tok.decode(t)) for k, t in tokens.items()}, "encode": lambda: tok.encode(batch)}
     times = cpu_times(jobs)
     enc, mixed_time = times["encode"], times["mixed"]
     ratio = times[k_max] / times[min(8, k_max)]
-    rows = [[k, times[k] * 1000, 64 / times[k], times[k_max] / times[k]] for k in ks]
+    rows = [[k, times[k] * 1000, n / times[k], times[k_max] / times[k]] for k in ks]
     fig, ax = plt.subplots(figsize=(4.5, 3.2))
     ax.plot(ks, [times[k] * 1000 for k in ks], "o-")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("tokens k")
-    ax.set_ylabel(f"decode ms / batch of 64 ({tok.config.steps} steps)")
+    ax.set_ylabel(f"decode ms / batch of {n} ({plural(default_steps, 'step')})")
     fig.tight_layout()
     fig.savefig(FIGURES / "flextok_decode_time.png", dpi=110)
     plt.close(fig)
     sections.append(
-        f"### Speed (batch 64, {tok.config.steps} Euler steps, 1 thread)\n\n"
+        f"### Speed (batch {n}, {plural(default_steps, 'Euler step')}, 1 thread)\n\n"
         "Process CPU time, the best of 5 rounds that each run every case once after a warm-up (the machine was "
         "shared by several jobs, so wall time mostly measured the others; CPU time of one thread is the work done).\n\n"
         + table(["k", "decode ms", "images/s", f"speed-up vs k={k_max}"], rows)
         + f"\n\nDecoding at k=8 is **{ratio:.2f}x** faster than at k=K={k_max} (the decoder runs on 16 patches + 1 mask "
           f"token + k registers, never K). A batch mixing k = {', '.join(map(str, ks))} decodes in {mixed_time * 1000:.0f} ms "
-          f"(padded to its largest k). Encode: {64 / enc:.0f} images/s at k={k_max}."
+          f"(padded to its largest k). Encode: {n / enc:.0f} images/s at k={k_max}."
         "\n\n![decode time](benchmarks/figures/flextok_decode_time.png)")
 
     # -- training precision ---------------------------------------------------------------------------
@@ -223,9 +232,12 @@ def main(directory: Path = hub.REPO_CHECKPOINTS / NAME, n_val: int = 256) -> Non
         sections.append("### One FlexTok vs a model trained for each k\n\nNot measured: train `configs/flextok/compare-*.yaml` first.")
 
     summary = config.get("summary", {})
-    head = (f"`{NAME}`: {summary.get('description', '')} Trained {json.loads((directory / 'train_log.json').read_text())['global_step']}"
-            f" steps. Command: `OMP_NUM_THREADS=1 python -m benchmarks.flextok`. Machine: {machine()}; the machine was "
-            f"shared with other jobs, so absolute times drift (ratios were taken in the same run). Data: `mixed_val_set(256)`.")
+    log = json.loads((directory / "train_log.json").read_text())
+    command = "OMP_NUM_THREADS=1 python -m benchmarks.flextok" + ("" if n_val == 256 else f" {directory} {n_val}")
+    head = (f"`{directory.name}`: {summary.get('description', '')} Its last training run: {log['global_step']} steps, "
+            f"{log['seconds'] / 60:.0f} min (the model card's History says what it started from). Command: `{command}`. "
+            f"Machine: {machine()}; the machine was shared with other jobs, so absolute times drift (ratios were taken "
+            f"in the same run). Data: `mixed_val_set({n_val})`.")
     write_section("flextok", "## FlexTok\n\n" + head + "\n\n" + "\n\n".join(sections))
 
 
