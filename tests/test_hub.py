@@ -219,6 +219,51 @@ def test_index_is_current():
         "zoo/registry.json is stale: run python -c 'import zoo.hub as h; h.write_index()'"
 
 
+def test_the_index_rewrites_over_its_own_stale_release_entries(tmp_path):
+    """Editing a release's registration (here: every release's summary) and re-writing the index works from the
+    stale index, in a fresh process as `write_index` is run; the result is the current index."""
+    index = json.loads(hub.REGISTRY_FILE.read_text())
+    releases = [n for n, e in index["names"].items() if e.get("release")]
+    assert releases
+    for name in releases:
+        index["names"][name]["summary"] = {**index["names"][name]["summary"], "description": "stale", "vocab": "stale"}
+    stale = tmp_path / "registry.json"
+    stale.write_text(json.dumps(index))
+    out = _run(f"""
+        from pathlib import Path
+        import zoo.hub as h
+        h.REGISTRY_FILE = Path({str(stale)!r})
+        h.write_index()
+    """, {})
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads(stale.read_text()) == json.loads(hub.REGISTRY_FILE.read_text())
+
+
+def test_a_release_still_refuses_a_name_clash(monkeypatch):
+    """A release replaces only its own stale entry (same family, not registered yet in this process): two different
+    registrations of one name, a release over a shipped checkpoint or over another family's release are refused."""
+    import tests.fakefamily  # noqa: F401
+
+    monkeypatch.setattr(hub, "_NAMES", dict(hub._names()))
+    monkeypatch.setattr(hub, "_RELEASES", dict(hub._RELEASES))
+    kw = dict(hf_repo="org/fake", files=("fake.json",), license="MIT", license_url="https://example.org/mit")
+    recorded = hub.Release(("fake.json",), "MIT", "https://example.org/mit", hf_repo="org/fake")
+    hub._NAMES["fake-own"] = hub.Entry("fake-own", "fake", summary={"description": "old"}, release=recorded)
+    hub._NAMES["fake-other"] = hub.Entry("fake-other", "beast", summary={"description": "old"}, release=recorded)
+
+    hub.register_release("fake-own", "fake", summary={"description": "new"}, **kw)
+    assert hub._names()["fake-own"].summary["description"] == "new"
+    hub.register_release("fake-own", "fake", summary={"description": "new"}, **kw)  # the same registration again
+    with pytest.raises(ValueError, match="'fake-own' is already registered .*a release of family 'fake'"):
+        hub.register_release("fake-own", "fake", summary={"description": "another"}, **kw)
+    with pytest.raises(ValueError, match="'fake-other' is already registered .*a release of family 'beast'"):
+        hub.register_release("fake-other", "fake", **kw)
+    with pytest.raises(ValueError, match="'beast-lasa' is already registered .*a shipped checkpoint of family 'beast'"):
+        hub.register_release("beast-lasa", "beast", **kw)
+    with pytest.raises(ValueError, match="'fake-own' is already registered"):
+        hub.register("fake-own", "fake")
+
+
 def test_list_tokenizers_filters_and_types():
     rows = zoo.list_tokenizers()
     assert rows == sorted(rows, key=lambda r: r["name"])

@@ -281,11 +281,21 @@ def family_class(family: str) -> type:
     return cls
 
 
+def _stale(old: Entry, entry: Entry) -> bool:
+    """`old` is what the index (or the user registry) recorded of the release `entry` re-registers: a release of the
+    same family not yet registered in this process, so editing a release's registration and re-writing the index
+    works. A second registration of the name in one process, or one over a shipped checkpoint, is a clash."""
+    return (entry.release is not None and old.release is not None and not old.shipped and old.family == entry.family
+            and entry.name not in _RELEASES)
+
+
 def _add(entry: Entry, persist: bool) -> Entry:
     names = _names()
     old = names.get(entry.name)
-    if old is not None and old != entry and (old.shipped or old.release is not None):
-        raise ValueError(f"{entry.name!r} is already registered as a shipped or released model; pick another name")
+    if old is not None and old != entry and (old.shipped or old.release is not None) and not _stale(old, entry):
+        kind = "a shipped checkpoint" if old.shipped else "a release"
+        raise ValueError(f"{entry.name!r} is already registered as a shipped or released model ({kind} of family "
+                         f"{old.family!r}); pick another name")
     names[entry.name] = entry
     if persist:
         path = user_registry_file()
