@@ -180,6 +180,30 @@ def test_conv_by_taps_is_conv1d(cin, cout, k, dilation, padding, batch):
                                F.conv1d(x, w, b, padding=padding, dilation=dilation), atol=1e-5, rtol=0)
 
 
+def _audio_presets() -> list:
+    """(config class, preset config) of every audio family's presets (Mimi: its one architecture, the default)."""
+    from zoo.audio import codec, dac, encodec
+    from zoo.audio.mimi import MimiConfig
+
+    configs = [(m.PRESETS, cls) for m, cls in ((codec, CodecConfig), (dac, dac.DACConfig), (encodec, encodec.EncodecConfig))]
+    return [cls.from_name(n) for presets, cls in configs for n in presets] + [MimiConfig()]
+
+
+def test_every_audio_config_takes_its_bitrate_from_one_helper():
+    """One formula (zoo.audio.rvq.CodebookRate) serves the four audio configs, with the values their own copies gave:
+    frames/s x q x log2(codebook_size) / 1000 for every preset and every q (the codec wrote int(log2): its
+    codebook sizes are powers of two)."""
+    import math
+
+    from zoo.audio.rvq import CodebookRate
+
+    for c in _audio_presets():
+        assert isinstance(c, CodebookRate) and "kbps" not in vars(type(c)) and "bitrates" not in vars(type(c)), type(c)
+        bits = int(math.log2(c.codebook_size)) if isinstance(c, CodecConfig) else math.log2(c.codebook_size)
+        old = [c.frame_rate * q * bits / 1000 for q in range(1, c.num_codebooks + 1)]
+        assert [c.kbps(q) for q in range(1, c.num_codebooks + 1)] == old == c.bitrates, type(c)
+
+
 def test_bitrate_and_codebooks_map_onto_each_other():
     c = CodecConfig.from_name("small")
     m = Codec(c)

@@ -36,7 +36,7 @@ from torch import Tensor
 
 from zoo.hub import register_family
 from zoo.nn.istft import ISTFTDecoder
-from zoo.audio.rvq import codebooks_for, rate_summary
+from zoo.audio.rvq import CodebookRate, codebooks_for, rate_summary
 from zoo.nn.seanet import SEANetConfig, SEANetDecoder, SEANetEncoder, chunk_spans, receptive_field
 from zoo.nn.threads import map_threads
 from zoo.tokenizer import (InputContract, Tokenizer, Tokens, TokenSpec, check_budget, check_fields, check_input,
@@ -47,7 +47,7 @@ DECODERS = ("seanet", "istft")
 
 
 @dataclass
-class CodecConfig:
+class CodecConfig(CodebookRate):
     """Args:
         sample_rate: Hz of the input and output waveforms.
         channels: SEANet width at the full-rate level (doubles after each downsampling).
@@ -118,19 +118,6 @@ class CodecConfig:
     @property
     def frame_rate(self) -> int:
         return self.sample_rate // self.hop
-
-    @property
-    def bits_per_codebook(self) -> int:
-        return int(math.log2(self.codebook_size))
-
-    def kbps(self, num_codebooks: int) -> float:
-        """Bitrate of `num_codebooks` codebooks, in kbit/s."""
-        return self.frame_rate * num_codebooks * self.bits_per_codebook / 1000
-
-    @property
-    def bitrates(self) -> list[float]:
-        """Every bitrate this codec can run at, in kbit/s (one per number of codebooks)."""
-        return [self.kbps(q) for q in range(1, self.num_codebooks + 1)]
 
     def seanet(self) -> SEANetConfig:
         return SEANetConfig(channels=self.channels, max_channels=self.max_channels, latent_dim=self.latent_dim,

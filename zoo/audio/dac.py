@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from zoo.audio.rvq import codebooks_for, nearest, rate_summary
+from zoo.audio.rvq import CodebookRate, codebooks_for, nearest, rate_summary
 from zoo.audio.weights import fold_weight_norm
 from zoo.hub import register_family, register_release
 from zoo.nn.cache import cached_on, without_cached
@@ -57,7 +57,7 @@ from zoo.tokenizer import (InputContract, Tokenizer, Tokens, TokenSpec, check_bu
 
 
 @dataclass
-class DACConfig:
+class DACConfig(CodebookRate):
     """Args (the official metadata.kwargs under our names):
         sample_rate: Hz of the input and output waveforms.
         encoder_dim: C, width of the encoder's first level (doubles after each stride).
@@ -115,10 +115,6 @@ class DACConfig:
     def frame_rate(self) -> float:
         """Frames per second (86.13 at 44.1 kHz: not always a whole number)."""
         return self.sample_rate / self.hop
-
-    def kbps(self, num_codebooks: int) -> float:
-        """Bitrate of `num_codebooks` codebooks, in kbit/s."""
-        return self.frame_rate * num_codebooks * math.log2(self.codebook_size) / 1000
 
     @classmethod
     def from_name(cls, name: str, **overrides: Any) -> "DACConfig":

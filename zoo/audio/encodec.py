@@ -35,7 +35,7 @@ from typing import Any, ClassVar, Iterable
 import torch
 from torch import Tensor, nn
 
-from zoo.audio.rvq import rate_summary, rvq_decode, rvq_encode
+from zoo.audio.rvq import CodebookRate, rate_summary, rvq_decode, rvq_encode
 from zoo.audio.released import RVQCodec, hf_config, read_safetensors
 from zoo.audio.streaming import Stack, check_seanet, seanet_layers
 from zoo.audio.weights import fold_weight_norm
@@ -44,7 +44,7 @@ from zoo.tokenizer import InputContract, Tokens, TokenSpec, check_budget, check_
 
 
 @dataclass
-class EncodecConfig:
+class EncodecConfig(CodebookRate):
     """Args (names as in the official SEANet):
         sample_rate: Hz of the input and output.
         channels: audio channels (1 mono, 2 stereo).
@@ -115,13 +115,6 @@ class EncodecConfig:
     @property
     def frame_rate(self) -> int:
         return math.ceil(self.sample_rate / self.hop)
-
-    def kbps(self, num_codebooks: int) -> float:
-        return self.frame_rate * num_codebooks * math.log2(self.codebook_size) / 1000
-
-    @property
-    def bitrates(self) -> list[float]:
-        return [self.kbps(q) for q in range(1, self.num_codebooks + 1)]
 
     @property
     def segment_length(self) -> int | None:

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from zoo.audio.rvq import cdist_table, rate_summary, rvq_decode, rvq_encode
+from zoo.audio.rvq import CodebookRate, cdist_table, rate_summary, rvq_decode, rvq_encode
 from zoo.audio.released import RVQCodec, hf_config, read_safetensors
 from zoo.audio.streaming import Conv, ConvTranspose, Stack, check_seanet, seanet_layers
 from zoo.audio.weights import fold_weight_norm
@@ -51,7 +51,7 @@ from zoo.tokenizer import InputContract, Tokens, TokenSpec, check_budget, check_
 
 
 @dataclass
-class MimiConfig:
+class MimiConfig(CodebookRate):
     """Args: the SEANet fields as in `EncodecConfig`; then
         num_layers / num_heads / ffn_dim / context: the transformers (each side), attention over the last
             `context` frames at 25 Hz.
@@ -111,9 +111,6 @@ class MimiConfig:
     @property
     def frame_rate(self) -> float:
         return self.sample_rate / self.hop
-
-    def kbps(self, num_codebooks: int) -> float:
-        return self.frame_rate * num_codebooks * math.log2(self.codebook_size) / 1000
 
 
 class TransformerLayer(nn.Module):

@@ -7,12 +7,31 @@ so the first q codebooks are a coarser code. The distance is written as EnCodec 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from zoo.tokenizer import check_budget
+
+
+class CodebookRate:
+    """The bitrate of a residual-VQ codec's config, mixed into each audio config (codec, DAC, EnCodec, Mimi): one
+    formula for what its `frame_rate`, `num_codebooks` and `codebook_size` give."""
+
+    frame_rate: float
+    num_codebooks: int
+    codebook_size: int
+
+    def kbps(self, num_codebooks: int) -> float:
+        """Bitrate of `num_codebooks` codebooks, in kbit/s: frames/s x codebooks x log2(codebook_size) bits / 1000."""
+        return self.frame_rate * num_codebooks * math.log2(self.codebook_size) / 1000
+
+    @property
+    def bitrates(self) -> list[float]:
+        """Every bitrate the codec can run at, in kbit/s (one per number of codebooks)."""
+        return [self.kbps(q) for q in range(1, self.num_codebooks + 1)]
 
 
 def rate_summary(config: Any, *, min_codebooks: int = 1, note: str = "") -> dict[str, Any]:
