@@ -1,5 +1,6 @@
 """The hub: names, folders, hf-hub and URLs; every failure the issue lists is triggered for real."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -262,6 +263,66 @@ def test_a_release_still_refuses_a_name_clash(monkeypatch):
         hub.register_release("beast-lasa", "beast", **kw)
     with pytest.raises(ValueError, match="'fake-own' is already registered"):
         hub.register("fake-own", "fake")
+
+
+def _facts(family: str, c) -> list[tuple[str, list[float]]]:
+    """(pattern, the numbers its groups must read) for each fact a release's description states of its preset `c`;
+    a group may list numbers with '/', 'mono'/'stereo' read as 1/2 channels."""
+    from zoo.audio import encodec, mimi
+
+    if family == "larp":
+        return [(r"(\d+)x(\d+)x(\d+) clips", [c.frames, c.image_size, c.image_size]),
+                (r"-> (\d+) tokens of an (\d+)-entry", [c.max_tokens, c.codebook_size]),
+                (r"from all (\d+) tokens only", [c.max_tokens]), (r"n < (\d+) raises", [c.max_tokens])]
+    facts = [(r"([\d.]+) kHz", [c.sample_rate / 1000]), (r"([\d.]+) frames/s", [c.frame_rate])]
+    if family == "dac":
+        return facts + [(r"(\d+) codebooks of (\d+)", [c.num_codebooks, c.codebook_size]),
+                        (r"([\d.]+)-([\d.]+) kbps", [c.kbps(1), c.kbps(c.num_codebooks)])]
+    facts.append((r"kHz (mono|stereo)", [c.channels]))
+    if family == "encodec":
+        qs = encodec.RELEASED_CODEBOOKS[c.sample_rate]
+        return facts + [(r"(\d+)-(\d+) codebooks of (\d+)", [qs[0], qs[-1], c.codebook_size]),
+                        (r"([\d./]+) kbps", [c.kbps(q) for q in qs])]
+    moshi = mimi.MOSHI_CODEBOOKS
+    return facts + [(r"(\d+) semantic \+ (\d+) acoustic codebooks of (\d+)",
+                     [c.num_semantic, c.num_codebooks - c.num_semantic, c.codebook_size]),
+                    (r"Moshi uses (\d+) = ([\d.]+) kbps", [moshi, c.kbps(moshi)])]
+
+
+def _check_description(family: str, c, text: str) -> None:
+    import re
+
+    for pattern, meant in _facts(family, c):
+        found = re.search(pattern, text)
+        assert found, (pattern, text)
+        said = [{"mono": 1, "stereo": 2}.get(n) or float(n) for g in found.groups() for n in g.split("/")]
+        assert said == pytest.approx(meant, rel=5e-3), (pattern, text)
+
+
+def test_release_descriptions_say_what_their_presets_say():
+    """The frame rates, codebooks, kbps and token counts in the DAC, EnCodec, Mimi and LARP release descriptions are
+    their presets' (to the digits printed); and the descriptions follow a preset that changes."""
+    from zoo.audio import dac, encodec, mimi
+    from zoo.video import larp
+
+    presets = {**{n: ("dac", dac.DACConfig.from_name(r["preset"])) for n, r in dac.RELEASES.items()},
+               **{n: ("encodec", encodec.EncodecConfig.from_name(n.removeprefix("encodec-"))) for n in encodec.RELEASES},
+               **{n: ("mimi", mimi.MimiConfig()) for n in mimi.RELEASES},
+               **{n: ("larp", larp.LARPConfig.from_name(r["preset"])) for n, r in larp.RELEASES.items()}}
+    assert set(presets) == {n for n, e in hub._RELEASES.items() if e.family in ("dac", "encodec", "mimi", "larp")}
+    for name, (family, c) in presets.items():
+        _check_description(family, c, hub._names()[name].summary["description"])
+
+    describe = {"dac": lambda c: dac._description(c, "1M"), "encodec": encodec._description, "mimi": mimi._description,
+                "larp": lambda c: larp._description(c, "1M")}
+    changed = {"dac": dict(sample_rate=32000, num_codebooks=5, codebook_size=4096),
+               "encodec": dict(codebook_size=2048, ratios=(8, 5, 4, 4)),
+               "mimi": dict(num_codebooks=16, num_semantic=2, codebook_size=4096),
+               "larp": dict(frames=8, image_size=64, max_tokens=512, codebook_size=4096)}
+    for name, (family, c) in presets.items():
+        other = dataclasses.replace(c, **changed[family])
+        assert other.kbps(1) != c.kbps(1) if family != "larp" else other.max_tokens != c.max_tokens
+        _check_description(family, other, describe[family](other))
 
 
 def test_list_tokenizers_filters_and_types():

@@ -700,19 +700,27 @@ PRESETS: dict[str, dict[str, Any]] = {
 _LICENSE = dict(license="MIT", license_url="https://github.com/descriptinc/descript-audio-codec/blob/main/LICENSE")
 RELEASES: dict[str, dict[str, Any]] = {
     "dac-16khz": dict(hf_repo="descript/dac_16khz", revision="7c2fc5e759f1f501aefc6e7a0265cc57f5d17ba7", preset="16khz",
-                      description="DAC 16 kHz (Descript, MIT): 50 frames/s, 12 codebooks of 1024, 0.5-6 kbps; 74M parameters"),
+                      parameters="74M"),
     "dac-24khz": dict(hf_repo="descript/dac_24khz", revision="6ba020b5ba7d9d8076fb90db7e67f27e31980f6e", preset="24khz",
-                      description="DAC 24 kHz (Descript, MIT): 75 frames/s, 32 codebooks of 1024, 0.75-24 kbps; 75M parameters"),
+                      parameters="75M"),
     "dac-44khz": dict(hf_repo="descript/dac_44khz", revision="c1bc521685adf9cfe247bc39a5ca58917eda1ac4", preset="44khz",
-                      description="DAC 44.1 kHz (Descript, MIT): 86.1 frames/s, 9 codebooks of 1024, 0.86-7.75 kbps; 74M parameters"),
+                      parameters="74M"),
 }
+
+
+def _description(config: DACConfig, parameters: str) -> str:
+    """The card of the release of preset `config`: its rates and codebooks as the preset gives them."""
+    c = config
+    return (f"DAC {c.sample_rate / 1000:g} kHz (Descript, MIT): {c.frame_rate:.3g} frames/s, {c.num_codebooks} codebooks "
+            f"of {c.codebook_size}, {c.kbps(1):.3g}-{c.kbps(c.num_codebooks):.3g} kbps; {parameters} parameters")
 
 
 # ----------------------------------------------------------------------------------------- registrations
 
 register_family(DAC, presets=PRESETS)
 for _name, _release in RELEASES.items():
+    _config = DACConfig.from_name(_release["preset"])
     register_release(_name, "dac", files=("config.json", "model.safetensors"), hf_repo=_release["hf_repo"],
                      revision=_release["revision"],
-                     summary={**DAC.listing(DACConfig.from_name(_release["preset"])), "description": _release["description"]},
+                     summary={**DAC.listing(_config), "description": _description(_config, _release["parameters"])},
                      **_LICENSE)

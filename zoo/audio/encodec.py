@@ -151,9 +151,10 @@ class EnCodec(RVQCodec):
     def listing(cls, config: EncodecConfig) -> dict[str, Any]:
         """What `zoo list` shows of a checkpoint of this config (`zoo.hub` module docstring): the codebooks of the
         bitrates it was released for."""
-        kbps = RELEASED_KBPS.get(config.sample_rate, config.bitrates)
-        note = f" (bitrate={kbps[0]:g}-{kbps[-1]:g})" + (f", {config.segment:g} s segments" if config.segment else "")
-        return rate_summary(config, min_codebooks=round(kbps[0] / config.kbps(1)), note=note)
+        low, top = _released_codebooks(config)[0], config.num_codebooks
+        note = (f" (bitrate={config.kbps(low):g}-{config.kbps(top):g})"
+                + (f", {config.segment:g} s segments" if config.segment else ""))
+        return rate_summary(config, min_codebooks=low, note=note)
 
     def __init__(self, config: EncodecConfig) -> None:
         super().__init__(config)
@@ -409,8 +410,14 @@ def _config_from_weights(state: dict[str, Tensor]) -> EncodecConfig:
     })
 
 
-# the bandwidths each release was trained for (the codebooks its `zoo list` row gives)
-RELEASED_KBPS = {24000: [1.5, 3.0, 6.0, 12.0, 24.0], 48000: [3.0, 6.0, 12.0, 24.0]}
+# the codebooks of the bandwidths each release was trained for (1.5/3/6/12/24 kbps at 24 kHz, 3/6/12/24 at 48 kHz;
+# the codebooks its `zoo list` row gives)
+RELEASED_CODEBOOKS = {24000: (2, 4, 8, 16, 32), 48000: (2, 4, 8, 16)}
+
+
+def _released_codebooks(config: EncodecConfig) -> tuple[int, ...]:
+    return RELEASED_CODEBOOKS.get(config.sample_rate, tuple(range(1, config.num_codebooks + 1)))
+
 
 # ----------------------------------------------------------------------------------------- released weights
 # `zoo.load(name)` downloads these files, converts them once with `EnCodec.from_release` and caches our checkpoint.
@@ -423,6 +430,23 @@ _LICENCE = (
     "audiocraft ships its EnCodec-based weights under CC-BY-NC 4.0); check before commercial use."
 )
 
+
+def _description(config: EncodecConfig) -> str:
+    """The card of the release of preset `config`: its rates and codebooks as the preset gives them."""
+    c, qs = config, _released_codebooks(config)
+    layout = {1: "mono", 2: "stereo"}[c.channels]
+    segments = (f", {c.segment:g} s segments" if c.segment else "") + (" with their own RMS scale" if c.normalize else "")
+    coding = "causal and streaming" if c.causal else "non-causal" + segments
+    return (f"EnCodec {c.sample_rate / 1000:g} kHz {layout}, {coding} (Défossez et al. 2022); 14.9 M parameters; "
+            f"{c.frame_rate:g} frames/s x {qs[0]}-{qs[-1]} codebooks of {c.codebook_size}: "
+            f"{'/'.join(f'{c.kbps(q):g}' for q in qs)} kbps. {_LICENCE}")
+
+
+def _summary(preset: str) -> dict[str, Any]:
+    config = EncodecConfig.from_name(preset)
+    return {**EnCodec.listing(config), "description": _description(config)}
+
+
 RELEASES: dict[str, dict[str, Any]] = {
     "encodec-24khz": dict(
         # the commit embeddings-benchmark/mteb pins for this repo (mteb/models/encodec_model.py, ModelMeta
@@ -430,17 +454,13 @@ RELEASES: dict[str, dict[str, Any]] = {
         family="encodec", hf_repo="facebook/encodec_24khz", revision="c1dbe2ae3f1de713481a3b3e7c47f357092ee040",
         files=("config.json", "model.safetensors"), license="MIT",
         license_url="https://github.com/facebookresearch/encodec/blob/main/LICENSE", non_commercial=False,
-        summary=dict(EnCodec.listing(EncodecConfig.from_name("24khz")),
-                     description="EnCodec 24 kHz mono, causal and streaming (Défossez et al. 2022); 14.9 M "
-                                 "parameters; 1.5/3/6/12/24 kbps. " + _LICENCE),
+        summary=_summary("24khz"),
     ),
     "encodec-48khz": dict(
         family="encodec", hf_repo="facebook/encodec_48khz", revision=None,
         files=("config.json", "model.safetensors"), license="MIT",
         license_url="https://github.com/facebookresearch/encodec/blob/main/LICENSE", non_commercial=False,
-        summary=dict(EnCodec.listing(EncodecConfig.from_name("48khz")),
-                     description="EnCodec 48 kHz stereo, non-causal, 1 s segments with their own RMS scale "
-                                 "(Défossez et al. 2022); 14.9 M parameters; 3/6/12/24 kbps. " + _LICENCE),
+        summary=_summary("48khz"),
     ),
 }
 

@@ -579,13 +579,22 @@ def _halves(w: Tensor, heads: int) -> Tensor:
 
 # ----------------------------------------------------------------------------------------- released weights
 
-_CARD = ("Mimi (Kyutai, 2024; arXiv:2410.00037), the streaming speech codec of Moshi: 24 kHz mono, 12.5 frames/s, "
-         "a split residual VQ of 1 semantic + 31 acoustic codebooks of 2048 (Moshi uses 8 = 1.1 kbps); 79.3 M "
-         "parameters. Weights by Kyutai under CC-BY 4.0 (https://creativecommons.org/licenses/by/4.0/): "
-         "attribute Kyutai when you use or share them.")
+MOSHI_CODEBOOKS = 8  # the codebooks Moshi models (its `n_q`)
 
-_LISTING = Mimi.listing(MimiConfig())  # both releases are the default config
-_LISTING["tokens"] += " (Moshi: 8)"
+
+def _description(config: MimiConfig) -> str:
+    """The card of a release of `config`: its rates and codebooks as the config gives them."""
+    c = config
+    return (f"Mimi (Kyutai, 2024; arXiv:2410.00037), the streaming speech codec of Moshi: {c.sample_rate / 1000:g} kHz "
+            f"{({1: 'mono', 2: 'stereo'})[c.channels]}, {c.frame_rate:g} frames/s, a split residual VQ of {c.num_semantic} "
+            f"semantic + {c.num_codebooks - c.num_semantic} acoustic codebooks of {c.codebook_size} (Moshi uses "
+            f"{MOSHI_CODEBOOKS} = {c.kbps(MOSHI_CODEBOOKS):.3g} kbps); 79.3 M parameters. Weights by Kyutai under CC-BY 4.0 "
+            "(https://creativecommons.org/licenses/by/4.0/): attribute Kyutai when you use or share them.")
+
+
+_CARD = _description(MimiConfig())  # both releases are the default config
+_LISTING = Mimi.listing(MimiConfig())
+_LISTING["tokens"] += f" (Moshi: {MOSHI_CODEBOOKS})"
 
 RELEASES: dict[str, dict[str, Any]] = {
     "mimi": dict(

@@ -596,18 +596,25 @@ RELEASES: dict[str, dict[str, Any]] = {
         license="MIT",
         license_url="https://github.com/hywang66/LARP/blob/main/LICENSE",
         non_commercial=False,
-        card=("LARP-L-Long video tokenizer (Wang et al., ICLR 2025), converted from hywang66/LARP-L-long-tokenizer: "
-              "16x128x128 clips in [0, 1] -> 1024 tokens of an 8192-entry SVQ codebook; 173M parameters "
-              "(the training-only prior is dropped). It was trained without nested token dropout, so it decodes "
-              "from all 1024 tokens only: `encode(num_tokens=n)` with n < 1024 raises a ValueError. Code and "
-              "weights: MIT."),
+        parameters="173M",
     ),
 }
+
+
+def _description(config: LARPConfig, parameters: str) -> str:
+    """The card of LARP-L-Long (preset `config`): its clip shape and tokens as the preset gives them."""
+    c, n = config, config.max_tokens
+    return ("LARP-L-Long video tokenizer (Wang et al., ICLR 2025), converted from hywang66/LARP-L-long-tokenizer: "
+            f"{c.frames}x{c.image_size}x{c.image_size} clips in [0, 1] -> {n} tokens of an {c.codebook_size}-entry SVQ "
+            f"codebook; {parameters} parameters (the training-only prior is dropped). It was trained without nested token "
+            f"dropout, so it decodes from all {n} tokens only: `encode(num_tokens=n)` with n < {n} raises a ValueError. "
+            "Code and weights: MIT.")
 
 
 # ----------------------------------------------------------------------------------------- registration
 
 register_family(LARP, presets=PRESETS)
 for _name, _release in RELEASES.items():
-    register_release(_name, **{k: v for k, v in _release.items() if k not in ("card", "preset")},
-                     summary={**LARP.listing(LARPConfig.from_name(_release["preset"])), "description": _release["card"]})
+    _config = LARPConfig.from_name(_release["preset"])
+    register_release(_name, **{k: v for k, v in _release.items() if k not in ("parameters", "preset")},
+                     summary={**LARP.listing(_config), "description": _description(_config, _release["parameters"])})
