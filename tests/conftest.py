@@ -9,6 +9,16 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     if "ZOO_TEST_KEEP_CACHE" not in os.environ:
         monkeypatch.setenv("ZOO_CACHE", str(tmp_path_factory.mktemp("zoo-cache")))
 
+
+@pytest.fixture(autouse=True)
+def _isolated_names():
+    """Names a test registers (`zoo.register`) end with it, so no later test sees them in `zoo list`."""
+    from zoo import hub
+
+    saved = None if hub._NAMES is None else dict(hub._NAMES)
+    yield
+    hub._NAMES = saved
+
 from hypothesis import HealthCheck, settings
 
 # `ci` keeps the suite fast; `fuzz` is the thorough run (HYPOTHESIS_PROFILE=fuzz, >= 1000 cases per entry point)
