@@ -154,8 +154,9 @@ class FlexTokModule(Recipe):
         return {
             "description": (f"{kind}: {c.image_size}x{c.image_size} RGB → 1..{c.num_registers} tokens of an FSQ "
                             f"vocabulary of {c.vocab_size} (levels {list(c.fsq_levels)}), rectified-flow decoder "
-                            f"({c.steps} Euler steps by default). Encoder {c.encoder_dim}x{c.encoder_depth}, decoder "
-                            f"{c.decoder_dim}x{c.decoder_depth}, patch {c.patch_size}."),
+                            f"({c.steps} Euler step{'' if c.steps == 1 else 's'} by default). "
+                            f"Encoder {c.encoder_dim}x{c.encoder_depth}, decoder {c.decoder_dim}x{c.decoder_depth}, "
+                            f"patch {c.patch_size}."),
             "tokens": f"1-{c.num_registers}",
             "bits": round(c.num_registers * math.log2(c.vocab_size), 1),
             "headline": self.headline(),

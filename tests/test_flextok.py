@@ -285,6 +285,14 @@ def test_prefix_sampling_covers_every_k() -> None:
     assert abs(mean[1.0] - 32.5) < 2 and mean[0.0] < 20, mean  # uniform vs log-uniform over 1..64
 
 
+@pytest.mark.parametrize("steps", [1, 8])
+def test_card_description_counts_steps(steps: int) -> None:
+    from recipes.flextok import FlexTokModule
+
+    text = FlexTokModule(config=dict(TINY, steps=steps)).card_summary()["description"]
+    assert f"({steps} Euler {'step' if steps == 1 else 'steps'} by default)" in text
+
+
 @pytest.mark.skipif(not (SHIPPED / "config.json").is_file(), reason="checkpoint not shipped yet")
 def test_shipped_checkpoint_keeps_its_ids() -> None:
     """Speed work must not change what the shipped model emits (ids recorded by scripts/make_flextok_ids_fixture.py)."""
