@@ -16,10 +16,22 @@ FIGURES = ROOT / "benchmarks" / "figures"
 HEADER = "# Benchmarks\n\nWritten by the scripts in `benchmarks/` (`make bench` runs them all); do not edit by hand.\n"
 
 
+def _cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo): ratios against other code move with it, so every table names it."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
 def machine() -> str:
     import torch
 
-    text = (f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} with "
+    text = (f"{platform.machine()} ({_cpu_model()}, torch kernels for {torch.backends.cpu.get_cpu_capability()}), "
+            f"{os.cpu_count()} cores, torch {torch.__version__} with "
             f"{torch.get_num_threads()} threads, python {platform.python_version()}")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     if load > 1.5:  # other jobs shared the cores: timings are slower than on an idle machine
