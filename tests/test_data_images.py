@@ -61,6 +61,16 @@ def test_larger_build_extends_smaller():
         assert np.array_equal(small[k], big[k][:6]), k
 
 
+def test_parallel_build_is_the_same_bytes(tmp_path, monkeypatch):
+    sources = zi.ALL_SOURCES  # every builder, so each one's seeding is position-free
+    serial = build_image_dataset("train", 23, 16, sources=sources)
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "other"))  # force a fresh build
+    _assert_same(serial, build_image_dataset("train", 23, 16, sources=sources, workers=3))
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="workers must be an int >= 0"):
+            build_image_dataset("train", 23, 16, workers=bad)
+
+
 def test_cache_hit_returns_identical_arrays(tmp_path):
     a = build_image_dataset("train", 6, 16, sources=("shapes", "faces"))
     files = list((tmp_path / "cache" / "data" / "images").glob("*.npz"))
