@@ -65,16 +65,22 @@ def budget_tokens(budget: str, rows: list[dict[str, object]] = ()) -> float | No
     return None
 
 
-def summarise(label: str, rows: list[dict[str, object]], baseline: dict[str, float], points: int = 5
-              ) -> tuple[str, list[list[object]]]:
-    """A markdown table (PSNR per source x budget at `points` steps of the run) and the goal rows."""
+CLOCKS = {"cpu": ("cpu_s", "CPU-min"), "wall": ("wall_s", "GPU-min")}  # the time a run is read against
+
+
+def summarise(label: str, rows: list[dict[str, object]], baseline: dict[str, float], points: int = 5,
+              clock: str = "cpu") -> tuple[str, list[list[object]]]:
+    """A markdown table (PSNR per source x budget at `points` steps of the run) and the goal rows.
+
+    `clock`: "cpu" reads the process CPU seconds (a CPU run's budget), "wall" the wall seconds (a GPU run's)."""
+    key, unit = CLOCKS[clock]
     steps = sorted({r["step"] for r in rows})
     picked = sorted({steps[round(i * (len(steps) - 1) / max(points - 1, 1))] for i in range(points)})
     at = {(r["step"], r["source"], r["budget"]): r for r in rows}
-    cpu = {s: min(r["cpu_s"] for r in rows if r["step"] == s) / 60 for s in picked}
+    minutes = {s: min(r[key] for r in rows if r["step"] == s) / 60 for s in picked}
     budgets = list(dict.fromkeys(r["budget"] for r in rows))
     sources = list(dict.fromkeys(r["source"] for r in rows))
-    header = ["source", "budget"] + [f"step {s} ({cpu[s]:.1f} CPU-min)" for s in picked]
+    header = ["source", "budget"] + [f"step {s} ({minutes[s]:.1f} {unit})" for s in picked]
     body = []
     for source in sources:
         for budget in budgets:
@@ -109,18 +115,19 @@ def summarise(label: str, rows: list[dict[str, object]], baseline: dict[str, flo
     return table(header, body), goals
 
 
-def card_notes(runs: dict[str, Path], history: str, limitations: str = "") -> str:
+def card_notes(runs: dict[str, Path], history: str, limitations: str = "", clock: str = "cpu") -> str:
     """The part of a fine-tuned checkpoint's card that tells its run history and curve.
 
     Args:
         runs: label → goal_curve.csv (or its folder) of the run that made the checkpoint (e.g. "8 Euler steps").
         history: what the checkpoint was trained from, on what, and for how long.
         limitations: what it still misses, in words.
+        clock: "cpu" or "wall" (`summarise`).
     """
     baseline = mean_colour_db()
     goals, tables = [], []
     for label, path in runs.items():
-        text, rows = summarise(label, read_curve(Path(path)), baseline, points=3)
+        text, rows = summarise(label, read_curve(Path(path)), baseline, points=3, clock=clock)
         goals += rows
         tables.append(f"{label}:\n\n{text}")
     return "\n\n".join([
@@ -138,8 +145,10 @@ def card_notes(runs: dict[str, Path], history: str, limitations: str = "") -> st
     ])
 
 
-def figure(curves: dict[str, list[dict[str, object]]], path: Path) -> None:
-    """PSNR vs CPU minutes, one panel per run, a line per (source, smallest and largest fixed budget)."""
+def figure(curves: dict[str, list[dict[str, object]]], path: Path, clock: str = "cpu") -> None:
+    """PSNR vs training minutes (`summarise`'s clock), one panel per run, a line per (source, smallest and largest
+    fixed budget)."""
+    key, unit = CLOCKS[clock]
     import matplotlib
 
     matplotlib.use("Agg")
@@ -152,14 +161,14 @@ def figure(curves: dict[str, list[dict[str, object]]], path: Path) -> None:
         series = defaultdict(list)
         for r in rows:
             if r["budget"] in shown:
-                series[(r["source"], r["budget"])].append((r["cpu_s"] / 60, r["psnr"]))
+                series[(r["source"], r["budget"])].append((r[key] / 60, r["psnr"]))
         colours = dict(zip(dict.fromkeys(r["source"] for r in rows), plt.rcParams["axes.prop_cycle"].by_key()["color"]))
         for (source, budget), xy in series.items():
             xs, ys = zip(*sorted(xy))
             ax.plot(xs, ys, "-" if budget == shown[-1] else "--", color=colours[source], marker=".",
                     label=f"{source} {budget}")
         ax.axhline(FLAT_GOAL_DB, color="k", lw=0.6, ls=":")
-        ax.set(title=label, xlabel="CPU minutes of fine-tuning", ylabel="PSNR (dB), held out")
+        ax.set(title=label, xlabel=f"{unit}utes of fine-tuning", ylabel="PSNR (dB), held out")
         ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -174,6 +183,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-write", dest="write", action="store_false", help="print only; BENCHMARKS.md untouched")
     parser.add_argument("--figures", type=Path, default=FIGURES)
     parser.add_argument("--note", default="", help="a paragraph after the command: what each run started from, what shipped")
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="cpu",
+                        help="cpu: process CPU time (runs on a shared CPU); wall: wall time (runs on a GPU)")
+    parser.add_argument("--section", default=SECTION, help="BENCHMARKS.md section to write")
+    parser.add_argument("--name", default="goal_curves", help="the figure's file name, without .png")
     args = parser.parse_args(argv)
     shown = [a for a in (sys.argv[1:] if argv is None else argv) if a != args.note] if args.note else \
         list(sys.argv[1:] if argv is None else argv)  # the note is printed below the command, not in it
@@ -182,25 +195,28 @@ def main(argv: list[str] | None = None) -> None:
     curves = {str(p): read_curve(p) for p in args.runs}
     parts, goals = [], []
     for label, rows in curves.items():
-        text, rows_goals = summarise(label, rows, baseline, args.points)
+        text, rows_goals = summarise(label, rows, baseline, args.points, args.clock)
         parts.append(f"### {label}\n\nPSNR (dB) on held-out images per source; adaptive budgets also give mean tokens (t).\n\n{text}")
         goals += rows_goals
-    figure_path = args.figures / "goal_curves.png"
-    figure(curves, figure_path)
+    figure_path = args.figures / f"{args.name}.png"
+    figure(curves, figure_path, args.clock)
+    where = ("CPU minutes of the training process, which shared 2 cores with other jobs" if args.clock == "cpu" else
+             "wall minutes of the training process on the GPU")
     body = "\n\n".join([
-        "## Fine-tuning on real-input data: quality vs training time (issue 20, item 3)",
+        "## Fine-tuning on real-input data" + (" on a GPU" if args.clock == "wall" else "")
+        + ": quality vs training time (issue 20, item 3)",
         f"`{command}` (reads the runs' goal_curve.csv, written by `recipes.goals.GoalCurve` while they trained: "
-        "48 held-out images per source; CPU minutes of the training process, which shared 2 cores with other jobs).",
+        f"48 held-out images per source; {where}).",
         *([args.note] if args.note else []),
         "Mean colour (24 bits) per source: " + ", ".join(f"{k} {v:.2f} dB" for k, v in baseline.items()) + ".",
         "Goals the curves show (first and last measurement; margin > 0 = reached):\n\n"
         + table(["run", "goal", "start", "end", "margin"], goals),
         *parts,
-        f"![PSNR vs CPU minutes](benchmarks/figures/{figure_path.name})",
+        f"![PSNR vs {CLOCKS[args.clock][1]}utes](benchmarks/figures/{figure_path.name})",
     ])
     print(body)
     if args.write:
-        write_section(SECTION, body)
+        write_section(args.section, body)
 
 
 if __name__ == "__main__":

@@ -64,6 +64,13 @@ def table(header: list[str], rows: list[list[object]]) -> str:
     return "\n".join(lines)
 
 
+def read_section(name: str) -> str:
+    """The body of section `name` of BENCHMARKS.md as `write_section` wrote it ("" when there is none)."""
+    text = BENCHMARKS.read_text() if BENCHMARKS.exists() else ""
+    found = re.search(re.escape(f"<!-- begin {name} -->") + "\n(.*?)\n" + re.escape(f"<!-- end {name} -->"), text, re.S)
+    return found.group(1) if found else ""
+
+
 def write_section(name: str, body: str) -> None:
     """Replace (or append) the section `name` of BENCHMARKS.md; other sections are kept. Safe across processes."""
     begin, end = f"<!-- begin {name} -->", f"<!-- end {name} -->"

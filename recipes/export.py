@@ -154,10 +154,11 @@ class ExportTokenizer(pl.Callback):
         announce(directory)
 
 
-def remeasure(config: str | Path, directory: str | Path | None = None) -> dict[str, float]:
+def remeasure(config: str | Path, directory: str | Path | None = None, notes: str | None = None) -> dict[str, float]:
     """Measure the checkpoint that `config`'s ExportTokenizer wrote again and rewrite its card.
 
     `directory`: the run folder (default: the callback's directory, else runs/<name>/).
+    `notes`: the card's notes (default: the callback's).
 
     For a run exported with `measure: false` (trained where the metric packages are missing, e.g. a GPU
     machine without pesq) or after a change to decoding: builds the config's module and data, loads the
@@ -182,4 +183,4 @@ def remeasure(config: str | Path, directory: str | Path | None = None) -> dict[s
     module.tokenizer.load_state_dict(hub.load_dir(directory).state_dict())
     module.eval()
     return rewrite_card(module, directory, datamodule, name=export["name"], data=export.get("data", ""),
-                        recipe=export.get("recipe", ""), notes=export.get("notes", ""))
+                        recipe=export.get("recipe", ""), notes=export.get("notes", "") if notes is None else notes)

@@ -30,3 +30,15 @@ def test_fixed_budgets_are_token_counts_or_fixed_ratios():
     assert budget_tokens("num_tokens=8") == 8.0
     assert budget_tokens("ratio=16", rows) == 4.0  # CAT: a fixed ratio is a fixed token count
     assert budget_tokens("quality=0.004", rows) is None and budget_tokens("ratio=auto", rows) is None
+
+
+def test_summary_reads_the_chosen_clock(tmp_path):
+    from benchmarks.goal_curves import read_curve, summarise
+
+    path = _write(tmp_path / "g.csv", [(0, 2.0, 1.0, "photos", "num_tokens=8", 19.0, 8),
+                                       (100, 240.0, 60.0, "photos", "num_tokens=8", 20.0, 8)])
+    rows = read_curve(path)
+    cpu, _ = summarise("run", rows, {"photos": 18.0}, points=2)
+    wall, goals = summarise("run", rows, {"photos": 18.0}, points=2, clock="wall")
+    assert "step 100 (1.0 CPU-min)" in cpu and "step 100 (4.0 GPU-min)" in wall  # 60 CPU-s vs 240 wall-s
+    assert goals[0][-1] == "+0.00 dB"  # photos at 8 tokens vs mean colour 18 + 2 dB
