@@ -93,6 +93,7 @@ def test_cast_model_stays_within_its_tolerance(reference, dtype):
     assert tok.dtype == dtype or tok.spec.modality == "action"
     tokens = tok.encode(x)  # a float32 input is cast to the model's dtype at the door
     out = tok.decode(tokens)
+    assert out.dtype == dtype or tok.spec.modality == "action", (name, out.dtype)  # the weights' dtype
     share, dl = agreement(tokens, ref)
     min_share, max_dl, min_psnr = CAST_TOLERANCE[name]
     assert share >= min_share, (name, dtype, share)

@@ -585,7 +585,8 @@ class Tokenizer(Pretrained, nn.Module):
     - provenance: `encode` stamps its Tokens with this tokenizer's name and `fingerprint`; `decode`
       refuses tokens another tokenizer made, unless `force=True`.
     - precision and device: the input must be on the tokenizer's device (else a `ValueError`); a floating
-      input is cast to the weights' dtype (`tok.to(torch.bfloat16)` runs in bfloat16); an ambient
+      input is cast to the weights' dtype (`tok.to(torch.bfloat16)` runs in bfloat16, and `decode` returns
+      bfloat16, as a cast torch module does); an ambient
       `torch.autocast` is switched off inside encode/decode, so a tokenizer computes at its own dtype and
       gives the same ids under autocast as without (cast the model to run it in half precision).
     """
@@ -842,9 +843,11 @@ def _checked_decode(fn: Any, allowed: tuple[str, ...]) -> Any:
             self.check_provenance(tokens)
         with one_thread_per_op():
             if not isinstance(tokens, Tokens) or tokens.batch_size <= size:
-                return run(self, tokens, **options)
-            batch = tokens.batch_size
-            return torch.cat(_in_pieces(run, self, tokens, batch, size, options))
+                out = run(self, tokens, **options)
+            else:
+                out = torch.cat(_in_pieces(run, self, tokens, tokens.batch_size, size, options))
+        # at the weights' dtype, whatever the family computed last in (an iSTFT or a flow step in float32)
+        return out.to(dtype) if isinstance(out, Tensor) and out.is_floating_point() and out.dtype != dtype else out
 
     decode._zoo_contract = True
     return decode
