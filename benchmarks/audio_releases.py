@@ -255,7 +255,7 @@ def quality(name: str, clips: int) -> dict[str, Any] | str:
     try:
         tok = zoo.load(name)
     except ValueError as e:
-        return f"the released weights were not reachable here ({str(e).splitlines()[0][:160]})"
+        return f"the released weights were not reachable here ({str(e).splitlines()[0]})"
     import torchaudio.functional as AF
 
     x16 = torch.from_numpy(build_audio_dataset("speech", "val", clips, 4.0)["audio"])[:, None]
