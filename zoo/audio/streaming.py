@@ -79,10 +79,20 @@ class Conv(nn.Module):
             return self.after_elu(x)
         left, right = self.pads(x.shape[-1])
         if torch.is_grad_enabled() or self.conv.groups != 1 or not self.fast:
-            y = self.conv(pad1d(x, left, right, self.pad_mode))
+            y = self._torch_conv(x, left, right)
         else:
             y = self._inference(x, left, right)
         return y if self.norm is None else self.norm(y)
+
+    def _torch_conv(self, x: Tensor, left: int, right: int) -> Tensor:
+        """torch's convolution of x padded by (left, right). Zeros reaching no further right than left are the
+        convolution's own padding, its surplus outputs on the right dropped: no padded copy of x (for a wide
+        activation, a fill and a copy of tens of MB), and the same values bit for bit (the same kernel)."""
+        conv = self.conv
+        if self.pad_mode != "constant" or right > left:
+            return conv(pad1d(x, left, right, self.pad_mode))
+        y = F.conv1d(x, conv.weight, conv.bias, self.stride, left, conv.dilation, conv.groups)
+        return y[..., :-(-x.shape[-1] // self.stride)]
 
     def after_elu(self, x: Tensor) -> Tensor:
         """self(ELU(x)) (fast inference): the ELU writes straight into the padded input buffer, whose padding is
@@ -109,7 +119,7 @@ class Conv(nn.Module):
         if conv.out_channels == 1 and self.stride == 1:  # a decoder's last conv: one product per tap, 3-4x faster
             return conv_by_taps(pad1d(x, left, right, self.pad_mode), conv.weight, conv.bias, dilation=conv.dilation[0])
         if self.norm is not None:  # GroupNorm (EnCodec 48 kHz) is slow on time-major input: keep (B, C, T)
-            return conv(pad1d(x, left, right, self.pad_mode))
+            return self._torch_conv(x, left, right)
         weight = cached_on(self, conv.weight, lambda w: w.detach().unsqueeze(2).contiguous(memory_format=torch.channels_last))
         return time_major_conv(pad1d(x, left, right, self.pad_mode), weight, conv.bias, self.stride, conv.dilation[0])
 
