@@ -210,6 +210,12 @@ def speed(name: str, seconds: float, repeat: int) -> dict[str, Any]:
             "reference_params": sum(p.numel() for p in reference.parameters())}
 
 
+def _spread(ratios: list[float]) -> str:
+    """'min / median / max' of ratios over runs."""
+    r = sorted(ratios)
+    return f"{r[0]:.2f} / {r[len(r) // 2]:.2f} / {r[-1]:.2f}"
+
+
 def _in_float64(reference: Any) -> Any:
     """A float64 copy of a reference model (transformers' quantizers cache their codebooks at first use: dropped)."""
     model = copy.deepcopy(reference).double()
@@ -299,12 +305,10 @@ def main(argv: list[str] | None = None) -> None:
         ratio = [r["best"]["reference"]["cpu"] / r["best"]["ours"]["cpu"] for r in runs]
         s = runs[sorted(range(len(runs)), key=ratio.__getitem__)[len(runs) // 2]]
         b = s["best"]
-        spread = f"{min(ratio):.2f} / {sorted(ratio)[len(ratio) // 2]:.2f} / {max(ratio):.2f}"
-        warm = sorted(r["warm"]["reference"]["cpu"] / r["warm"]["ours"]["cpu"] for r in runs)
-        warm_spread = f"{warm[0]:.2f} / {warm[len(warm) // 2]:.2f} / {warm[-1]:.2f}"
+        warm = [r["warm"]["reference"]["cpu"] / r["warm"]["ours"]["cpu"] for r in runs]
         speed_rows.append([name, CODECS[name].reference_name, b["ours"]["wall"], b["reference"]["wall"],
                            b["reference"]["wall"] / b["ours"]["wall"], b["ours"]["cpu"], b["reference"]["cpu"],
-                           b["reference"]["cpu"] / b["ours"]["cpu"], spread, warm_spread,
+                           b["reference"]["cpu"] / b["ours"]["cpu"], _spread(ratio), _spread(warm),
                            f"{args.seconds / b['ours']['wall']:.2f}x",
                            f"{s['ids'] - s['differ']} of {s['ids']}", f"{s['audio_diff']:.1e}", f"{s['load'][0]:.1f} / {s['load'][1]:.1f}"])
         notes.append(f"{name}: {s['params'] / 1e6:.2f} M parameters in ours, {s['reference_params'] / 1e6:.2f} M in "

@@ -230,13 +230,15 @@ def main(directory: Path = hub.REPO_CHECKPOINTS / NAME, n_val: int = 256) -> Non
             f"Budget: {budget}. These are short runs on a shared CPU, far from convergence: the gap is the gap *at this budget*.\n\n"
             + table(["k", "steps", "FlexTok PSNR", "fixed PSNR", "gap dB", "FlexTok SSIM", "fixed SSIM", "FlexTok FD", "fixed FD"], rows))
     else:  # the comparison does not depend on the shipped checkpoint: keep the last measured one
-        heading = "### One FlexTok vs a model trained for each k"
+        heading, said = "### One FlexTok vs a model trained for each k", "Kept from an earlier run of this script"
         old = read_section("flextok")
-        kept = old[old.index(heading):].split("\n### ")[0] if heading in old and "| k |" in old else ""
-        sections.append(kept.replace("\n\n", "\n\nKept from an earlier run of this script (its models are not in "
-                                     "out/flextok-compare here; `configs/flextok/compare-*.yaml` trains them). ", 1)
-                        if kept and "Kept from an earlier run" not in kept else kept or
-                        f"{heading}\n\nNot measured: train `configs/flextok/compare-*.yaml` first.")
+        kept = old[old.index(heading):].split("\n### ")[0] if heading in old else ""
+        if "| k |" not in kept:
+            kept = f"{heading}\n\nNot measured: train `configs/flextok/compare-*.yaml` first."
+        elif said not in kept:
+            kept = kept.replace("\n\n", f"\n\n{said} (its models are not in out/flextok-compare here; "
+                                "`configs/flextok/compare-*.yaml` trains them). ", 1)
+        sections.append(kept)
 
     summary = config.get("summary", {})
     log = json.loads((directory / "train_log.json").read_text())

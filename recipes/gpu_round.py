@@ -50,20 +50,21 @@ def data_args(config: dict[str, Any], extra: list[str]) -> dict[str, Any] | None
 
 
 def prebuild(configs: list[tuple[Path, dict[str, Any]]], extra: list[str], workers: int) -> None:
-    from zoo.data.images import SOURCES, build_image_dataset, mixed_val_set, source_val_sets
+    from recipes.image_data import ImageDataModule
+    from zoo.data.images import build_image_dataset, mixed_val_set, source_val_sets
 
     done = set()
     for _, config in configs:
         args = data_args(config, extra)
         if args is None:
             continue
-        key = (int(args.get("train_size", 20000)), int(args.get("resolution", 32)),
-               tuple(args.get("sources", SOURCES)), int(args.get("seed", 0)))
+        data = ImageDataModule(**args)  # its own defaults and checks: the sets its setup() will ask for
+        key = (data.train_size, data.resolution, data.sources, data.seed)
         if key in done:
             continue
         t = time.time()
-        build_image_dataset("train", key[0], key[1], key[2], seed=key[3], workers=workers)
-        mixed_val_set(int(args.get("val_size", 256)), key[1])
+        build_image_dataset("train", *key[:3], seed=key[3], workers=workers)
+        mixed_val_set(data.val_size, data.resolution)
         done.add(key)
         print(f"[gpu_round] built train set {key[0]} x {key[1]}px of {len(key[2])} sources in {time.time() - t:.1f} s",
               flush=True)
