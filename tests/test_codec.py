@@ -180,6 +180,62 @@ def test_conv_by_taps_is_conv1d(cin, cout, k, dilation, padding, batch):
                                F.conv1d(x, w, b, padding=padding, dilation=dilation), atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("batch, cin, cout, stride, steps, bias", [
+    (1, 3, 2, 2, 1, True), (2, 5, 7, 3, 10, True), (3, 4, 6, 4, 7, False), (1, 8, 5, 5, 2, True),
+])
+def test_two_tap_is_the_strided_and_the_transposed_convolution(batch, cin, cout, stride, steps, bias):
+    """Winograd's F(2, 2) over frames equals kernel-2s convolutions, odd and even lengths, with and without bias."""
+    import torch.nn.functional as F
+
+    from zoo.nn.seanet import strided_taps, transposed_taps, two_tap
+
+    g = torch.Generator().manual_seed(steps)
+    b = torch.randn(cout, generator=g) if bias else None
+    x = torch.randn(batch, cin, (steps + 1) * stride, generator=g)  # whole frames: `steps` outputs
+    w = torch.randn(cout, cin, 2 * stride, generator=g)
+    frames = x.transpose(1, 2).reshape(batch, steps + 1, stride * cin)
+    y = two_tap(frames, *strided_taps(w), b).transpose(1, 2)
+    torch.testing.assert_close(y, F.conv1d(x, w, b, stride=stride), atol=1e-5, rtol=0)
+    wt, xt = torch.randn(cin, cout, 2 * stride, generator=g), torch.randn(batch, cin, steps, generator=g)
+    padded = F.pad(xt, (1, 1)).transpose(1, 2).contiguous()
+    y = two_tap(padded, *transposed_taps(wt), None if b is None else b.repeat(stride))
+    torch.testing.assert_close(y.reshape(batch, (steps + 1) * stride, cout).transpose(1, 2),
+                               F.conv_transpose1d(xt, wt, b, stride=stride), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("pad_mode", ["constant", "replicate", "reflect"])
+def test_wide_resampling_layers_run_as_two_tap_and_equal_torch(pad_mode, monkeypatch):
+    """SEANet's wide strided and transposed convolutions (EnCodec/Mimi layers, fast or on torch's kernels, an ELU
+    written into the padded buffer) take the two-tap path at inference and give torch's outputs."""
+    import torch.nn.functional as F
+
+    import zoo.audio.streaming as streaming
+    from zoo.audio.streaming import Conv, ConvTranspose, DeferredELU
+
+    calls = []
+    monkeypatch.setattr(streaming, "two_tap", lambda *a, f=streaming.two_tap: calls.append(1) or f(*a))
+    torch.manual_seed(0)
+    x = torch.randn(2, 64, 603)  # not a whole number of strides; 151 frames (`two_tap_pays`)
+    for fast in (False, True):
+        conv = Conv(64, 512, 8, 4, causal=pad_mode != "reflect", pad_mode=pad_mode, fast=fast).eval()
+        elu = DeferredELU(conv) if fast else torch.nn.Identity()
+        with torch.no_grad():
+            y = conv(elu(x))
+        with torch.enable_grad():
+            want = conv(F.elu(x) if fast else x)
+        torch.testing.assert_close(y, want.detach(), atol=2e-5, rtol=0)
+        up = ConvTranspose(256, 128, 8, 4, causal=pad_mode != "reflect", fast=fast).eval()
+        z = torch.randn(2, 256, 131)
+        with torch.no_grad():
+            y = up(z)
+        with torch.enable_grad():
+            torch.testing.assert_close(y, up(z).detach(), atol=2e-5, rtol=0)
+    assert len(calls) == 4
+    with torch.no_grad():
+        conv(x[..., :400])  # too few frames to outweigh reading the taps: the convolution
+    assert len(calls) == 4
+
+
 def _audio_presets() -> list:
     """(config class, preset config) of every audio family's presets (Mimi: its one architecture, the default)."""
     from zoo.audio import codec, dac, encodec

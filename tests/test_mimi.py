@@ -69,6 +69,38 @@ def test_transformers_folder_converts_exactly(pair):
     assert torch.equal(ours.encode(x, bitrate=0.6).ids, ours.encode(x, num_codebooks=8).ids)  # 8 x 12.5 Hz x 6 bits
 
 
+def test_wide_levels_on_two_tap_products_convert_exactly(tmp_path, monkeypatch):
+    """Levels as wide as the release's outer ones run their resampling as `two_tap` products: still the reference's
+    ids, and audio as close to exact arithmetic as the reference's own (at this width random weights reach a peak
+    of 17, where float32 rounding alone is 2e-5: the reference run in float64 is the yardstick)."""
+    from transformers import MimiConfig as HFConfig
+    from transformers import MimiModel
+
+    import zoo.audio.streaming as streaming
+    from benchmarks.audio_releases import _in_float64
+
+    calls = []
+    monkeypatch.setattr(streaming, "two_tap", lambda *a, f=streaming.two_tap: calls.append(1) or f(*a))
+    torch.manual_seed(1)
+    ref = randomise_hf_mimi(MimiModel(HFConfig(**dict(SMALL, num_filters=32, hidden_size=64, upsample_groups=64))), 1)
+    ref.save_pretrained(tmp_path)
+    ours = Mimi.from_release(tmp_path)
+    exact = _in_float64(ref)
+    x = audio(24000 * 6 + 555, seed=1)  # long enough for the products to pay (`two_tap_pays`)
+    for q in (1, 8):
+        with torch.no_grad():
+            codes = ref.encode(x, num_quantizers=q).audio_codes
+            y = ref.decode(codes).audio_values[..., :x.shape[-1]]
+            y64 = exact.decode(codes).audio_values[..., :x.shape[-1]]
+        t = ours.encode(x, num_codebooks=q)
+        encoded = len(calls)
+        assert torch.equal(t.ids, codes.transpose(1, 2)), q
+        error, reference_error = (ours.decode(t) - y64).abs().max(), (y - y64).abs().max()
+        assert error <= 1.5 * reference_error, (q, float(error), float(reference_error))
+        assert encoded and len(calls) > encoded  # both sides took the products
+        calls.clear()
+
+
 def test_registered_mimi_downloads_its_pinned_commit_from_a_fake_hub(pair, tmp_path):
     """`zoo.load("mimi")` against a loopback hub serving the small transformers folder as kyutai/mimi at the pinned
     commit only: downloaded, converted once (the commit recorded), same codes as the converter in this process."""

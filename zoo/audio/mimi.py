@@ -208,10 +208,12 @@ class Mimi(RVQCodec):
         up = ConvTranspose(d, d, 2 * c.downsample, c.downsample, causal=True, groups=d, bias=False)
         # The encoder keeps torch's kernels: with the fast ones (`seanet_layers`) the release architecture's codes
         # flipped at near-ties against transformers' (5 of 9376 ids over 8 random inputs, 0 on torch's). The decoder
-        # takes them below its top level; at the top (first convolution, upsampling and residual units) rounding
-        # is amplified by every layer after it: 10 s at the release architecture decoded to within 3.0e-5 of
-        # transformers (2.0e-5 on torch's kernels, 5.6e-5 all fast); the random test models 0.4-0.9e-5 (1.2-2.5e-5
-        # all fast). 0.2 s of the decoder's 1.1 s per 10 s on one thread.
+        # takes them below its top level; at the top (first convolution and residual units) rounding is amplified by
+        # every layer after it (10 s at the release architecture: 2.0e-5 from transformers on torch's kernels,
+        # 5.6e-5 all fast). Both sides run their wide middle resampling convolutions as `two_tap` products
+        # (`two_tap_pays`), closer to exact arithmetic than torch's kernels: 10 s decoded from the reference's codes
+        # is 3.9-4.1e-5 from a float64 run of transformers, where transformers itself is 4.0-4.5e-5 and torch's
+        # kernels in our layers 4.2-4.5e-5; no id flipped over 500 frames (4 inputs of 10 s).
         seanet = seanet_layers(c, decoder=True, fast=True)
         ups = [i for i, m in enumerate(seanet) if isinstance(m, ConvTranspose)]
         for layer in seanet[:ups[1] if len(ups) > 1 else len(seanet)]:

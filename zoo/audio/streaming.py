@@ -20,14 +20,14 @@ a few frames; long files run piece by piece with bounded memory and the same res
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from zoo.nn.cache import cached_on
-from zoo.nn.seanet import ELU, conv_by_taps, elu
+from zoo.nn.seanet import ELU, conv_by_taps, elu, strided_taps, transposed_taps, two_tap, two_tap_pays
 from zoo.tokenizer import check_fields
 
 PAD_MODES = ("reflect", "constant", "replicate")
@@ -78,11 +78,31 @@ class Conv(nn.Module):
         if self.elu_before and not torch.is_grad_enabled():
             return self.after_elu(x)
         left, right = self.pads(x.shape[-1])
-        if torch.is_grad_enabled() or self.conv.groups != 1 or not self.fast:
+        if torch.is_grad_enabled():
+            y = self._torch_conv(x, left, right)
+        elif self._by_taps(x.shape[-1]):
+            y = self._two_tap(padded_time_major(x, left, right, self.pad_mode))
+            y = y if self.fast else y.contiguous()  # torch's kernels after it take (B, C, T) as the reference's do
+        elif self.conv.groups != 1 or not self.fast:
             y = self._torch_conv(x, left, right)
         else:
             y = self._inference(x, left, right)
         return y if self.norm is None else self.norm(y)
+
+    def _by_taps(self, length: int) -> bool:
+        """Whether inference on `length` samples runs as `two_tap` over frames (a wide strided conv of kernel
+        2·stride, fast or not: fewer multiply-adds, and no less accurate than torch's kernels)."""
+        conv = self.conv
+        return (self.stride > 1 and conv.kernel_size[0] == 2 * self.stride and conv.dilation[0] == 1
+                and conv.groups == 1 and self.norm is None
+                and two_tap_pays(self.stride * conv.in_channels, conv.out_channels, -(-length // self.stride)))
+
+    def _two_tap(self, xp: Tensor) -> Tensor:
+        """The convolution of an already padded, time-major xp (B, C, (n + 1)·stride) -> (B, C', n), time-major."""
+        b, c, length = xp.shape
+        taps = cached_on(self, self.conv.weight, strided_taps, "_taps")
+        frames = xp.transpose(1, 2).reshape(b, length // self.stride, self.stride * c)  # a view: xp is time-major
+        return two_tap(frames, *taps, self.conv.bias).transpose(1, 2)
 
     def _torch_conv(self, x: Tensor, left: int, right: int) -> Tensor:
         """torch's convolution of x padded by (left, right). Zeros reaching no further right than left are the
@@ -98,20 +118,11 @@ class Conv(nn.Module):
         """self(ELU(x)) (fast inference): the ELU writes straight into the padded input buffer, whose padding is
         then filled from it (the padding of ELU(x) is ELU of x's padding), saving the padding's copy."""
         left, right = self.pads(x.shape[-1])
-        if self.pad_mode not in ("reflect", "constant") or x.shape[-1] <= max(left, right) or self.conv.groups != 1:
+        if x.shape[-1] <= max(left, right) or self.conv.groups != 1:
             y = self._inference(elu(x), left, right)
         else:
-            n = x.shape[-1]
-            xp = time_major_empty(x.shape[0], x.shape[1], left + n + right, x) if self.norm is None else \
-                x.new_empty(*x.shape[:-1], left + n + right)
-            elu(x, out=xp[..., left:left + n])
-            if self.pad_mode == "constant":
-                xp[..., :left] = 0
-                xp[..., left + n:] = 0
-            else:  # reflection about the first and last samples
-                xp[..., :left] = xp[..., left + 1:2 * left + 1].flip(-1)
-                xp[..., left + n:] = xp[..., left + n - 1 - right:left + n - 1].flip(-1)
-            y = self._inference(xp, 0, 0)
+            xp = padded_time_major(x, left, right, self.pad_mode, elu, time_major=self.norm is None)
+            y = self._two_tap(xp) if self._by_taps(x.shape[-1]) else self._inference(xp, 0, 0)
         return y if self.norm is None else self.norm(y)
 
     def _inference(self, x: Tensor, left: int, right: int) -> Tensor:
@@ -122,6 +133,31 @@ class Conv(nn.Module):
             return self._torch_conv(x, left, right)
         weight = cached_on(self, conv.weight, lambda w: w.detach().unsqueeze(2).contiguous(memory_format=torch.channels_last))
         return time_major_conv(pad1d(x, left, right, self.pad_mode), weight, conv.bias, self.stride, conv.dilation[0])
+
+
+def padded_time_major(x: Tensor, left: int, right: int, mode: str, fill: Callable[..., Tensor] | None = None,
+                      time_major: bool = True) -> Tensor:
+    """x (B, C, n) padded by (left, right) as `pad1d` pads it, into a new buffer stored time-major (or as x's
+    layout, `time_major=False`); `fill(x, out=)` writes the middle instead of a copy (an activation of x, whose
+    padding is the activation of x's padding: the padding is filled from the middle after it)."""
+    n = x.shape[-1]
+    if mode == "reflect" and n <= max(left, right):
+        x, left, right, fill = pad1d(x if fill is None else fill(x), left, right, mode), 0, 0, None
+        n = x.shape[-1]
+    xp = time_major_empty(x.shape[0], x.shape[1], left + n + right, x) if time_major else \
+        x.new_empty(*x.shape[:-1], left + n + right)
+    middle = xp[..., left:left + n]
+    fill(x, out=middle) if fill is not None else middle.copy_(x)
+    if mode == "constant":
+        xp[..., :left] = 0
+        xp[..., left + n:] = 0
+    elif mode == "replicate":
+        xp[..., :left] = xp[..., left:left + 1]
+        xp[..., left + n:] = xp[..., left + n - 1:left + n]
+    else:  # reflection about the first and last samples
+        xp[..., :left] = xp[..., left + 1:2 * left + 1].flip(-1)
+        xp[..., left + n:] = xp[..., left + n - 1 - right:left + n - 1].flip(-1)
+    return xp
 
 
 def time_major_empty(b: int, c: int, t: int, like: Tensor) -> Tensor:
@@ -168,9 +204,11 @@ class ConvTranspose(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         conv = self.conv
-        if self.fast and not torch.is_grad_enabled() and conv.groups == 1 and self.overhang == self.stride:
-            y = self._polyphase(x)  # 1.5-2.5x faster on CPU than torch's
-            y = y if self.norm is None else y.contiguous()  # GroupNorm is slow on time-major input
+        wide = two_tap_pays(conv.in_channels, self.stride * conv.out_channels, x.shape[-1] + 1)  # fast or not
+        if (self.fast or wide) and not torch.is_grad_enabled() and conv.groups == 1 and self.overhang == self.stride:
+            y = self._polyphase(x, wide)  # 1.5-2.5x faster on CPU than torch's
+            # GroupNorm is slow on time-major input; torch's kernels after it take (B, C, T) as the reference's do
+            y = y if self.norm is None and self.fast else y.contiguous()
         else:
             y = conv(x)
         if self.norm is not None:  # over the untrimmed output, as released
@@ -178,11 +216,18 @@ class ConvTranspose(nn.Module):
         right = self.overhang if self.causal else self.overhang // 2
         return y[..., self.overhang - right:y.shape[-1] - right]
 
-    def _polyphase(self, x: Tensor) -> Tensor:
+    def _polyphase(self, x: Tensor, wide: bool) -> Tensor:
         """The transposed convolution as one channels-last conv1d over its s output phases (see
         `zoo.nn.seanet.conv_transpose_polyphase`), the phases ordered phase-major so that the output, stored
-        time-major, is already interleaved: (B, C, N) -> (B, C', (N + 1) · s)."""
+        time-major, is already interleaved: (B, C, N) -> (B, C', (N + 1) · s). Wide ones as `two_tap` products
+        over the input steps instead (a quarter fewer multiply-adds)."""
         s = self.stride
+        b, c, n = x.shape
+        if wide:  # (the only way in when not `fast`)
+            taps = cached_on(self, self.conv.weight, transposed_taps, "_taps")
+            bias = None if self.conv.bias is None else self.conv.bias.detach().repeat(s)
+            y = two_tap(padded_time_major(x, 1, 1, "constant").transpose(1, 2), *taps, bias)  # (B, N + 1, s · C')
+            return y.view(b, (n + 1) * s, -1).transpose(1, 2)
 
         def regroup(w: Tensor) -> Tensor:  # (C, C', 2s) -> (s · C', C, 1, 2): row r · C' + c' is phase r of c'
             c, c_out = w.shape[0], w.shape[1]
@@ -260,7 +305,8 @@ def seanet_layers(c: Any, decoder: bool, fast: bool = False) -> list[nn.Module]:
     as a product per tap, each ELU before a convolution straight into its padded input (`DeferredELU`) and a
     residual unit's 1x1 convolution and 1x1 shortcut as one chain of matrix products (together 1.3x faster on
     one thread for EnCodec; the audio moves by float rounding, about 1e-7 for EnCodec, a little over 1e-5 for
-    Mimi's decoder, so Mimi keeps torch's kernels in its encoder and its decoder's top level, see `Mimi`)."""
+    Mimi's decoder, so Mimi keeps torch's kernels in its encoder and its decoder's top level, see `Mimi`). Fast or
+    not, wide strided and transposed convolutions run as `two_tap` products at inference."""
     conv = dict(causal=c.causal, pad_mode=c.pad_mode, group_norm=c.group_norm, fast=fast)
     res = dict(compress=c.compress, true_skip=c.true_skip, **conv)
 

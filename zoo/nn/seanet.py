@@ -373,6 +373,71 @@ def conv_transpose_polyphase(x: Tensor, weight: Tensor, bias: Tensor, stride: in
     return y.view(b, -1, stride, m).transpose(-1, -2).reshape(b, -1, m * stride)
 
 
+def two_tap(frames: Tensor, u0: Tensor, u1: Tensor, u01: Tensor, bias: Tensor | None) -> Tensor:
+    """y[t] = frames[t] @ u0 + frames[t + 1] @ u1 + bias, t < n, with three matrix products per two outputs instead
+    of four (Winograd's minimal filtering F(2, 2)): for d0, d1, d2 = frames 2i, 2i + 1, 2i + 2,
+
+        y[2i] = d1 @ (u0 + u1) + (d0 - d1) @ u0,    y[2i + 1] = d1 @ (u0 + u1) + (d2 - d1) @ u1.
+
+    A strided convolution of kernel 2·s is such a two-tap product over frames of s samples (`strided_taps`), and a
+    transposed one over its input steps (`transposed_taps`); SEANet's wide ones are GEMM-bound, so a quarter fewer
+    multiply-adds is up to a quarter less time (`two_tap_pays`). The transform's coefficients are 0 and ±1:
+    the error stays the direct sum's (measured: below oneDNN's own convolution against float64).
+
+    Args:
+        frames: (B, n + 1, K), each row contiguous (a time-major activation seen as frames); u0, u1: (K, N);
+            u01 = u0 + u1; bias: (N,) or None.
+    Returns:
+        (B, n, N), contiguous.
+    """
+    b, rows, _ = frames.shape
+    n = rows - 1
+    y = frames.new_empty(b, n, u0.shape[1])
+    pairs = n - n % 2
+
+    def product(a: Tensor, u: Tensor, out: Tensor) -> Tensor:  # out = bias + a @ u
+        return torch.mm(a, u, out=out) if bias is None else torch.addmm(bias, a, u, out=out)
+
+    for f, out in zip(frames, y):
+        if pairs:
+            d0, d1, d2 = f[0:pairs:2], f[1:pairs:2], f[2:pairs + 1:2]
+            even, odd = out[0:pairs:2], out[1:pairs:2]
+            product(d1, u01, odd)
+            torch.addmm(odd, d0 - d1, u0, out=even)
+            odd.addmm_(d2 - d1, u1)
+        if n % 2:  # the last output alone
+            product(f[n - 1:n], u0, out[n - 1:]).addmm_(f[n:], u1)
+    return y
+
+
+def two_tap_pays(k: int, n: int, rows: int) -> bool:
+    """Whether `two_tap` beats oneDNN's convolution for K inputs and N outputs per frame over `rows` frames.
+
+    On one thread it is 1.14-1.9x faster from (K, N) = (256, 640) up to (4096, 1024), even at (128, 256), and slower
+    with narrow outputs ((640, 256): 0.9x, (256, 128): 0.64x), where GEMM's small N wastes its advantage. Its taps
+    are three copies of the layer's weights, kept and read at every call: only layers of at most 2^21 weights
+    (24 MB of taps), and calls of at least N / 4 frames, where the products' work outweighs reading them (a
+    stream's few frames per piece go to the convolution)."""
+    return k >= 256 and n >= 512 and k * n <= 2**21 and 4 * rows >= n
+
+
+def strided_taps(weight: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """A strided convolution's weight (C', C, 2s), stride s, as `two_tap`'s (u0, u1, u0 + u1), each (s·C, C'), for
+    time-major frames: row k·C + c of frame t is sample t·s + k of channel c."""
+    c_out, c, taps = weight.shape
+    u = weight.detach().view(c_out, c, 2, taps // 2).permute(2, 3, 1, 0).reshape(2, -1, c_out)
+    return u[0].contiguous(), u[1].contiguous(), (u[0] + u[1]).contiguous()
+
+
+def transposed_taps(weight: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """A transposed convolution's weight (C, C', 2s), stride s, as `two_tap`'s (u0, u1, u0 + u1), each (C, s·C'),
+    over its input padded by one zero step on each side: output block t (samples t·s + r, time-major:
+    column r·C' + c') is x[t - 1] @ w[..., s + r] + x[t] @ w[..., r]."""
+    c, c_out, taps = weight.shape
+    u = weight.detach().view(c, c_out, 2, taps // 2).permute(2, 0, 3, 1).reshape(2, c, -1)
+    return u[1].contiguous(), u[0].contiguous(), (u[0] + u[1]).contiguous()
+
+
 def receptive_field(module: nn.Module, input_rate: int = 1) -> int:
     """One-sided reach, in waveform samples, of a stack of Conv1d / ConvTranspose1d layers.
 
