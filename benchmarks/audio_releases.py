@@ -364,6 +364,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 SECTION = "audio-releases"
+_SUPERSEDED = " (its "  # how a kept run line starts to say which of its codecs a later run measured again
 
 
 def _kept_rows(measured: set[str]) -> dict[str, list[Any]]:
@@ -384,11 +385,12 @@ def _kept_rows(measured: set[str]) -> dict[str, list[Any]]:
         elif line.startswith("- ") and any(line.startswith(f"- {n}:") or line.startswith(f"- {n} ") for n in others):
             kept["notes"].append(line[2:])
         elif line.startswith(("`OMP_NUM_THREADS=1 python benchmarks/audio_releases.py", "- `OMP_NUM_THREADS=1")):
-            command = line.removeprefix("- ")
+            command, _, note = line.removeprefix("- ").partition(_SUPERSEDED)
             named = command.split("--codecs ", 1)[1].split(" --", 1)[0].split() if "--codecs " in command else \
                 ["dac-16khz"]  # the first run, before --codecs was written into the line, measured DAC alone
-            if set(named) <= others:
-                kept["runs"].append(command)
+            gone = [n for n in named if n not in others or n in note.split(" rows ")[0].split(", ")]
+            if len(gone) < len(named):  # it still made some of the rows: kept, saying which of its rows are gone
+                kept["runs"].append(command + (f"{_SUPERSEDED}{', '.join(gone)} rows replaced by a later run)" if gone else ""))
     return kept
 
 

@@ -168,7 +168,7 @@ def figure(curves: dict[str, list[dict[str, object]]], path: Path, clock: str = 
             ax.plot(xs, ys, "-" if budget == shown[-1] else "--", color=colours[source], marker=".",
                     label=f"{source} {budget}")
         ax.axhline(FLAT_GOAL_DB, color="k", lw=0.6, ls=":")
-        ax.set(title=label, xlabel=f"{unit}utes of fine-tuning", ylabel="PSNR (dB), held out")
+        ax.set(title=label, xlabel=f"{unit}utes of training", ylabel="PSNR (dB), held out")
         ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
