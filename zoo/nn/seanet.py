@@ -413,10 +413,11 @@ def two_tap(frames: Tensor, u0: Tensor, u1: Tensor, u01: Tensor, bias: Tensor | 
 def two_tap_pays(k: int, n: int, rows: int) -> bool:
     """Whether `two_tap` beats oneDNN's convolution for K inputs and N outputs per frame over `rows` frames.
 
-    On one thread it is 1.14-1.9x faster from (K, N) = (256, 640) up to (4096, 1024), even at (128, 256), and slower
+    On one thread it is 1.14-1.9x faster from (K, N) = (256, 640) up to (4096, 1024), as fast at (128, 256), slower
     with narrow outputs ((640, 256): 0.9x, (256, 128): 0.64x), where GEMM's small N wastes its advantage. Its taps
-    are three copies of the layer's weights, kept and read at every call: only layers of at most 2^21 weights
-    (24 MB of taps), and calls of at least N / 4 frames, where the products' work outweighs reading them (a
+    are three K x N matrices (1.5x the layer's weights), kept and read at every call: only where K·N <= 2^21 (at
+    most 24 MiB of taps; Mimi's middle levels keep 20 MiB, its two stride-8 levels would add 96 MiB for about 45 ms
+    per 10 s), and for calls of at least N / 4 frames, where the products' work outweighs reading them (a
     stream's few frames per piece go to the convolution)."""
     return k >= 256 and n >= 512 and k * n <= 2**21 and 4 * rows >= n
 
