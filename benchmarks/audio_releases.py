@@ -38,7 +38,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.report import machine, table, write_section  # noqa: E402
+from benchmarks.report import interleaved_best, machine, table, write_section  # noqa: E402
 
 
 @dataclass
@@ -183,18 +183,8 @@ def speed(name: str, seconds: float, repeat: int) -> dict[str, Any]:
     runs = {"ours": lambda: ours.decode(ours.encode(x)),
             "reference": lambda: codec.reference_audio(reference, codec.reference_codes(reference, x, q), x.shape[-1])}
 
-    def best_times() -> dict[str, dict[str, float]]:
-        times: dict[str, dict[str, list[float]]] = {k: {"wall": [], "cpu": []} for k in runs}
-        for _ in range(repeat):
-            for key, fn in runs.items():
-                wall, cpu = time.perf_counter(), time.thread_time()
-                fn()
-                times[key]["cpu"].append(time.thread_time() - cpu)
-                times[key]["wall"].append(time.perf_counter() - wall)
-        return {k: {c: min(v) for c, v in t.items()} for k, t in times.items()}
-
     load_before = os.getloadavg()[0]
-    best = best_times()  # the allocator as a process that has run only these models leaves it
+    best = interleaved_best(runs, repeat)  # the allocator as a process that has run only these models leaves it
     # how far float32 rounding alone takes the audio: the reference itself run in float64 on the same codes
     y64 = codec.reference_audio(_in_float64(reference), ids, x.shape[-1]).float()
     n = y64.shape[-1]
@@ -202,7 +192,7 @@ def speed(name: str, seconds: float, repeat: int) -> dict[str, Any]:
              "peak": float(y64.abs().max())}
     # the float64 run's large frees raise glibc's mmap threshold: later large buffers come from the heap, with no
     # page faults; transformers' codecs fault on every call before that (hundreds of thousands of minor faults)
-    warm = best_times()
+    warm = interleaved_best(runs, repeat)
     load_after = os.getloadavg()[0]
     return {"best": best, "warm": warm, "audio_diff": diff, "float64": exact, "ids": ids.numel(), "differ": differ,
             "load": (load_before, load_after),

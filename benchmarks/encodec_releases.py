@@ -21,14 +21,13 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.report import machine, table, write_section  # noqa: E402
+from benchmarks.report import interleaved_best, machine, table, write_section  # noqa: E402
 from zoo.audio.encodec import EnCodec  # noqa: E402
 
 
@@ -80,31 +79,22 @@ def speed(kind: str, seconds: float, repeat: int, kbps: float = 6.0) -> list[obj
     ids_ref, ids_ours = run_ref(), run_ours()  # warm-up, and the codes must agree
     same = torch.equal(ids_ref, ids_ours)
 
-    def best_times() -> tuple[dict[str, float], dict[str, float]]:
-        best = {"ours": float("inf"), "ref": float("inf")}
-        cpu = dict(best)
-        for _ in range(repeat):
-            for name, fn in (("ours", run_ours), ("ref", run_ref)):
-                start, start_cpu = time.perf_counter(), time.thread_time()
-                fn()
-                cpu[name] = min(cpu[name], time.thread_time() - start_cpu)
-                best[name] = min(best[name], time.perf_counter() - start)
-        return best, cpu
-
+    runs = {"ours": run_ours, "ref": run_ref}
     load_before = os.getloadavg()[0]
-    best, cpu = best_times()  # the allocator as building the models left it
+    best = interleaved_best(runs, repeat)  # the allocator as building the models left it
     # then as benchmarks/audio_releases.py times its second state: after the reference has run once in float64, whose
     # large frees raise glibc's mmap threshold (later large buffers come from the heap, without page faults)
     with torch.no_grad():
         exact = copy.deepcopy(ref).double()
         exact.decode(exact.encode(x.double()))
         del exact
-    _, warm = best_times()
+    warm = interleaved_best(runs, repeat)
     load_after = os.getloadavg()[0]
-    return [f"encodec-{kind}", kbps, seconds, f"{best['ours']:.2f}", f"{best['ref']:.2f}",
-            f"{best['ref'] / best['ours']:.2f}x", f"{cpu['ours']:.2f}", f"{cpu['ref']:.2f}",
-            f"{cpu['ref'] / cpu['ours']:.2f}x", f"{warm['ref'] / warm['ours']:.2f}x", "yes" if same else "NO",
-            f"{load_before:.1f} / {load_after:.1f}"]
+    wall, cpu = ({k: t[c] for k, t in best.items()} for c in ("wall", "cpu"))
+    return [f"encodec-{kind}", kbps, seconds, f"{wall['ours']:.2f}", f"{wall['ref']:.2f}",
+            f"{wall['ref'] / wall['ours']:.2f}x", f"{cpu['ours']:.2f}", f"{cpu['ref']:.2f}",
+            f"{cpu['ref'] / cpu['ours']:.2f}x", f"{warm['ref']['cpu'] / warm['ours']['cpu']:.2f}x",
+            "yes" if same else "NO", f"{load_before:.1f} / {load_after:.1f}"]
 
 
 LONG = """

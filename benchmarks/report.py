@@ -53,6 +53,19 @@ def best_time(fn: Callable[[], object], repeat: int = 5, warmup: int = 1,
     return min(times)
 
 
+def interleaved_best(runs: dict[str, Callable[[], object]], repeat: int) -> dict[str, dict[str, float]]:
+    """Each of `runs` timed `repeat` times, interleaved run by run (a shared machine's drift hits them alike): the
+    best wall and CPU time (this thread's) of each, {name: {"wall": s, "cpu": s}}."""
+    times: dict[str, dict[str, list[float]]] = {k: {"wall": [], "cpu": []} for k in runs}
+    for _ in range(repeat):
+        for key, fn in runs.items():
+            wall, cpu = time.perf_counter(), time.thread_time()
+            fn()
+            times[key]["cpu"].append(time.thread_time() - cpu)
+            times[key]["wall"].append(time.perf_counter() - wall)
+    return {k: {c: min(v) for c, v in t.items()} for k, t in times.items()}
+
+
 def table(header: list[str], rows: list[list[object]]) -> str:
     def fmt(v: object) -> str:
         if isinstance(v, float):

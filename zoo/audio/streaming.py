@@ -139,11 +139,9 @@ def padded_time_major(x: Tensor, left: int, right: int, mode: str, fill: Callabl
                       time_major: bool = True) -> Tensor:
     """x (B, C, n) padded by (left, right) as `pad1d` pads it, into a new buffer stored time-major (or as x's
     layout, `time_major=False`); `fill(x, out=)` writes the middle instead of a copy (an activation of x, whose
-    padding is the activation of x's padding: the padding is filled from the middle after it)."""
+    padding is the activation of x's padding: the padding is filled from the middle after it). Reflection needs
+    n > max(left, right) (`pad1d` handles shorter inputs)."""
     n = x.shape[-1]
-    if mode == "reflect" and n <= max(left, right):
-        x, left, right, fill = pad1d(x if fill is None else fill(x), left, right, mode), 0, 0, None
-        n = x.shape[-1]
     xp = time_major_empty(x.shape[0], x.shape[1], left + n + right, x) if time_major else \
         x.new_empty(*x.shape[:-1], left + n + right)
     middle = xp[..., left:left + n]
